@@ -1,0 +1,148 @@
+"""All settings of the service, in one pydantic-settings model.
+
+Every field reads ``DAEHWA_<FIELD>`` from the environment or a ``.env`` file, and every field has a description: the
+README's configuration table is generated from them (``daehwa config --markdown``) and a test fails when it drifts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from dotenv import dotenv_values
+from platformdirs import user_data_dir
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ModerationAction = Literal["block", "mask", "flag", "off"]
+
+
+class Settings(BaseSettings):
+    """The service's configuration. Build it once and hand it to ``create_app`` / ``build_services``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DAEHWA_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # -- where things live -------------------------------------------------------------------------------------
+    data_dir: Path = Field(
+        default_factory=lambda: Path(user_data_dir("daehwa", appauthor=False)),
+        description="Directory for the default SQLite database, the joined model files and other state.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="Where conversations are stored: sqlite:////abs/path.db (default: daehwa.db in the data "
+        "directory), redis://host:6379/0 or postgresql://user@host/db.",
+    )
+
+    # -- models ------------------------------------------------------------------------------------------------
+    default_model: str = Field(
+        default="local",
+        description="Model used when a request names none: 'local', 'local/qwen2.5-0.5b', 'openai/gpt-4o-mini', ...",
+    )
+    local_model: str = Field(
+        default="qwen2.5-1.5b",
+        description="The embedded model behind 'local': qwen2.5-1.5b, qwen2.5-0.5b, smollm2-135m, or a path to any "
+        "GGUF file.",
+    )
+    local_parallel: int = Field(
+        default=4, ge=1, le=64, description="Concurrent generation slots of the embedded model."
+    )
+    local_context_size: int = Field(
+        default=4096, ge=512, description="Context window (tokens) of each slot of the embedded model."
+    )
+    local_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads for the embedded model (default: all cores)."
+    )
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="Where joined model files are cached (default: models/ in the data directory).",
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DAEHWA_OPENAI_API_KEY", "OPENAI_API_KEY"),
+        description="API key for the built-in 'openai' provider (OPENAI_API_KEY is honoured too). Never logged.",
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DAEHWA_OPENAI_BASE_URL", "OPENAI_BASE_URL"),
+        description="Base URL of the built-in 'openai' provider (OPENAI_BASE_URL is honoured too), for any "
+        "OpenAI-compatible server.",
+    )
+    providers_file: Path | None = Field(
+        default=None,
+        description="TOML file of further OpenAI-compatible providers ([providers.NAME] with base_url, api_key_env, "
+        "models); see docs/providers.md.",
+    )
+    request_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds an upstream model request may take in total."
+    )
+
+    # -- conversations -----------------------------------------------------------------------------------------
+    personas_dir: Path | None = Field(
+        default=None,
+        description="Directory of your own persona files (*.toml); they add to and may override the built-in ones.",
+    )
+    default_persona: str = Field(default="assistant", description="Persona used when a new conversation names none.")
+    max_message_chars: int = Field(default=32_000, ge=1, description="Longest user message accepted, in characters.")
+    context_max_tokens: int = Field(
+        default=3072,
+        ge=256,
+        description="Token budget for the context sent to the model (system prompt + recent turns); the reply's "
+        "max_tokens comes on top.",
+    )
+
+    # -- server ------------------------------------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Address 'daehwa serve' listens on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port 'daehwa serve' listens on.")
+    log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
+    log_message_text: bool = Field(
+        default=False, description="Include message text in logs (off by default: logs hold no conversation text)."
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"debug", "info", "warning", "error", "critical"}:
+            raise ValueError("log_level must be one of debug, info, warning, error, critical")
+        return value
+
+    # -- derived -----------------------------------------------------------------------------------------------
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'daehwa.db').resolve()}"
+
+    def resolved_model_cache_dir(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "models"
+
+    def secret(self, env_name: str | None) -> SecretStr | None:
+        """The value of the environment variable ``env_name``, from the environment or the .env file."""
+        if not env_name:
+            return None
+        if env_name in {"OPENAI_API_KEY", "DAEHWA_OPENAI_API_KEY"} and self.openai_api_key is not None:
+            return self.openai_api_key
+        value = os.environ.get(env_name)
+        if value is None:
+            env_file = self.model_config.get("env_file")
+            if isinstance(env_file, str) and Path(env_file).is_file():
+                value = dotenv_values(env_file).get(env_name)
+        return SecretStr(value) if value else None
+
+
+def settings_table_markdown() -> str:
+    """The configuration table of the README, generated from the field descriptions."""
+    rows = ["| Environment variable | Default | Description |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default: Any = field.default
+        if field.default_factory is not None:
+            default = "(see description)"
+        shown = "" if default is None else f"`{default}`"
+        rows.append(f"| `DAEHWA_{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)

@@ -1,0 +1,171 @@
+"""Which providers exist, and how a model name maps onto one.
+
+Implementations register as entry points in the ``daehwa.providers`` group (name -> ``Provider`` subclass), the
+built-in ones exactly as a third-party plugin would, so the list of backends is data, not ``if`` chains.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError, ModelNotFound
+from .base import ModelInfo, Provider, ProviderConfig
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "daehwa.providers"
+ProviderFactory = Callable[[ProviderConfig, "Settings"], Provider]
+
+
+def provider_types() -> dict[str, ProviderFactory]:
+    """Every installed provider implementation, by type name."""
+    found: dict[str, ProviderFactory] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep.load()
+    return found
+
+
+def builtin_provider_configs(settings: Settings) -> list[ProviderConfig]:
+    """The providers every install has: the embedded model and OpenAI (available once a key is set)."""
+    return [
+        ProviderConfig(name="local", type="local", default_model=settings.local_model),
+        ProviderConfig(
+            name="openai",
+            type="openai",
+            base_url=settings.openai_base_url,
+            api_key_env="OPENAI_API_KEY",
+            models=("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1"),
+        ),
+    ]
+
+
+_CONFIG_KEYS = {
+    "type",
+    "base_url",
+    "api_key_env",
+    "models",
+    "default_model",
+    "unsupported_params",
+    "unsupported_action",
+    "options",
+}
+
+
+def load_provider_file(path: Path) -> list[ProviderConfig]:
+    """Read named providers from a TOML file: one ``[providers.NAME]`` table each."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"Providers file {path} does not exist: create it or unset DAEHWA_PROVIDERS_FILE.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Providers file {path} is not valid TOML: {exc}") from None
+    tables = data.get("providers")
+    if not isinstance(tables, dict):
+        raise ConfigError(f"Providers file {path} needs [providers.NAME] tables, e.g. [providers.ollama].")
+    configs = []
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: providers.{name} must be a table.")
+        unknown = set(table) - _CONFIG_KEYS
+        if unknown:
+            raise ConfigError(
+                f"{path}: providers.{name} has unknown keys {sorted(unknown)}; known: {sorted(_CONFIG_KEYS)}"
+            )
+        if "/" in name:
+            raise ConfigError(f"{path}: provider name {name!r} may not contain '/'.")
+        action = table.get("unsupported_action", "reject")
+        if action not in ("reject", "drop"):
+            raise ConfigError(f"{path}: providers.{name}.unsupported_action must be 'reject' or 'drop'.")
+        configs.append(
+            ProviderConfig(
+                name=name,
+                type=str(table.get("type", "openai")),
+                base_url=table.get("base_url"),
+                api_key_env=table.get("api_key_env"),
+                models=tuple(table.get("models", ())),
+                default_model=table.get("default_model"),
+                unsupported_params=tuple(table.get("unsupported_params", ())),
+                unsupported_action=action,
+                options=dict(table.get("options", {})),
+            )
+        )
+    return configs
+
+
+class ProviderRegistry:
+    """The configured providers of one app, by name."""
+
+    def __init__(self, providers: Iterable[Provider]) -> None:
+        self._providers: dict[str, Provider] = {}
+        for p in providers:
+            self._providers[p.name] = p
+
+    @classmethod
+    def from_settings(cls, settings: Settings, types: dict[str, ProviderFactory] | None = None) -> ProviderRegistry:
+        types = provider_types() if types is None else types
+        configs = {c.name: c for c in builtin_provider_configs(settings)}
+        if settings.providers_file:
+            for c in load_provider_file(Path(settings.providers_file)):
+                configs[c.name] = c  # a file entry may override a built-in one
+        providers = []
+        for config in configs.values():
+            factory = types.get(config.type)
+            if factory is None:
+                raise ConfigError(
+                    f"Provider {config.name!r} has type {config.type!r}, which is not installed; "
+                    f"installed types: {sorted(types)}."
+                )
+            providers.append(factory(config, settings))
+        return cls(providers)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._providers.values())
+
+    def get(self, name: str) -> Provider | None:
+        return self._providers.get(name)
+
+    def resolve(self, model: str) -> tuple[Provider, str]:
+        """``"openai/gpt-4o-mini"`` -> (the openai provider, ``"gpt-4o-mini"``); ``"local"`` -> its default."""
+        model = model.strip()
+        provider_name, sep, model_id = model.partition("/")
+        provider = self._providers.get(provider_name)
+        if provider is None:
+            names = ", ".join(sorted(self._providers))
+            raise ModelNotFound(
+                f"Unknown model {model!r}: models are named <provider>/<model> (providers: {names}), "
+                f"e.g. 'local' or 'openai/gpt-4o-mini'. Run 'daehwa models' to list them."
+            )
+        if not sep:
+            return provider, provider.default_model
+        if not model_id:
+            raise ModelNotFound(f"Model name {model!r} names no model after '/'.")
+        return provider, model_id
+
+    def full_name(self, provider: Provider, model_id: str) -> str:
+        return f"{provider.name}/{model_id}"
+
+    async def list_models(self) -> list[ModelInfo]:
+        out: list[ModelInfo] = []
+        for p in self._providers.values():
+            try:
+                out.extend(await p.list_models())
+            except Exception as exc:  # a broken provider must not hide the others
+                log.warning("listing models of provider %s failed: %s", p.name, exc)
+                out.append(ModelInfo(id=f"{p.name}/*", provider=p.name, available=False, reason=str(exc)))
+        return out
+
+    async def start(self) -> None:
+        for p in self._providers.values():
+            await p.start()
+
+    async def aclose(self) -> None:
+        for p in self._providers.values():
+            await p.aclose()

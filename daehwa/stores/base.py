@@ -1,0 +1,201 @@
+"""The Store interface: conversations and their messages, accounts, and usage.
+
+Every method is async and speaks the project's own types; no SQL, keys or cursors leak out, so SQLite, Redis and
+PostgreSQL implement the same contract (``tests/test_stores.py`` runs one suite over all of them).
+
+Ownership is part of every read and write: a conversation that exists but belongs to another user is reported
+exactly like one that does not exist (``None`` / ``False``), so no caller can tell the two apart.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..types import (
+    Conversation,
+    MessageStatus,
+    Role,
+    StoredMessage,
+    UsageRecord,
+    UsageTotal,
+    User,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A user as stored, with the password hash the API never returns."""
+
+    user: User
+    password_hash: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: str
+    user_id: str
+    name: str
+    prefix: str  # the first characters of the key, shown in listings so a person can tell keys apart
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A browser login session. Only the hash of its token is stored."""
+
+    user_id: str
+    csrf_token: str
+    expires_at: datetime
+
+
+class Store(abc.ABC):
+    """Persistent state of the service. Implementations must allow concurrent use from one event loop."""
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending migrations. Replies left ``streaming`` by a dead process become ``interrupted``."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+
+    # -- conversations -----------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_conversation(
+        self,
+        user_id: str,
+        *,
+        title: str = "",
+        persona: str | None = None,
+        model: str | None = None,
+        kind: str = "chat",
+        meta: Mapping[str, Any] | None = None,
+    ) -> Conversation: ...
+
+    @abc.abstractmethod
+    async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation | None: ...
+
+    @abc.abstractmethod
+    async def list_conversations(
+        self,
+        user_id: str,
+        *,
+        kind: str | None = "chat",
+        query: str | None = None,
+        limit: int = 50,
+        before: datetime | None = None,
+    ) -> list[Conversation]:
+        """Newest-updated first; ``query`` matches titles case-insensitively; ``before`` pages by ``updated_at``."""
+
+    @abc.abstractmethod
+    async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def update_conversation(self, user_id: str, conversation_id: str, *, meta: Mapping[str, Any]) -> bool:
+        """Merge ``meta`` into the conversation's metadata (persona variables, summaries, collected info...)."""
+
+    @abc.abstractmethod
+    async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
+        """Delete the conversation and its messages. Usage records stay (accounting outlives history)."""
+
+    # -- messages ----------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def append_message(
+        self,
+        user_id: str,
+        conversation_id: str,
+        *,
+        role: Role,
+        content: str,
+        status: MessageStatus = MessageStatus.COMPLETE,
+        model: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> StoredMessage:
+        """Append and return the stored message; raises ``NotFound`` if the conversation is not the user's."""
+
+    @abc.abstractmethod
+    async def update_message(
+        self,
+        user_id: str,
+        message_id: str,
+        *,
+        content: str | None = None,
+        status: MessageStatus | None = None,
+        model: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> StoredMessage | None:
+        """Change a message in place (a streaming reply's text and final status); ``meta`` is merged."""
+
+    @abc.abstractmethod
+    async def delete_messages_from(self, user_id: str, conversation_id: str, message_id: str) -> int:
+        """Delete a message and every later one of its conversation (regenerate / edit-and-resend)."""
+
+    @abc.abstractmethod
+    async def list_messages(
+        self, user_id: str, conversation_id: str, *, limit: int | None = None
+    ) -> list[StoredMessage] | None:
+        """Oldest first (the last ``limit`` ones if given); ``None`` if the conversation is not the user's."""
+
+    # -- accounts ----------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_user(
+        self, name: str, *, password_hash: str | None, is_admin: bool = False, anonymous: bool = False
+    ) -> User:
+        """Raises ``Conflict`` if the name is taken."""
+
+    @abc.abstractmethod
+    async def get_user(self, user_id: str) -> UserRecord | None: ...
+
+    @abc.abstractmethod
+    async def get_user_by_name(self, name: str) -> UserRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_users(self) -> list[User]: ...
+
+    @abc.abstractmethod
+    async def set_password_hash(self, user_id: str, password_hash: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def create_api_key(self, user_id: str, *, name: str, prefix: str, key_hash: str) -> ApiKeyRecord: ...
+
+    @abc.abstractmethod
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key with this hash, revoked or not (the caller decides); records ``last_used_at``."""
+
+    @abc.abstractmethod
+    async def list_api_keys(self, user_id: str | None = None) -> list[ApiKeyRecord]: ...
+
+    @abc.abstractmethod
+    async def revoke_api_key(self, key_id: str, *, user_id: str | None = None) -> bool: ...
+
+    @abc.abstractmethod
+    async def create_session(self, token_hash: str, record: SessionRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def get_session(self, token_hash: str) -> SessionRecord | None:
+        """The session if it exists and has not expired."""
+
+    @abc.abstractmethod
+    async def delete_session(self, token_hash: str) -> None: ...
+
+    # -- usage -------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def record_usage(self, record: UsageRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def usage_totals(self, *, user_id: str | None = None, since: datetime | None = None) -> list[UsageTotal]:
+        """Totals per user and model, over records created at or after ``since``."""
+
+    @abc.abstractmethod
+    async def tokens_used_since(self, user_id: str, since: datetime) -> int:
+        """Total tokens the user consumed since ``since`` (for daily token quotas)."""
