@@ -146,6 +146,47 @@ class Store(abc.ABC):
     ) -> list[StoredMessage] | None:
         """Oldest first (the last ``limit`` ones if given); ``None`` if the conversation is not the user's."""
 
+    async def begin_turn(
+        self,
+        user_id: str,
+        conversation_id: str,
+        *,
+        user_content: str | None,
+        user_status: MessageStatus = MessageStatus.COMPLETE,
+        user_meta: Mapping[str, Any] | None = None,
+        reply_model: str | None,
+    ) -> tuple[StoredMessage | None, StoredMessage]:
+        """Store the user's message (if any) and an empty ``streaming`` reply, before the model is called.
+
+        Backends override this to do both in one transaction (one round trip on the hot path).
+        """
+        user_msg = None
+        if user_content is not None:
+            user_msg = await self.append_message(
+                user_id, conversation_id, role="user", content=user_content, status=user_status, meta=user_meta
+            )
+        reply = await self.append_message(
+            user_id, conversation_id, role="assistant", content="", status=MessageStatus.STREAMING, model=reply_model
+        )
+        return user_msg, reply
+
+    async def finish_turn(
+        self,
+        user_id: str,
+        message_id: str,
+        *,
+        content: str,
+        status: MessageStatus,
+        model: str | None,
+        meta: Mapping[str, Any] | None,
+        usage: UsageRecord | None,
+    ) -> StoredMessage | None:
+        """Finalise the reply and record its usage; backends override this to do both in one transaction."""
+        message = await self.update_message(user_id, message_id, content=content, status=status, model=model, meta=meta)
+        if usage is not None:
+            await self.record_usage(usage)
+        return message
+
     # -- accounts ----------------------------------------------------------------------------------------------
     @abc.abstractmethod
     async def create_user(
