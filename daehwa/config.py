@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         "max_tokens comes on top.",
     )
 
+    stream_flush_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="While a reply streams, its text so far is saved this often, so even a crash loses at most this much.",
+    )
+
     # -- server ------------------------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address 'daehwa serve' listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port 'daehwa serve' listens on.")

@@ -1,0 +1,52 @@
+"""Prometheus metrics, one registry per app (no process globals, so tests and several apps never share counters)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
+
+
+class Metrics:
+    """The service's counters, gauges and histograms. ``render()`` gives the /metrics text."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.turns = Counter(
+            "daehwa_turns", "Turns handled, by transport and outcome.", ["source", "outcome"], registry=r
+        )
+        self.errors = Counter("daehwa_errors", "Errors, by kind (error code).", ["kind"], registry=r)
+        self.upstream_requests = Counter(
+            "daehwa_upstream_requests",
+            "Calls to model providers, by model and result.",
+            ["model", "result"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "daehwa_time_to_first_token_seconds",
+            "Time from the turn's start to the first text delivered.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.turn_latency = Histogram(
+            "daehwa_turn_duration_seconds", "Total time of a turn.", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.tokens = Counter("daehwa_tokens", "Tokens used, by model and kind.", ["model", "kind"], registry=r)
+        self.active_streams = Gauge("daehwa_active_streams", "Replies being generated right now.", registry=r)
+        self.filter_hits = Counter(
+            "daehwa_filter_hits", "Banned-word matches, by direction and action.", ["direction", "action"], registry=r
+        )
+        self.breaker_state = Gauge(
+            "daehwa_circuit_breaker_state",
+            "Circuit breaker state per model: 0 closed, 1 half-open, 2 open.",
+            ["model"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "daehwa_rate_limited", "Requests refused by a per-user quota, by limit.", ["limit"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
