@@ -7,6 +7,7 @@ built-in ones exactly as a third-party plugin would, so the list of backends is 
 from __future__ import annotations
 
 import logging
+import re
 import tomllib
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
@@ -84,6 +85,7 @@ def load_provider_file(path: Path) -> list[ProviderConfig]:
         action = table.get("unsupported_action", "reject")
         if action not in ("reject", "drop"):
             raise ConfigError(f"{path}: providers.{name}.unsupported_action must be 'reject' or 'drop'.")
+        _check_table_values(path, name, table)
         configs.append(
             ProviderConfig(
                 name=name,
@@ -100,6 +102,43 @@ def load_provider_file(path: Path) -> list[ProviderConfig]:
     return configs
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_table_values(path: Path, name: str, table: dict[str, object]) -> None:
+    """Type-check one ``[providers.NAME]`` table, so a typo fails at start-up with the key named, not mid-request."""
+    where = f"{path}: providers.{name}"
+    for key in ("type", "base_url", "api_key_env", "default_model"):
+        if key in table and not isinstance(table[key], str):
+            raise ConfigError(f"{where}.{key} must be a string.")
+    for key in ("models", "unsupported_params"):
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f'{where}.{key} must be a list of strings, e.g. {key} = ["a", "b"].')
+    if not isinstance(table.get("options", {}), dict):
+        raise ConfigError(f"{where}.options must be a table.")
+    base_url = table.get("base_url")
+    if isinstance(base_url, str) and not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}.base_url must start with http:// or https://, e.g. http://127.0.0.1:11434/v1.")
+    env = table.get("api_key_env")
+    if isinstance(env, str) and not _ENV_NAME.match(env):
+        # Most likely the key itself was pasted here: say so without repeating the value.
+        raise ConfigError(
+            f"{where}.api_key_env must be the *name* of the environment variable holding the key (e.g. "
+            f"ZHIPU_API_KEY), not the key itself; put the key in that variable or the .env file."
+        )
+
+
+def _load_provider_type(type_name: str) -> ProviderFactory | None:
+    """The implementation registered as ``type_name``; only the types in use are imported."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=type_name):
+        try:
+            return ep.load()  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise ConfigError(f"Provider type {type_name!r} ({ep.value}) failed to load: {exc}") from exc
+    return None
+
+
 class ProviderRegistry:
     """The configured providers of one app, by name."""
 
@@ -110,18 +149,21 @@ class ProviderRegistry:
 
     @classmethod
     def from_settings(cls, settings: Settings, types: dict[str, ProviderFactory] | None = None) -> ProviderRegistry:
-        types = provider_types() if types is None else types
         configs = {c.name: c for c in builtin_provider_configs(settings)}
         if settings.providers_file:
             for c in load_provider_file(Path(settings.providers_file)):
                 configs[c.name] = c  # a file entry may override a built-in one
         providers = []
         for config in configs.values():
-            factory = types.get(config.type)
+            # Entry points are loaded one by one, so a broken plugin that is not used cannot break start-up.
+            factory = _load_provider_type(config.type) if types is None else types.get(config.type)
             if factory is None:
+                installed = (
+                    sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)) if types is None else sorted(types)
+                )
                 raise ConfigError(
                     f"Provider {config.name!r} has type {config.type!r}, which is not installed; "
-                    f"installed types: {sorted(types)}."
+                    f"installed types: {installed}."
                 )
             providers.append(factory(config, settings))
         return cls(providers)
@@ -139,12 +181,18 @@ class ProviderRegistry:
         provider = self._providers.get(provider_name)
         if provider is None:
             names = ", ".join(sorted(self._providers))
+            hint = "".join(
+                f" Did you mean '{p.name}/{model}'?" for p in self._providers.values() if model in p.config.models
+            )
             raise ModelNotFound(
                 f"Unknown model {model!r}: models are named <provider>/<model> (providers: {names}), "
-                f"e.g. 'local' or 'openai/gpt-4o-mini'. Run 'daehwa models' to list them."
+                f"e.g. 'local' or 'openai/gpt-4o-mini'. Run 'daehwa models' to list them.{hint}"
             )
         if not sep:
-            return provider, provider.default_model
+            try:
+                return provider, provider.default_model
+            except NotImplementedError as exc:  # the provider has no models configured
+                raise ModelNotFound(str(exc)) from None
         if not model_id:
             raise ModelNotFound(f"Model name {model!r} names no model after '/'.")
         return provider, model_id

@@ -1,0 +1,352 @@
+"""Any OpenAI-compatible Chat Completions server: OpenAI itself, Zhipu GLM, Ollama, vLLM, llama.cpp server, ...
+
+One ``AsyncOpenAI`` client per provider, with the SDK's own retries off: the pipeline has the one retry layer, and it
+decides from ``ProviderError.retryable`` / ``retry_after``, which this module derives from the upstream's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import openai
+from pydantic import SecretStr
+
+from ..errors import (
+    ConfigError,
+    DaehwaError,
+    InvalidRequest,
+    ModelNotFound,
+    ModelUnavailable,
+    ProviderError,
+    ProviderTimeout,
+    UnsupportedParameter,
+)
+from ..types import PARAM_NAMES, ProviderEvent, ProviderRequest, StreamEnd, TextDelta, Usage
+from .base import ModelInfo, Provider, ProviderConfig, ProviderStatus
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: Sent when the server needs no key (Ollama, llama.cpp server): the SDK insists on one.
+PLACEHOLDER_KEY = "sk-no-key-required"
+#: Wire parameters this module sets itself; ``GenerationParams.extra`` may not override them.
+RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options"})
+#: Keys of ``options`` in a providers-file entry of type "openai".
+OPTION_KEYS = frozenset({"timeout", "headers"})
+_MAX_UPSTREAM_MESSAGE = 500
+
+
+class OpenAIProvider(Provider):
+    """A provider speaking OpenAI's Chat Completions API over HTTP, streamed."""
+
+    # Every Chat Completions parameter passes through (plus any ``extra`` one), unless the config lists it as
+    # unsupported.
+    supported_params = frozenset(PARAM_NAMES)
+
+    def __init__(self, config: ProviderConfig, settings: Settings) -> None:
+        super().__init__(config, settings)
+        unknown = set(config.options) - OPTION_KEYS
+        if unknown:
+            raise ConfigError(
+                f"Provider {config.name!r} has unknown options {sorted(unknown)}; known: {sorted(OPTION_KEYS)}."
+            )
+        self.base_url = (config.base_url or settings.openai_base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.timeout = float(config.options.get("timeout", settings.request_timeout))
+        self._headers = {str(k): str(v) for k, v in dict(config.options.get("headers", {})).items()}
+        # Resolved once: a key changed later needs a restart, like every other setting.
+        self._api_key: SecretStr | None = settings.secret(config.api_key_env)
+        self._client: openai.AsyncOpenAI | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r}, api_key_env={self.config.api_key_env!r})"
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._missing_key_reason() is None:
+            self._get_client()
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    def _get_client(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            key = self._api_key.get_secret_value() if self._api_key is not None else PLACEHOLDER_KEY
+            self._client = openai.AsyncOpenAI(
+                api_key=key,
+                base_url=self.base_url,
+                max_retries=0,
+                timeout=self.timeout,
+                default_headers=self._headers or None,
+            )
+        return self._client
+
+    def _missing_key_reason(self) -> str | None:
+        env = self.config.api_key_env
+        if env and self._api_key is None:
+            return f"Provider {self.name!r} needs an API key: set {env} (in the environment or the .env file)."
+        return None
+
+    # -- status ------------------------------------------------------------------------------------------------
+    def status(self) -> ProviderStatus:
+        reason = self._missing_key_reason()
+        return ProviderStatus(
+            available=reason is None,
+            reason=reason,
+            loaded=self._client is not None,
+            detail={"base_url": self.base_url, "api_key_env": self.config.api_key_env},
+        )
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The configured models; no upstream call, so it works offline and never waits on a slow server."""
+        names = list(self.config.models)
+        if self.config.default_model and self.config.default_model not in names:
+            names.insert(0, self.config.default_model)
+        reason = self._missing_key_reason()
+        return [
+            ModelInfo(
+                id=f"{self.name}/{model}",
+                provider=self.name,
+                available=reason is None,
+                reason=reason,
+                description=f"via {self.base_url}",
+            )
+            for model in names
+        ]
+
+    # -- streaming ---------------------------------------------------------------------------------------------
+    def build_arguments(self, request: ProviderRequest) -> dict[str, Any]:
+        """The keyword arguments of ``chat.completions.create`` for ``request``; applies ``unsupported_params``."""
+        fields = request.params.set_fields()
+        reserved = RESERVED_PARAMS & set(request.params.extra)
+        if reserved:
+            name = sorted(reserved)[0]
+            raise InvalidRequest(
+                f"Parameter {name!r} is set by daehwa itself and cannot be passed as extra.", param=name
+            )
+        for name in self.config.unsupported_params:
+            if name not in fields:
+                continue
+            if self.config.unsupported_action == "drop":
+                log.warning(
+                    "provider %s does not support parameter %r: dropped (unsupported_action = 'drop')", self.name, name
+                )
+                del fields[name]
+            else:
+                raise UnsupportedParameter(
+                    f"Provider {self.name!r} does not support the parameter {name!r}: leave it out, or set "
+                    f"unsupported_action = 'drop' for this provider in the providers file.",
+                    param=name,
+                )
+        arguments: dict[str, Any] = {
+            "model": request.model,
+            "messages": [m.as_dict() for m in request.messages],
+            "stream": True,
+        }
+        # Some servers reject stream_options; listing it as unsupported skips it (usage is then estimated).
+        if "stream_options" not in self.config.unsupported_params:
+            arguments["stream_options"] = {"include_usage": True}
+        known = {k: v for k, v in fields.items() if k in PARAM_NAMES}
+        extra = {k: v for k, v in fields.items() if k not in PARAM_NAMES}
+        arguments.update(known)
+        if extra:
+            arguments["extra_body"] = extra
+        return arguments
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        arguments = self.build_arguments(request)
+        reason = self._missing_key_reason()
+        if reason is not None:
+            raise ModelUnavailable(f"Model '{self.name}/{request.model}' is not available. {reason}")
+        client = self._get_client()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                upstream = await client.chat.completions.create(**arguments)
+        except Exception as exc:
+            raise self._translate(exc, request.model) from None
+
+        usage: Usage | None = None
+        finish_reasons: dict[int, str] = {}
+        model: str | None = None
+        seen: set[int] = set()
+        try:
+            while True:
+                try:
+                    # The deadline covers only the wait for upstream, never the time the consumer spends per delta.
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await upstream.__anext__()
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
+                    raise self._translate(exc, request.model, mid_stream=True) from None
+                try:
+                    deltas = []
+                    for choice in chunk.choices or ():
+                        index = int(choice.index)
+                        seen.add(index)
+                        content = choice.delta.content if choice.delta is not None else None
+                        if content:
+                            deltas.append(TextDelta(content, index))
+                        if choice.finish_reason:
+                            finish_reasons[index] = str(choice.finish_reason)
+                    if chunk.usage is not None:
+                        usage = Usage(int(chunk.usage.prompt_tokens or 0), int(chunk.usage.completion_tokens or 0))
+                    model = chunk.model or model
+                except (AttributeError, TypeError, ValueError) as exc:
+                    raise self._malformed(exc) from None
+                for delta in deltas:
+                    yield delta
+        finally:
+            # Runs on normal end, on errors and when the consumer closes or cancels us: frees the connection now.
+            await upstream.close()
+        for index in seen - finish_reasons.keys():
+            finish_reasons[index] = "stop"  # some servers omit it; the body ended cleanly, so the choice is done
+        yield StreamEnd(usage=usage, finish_reasons=finish_reasons or {0: "stop"}, model=model)
+
+    # -- errors ------------------------------------------------------------------------------------------------
+    def _redact(self, text: str) -> str:
+        """``text`` without the API key, so an upstream that echoes it cannot leak it into our messages."""
+        if self._api_key is not None:
+            key = self._api_key.get_secret_value()
+            if key:
+                text = text.replace(key, "***")
+        return text
+
+    def _upstream_message(self, body: object) -> str:
+        if isinstance(body, Mapping):
+            message = body.get("message") or body.get("detail") or body.get("error") or ""
+        else:
+            message = body or ""
+        text = self._redact(str(message).strip())
+        return text[:_MAX_UPSTREAM_MESSAGE] + ("…" if len(text) > _MAX_UPSTREAM_MESSAGE else "")
+
+    def _malformed(self, exc: BaseException) -> ProviderError:
+        return ProviderError(
+            f"Provider {self.name!r} ({self.base_url}) sent a malformed stream chunk ({type(exc).__name__}): is it "
+            f"really OpenAI-compatible? Check base_url.",
+            code="upstream_malformed",
+        )
+
+    def _translate(self, exc: Exception, model: str, *, mid_stream: bool = False) -> DaehwaError:
+        """The ``DaehwaError`` for an exception of the SDK (or of our deadline)."""
+        where = f"Provider {self.name!r} ({self.base_url})"
+        if isinstance(exc, DaehwaError):
+            return exc
+        if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
+            return ProviderTimeout(
+                f"{where} did not answer within {self.timeout:g}s (model {model!r}): try again, or raise "
+                f"DAEHWA_REQUEST_TIMEOUT."
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            cause = self._redact(_root_cause(exc))
+            if mid_stream:
+                message = f"{where} broke off the stream: {cause}."
+            else:
+                message = f"{where} cannot be reached: {cause}. Check that the server is running and base_url is right."
+            return ProviderError(message, retryable=True, code="upstream_unreachable")
+        if isinstance(exc, openai.APIStatusError):
+            return self._translate_status(exc, model, where)
+        if isinstance(exc, openai.APIError):  # an error event inside the stream
+            detail = self._upstream_message(exc.body) or self._redact(exc.message)
+            return ProviderError(f"{where} reported an error mid-stream: {detail}", retryable=True)
+        if isinstance(exc, ValueError):  # json.JSONDecodeError from the SSE decoder
+            return self._malformed(exc)
+        return ProviderError(f"{where} failed: {type(exc).__name__}: {self._redact(str(exc))}")
+
+    def _translate_status(self, exc: openai.APIStatusError, model: str, where: str) -> DaehwaError:
+        status = exc.status_code
+        detail = self._upstream_message(exc.body) or f"HTTP {status}"
+        code = str(exc.code or "")
+        if status in (401, 403):
+            env = self.config.api_key_env
+            fix = f"set {env} to a valid key" if env else f"set api_key_env for provider {self.name!r}"
+            return ProviderError(
+                f"{where} refused the credentials ({status}: {detail}): {fix}.",
+                upstream_status=status,
+                code="upstream_auth_error",
+            )
+        if status == 404:
+            if code == "model_not_found" or "model" in detail.lower():
+                return ModelNotFound(
+                    f"{where} has no model {model!r} ({detail}). Check the model name; 'daehwa models' lists the "
+                    f"configured ones."
+                )
+            return ProviderError(
+                f"{where} answered 404 for /chat/completions ({detail}): check base_url (it usually ends in /v1).",
+                upstream_status=status,
+            )
+        if status == 429:
+            if code == "insufficient_quota" or exc.type == "insufficient_quota":
+                return ProviderError(
+                    f"{where} says the account's quota is used up ({detail}): check the plan and billing.",
+                    upstream_status=status,
+                    code="upstream_quota_exceeded",
+                )
+            return ProviderError(
+                f"{where} is rate limiting us ({detail}).",
+                retryable=True,
+                retry_after=parse_retry_after(exc.response.headers),
+                upstream_status=status,
+                code="upstream_rate_limited",
+            )
+        if status in (408, 504):
+            return ProviderTimeout(f"{where} timed out ({status}: {detail}): try again.")
+        if status >= 500:
+            return ProviderError(
+                f"{where} failed ({status}: {detail}).",
+                retryable=True,
+                retry_after=parse_retry_after(exc.response.headers),
+                upstream_status=status,
+            )
+        if status in (400, 413, 422):
+            return InvalidRequest(f"{where} rejected the request: {detail}", param=exc.param)
+        return ProviderError(f"{where} answered {status}: {detail}", upstream_status=status)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The most specific description in an exception chain, e.g. "[Errno 104] Connection reset by peer"."""
+    best = ""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).strip()
+        if text and text != "Connection error.":  # the SDK's generic text says nothing the chain does not
+            best = text
+        current = current.__cause__ or current.__context__
+    return best or type(exc).__name__
+
+
+_NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` (OpenAI's, more precise) or ``Retry-After`` (seconds or HTTP date)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    ms = lowered.get("retry-after-ms")
+    if ms is not None and _NUMBER.match(ms):
+        return float(ms) / 1000
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    if _NUMBER.match(value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
