@@ -40,6 +40,22 @@ class Settings(BaseSettings):
         "directory), redis://host:6379/0 or postgresql://user@host/db.",
     )
 
+    # -- stores ------------------------------------------------------------------------------------------------
+    redis_ttl_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Redis store: days a conversation and its messages are kept after their last change (every "
+        "write restarts the clock). Accounts, API keys and usage records do not expire.",
+    )
+    redis_key_prefix: str = Field(
+        default="daehwa",
+        min_length=1,
+        description="Redis store: prefix of every key, so several services can share one Redis database.",
+    )
+    postgres_pool_size: int = Field(
+        default=10, ge=1, le=1000, description="PostgreSQL store: most connections the pool opens."
+    )
+
     # -- models ------------------------------------------------------------------------------------------------
     default_model: str = Field(
         default="local",
@@ -100,7 +116,7 @@ class Settings(BaseSettings):
     stream_flush_seconds: float = Field(
         default=1.0,
         gt=0,
-        description="While a reply streams, its text so far is saved this often, so even a crash loses at most this much.",
+        description="While a reply streams, its text so far is saved this often: even a crash loses at most this much.",
     )
 
     # -- server ------------------------------------------------------------------------------------------------

