@@ -119,6 +119,18 @@ class Settings(BaseSettings):
         description="While a reply streams, its text so far is saved this often: even a crash loses at most this much.",
     )
 
+    # -- moderation ------------------------------------------------------------------------------------------------
+    filter_input_action: ModerationAction = Field(
+        default="block",
+        description="What happens when a user's message contains a banned word: block (not sent to the model; stored "
+        "as blocked), mask, flag (counted only) or off. Personas may override it.",
+    )
+    filter_output_action: ModerationAction = Field(
+        default="mask",
+        description="What happens when the model's reply contains a banned word: block (the reply stops), mask, flag "
+        "or off. Personas may override it.",
+    )
+
     # -- server ------------------------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address 'daehwa serve' listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port 'daehwa serve' listens on.")

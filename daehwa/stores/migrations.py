@@ -1,0 +1,291 @@
+"""Schema migrations: for each SQL backend, a list of small functions applied in order and recorded.
+
+As in Simon Willison's ``llm``: a migration is a function decorated with its backend's list; ``apply_*`` runs those
+not yet recorded in the ``_daehwa_migrations`` table, in definition order, inside one transaction that also holds a
+lock, so two processes starting at once neither race nor apply anything twice. A released migration is never edited:
+a change of schema is a new function at the end of the list.
+
+Redis keeps JSON documents and needs no schema migrations (see ``docs/stores.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .common import iso, utcnow
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+MIGRATIONS_TABLE = "_daehwa_migrations"
+
+Conn = TypeVar("Conn")
+
+
+class Migrations(Generic[Conn]):
+    """An ordered list of named migration functions for one backend; use an instance as a decorator."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.steps: list[Callable[[Conn], Awaitable[None]]] = []
+
+    def __call__(self, fn: Callable[[Conn], Awaitable[None]]) -> Callable[[Conn], Awaitable[None]]:
+        if any(step.__name__ == fn.__name__ for step in self.steps):
+            raise ValueError(f"duplicate {self.backend} migration {fn.__name__}")
+        self.steps.append(fn)
+        return fn
+
+    @property
+    def names(self) -> list[str]:
+        return [step.__name__ for step in self.steps]
+
+
+# -- SQLite ------------------------------------------------------------------------------------------------------
+# Times are fixed-width ISO-8601 text in UTC (string order == time order); meta columns hold JSON objects.
+
+sqlite_migrations: Migrations[aiosqlite.Connection] = Migrations("sqlite")
+
+
+@sqlite_migrations
+async def m001_conversations(db: aiosqlite.Connection) -> None:
+    await db.execute(
+        """CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            title TEXT NOT NULL DEFAULT '',
+            title_key TEXT NOT NULL DEFAULT '',
+            persona TEXT,
+            model TEXT,
+            kind TEXT NOT NULL DEFAULT 'chat',
+            meta TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )"""
+    )
+    await db.execute("CREATE INDEX conversations_by_user ON conversations (user_id, updated_at DESC)")
+
+
+@sqlite_migrations
+async def m002_messages(db: aiosqlite.Connection) -> None:
+    # ``seq`` (the rowid) orders messages: ids are ordered only to the millisecond.
+    await db.execute(
+        """CREATE TABLE messages (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            status TEXT NOT NULL,
+            model TEXT,
+            meta TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        )"""
+    )
+    await db.execute("CREATE INDEX messages_by_conversation ON messages (conversation_id, seq)")
+    # Only the few replies in flight are in this index; open() uses it to find those a dead process left.
+    await db.execute("CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming'")
+
+
+@sqlite_migrations
+async def m003_accounts(db: aiosqlite.Connection) -> None:
+    await db.execute(
+        """CREATE TABLE users (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            password_hash TEXT,
+            is_admin INTEGER NOT NULL DEFAULT 0,
+            anonymous INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    await db.execute(
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            last_used_at TEXT,
+            revoked_at TEXT
+        )"""
+    )
+    await db.execute("CREATE INDEX api_keys_by_user ON api_keys (user_id)")
+    await db.execute(
+        """CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            csrf_token TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )"""
+    )
+    await db.execute("CREATE INDEX sessions_by_expiry ON sessions (expires_at)")
+
+
+@sqlite_migrations
+async def m004_usage(db: aiosqlite.Connection) -> None:
+    # No foreign key to conversations: accounting outlives the history it was for.
+    await db.execute(
+        """CREATE TABLE usage (
+            id INTEGER PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            ttft_ms REAL,
+            total_ms REAL NOT NULL,
+            cost REAL,
+            source TEXT NOT NULL,
+            conversation_id TEXT,
+            message_id TEXT,
+            request_id TEXT,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    await db.execute("CREATE INDEX usage_by_user ON usage (user_id, created_at)")
+    await db.execute("CREATE INDEX usage_by_time ON usage (created_at)")
+
+
+async def apply_sqlite(db: aiosqlite.Connection) -> list[str]:
+    """Apply pending SQLite migrations in one ``BEGIN IMMEDIATE`` transaction; return the names applied now."""
+    # IMMEDIATE takes the write lock first, so a second process waits (busy_timeout) and then sees them recorded.
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        await db.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, applied_at TEXT)")
+        async with db.execute(f"SELECT name FROM {MIGRATIONS_TABLE}") as cursor:
+            done = {row[0] for row in await cursor.fetchall()}
+        applied = []
+        for step in sqlite_migrations.steps:
+            if step.__name__ in done:
+                continue
+            await step(db)
+            await db.execute(
+                f"INSERT INTO {MIGRATIONS_TABLE} (name, applied_at) VALUES (?, ?)", (step.__name__, iso(utcnow()))
+            )
+            applied.append(step.__name__)
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    await db.execute("COMMIT")
+    return applied
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------------------------
+# Same tables as SQLite, with native types: timestamptz, JSONB meta, bigint identity for message order.
+
+postgres_migrations: Migrations[Any] = Migrations("postgres")  # connections are asyncpg.Connection
+
+
+@postgres_migrations
+async def p001_conversations(conn: Any) -> None:
+    await conn.execute(
+        """CREATE TABLE conversations (
+            id text PRIMARY KEY,
+            user_id text NOT NULL,
+            title text NOT NULL DEFAULT '',
+            title_key text NOT NULL DEFAULT '',
+            persona text,
+            model text,
+            kind text NOT NULL DEFAULT 'chat',
+            meta jsonb NOT NULL DEFAULT '{}'::jsonb,
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL
+        );
+        CREATE INDEX conversations_by_user ON conversations (user_id, updated_at DESC);"""
+    )
+
+
+@postgres_migrations
+async def p002_messages(conn: Any) -> None:
+    await conn.execute(
+        """CREATE TABLE messages (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id text NOT NULL UNIQUE,
+            conversation_id text NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            role text NOT NULL,
+            content text NOT NULL,
+            status text NOT NULL,
+            model text,
+            meta jsonb NOT NULL DEFAULT '{}'::jsonb,
+            created_at timestamptz NOT NULL
+        );
+        CREATE INDEX messages_by_conversation ON messages (conversation_id, seq);
+        CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming';"""
+    )
+
+
+@postgres_migrations
+async def p003_accounts(conn: Any) -> None:
+    await conn.execute(
+        """CREATE TABLE users (
+            id text PRIMARY KEY,
+            name text NOT NULL UNIQUE,
+            password_hash text,
+            is_admin boolean NOT NULL DEFAULT false,
+            anonymous boolean NOT NULL DEFAULT false,
+            created_at timestamptz NOT NULL
+        );
+        CREATE TABLE api_keys (
+            id text PRIMARY KEY,
+            user_id text NOT NULL,
+            name text NOT NULL,
+            prefix text NOT NULL,
+            key_hash text NOT NULL UNIQUE,
+            created_at timestamptz NOT NULL,
+            last_used_at timestamptz,
+            revoked_at timestamptz
+        );
+        CREATE INDEX api_keys_by_user ON api_keys (user_id);
+        CREATE TABLE sessions (
+            token_hash text PRIMARY KEY,
+            user_id text NOT NULL,
+            csrf_token text NOT NULL,
+            expires_at timestamptz NOT NULL
+        );
+        CREATE INDEX sessions_by_expiry ON sessions (expires_at);"""
+    )
+
+
+@postgres_migrations
+async def p004_usage(conn: Any) -> None:
+    await conn.execute(
+        """CREATE TABLE usage (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            user_id text NOT NULL,
+            model text NOT NULL,
+            prompt_tokens integer NOT NULL,
+            completion_tokens integer NOT NULL,
+            outcome text NOT NULL,
+            ttft_ms double precision,
+            total_ms double precision NOT NULL,
+            cost double precision,
+            source text NOT NULL,
+            conversation_id text,
+            message_id text,
+            request_id text,
+            created_at timestamptz NOT NULL
+        );
+        CREATE INDEX usage_by_user ON usage (user_id, created_at);
+        CREATE INDEX usage_by_time ON usage (created_at);"""
+    )
+
+
+async def apply_postgres(conn: Any) -> list[str]:
+    """Apply pending PostgreSQL migrations in one transaction under an advisory lock; return the names applied now."""
+    async with conn.transaction():
+        # One lock per schema (search_path): concurrent starters queue here instead of racing to create tables.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.daehwa_migrations'))")
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name text PRIMARY KEY, applied_at timestamptz NOT NULL)"
+        )
+        done = {row["name"] for row in await conn.fetch(f"SELECT name FROM {MIGRATIONS_TABLE}")}
+        applied = []
+        for step in postgres_migrations.steps:
+            if step.__name__ in done:
+                continue
+            await step(conn)
+            await conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} (name, applied_at) VALUES ($1, now())", step.__name__)
+            applied.append(step.__name__)
+    return applied

@@ -1,0 +1,662 @@
+"""One contract suite for every store: the same tests against SQLite, Redis and PostgreSQL, each the real thing.
+
+Each test gets its own namespace (a temporary SQLite file, a Redis key prefix, a PostgreSQL schema) that is removed
+afterwards. Without a Redis or PostgreSQL server those cases skip, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from daehwa.errors import ConfigError, Conflict, NotFound
+from daehwa.stores import ApiKeyRecord, SessionRecord, Store, open_store
+from daehwa.types import MessageStatus, Outcome, Usage, UsageRecord
+
+REDIS_URL = os.environ.get("DAEHWA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("DAEHWA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+StoreFactory = Callable[[], Store]
+
+
+def _service_missing(name: str, exc: BaseException) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{name} is required when CI=true but cannot be reached: {exc!r}")
+    pytest.skip(f"{name} not reachable: {exc!r}")
+
+
+async def _redis_factory() -> AsyncIterator[StoreFactory]:
+    import redis.asyncio as aioredis
+    from daehwa.stores.redis import RedisStore
+
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        _service_missing("Redis", exc)
+    prefix = f"daehwa-test-{uuid.uuid4().hex}"
+    try:
+        yield lambda: RedisStore(REDIS_URL, prefix=prefix)
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+async def _postgres_factory() -> AsyncIterator[StoreFactory]:
+    import asyncpg
+    from daehwa.stores.postgres import PostgresStore
+
+    try:
+        admin = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        _service_missing("PostgreSQL", exc)
+    schema = f"daehwa_test_{uuid.uuid4().hex}"
+    try:
+        yield lambda: PostgresStore(POSTGRES_URL, schema=schema, pool_size=4)
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("redis", id="redis", marks=pytest.mark.redis),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Makes unopened stores that all share one fresh namespace (to test reopening)."""
+    if request.param == "sqlite":
+        from daehwa.stores.sqlite import SQLiteStore
+
+        yield lambda: SQLiteStore(tmp_path / "data" / "daehwa.db")
+    elif request.param == "redis":
+        async for factory in _redis_factory():
+            yield factory
+    else:
+        async for factory in _postgres_factory():
+            yield factory
+
+
+@pytest.fixture
+async def store(store_factory: StoreFactory) -> AsyncIterator[Store]:
+    s = store_factory()
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def _usage(user_id: str, model: str, prompt: int, completion: int, **kw: object) -> UsageRecord:
+    return UsageRecord(
+        user_id=user_id,
+        model=model,
+        usage=Usage(prompt, completion),
+        outcome=kw.pop("outcome", Outcome.OK),  # type: ignore[arg-type]
+        ttft_ms=12.5,
+        total_ms=80.0,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _aware_utc(value: datetime | None) -> bool:
+    return value is not None and value.utcoffset() == timedelta(0)
+
+
+# -- lifecycle ---------------------------------------------------------------------------------------------------
+async def test_ping(store: Store) -> None:
+    await store.ping()
+
+
+async def test_open_is_idempotent_over_the_same_data(store: Store, store_factory: StoreFactory) -> None:
+    conv = await store.create_conversation("u1", title="kept")
+    again = store_factory()
+    await again.open()
+    try:
+        got = await again.get_conversation("u1", conv.id)
+        assert got is not None and got.title == "kept"
+    finally:
+        await again.close()
+
+
+async def test_open_turns_streaming_replies_of_a_dead_process_into_interrupted(
+    store: Store, store_factory: StoreFactory
+) -> None:
+    conv = await store.create_conversation("u1")
+    user_msg, reply = await store.begin_turn("u1", conv.id, user_content="안녕", reply_model="local")
+    await store.update_message("u1", reply.id, content="partial ans")
+    done = await store.append_message("u1", conv.id, role="assistant", content="fine")
+
+    restarted = store_factory()
+    await restarted.open()
+    try:
+        messages = await restarted.list_messages("u1", conv.id)
+        assert messages is not None
+        by_id = {m.id: m for m in messages}
+        assert by_id[reply.id].status is MessageStatus.INTERRUPTED
+        assert by_id[reply.id].content == "partial ans"  # the text generated so far is kept
+        assert user_msg is not None and by_id[user_msg.id].status is MessageStatus.COMPLETE
+        assert by_id[done.id].status is MessageStatus.COMPLETE
+    finally:
+        await restarted.close()
+
+
+# -- conversations -----------------------------------------------------------------------------------------------
+async def test_create_and_get_conversation(store: Store) -> None:
+    before = datetime.now(UTC)
+    conv = await store.create_conversation(
+        "u1", title="제목", persona="tutor", model="local", meta={"vars": {"level": 3}}
+    )
+    assert re.fullmatch(r"[0-9a-f]{28}", conv.id)
+    assert conv.user_id == "u1" and conv.kind == "chat"
+    assert _aware_utc(conv.created_at) and conv.created_at >= before - timedelta(seconds=1)
+    got = await store.get_conversation("u1", conv.id)
+    assert got == conv
+    assert dict(got.meta) == {"vars": {"level": 3}}
+    assert got.created_at == got.updated_at
+
+
+async def test_ids_sort_by_creation_time_and_do_not_repeat(store: Store) -> None:
+    first = await store.create_conversation("u1")
+    await asyncio.sleep(0.002)
+    second = await store.create_conversation("u1")
+    assert first.id < second.id
+    ids = {(await store.create_conversation("u1")).id for _ in range(20)}
+    assert len(ids) == 20
+
+
+async def test_another_users_conversation_behaves_as_missing(store: Store) -> None:
+    conv = await store.create_conversation("alice", title="secret")
+    msg = await store.append_message("alice", conv.id, role="user", content="hello")
+    assert await store.get_conversation("bob", conv.id) is None
+    assert await store.get_conversation("bob", "nope") is None
+    assert await store.list_messages("bob", conv.id) is None
+    assert await store.list_messages("bob", "nope") is None
+    assert await store.rename_conversation("bob", conv.id, "mine") is False
+    assert await store.update_conversation("bob", conv.id, meta={"x": 1}) is False
+    assert await store.delete_conversation("bob", conv.id) is False
+    assert await store.update_message("bob", msg.id, content="changed") is None
+    assert await store.delete_messages_from("bob", conv.id, msg.id) == 0
+    with pytest.raises(NotFound):
+        await store.append_message("bob", conv.id, role="user", content="intrusion")
+    with pytest.raises(NotFound):
+        await store.begin_turn("bob", conv.id, user_content="intrusion", reply_model=None)
+    assert await store.list_conversations("bob") == []
+    # ... and nothing of alice's changed.
+    got = await store.get_conversation("alice", conv.id)
+    assert got is not None and got.title == "secret" and dict(got.meta) == {}
+    messages = await store.list_messages("alice", conv.id)
+    assert messages is not None and [m.content for m in messages] == ["hello"]
+
+
+async def test_list_conversations_newest_updated_first(store: Store) -> None:
+    a = await store.create_conversation("u1", title="a")
+    b = await store.create_conversation("u1", title="b")
+    c = await store.create_conversation("u1", title="c")
+    await store.create_conversation("u2", title="other user's")
+    assert [x.id for x in await store.list_conversations("u1")] == [c.id, b.id, a.id]
+    await store.append_message("u1", a.id, role="user", content="bump")  # a message makes it the newest
+    listed = await store.list_conversations("u1")
+    assert [x.id for x in listed] == [a.id, c.id, b.id]
+    assert listed[0].updated_at > listed[1].updated_at
+
+
+async def test_list_conversations_kind_filter(store: Store) -> None:
+    chat = await store.create_conversation("u1", title="chat")
+    api = await store.create_conversation("u1", title="api", kind="api")
+    assert [x.id for x in await store.list_conversations("u1")] == [chat.id]
+    assert [x.id for x in await store.list_conversations("u1", kind="api")] == [api.id]
+    assert {x.id for x in await store.list_conversations("u1", kind=None)} == {chat.id, api.id}
+
+
+async def test_list_conversations_title_search(store: Store) -> None:
+    korean = await store.create_conversation("u1", title="파이썬 질문 모음")
+    english = await store.create_conversation("u1", title="Python Questions")
+    german = await store.create_conversation("u1", title="ÜBER straße")
+    percent = await store.create_conversation("u1", title="100% done")
+    await store.create_conversation("u2", title="python too, but not yours")
+
+    async def search(q: str) -> set[str]:
+        return {x.id for x in await store.list_conversations("u1", query=q)}
+
+    assert await search("질문") == {korean.id}
+    assert await search("python") == {english.id}
+    assert await search("QUESTIONS") == {english.id}
+    assert await search("über") == {german.id}
+    assert await search("%") == {percent.id}  # wildcards in a query are plain text
+    assert await search("_") == set()
+    assert await search("nothing like it") == set()
+
+
+async def test_list_conversations_pages_by_before(store: Store) -> None:
+    made = [await store.create_conversation("u1", title=f"c{i}") for i in range(7)]
+    newest_first = [c.id for c in reversed(made)]
+    seen: list[str] = []
+    before = None
+    while True:
+        page = await store.list_conversations("u1", limit=3, before=before)
+        if not page:
+            break
+        assert len(page) <= 3
+        seen.extend(c.id for c in page)
+        before = page[-1].updated_at
+    assert seen == newest_first
+    assert len(await store.list_conversations("u1", limit=2)) == 2
+
+
+async def test_rename_and_update_conversation(store: Store) -> None:
+    conv = await store.create_conversation("u1", title="old", meta={"a": 1, "b": 2})
+    assert await store.rename_conversation("u1", conv.id, "새 제목") is True
+    assert await store.update_conversation("u1", conv.id, meta={"b": 3, "summary": "요약"}) is True
+    got = await store.get_conversation("u1", conv.id)
+    assert got is not None
+    assert got.title == "새 제목"
+    assert dict(got.meta) == {"a": 1, "b": 3, "summary": "요약"}
+    assert [c.id for c in await store.list_conversations("u1", query="새")] == [conv.id]
+    assert await store.rename_conversation("u1", "missing", "x") is False
+    assert await store.update_conversation("u1", "missing", meta={"x": 1}) is False
+
+
+async def test_delete_conversation_deletes_messages_but_keeps_usage(store: Store) -> None:
+    conv = await store.create_conversation("u1")
+    _, reply = await store.begin_turn("u1", conv.id, user_content="hi", reply_model="m")
+    await store.finish_turn(
+        "u1",
+        reply.id,
+        content="hello",
+        status=MessageStatus.COMPLETE,
+        model="m",
+        meta=None,
+        usage=_usage("u1", "m", 10, 5, conversation_id=conv.id, message_id=reply.id),
+    )
+    assert await store.delete_conversation("u1", conv.id) is True
+    assert await store.get_conversation("u1", conv.id) is None
+    assert await store.list_messages("u1", conv.id) is None
+    assert await store.update_message("u1", reply.id, content="ghost") is None
+    assert await store.list_conversations("u1") == []
+    assert await store.delete_conversation("u1", conv.id) is False
+    totals = await store.usage_totals(user_id="u1")
+    assert [(t.model, t.turns, t.total_tokens) for t in totals] == [("m", 1, 15)]
+
+
+# -- messages ----------------------------------------------------------------------------------------------------
+async def test_append_and_list_messages(store: Store) -> None:
+    conv = await store.create_conversation("u1")
+    system = await store.append_message("u1", conv.id, role="system", content="be brief")
+    user = await store.append_message("u1", conv.id, role="user", content="안녕하세요", meta={"ip": "x"})
+    reply = await store.append_message("u1", conv.id, role="assistant", content="네", model="local/qwen")
+    assert user.conversation_id == conv.id and user.role == "user" and user.status is MessageStatus.COMPLETE
+    assert _aware_utc(user.created_at)
+    assert reply.model == "local/qwen"
+    messages = await store.list_messages("u1", conv.id)
+    assert messages == [system, user, reply]
+    assert dict(messages[1].meta) == {"ip": "x"}
+    assert await store.list_messages("u1", conv.id, limit=2) == [user, reply]
+    assert await store.list_messages("u1", conv.id, limit=10) == [system, user, reply]
+    empty = await store.create_conversation("u1")
+    assert await store.list_messages("u1", empty.id) == []
+    with pytest.raises(NotFound):
+        await store.append_message("u1", "missing", role="user", content="x")
+
+
+async def test_every_status_round_trips(store: Store) -> None:
+    conv = await store.create_conversation("u1")
+    for status in MessageStatus:
+        await store.append_message("u1", conv.id, role="assistant", content=status.value, status=status)
+    messages = await store.list_messages("u1", conv.id)
+    assert messages is not None
+    assert [(m.content, m.status) for m in messages] == [(s.value, s) for s in MessageStatus]
+    assert all(isinstance(m.status, MessageStatus) for m in messages)
+
+
+async def test_update_message(store: Store) -> None:
+    conv = await store.create_conversation("u1")
+    msg = await store.append_message(
+        "u1", conv.id, role="assistant", content="", status=MessageStatus.STREAMING, meta={"a": 1}
+    )
+    updated = await store.update_message("u1", msg.id, content="partial")
+    assert updated is not None and updated.content == "partial" and updated.status is MessageStatus.STREAMING
+    final = await store.update_message(
+        "u1", msg.id, content="done", status=MessageStatus.COMPLETE, model="m", meta={"b": 2}
+    )
+    assert final is not None
+    assert (final.content, final.status, final.model, dict(final.meta)) == (
+        "done",
+        MessageStatus.COMPLETE,
+        "m",
+        {
+            "a": 1,
+            "b": 2,
+        },
+    )
+    assert final.id == msg.id and final.created_at == msg.created_at
+    assert await store.list_messages("u1", conv.id) == [final]
+    assert await store.update_message("u1", "missing", content="x") is None
+
+
+async def test_delete_messages_from(store: Store) -> None:
+    conv = await store.create_conversation("u1")
+    other = await store.create_conversation("u1")
+    msgs = [await store.append_message("u1", conv.id, role="user", content=str(i)) for i in range(5)]
+    foreign = await store.append_message("u1", other.id, role="user", content="elsewhere")
+    assert await store.delete_messages_from("u1", conv.id, foreign.id) == 0  # not in this conversation
+    assert await store.delete_messages_from("u1", conv.id, "missing") == 0
+    assert await store.delete_messages_from("u1", conv.id, msgs[2].id) == 3
+    remaining = await store.list_messages("u1", conv.id)
+    assert remaining is not None and [m.content for m in remaining] == ["0", "1"]
+    again = await store.append_message("u1", conv.id, role="user", content="edited")
+    remaining = await store.list_messages("u1", conv.id)
+    assert remaining is not None and [m.id for m in remaining] == [msgs[0].id, msgs[1].id, again.id]
+    assert await store.list_messages("u1", other.id) == [foreign]
+
+
+async def test_begin_and_finish_turn(store: Store) -> None:
+    conv = await store.create_conversation("u1", title="t")
+    older = await store.create_conversation("u1", title="newer until the turn")
+    user_msg, reply = await store.begin_turn(
+        "u1", conv.id, user_content="질문", user_meta={"lang": "ko"}, reply_model="local"
+    )
+    assert user_msg is not None
+    assert (user_msg.role, user_msg.content, user_msg.status) == ("user", "질문", MessageStatus.COMPLETE)
+    assert dict(user_msg.meta) == {"lang": "ko"}
+    assert (reply.role, reply.content, reply.status, reply.model) == (
+        "assistant",
+        "",
+        MessageStatus.STREAMING,
+        "local",
+    )
+    assert [c.id for c in await store.list_conversations("u1")] == [conv.id, older.id]
+
+    finished = await store.finish_turn(
+        "u1",
+        reply.id,
+        content="답변",
+        status=MessageStatus.COMPLETE,
+        model="local/qwen",
+        meta={"finish_reason": "stop"},
+        usage=_usage("u1", "local/qwen", 7, 3, conversation_id=conv.id, message_id=reply.id),
+    )
+    assert finished is not None
+    assert (finished.content, finished.status, finished.model) == ("답변", MessageStatus.COMPLETE, "local/qwen")
+    assert dict(finished.meta) == {"finish_reason": "stop"}
+    assert await store.list_messages("u1", conv.id) == [user_msg, finished]
+    assert await store.tokens_used_since("u1", datetime.now(UTC) - timedelta(minutes=1)) == 10
+
+
+async def test_begin_turn_without_user_message_and_blocked_user_message(store: Store) -> None:
+    conv = await store.create_conversation("u1")
+    none_msg, reply = await store.begin_turn("u1", conv.id, user_content=None, reply_model=None)
+    assert none_msg is None and reply.model is None
+    blocked, _ = await store.begin_turn(
+        "u1", conv.id, user_content="bad", user_status=MessageStatus.BLOCKED, reply_model="m"
+    )
+    assert blocked is not None and blocked.status is MessageStatus.BLOCKED
+    messages = await store.list_messages("u1", conv.id)
+    assert messages is not None
+    assert [(m.role, m.status) for m in messages] == [
+        ("assistant", MessageStatus.STREAMING),
+        ("user", MessageStatus.BLOCKED),
+        ("assistant", MessageStatus.STREAMING),
+    ]
+
+
+async def test_begin_turn_on_a_missing_conversation_stores_nothing(store: Store) -> None:
+    with pytest.raises(NotFound):
+        await store.begin_turn("u1", "missing", user_content="x", reply_model="m")
+    assert await store.list_conversations("u1", kind=None) == []
+
+
+async def test_finish_turn_records_usage_even_when_the_reply_is_gone(store: Store) -> None:
+    conv = await store.create_conversation("u1")
+    _, reply = await store.begin_turn("u1", conv.id, user_content="x", reply_model="m")
+    await store.delete_conversation("u1", conv.id)  # deleted while the reply streamed
+    result = await store.finish_turn(
+        "u1",
+        reply.id,
+        content="late",
+        status=MessageStatus.INTERRUPTED,
+        model="m",
+        meta=None,
+        usage=_usage("u1", "m", 4, 4, outcome=Outcome.INTERRUPTED),
+    )
+    assert result is None
+    assert await store.tokens_used_since("u1", datetime.now(UTC) - timedelta(minutes=1)) == 8
+
+
+async def test_finish_turn_without_usage(store: Store) -> None:
+    conv = await store.create_conversation("u1")
+    _, reply = await store.begin_turn("u1", conv.id, user_content="x", reply_model="m")
+    done = await store.finish_turn(
+        "u1", reply.id, content="blocked", status=MessageStatus.BLOCKED, model=None, meta=None, usage=None
+    )
+    assert done is not None and done.status is MessageStatus.BLOCKED and done.model == "m"
+    assert await store.usage_totals() == []
+
+
+async def test_concurrent_appends_lose_nothing_and_keep_order(store: Store) -> None:
+    conv = await store.create_conversation("u1")
+    writers, per_writer = 8, 15
+
+    async def writer(w: int) -> None:
+        for i in range(per_writer):
+            await store.append_message("u1", conv.id, role="user", content=f"{w}:{i}")
+
+    await asyncio.gather(*(writer(w) for w in range(writers)))
+    messages = await store.list_messages("u1", conv.id)
+    assert messages is not None
+    assert len(messages) == writers * per_writer
+    assert len({m.id for m in messages}) == writers * per_writer
+    for w in range(writers):  # each writer's messages appear in the order it wrote them
+        mine = [int(m.content.split(":")[1]) for m in messages if m.content.startswith(f"{w}:")]
+        assert mine == list(range(per_writer))
+    assert [m.created_at for m in messages] == sorted(m.created_at for m in messages)
+
+
+async def test_concurrent_turns_stay_paired(store: Store) -> None:
+    conv = await store.create_conversation("u1")
+
+    async def turn(i: int) -> None:
+        _, reply = await store.begin_turn("u1", conv.id, user_content=f"q{i}", reply_model="m")
+        await store.finish_turn(
+            "u1",
+            reply.id,
+            content=f"a{i}",
+            status=MessageStatus.COMPLETE,
+            model="m",
+            meta=None,
+            usage=_usage("u1", "m", 1, 1),
+        )
+
+    await asyncio.gather(*(turn(i) for i in range(20)))
+    messages = await store.list_messages("u1", conv.id)
+    assert messages is not None and len(messages) == 40
+    # begin_turn is atomic: each question is directly followed by its own reply.
+    pairs = [(messages[k].content, messages[k + 1].content) for k in range(0, 40, 2)]
+    assert sorted(pairs) == sorted((f"q{i}", f"a{i}") for i in range(20))
+    assert await store.tokens_used_since("u1", datetime.now(UTC) - timedelta(minutes=1)) == 40
+
+
+# -- accounts ----------------------------------------------------------------------------------------------------
+async def test_users(store: Store) -> None:
+    admin = await store.create_user("admin", password_hash="$argon2$x", is_admin=True)
+    guest = await store.create_user("손님-1", password_hash=None, anonymous=True)
+    assert admin.is_admin and not admin.anonymous and _aware_utc(admin.created_at)
+    assert guest.anonymous and not guest.is_admin
+    with pytest.raises(Conflict):
+        await store.create_user("admin", password_hash=None)
+
+    record = await store.get_user(admin.id)
+    assert record is not None and record.user == admin and record.password_hash == "$argon2$x"
+    by_name = await store.get_user_by_name("손님-1")
+    assert by_name is not None and by_name.user == guest and by_name.password_hash is None
+    assert await store.get_user("missing") is None
+    assert await store.get_user_by_name("nobody") is None
+    assert await store.list_users() == [admin, guest]
+
+    assert await store.set_password_hash(guest.id, "$argon2$y") is True
+    updated = await store.get_user(guest.id)
+    assert updated is not None and updated.password_hash == "$argon2$y"
+    assert await store.set_password_hash("missing", "h") is False
+
+
+async def test_api_keys(store: Store) -> None:
+    alice = await store.create_user("alice", password_hash=None)
+    bob = await store.create_user("bob", password_hash=None)
+    key = await store.create_api_key(alice.id, name="laptop", prefix="dh-abc", key_hash="h1")
+    other = await store.create_api_key(bob.id, name="ci", prefix="dh-def", key_hash="h2")
+    assert isinstance(key, ApiKeyRecord) and key.last_used_at is None and key.revoked_at is None
+    assert _aware_utc(key.created_at)
+    with pytest.raises(Conflict):
+        await store.create_api_key(bob.id, name="dup", prefix="dh-xyz", key_hash="h1")
+
+    found = await store.find_api_key("h1")
+    assert found is not None and (found.id, found.user_id, found.name, found.prefix) == (
+        key.id,
+        alice.id,
+        "laptop",
+        "dh-abc",
+    )
+    assert _aware_utc(found.last_used_at)
+    listed = await store.list_api_keys(alice.id)
+    assert [k.id for k in listed] == [key.id] and listed[0].last_used_at == found.last_used_at
+    assert await store.find_api_key("unknown") is None
+    assert [k.id for k in await store.list_api_keys()] == [key.id, other.id]
+
+    assert await store.revoke_api_key(key.id, user_id=bob.id) is False  # not bob's key
+    assert (await store.find_api_key("h1")).revoked_at is None  # type: ignore[union-attr]
+    assert await store.revoke_api_key(key.id, user_id=alice.id) is True
+    revoked = await store.find_api_key("h1")
+    assert revoked is not None and _aware_utc(revoked.revoked_at)  # still found: the caller decides
+    assert await store.revoke_api_key(other.id) is True  # an admin revokes without naming the user
+    assert await store.revoke_api_key("missing") is False
+    assert all(k.revoked_at is not None for k in await store.list_api_keys())
+
+
+async def test_sessions(store: Store) -> None:
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    await store.create_session("tok-hash", SessionRecord(user_id="u1", csrf_token="csrf", expires_at=expires))
+    got = await store.get_session("tok-hash")
+    assert got is not None and (got.user_id, got.csrf_token) == ("u1", "csrf")
+    assert got.expires_at == expires and _aware_utc(got.expires_at)
+    assert await store.get_session("other") is None
+    await store.delete_session("tok-hash")
+    assert await store.get_session("tok-hash") is None
+    await store.delete_session("tok-hash")  # deleting twice is fine
+
+
+async def test_expired_sessions_are_not_returned(store: Store) -> None:
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    await store.create_session("old", SessionRecord(user_id="u1", csrf_token="c", expires_at=past))
+    assert await store.get_session("old") is None
+    soon = datetime.now(UTC) + timedelta(milliseconds=300)
+    await store.create_session("soon", SessionRecord(user_id="u1", csrf_token="c", expires_at=soon))
+    assert await store.get_session("soon") is not None
+    await asyncio.sleep(0.4)
+    assert await store.get_session("soon") is None
+
+
+# -- usage -------------------------------------------------------------------------------------------------------
+async def test_usage_totals_per_user_and_model(store: Store) -> None:
+    alice = await store.create_user("alice", password_hash=None)
+    now = datetime.now(UTC)
+    day_ago = now - timedelta(days=1)
+    await store.record_usage(_usage(alice.id, "local", 10, 20, cost=0.5, created_at=day_ago))
+    await store.record_usage(_usage(alice.id, "local", 1, 2, cost=None, created_at=now))
+    await store.record_usage(_usage(alice.id, "openai/gpt-4o-mini", 100, 50, cost=0.25, created_at=now))
+    await store.record_usage(_usage("ghost", "local", 5, 5, source="v1", created_at=now))  # no such user
+
+    totals = {(t.user_id, t.model): t for t in await store.usage_totals()}
+    assert set(totals) == {(alice.id, "local"), (alice.id, "openai/gpt-4o-mini"), ("ghost", "local")}
+    local = totals[(alice.id, "local")]
+    assert (local.user_name, local.turns, local.prompt_tokens, local.completion_tokens) == ("alice", 2, 11, 22)
+    assert local.cost == pytest.approx(0.5) and local.total_tokens == 33
+    assert totals[("ghost", "local")].user_name is None
+
+    recent = {(t.user_id, t.model): t for t in await store.usage_totals(since=now - timedelta(hours=1))}
+    assert recent[(alice.id, "local")].turns == 1 and recent[(alice.id, "local")].total_tokens == 3
+    assert recent[(alice.id, "local")].cost == 0.0
+    only_alice = await store.usage_totals(user_id=alice.id, since=now - timedelta(hours=1))
+    assert {t.model for t in only_alice} == {"local", "openai/gpt-4o-mini"}
+    assert await store.usage_totals(since=now + timedelta(hours=1)) == []
+
+
+async def test_since_is_inclusive(store: Store) -> None:
+    at = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    await store.record_usage(_usage("u1", "m", 1, 1, created_at=at))
+    assert await store.tokens_used_since("u1", at) == 2
+    assert await store.tokens_used_since("u1", at + timedelta(microseconds=1)) == 0
+    assert len(await store.usage_totals(since=at)) == 1
+
+
+async def test_tokens_used_since(store: Store) -> None:
+    now = datetime.now(UTC)
+    await store.record_usage(_usage("u1", "a", 100, 100, created_at=now - timedelta(days=2)))
+    await store.record_usage(_usage("u1", "a", 3, 4, created_at=now - timedelta(hours=2)))
+    await store.record_usage(_usage("u1", "b", 5, 6, created_at=now))
+    await store.record_usage(_usage("u2", "a", 1000, 1000, created_at=now))
+    midnight = now - timedelta(hours=12)
+    assert await store.tokens_used_since("u1", midnight) == 18
+    assert await store.tokens_used_since("u1", now - timedelta(days=3)) == 218
+    assert await store.tokens_used_since("nobody", midnight) == 0
+
+
+# -- the factory -------------------------------------------------------------------------------------------------
+def test_open_store_picks_the_backend_from_the_url(tmp_path: Path) -> None:
+    from daehwa.stores.sqlite import SQLiteStore
+
+    absolute = open_store(f"sqlite:///{tmp_path}/a.db")
+    assert isinstance(absolute, SQLiteStore) and absolute.path == f"{tmp_path}/a.db"
+    relative = open_store("sqlite:///rel/b.db")
+    assert isinstance(relative, SQLiteStore) and relative.path == "rel/b.db"
+
+
+@pytest.mark.parametrize("url", ["", "daehwa.db", "mysql://localhost/db", "sqlite:///", "http://x"])
+def test_open_store_rejects_bad_urls(url: str) -> None:
+    with pytest.raises(ConfigError, match="DAEHWA_DATABASE_URL"):
+        open_store(url)
+
+
+def test_bad_url_error_does_not_show_the_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        open_store("mysql://admin:hunter2@db.example/chat")
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "driver", "extra"),
+    [("redis://localhost:6379/0", "redis", "redis"), ("postgresql://u@localhost/db", "asyncpg", "postgres")],
+)
+def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch, url: str, driver: str, extra: str) -> None:
+    import sys
+
+    module = "daehwa.stores.redis" if extra == "redis" else "daehwa.stores.postgres"
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    for name in list(sys.modules):
+        if name == driver or name.startswith(driver + "."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, driver, None)  # what an uninstalled package looks like to import
+    with pytest.raises(ConfigError, match=re.escape(f"pip install 'daehwa[{extra}]'")):
+        open_store(url)
+
+
+def test_plugins_register_by_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    import daehwa.stores as stores
+
+    plugin = EntryPoint(name="memo", value="daehwa.stores.sqlite:SQLiteStore", group=stores.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(stores, "entry_points", lambda group: [plugin] if group == stores.ENTRY_POINT_GROUP else [])
+    assert "memo" in stores.store_backends()
+    assert "sqlite" in stores.store_backends()
