@@ -308,7 +308,11 @@ class ChatService:
 
         state = _Reply()
 
+        finished = False  # once the reply is finalised, closing the iterator must not finalise it again
+
         async def finish(outcome: Outcome, error: DaehwaError | None, end: RouteEnd | None) -> TurnFinished:
+            nonlocal finished
+            finished = True
             return await self._finish(
                 request, conversation, reply, model, context_messages, state, outcome, error, end, clock
             )
@@ -363,6 +367,8 @@ class ChatService:
             await flusher.wait()
             yield await finish(outcome, error, end)
         except (asyncio.CancelledError, GeneratorExit):
+            if finished:
+                raise
             # The client left or pressed stop: keep what arrived. Shielded, so a second cancel cannot lose the write.
             await flusher.wait_quietly()
             task = asyncio.ensure_future(finish(Outcome.INTERRUPTED, None, None))

@@ -139,6 +139,40 @@ class Settings(BaseSettings):
         default=False, description="Include message text in logs (off by default: logs hold no conversation text)."
     )
 
+    # -- HTTP API and accounts (api) ---------------------------------------------------------------------------
+    allow_anonymous: bool = Field(
+        default=False,
+        description="Let visitors without an account chat (POST /api/auth/anonymous gives them a session), with "
+        "personas that set allow_anonymous = true. Off by default: every route needs a login or an API key.",
+    )
+    max_request_bytes: int = Field(
+        default=2_097_152,
+        ge=1024,
+        description="Largest HTTP request body or WebSocket message accepted, in bytes (larger ones get 413).",
+    )
+    max_choices: int = Field(
+        default=4, ge=1, le=128, description="Largest n (choices per request) /v1/chat/completions accepts."
+    )
+    session_days: float = Field(default=30.0, gt=0, description="Days a browser login session lasts.")
+    cookie_secure: bool = Field(
+        default=False,
+        description="Mark the session cookie Secure (sent over HTTPS only): turn on when daehwa is served over HTTPS.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The address users reach daehwa at (e.g. https://chat.example.com), used in printed login links "
+        "(default: http://HOST:PORT).",
+    )
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds a checked API key or session is remembered, to spare the store a lookup per request. "
+        "A key revoked from another process ('daehwa keys revoke') stops working within this time; 0 turns it off.",
+    )
+    login_link_hours: float = Field(
+        default=24.0, gt=0, description="Hours a one-time login link ('daehwa users login-link') stays valid."
+    )
+
     @field_validator("log_level")
     @classmethod
     def _check_level(cls, value: str) -> str:

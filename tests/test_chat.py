@@ -218,7 +218,7 @@ async def test_stateless_messages_are_logged_as_an_api_conversation(
 async def test_unsupported_parameter_is_rejected_before_anything_is_stored(services: Services, alice: User):
     provider = services.providers.get("fake")
     assert provider is not None
-    provider.supported_params = frozenset({"temperature"})
+    provider.supported_params = frozenset({"temperature", "max_tokens"})
     with pytest.raises(UnsupportedParameter, match="seed"):
         await services.chat.run(TurnRequest(user=alice, content="hi", params=GenerationParams(seed=1)))
     assert await services.store.list_conversations(alice.id, kind=None) == []

@@ -39,7 +39,8 @@ def build_context(
         kept.append(message)
         used += cost
     kept.reverse()
-    # A window must not open with an assistant turn whose question was cut off: it reads as the model talking alone.
-    while len(kept) > 1 and kept[0].role == "assistant":
+    # A cut window must not open with an assistant turn whose question was dropped: it reads as the model talking
+    # alone. (An uncut history may: a persona that speaks first opens with its own greeting.)
+    while len(kept) < len(history) and len(kept) > 1 and kept[0].role == "assistant":
         kept.pop(0)
     return head + kept
