@@ -11,7 +11,7 @@ the stream, a stall must hang the socket, and shutdown must be immediate even wi
 
 Each request to ``POST /v1/chat/completions`` takes the next behaviour from the queue, or ``up.default`` when the queue
 is empty. ``GET /v1/models`` lists ``up.models``. ``FakeUpstream(instant=True)`` skips recording and scripting and
-answers every request with a precomputed reply, for latency benchmarks; ``python tests/fake_upstream.py --instant``
+answers every request with a precomputed reply, for latency benchmarks; ``python -m tests.fake_upstream --instant``
 runs one in its own process.
 """
 
@@ -115,7 +115,7 @@ class Fault:
 
     @classmethod
     def reset_after(cls, n_chunks: int) -> Fault:
-        """Send ``n_chunks`` content chunks, then reset the connection."""
+        """Send ``n_chunks`` content chunks, then drop the connection (the client sees the body end early)."""
         return cls("reset", after=n_chunks)
 
     @classmethod
@@ -205,10 +205,12 @@ class _Exchange:
             await asyncio.gather(*waiters, return_exceptions=True)
         return not done
 
-    def reset(self) -> None:
-        # SO_LINGER 0 makes close() send a TCP RST instead of a FIN: the client sees "connection reset by peer".
+    def reset(self, *, rst: bool = True) -> None:
+        # SO_LINGER 0 makes close() send a TCP RST instead of a FIN: the client sees "connection reset by peer". A RST
+        # also makes the client's kernel discard data it has not read yet, so mid-stream we close with a FIN instead:
+        # the chunks sent so far arrive, then the body ends early.
         sock = self.writer.get_extra_info("socket")
-        if sock is not None:
+        if rst and sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.writer.transport.abort()
@@ -517,7 +519,7 @@ class FakeUpstream:
             await ex.pause(None)
             raise _ClientGone  # the client left or we are stopping: either way this connection is finished
         if fault.kind == "reset":
-            ex.reset()
+            ex.reset(rst=False)
             raise _ClientGone
         if fault.kind == "malformed":
             await ex.write(h11.Data(data=f"data: {fault.body}\n\n".encode()))
@@ -563,7 +565,7 @@ def fake_upstream() -> Iterator[FakeUpstream]:
 
 
 def main() -> None:
-    """Run a fake upstream in its own process (for benchmarks): ``python tests/fake_upstream.py --instant``."""
+    """Run a fake upstream in its own process (for benchmarks): ``python -m tests.fake_upstream --instant``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--instant", action="store_true", help="precomputed replies, no recording")
