@@ -90,5 +90,5 @@ def test_missing_directory_and_unknown_persona(tmp_path: Path):
 def test_invalid_toml_names_the_file(tmp_path: Path):
     path = tmp_path / "broken.toml"
     path.write_text("name = ", encoding="utf-8")
-    with pytest.raises(ConfigError, match="broken.toml is not valid TOML"):
+    with pytest.raises(ConfigError, match=r"broken\.toml is not valid TOML"):
         load_persona_file(path)
