@@ -283,6 +283,8 @@ class FakeUpstream:
             with contextlib.suppress(RuntimeError):  # the loop already finished
                 self._loop.call_soon_threadsafe(self._stopping.set)
         self._thread.join(10)
+        if self._thread.is_alive():
+            raise RuntimeError("fake upstream did not stop within 10 s")
         self._thread = None
 
     def __enter__(self) -> FakeUpstream:
