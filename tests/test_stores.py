@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,8 +33,9 @@ def _service_missing(name: str, exc: BaseException) -> None:
     pytest.skip(f"{name} not reachable: {exc!r}")
 
 
-async def _redis_factory() -> AsyncIterator[StoreFactory]:
+async def _redis_factory(**options: Any) -> AsyncIterator[StoreFactory]:
     import redis.asyncio as aioredis
+
     from daehwa.stores.redis import RedisStore
 
     client = aioredis.from_url(REDIS_URL)
@@ -44,7 +46,7 @@ async def _redis_factory() -> AsyncIterator[StoreFactory]:
         _service_missing("Redis", exc)
     prefix = f"daehwa-test-{uuid.uuid4().hex}"
     try:
-        yield lambda: RedisStore(REDIS_URL, prefix=prefix)
+        yield lambda: RedisStore(REDIS_URL, prefix=prefix, **options)
     finally:
         keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
         if keys:
@@ -461,7 +463,6 @@ async def test_concurrent_appends_lose_nothing_and_keep_order(store: Store) -> N
     for w in range(writers):  # each writer's messages appear in the order it wrote them
         mine = [int(m.content.split(":")[1]) for m in messages if m.content.startswith(f"{w}:")]
         assert mine == list(range(per_writer))
-    assert [m.created_at for m in messages] == sorted(m.created_at for m in messages)
 
 
 async def test_concurrent_turns_stay_paired(store: Store) -> None:
@@ -660,3 +661,76 @@ def test_plugins_register_by_entry_point(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(stores, "entry_points", lambda group: [plugin] if group == stores.ENTRY_POINT_GROUP else [])
     assert "memo" in stores.store_backends()
     assert "sqlite" in stores.store_backends()
+
+
+# -- Redis only: what expires and what does not -------------------------------------------------------------------
+@pytest.fixture
+async def short_lived_redis() -> AsyncIterator[Any]:
+    async for factory in _redis_factory(ttl_seconds=60):
+        store = factory()
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+@pytest.mark.redis
+async def test_redis_conversation_data_expires_and_writes_renew_it(short_lived_redis: Any) -> None:
+    store, r = short_lived_redis, short_lived_redis._r()
+    conv = await store.create_conversation("u1", title="t")
+    await store.append_message("u1", conv.id, role="user", content="x")
+    conv_keys = [store._k("conv", conv.id), *(store._k("conv", conv.id, part) for part in ("msgs", "order"))]
+    conv_keys.append(store._k("user", "u1", "convs"))
+    for key in conv_keys:
+        assert 55_000 < await r.pttl(key) <= 60_000, key
+        await r.pexpire(key, 5_000)
+    await store.append_message("u1", conv.id, role="assistant", content="y")  # a write restarts the clock
+    for key in conv_keys:
+        assert await r.pttl(key) > 55_000, key
+
+
+@pytest.mark.redis
+async def test_redis_accounts_keys_and_usage_never_expire(short_lived_redis: Any) -> None:
+    store, r = short_lived_redis, short_lived_redis._r()
+    user = await store.create_user("alice", password_hash="h")
+    key = await store.create_api_key(user.id, name="k", prefix="p", key_hash="kh")
+    await store.find_api_key("kh")
+    await store.record_usage(_usage(user.id, "m", 1, 1))
+    persistent = [
+        store._k("user", user.id),
+        store._k("users"),
+        store._k("user_names"),
+        store._k("apikey", key.id),
+        store._k("apikey_hashes"),
+        store._k("apikeys"),
+        store._k("usage"),
+        store._k("user", user.id, "usage"),
+    ]
+    for k in persistent:
+        assert await r.pttl(k) == -1, k  # -1: exists, no expiry
+
+
+@pytest.mark.redis
+async def test_redis_expired_conversations_vanish_everywhere() -> None:
+    async for factory in _redis_factory(ttl_seconds=0.3):
+        store = factory()
+        await store.open()
+        try:
+            gone = await store.create_conversation("u1", title="old")
+            await store.append_message("u1", gone.id, role="user", content="x")
+            await asyncio.sleep(0.5)
+            kept = await store.create_conversation("u1", title="new")
+            assert await store.get_conversation("u1", gone.id) is None
+            assert await store.list_messages("u1", gone.id) is None
+            assert [c.id for c in await store.list_conversations("u1")] == [kept.id]
+        finally:
+            await store.close()
+
+
+@pytest.mark.redis
+async def test_redis_sessions_expire_in_redis_too(short_lived_redis: Any) -> None:
+    store, r = short_lived_redis, short_lived_redis._r()
+    expires = datetime.now(UTC) + timedelta(minutes=10)
+    await store.create_session("t", SessionRecord(user_id="u1", csrf_token="c", expires_at=expires))
+    assert 590_000 < await r.pttl(store._k("session", "t")) <= 600_000

@@ -50,7 +50,8 @@ class StoreBackend:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if self.driver and exc.name == self.driver:
+            missing = exc.name or ""
+            if self.driver and (missing == self.driver or missing.startswith(self.driver + ".")):
                 raise ConfigError(
                     f"This database URL needs the {self.driver} driver, which is not installed: "
                     f"pip install 'daehwa[{self.extra}]'."
