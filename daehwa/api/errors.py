@@ -1,0 +1,112 @@
+"""The edge where errors become HTTP: every error, on every route, is OpenAI's ``{"error": {...}}`` body.
+
+Validation problems are 400 (not FastAPI's 422) with ``param`` naming the field, unknown routes 404, and anything
+unexpected a 500 that names the request id to look for in the logs (the traceback goes to the log, not the client).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ..errors import DaehwaError, RateLimited
+
+log = logging.getLogger("daehwa.api")
+
+
+def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def retry_after_seconds(exc: BaseException) -> int | None:
+    """Whole seconds for a ``Retry-After`` header, for errors that carry a wait."""
+    wait = getattr(exc, "retry_after", None)
+    if isinstance(exc, RateLimited) or wait is not None:
+        return max(1, math.ceil(wait or 1))
+    return None
+
+
+def error_response(exc: DaehwaError) -> JSONResponse:
+    headers = {}
+    retry = retry_after_seconds(exc)
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
+    return JSONResponse(exc.to_openai(), status_code=exc.status, headers=headers)
+
+
+def validation_message(errors: Sequence[Any]) -> tuple[str, str | None, str]:
+    """(message, param, code) for the first of pydantic's errors, phrased for a person."""
+    if not errors:
+        return "The request is not valid.", None, "invalid_request"
+    first = errors[0]
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    param = ".".join(loc) or None
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        detail = first.get("ctx", {}).get("error", "")
+        return f"The request body is not valid JSON ({detail}): send a JSON object.", None, "invalid_json"
+    if kind == "missing" and not loc:
+        return "The request needs a JSON body.", None, "invalid_request"
+    message = first.get("msg", "invalid value")
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    where = f"{param}: " if param else ""
+    return f"{where}{message}{more}", param, "invalid_request"
+
+
+_STATUS_CODES = {
+    401: ("authentication_error", "not_authenticated"),
+    403: ("permission_error", "permission_denied"),
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DaehwaError)
+    async def _daehwa(request: Request, exc: DaehwaError) -> JSONResponse:
+        if exc.status >= 500:
+            log.warning("request %s failed: %s", _request_id(request), exc.code)
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param, code = validation_message(exc.errors())
+        return JSONResponse(error_body(message, "invalid_request_error", code, param), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        type_, code = _STATUS_CODES.get(exc.status_code, ("invalid_request_error", "http_error"))
+        if exc.status_code == 404:
+            message = f"There is no route {request.method} {request.url.path}: see /openapi.json for the API."
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}: see /openapi.json for the API."
+        else:
+            message = str(exc.detail)
+        return JSONResponse(
+            error_body(message, type_, code), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        rid = _request_id(request)
+        log.error("unexpected error in request %s", rid, exc_info=exc)
+        return JSONResponse(
+            error_body(
+                f"An internal error occurred (request id {rid}); it was logged. Please report it if it persists.",
+                "server_error",
+                "internal_error",
+            ),
+            status_code=500,
+        )
+
+
+def _request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", None) or "-"

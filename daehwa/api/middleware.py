@@ -1,0 +1,154 @@
+"""Plain ASGI middleware (no BaseHTTPMiddleware: it would buffer streams and add a task per request).
+
+- ``RequestIdMiddleware``: takes a sane ``X-Request-ID`` or makes one, exposes it as ``request.state.request_id`` and
+  returns it on every response.
+- ``BodyLimitMiddleware``: refuses bodies over ``DAEHWA_MAX_REQUEST_BYTES`` with 413 before the app reads them.
+- ``SecretRedactingFilter``: server logs print request paths, and two paths carry secrets in the query string
+  (``/api/ws?api_key=``, ``/auth/magic?token=``); the filter blanks them in uvicorn's log lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_SECRET_QUERY = re.compile(r"((?:api_key|token|access_token|key)=)[^&\s\"']+", re.IGNORECASE)
+REDACTED_LOGGERS = ("uvicorn.access", "uvicorn.error")
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+                break
+        rid = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = None
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+                break
+        if length is not None:
+            if length > self.max_bytes:
+                await self._too_large(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        # No Content-Length (chunked): read up to the limit, then replay the body to the app.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([], message, receive), send)
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(chunks, None, receive), send)
+
+    async def _too_large(self, send: Send) -> None:
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"The request body is larger than {self.max_bytes} bytes (DAEHWA_MAX_REQUEST_BYTES).",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "request_too_large",
+                }
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(chunks: list[bytes], first: Message | None, receive: Receive) -> Receive:
+    pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+    if first is not None:
+        pending = [first]
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+def redact(text: str) -> str:
+    return _SECRET_QUERY.sub(r"\1[redacted]", text)
+
+
+class SecretRedactingFilter(logging.Filter):
+    """Blanks ``api_key=`` / ``token=`` query values in log records (uvicorn logs paths with their query)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
+
+
+def install_log_redaction() -> tuple[SecretRedactingFilter, list[logging.Logger]]:
+    flt = SecretRedactingFilter()
+    loggers = [logging.getLogger(name) for name in REDACTED_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(flt)
+    return flt, loggers
+
+
+def remove_log_redaction(installed: tuple[SecretRedactingFilter, list[logging.Logger]] | Any) -> None:
+    flt, loggers = installed
+    for logger in loggers:
+        logger.removeFilter(flt)

@@ -1,0 +1,297 @@
+"""``/v1``: OpenAI's Chat Completions wire format, translated to and from the project's types at this edge only.
+
+Requests are stateless (the client sends the history) and still go through the one pipeline: each is logged as a
+conversation of kind ``api`` with source ``v1``, so usage is accounted like any turn. Every error on ``/v1`` is OpenAI's
+``{"error": {"message", "type", "param", "code"}}`` body (the app's handlers make sure of that).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..chat import TurnDelta, TurnRequest
+from ..errors import InvalidRequest, NotFound, UnsupportedParameter
+from ..routing import params_from_wire
+from ..types import ChatMessage, User
+from .auth import api_key_user
+from .errors import error_response
+from .schemas import ErrorOut
+from .stream import EventStreamResponse, SendBytes, TurnHandle, error_event_json
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+ApiKeyUser = Annotated[User, Depends(api_key_user)]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut} for status in (400, 401, 404, 413, 422, 429, 502, 503, 504)
+}
+
+
+# -- wire models -----------------------------------------------------------------------------------------------
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class WireMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+    name: str | None = Field(default=None, max_length=64)
+
+    def to_chat(self) -> ChatMessage:
+        if self.content is None:
+            raise InvalidRequest("Every message needs content.", param="messages")
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        role = "system" if self.role == "developer" else self.role
+        return ChatMessage(role, text, self.name)  # type: ignore[arg-type]
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text", "json_object", "json_schema"]
+
+
+class ChatCompletionRequest(BaseModel):
+    """``POST /v1/chat/completions``; parameters not listed here are passed on to the provider by name."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[WireMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    seed: int | None = None
+    user: str | None = Field(default=None, max_length=256)
+    response_format: ResponseFormat | None = None
+
+
+_UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "audio", "modalities", "prediction")
+
+
+def _params(body: ChatCompletionRequest, max_choices: int) -> dict[str, Any]:
+    if body.n is not None and body.n > max_choices:
+        raise InvalidRequest(
+            f"n is {body.n}; this server allows at most {max_choices} (DAEHWA_MAX_CHOICES).", param="n"
+        )
+    if isinstance(body.stop, list) and len(body.stop) > 4:
+        raise InvalidRequest("stop takes at most 4 sequences.", param="stop")
+    extra = dict(body.model_extra or {})
+    for name in _UNSUPPORTED:
+        if extra.get(name) not in (None, [], {}):
+            raise UnsupportedParameter(f"{name} is not supported by daehwa's /v1: remove it.", param=name)
+        extra.pop(name, None)
+    values: dict[str, Any] = {
+        "max_tokens": body.max_completion_tokens or body.max_tokens,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "n": body.n if body.n and body.n > 1 else None,
+        "stop": body.stop,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "seed": body.seed,
+        "user": body.user,
+        "response_format": body.response_format.model_dump(exclude_none=True) if body.response_format else None,
+    }
+    values = {k: v for k, v in values.items() if v is not None}
+    for name, value in extra.items():
+        if value is not None and name not in ("stream_options",):
+            values[name] = value
+    return values
+
+
+def _turn_request(body: ChatCompletionRequest, user: User, request: Request) -> TurnRequest:
+    messages = [m.to_chat() for m in body.messages]
+    if messages[-1].role != "user":
+        raise InvalidRequest("The last message must be the user's (role 'user').", param="messages")
+    params = params_from_wire(_params(body, request.app.state.settings.max_choices))
+    return TurnRequest(
+        user=user,
+        messages=messages,
+        model=body.model,
+        params=params,
+        source="v1",
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+def _completion_id(reply_id: str) -> str:
+    return f"chatcmpl-{reply_id}"
+
+
+def _usage(usage: Any) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _finish_reason(reason: str) -> str:
+    return reason if reason in ("stop", "length", "content_filter", "tool_calls") else "stop"
+
+
+# -- routes ----------------------------------------------------------------------------------------------------
+@router.post("/chat/completions", responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}}})
+async def chat_completions(body: ChatCompletionRequest, request: Request, user: ApiKeyUser) -> Response:
+    """Create a chat completion (OpenAI-compatible), streamed as SSE chunks with ``stream: true``."""
+    turn = _turn_request(body, user, request)
+    chat = request.app.state.services.chat
+    if body.stream:
+        handle = await TurnHandle.open(chat, turn, request.app.state.turns)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return _stream_response(handle, include_usage, body.n or 1)
+    started, finished = await chat.run(turn)
+    if finished.error is not None:
+        return error_response(finished.error)
+    created = int(time.time())
+    choices = [
+        {
+            "index": index,
+            "message": {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": None,
+            "finish_reason": _finish_reason(finished.finish_reason),
+        }
+        for index, text in sorted(finished.texts.items())
+    ]
+    payload = {
+        "id": _completion_id(started.reply_id),
+        "object": "chat.completion",
+        "created": created,
+        "model": finished.model,
+        "choices": choices,
+        "usage": _usage(finished.usage),
+        "system_fingerprint": None,
+    }
+    return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":")), media_type="application/json")
+
+
+def _stream_response(handle: TurnHandle, include_usage: bool, n: int) -> EventStreamResponse:
+    cid = _completion_id(handle.started.reply_id)
+    created = int(time.time())
+    model = handle.started.model
+
+    def chunk(choices: list[dict[str, Any]], **more: Any) -> bytes:
+        data: dict[str, Any] = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
+        if include_usage:
+            data["usage"] = None
+        data.update(more)
+        return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+    async def produce(send: SendBytes) -> None:
+        opened: set[int] = set()
+
+        async def emit(delta: TurnDelta) -> None:
+            choices = []
+            if delta.index not in opened:
+                opened.add(delta.index)
+                choices.append(
+                    {
+                        "index": delta.index,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                )
+            choices.append(
+                {"index": delta.index, "delta": {"content": delta.text}, "logprobs": None, "finish_reason": None}
+            )
+            for c in choices:
+                await send(chunk([c]))
+
+        try:
+            outcome = await handle.run(emit)
+        except BaseException:
+            await handle.aclose()
+            raise
+        finished = outcome.finished
+        if finished is None or finished.error is not None:
+            if finished is not None and finished.error is not None:
+                await send(b"data: " + json.dumps(error_event_json(finished.error)).encode() + b"\n\n")
+            await send(b"data: [DONE]\n\n")
+            return
+        reason = _finish_reason(finished.finish_reason)
+        for index in range(max(n, len(finished.texts))):
+            if index not in opened:
+                await send(
+                    chunk(
+                        [
+                            {
+                                "index": index,
+                                "delta": {"role": "assistant", "content": ""},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ]
+                    )
+                )
+            await send(chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]))
+        if include_usage:
+            await send(chunk([], usage=_usage(finished.usage)))
+        await send(b"data: [DONE]\n\n")
+
+    return EventStreamResponse(produce)
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
+async def _model_objects(request: Request) -> list[dict[str, Any]]:
+    models = await request.app.state.services.providers.list_models()
+    created = int(request.app.state.started_at)
+    return [
+        {"id": m.id, "object": "model", "created": created, "owned_by": m.provider}
+        for m in models
+        if m.available and not m.id.endswith("/*")
+    ]
+
+
+@router.get("/models", response_model=ModelList, responses=_ERRORS)
+async def list_models(request: Request, user: ApiKeyUser) -> dict[str, Any]:
+    """The models that can answer now (OpenAI's model list shape)."""
+    return {"object": "list", "data": await _model_objects(request)}
+
+
+@router.get("/models/{model_id:path}", response_model=ModelObject, responses=_ERRORS)
+async def get_model(model_id: str, request: Request, user: ApiKeyUser) -> dict[str, Any]:
+    """One model."""
+    for model in await _model_objects(request):
+        if model["id"] == model_id:
+            return model
+    raise NotFound(f"The model {model_id!r} does not exist: see GET /v1/models.", param="model", code="model_not_found")
+
+
+__all__ = ["ChatCompletionRequest", "router"]

@@ -1,0 +1,443 @@
+"""The conversation API (the server keeps the history), the stateless ``/api/chat``, and what the web page lists.
+
+Every route that produces a reply goes through ``ChatService`` via ``TurnHandle``; ``"stream": true`` turns the same
+route into an SSE stream (``stream.sse_turn_response``). Another user's conversation is a 404 like a missing one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from ..chat import TurnRequest
+from ..errors import ConfigError, InvalidRequest, NotFound
+from ..i18n import normalize_locale
+from ..services import Services
+from ..types import ChatMessage
+from .auth import AdminUser, CurrentUser
+from .errors import error_response
+from .schemas import (
+    ConversationOut,
+    ErrorOut,
+    MessageOut,
+    TurnResultOut,
+    conversation_json,
+    generation_params,
+    message_json,
+)
+from .stream import ActiveTurns, TurnHandle, sse_turn_response
+
+router = APIRouter(tags=["conversations"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422, 429, 502, 503, 504)
+}
+_TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    200: {
+        "description": "The finished turn, or with stream=true an SSE stream (events start, delta, error, done).",
+        "content": {"text/event-stream": {}},
+    },
+}
+
+
+def services_of(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def turns_of(request: Request) -> ActiveTurns:
+    return request.app.state.turns  # type: ignore[no-any-return]
+
+
+# -- request bodies --------------------------------------------------------------------------------------------
+class Options(BaseModel):
+    """Generation options every reply-producing route takes."""
+
+    stream: bool = Field(default=False, description="Answer as an SSE stream instead of one JSON object.")
+    model: str | None = Field(default=None, max_length=200, description="e.g. local, openai/gpt-4o-mini")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    stop: str | list[str] | None = Field(default=None, description="Up to 4 stop sequences.")
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+
+
+class MessageIn(Options):
+    content: str = Field(description="The user's message.")
+
+
+class RegenerateIn(Options):
+    pass
+
+
+class ChatMessageIn(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class StatelessChatIn(Options):
+    messages: list[ChatMessageIn] = Field(min_length=1, description="The whole conversation; the last is the user's.")
+
+
+class ConversationIn(BaseModel):
+    persona: str | None = Field(default=None, max_length=100)
+    model: str | None = Field(default=None, max_length=200)
+    variables: dict[str, str | int | float | bool] | None = None
+    title: str | None = Field(default=None, max_length=200)
+
+
+class RenameIn(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+
+
+class ConversationListOut(BaseModel):
+    data: list[ConversationOut]
+    has_more: bool
+    next_before: str | None
+
+
+class ConversationDetailOut(BaseModel):
+    conversation: ConversationOut
+    messages: list[MessageOut]
+
+
+class StoppedOut(BaseModel):
+    stopped: bool
+
+
+async def reply(request: Request, turn: TurnRequest, *, stream: bool) -> Response | dict[str, Any]:
+    """Run a turn for a REST route: one JSON TurnResult, or an SSE stream."""
+    handle = await TurnHandle.open(services_of(request).chat, turn, turns_of(request))
+    if stream:
+        return sse_turn_response(handle)
+    try:
+        outcome = await handle.run()
+    except BaseException:
+        await handle.aclose()
+        raise
+    finished = outcome.finished
+    if finished is not None and finished.error is not None and finished.outcome.value == "error":
+        return error_response(finished.error)  # the model failed before writing anything; stored as error
+    return outcome.json()
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+# -- conversations ---------------------------------------------------------------------------------------------
+@router.get("/api/conversations", response_model=ConversationListOut, responses=_ERRORS)
+async def list_conversations(
+    request: Request,
+    user: CurrentUser,
+    q: Annotated[str | None, Query(max_length=200, description="Words of the title")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[datetime | None, Query(description="Page: conversations updated before this time")] = None,
+    kind: Annotated[Literal["chat", "api"], Query()] = "chat",
+) -> dict[str, Any]:
+    """Your conversations, most recently updated first."""
+    found = await services_of(request).store.list_conversations(
+        user.id, kind=kind, query=q or None, limit=limit + 1, before=before
+    )
+    page = found[:limit]
+    has_more = len(found) > limit
+    return {
+        "data": [conversation_json(c) for c in page],
+        "has_more": has_more,
+        "next_before": conversation_json(page[-1])["updated_at"] if has_more and page else None,
+    }
+
+
+@router.post("/api/conversations", response_model=ConversationDetailOut, status_code=201, responses=_ERRORS)
+async def create_conversation(body: ConversationIn, request: Request, user: CurrentUser) -> dict[str, Any]:
+    """Start a conversation; a persona that speaks first has its first message in ``messages``."""
+    conversation, messages = await services_of(request).chat.start_conversation(
+        user,
+        persona=body.persona,
+        model=body.model,
+        variables=body.variables,
+        title=body.title,
+        locale=request.headers.get("accept-language"),
+    )
+    return {"conversation": conversation_json(conversation), "messages": [message_json(m) for m in messages]}
+
+
+async def _owned(request: Request, user_id: str, conversation_id: str) -> Any:
+    conversation = await services_of(request).store.get_conversation(user_id, conversation_id)
+    if conversation is None:
+        raise NotFound("No such conversation.", param="conversation_id")
+    return conversation
+
+
+@router.get("/api/conversations/{conversation_id}", response_model=ConversationDetailOut, responses=_ERRORS)
+async def get_conversation(conversation_id: str, request: Request, user: CurrentUser) -> dict[str, Any]:
+    """A conversation with all its messages, oldest first (interrupted replies included, marked so)."""
+    store = services_of(request).store
+    conversation = await _owned(request, user.id, conversation_id)
+    messages = await store.list_messages(user.id, conversation_id)
+    if messages is None:
+        raise NotFound("No such conversation.", param="conversation_id")
+    return {"conversation": conversation_json(conversation), "messages": [message_json(m) for m in messages]}
+
+
+@router.patch("/api/conversations/{conversation_id}", response_model=ConversationOut, responses=_ERRORS)
+async def rename_conversation(
+    conversation_id: str, body: RenameIn, request: Request, user: CurrentUser
+) -> dict[str, Any]:
+    """Rename a conversation."""
+    store = services_of(request).store
+    title = " ".join(body.title.split())
+    if not title:
+        raise InvalidRequest("The title is empty.", param="title")
+    if not await store.rename_conversation(user.id, conversation_id, title):
+        raise NotFound("No such conversation.", param="conversation_id")
+    await store.update_conversation(user.id, conversation_id, meta={"auto_title": False})
+    return conversation_json(await _owned(request, user.id, conversation_id))
+
+
+@router.delete("/api/conversations/{conversation_id}", status_code=204, responses=_ERRORS)
+async def delete_conversation(conversation_id: str, request: Request, user: CurrentUser) -> Response:
+    """Delete a conversation and its messages (usage records stay)."""
+    turns_of(request).stop(user.id, conversation_id)
+    if not await services_of(request).store.delete_conversation(user.id, conversation_id):
+        raise NotFound("No such conversation.", param="conversation_id")
+    return Response(status_code=204)
+
+
+@router.post(
+    "/api/conversations/{conversation_id}/messages",
+    response_model=TurnResultOut,
+    responses=_TURN_RESPONSES,
+)
+async def post_message(conversation_id: str, body: MessageIn, request: Request, user: CurrentUser) -> Any:
+    """Send a message and get the reply (``"stream": true`` for SSE)."""
+    turn = TurnRequest(
+        user=user,
+        content=body.content,
+        conversation_id=conversation_id,
+        model=body.model,
+        params=generation_params(body),
+        source="sse" if body.stream else "rest",
+        request_id=_request_id(request),
+        locale=request.headers.get("accept-language"),
+    )
+    return await reply(request, turn, stream=body.stream)
+
+
+@router.post(
+    "/api/conversations/{conversation_id}/regenerate",
+    response_model=TurnResultOut,
+    responses=_TURN_RESPONSES,
+)
+async def regenerate(conversation_id: str, body: RegenerateIn, request: Request, user: CurrentUser) -> Any:
+    """Answer the last user message again, replacing the reply after it."""
+    turn = TurnRequest(
+        user=user,
+        conversation_id=conversation_id,
+        regenerate=True,
+        model=body.model,
+        params=generation_params(body),
+        source="sse" if body.stream else "rest",
+        request_id=_request_id(request),
+        locale=request.headers.get("accept-language"),
+    )
+    return await reply(request, turn, stream=body.stream)
+
+
+@router.post(
+    "/api/conversations/{conversation_id}/edit",
+    response_model=TurnResultOut,
+    responses=_TURN_RESPONSES,
+)
+async def edit_last(conversation_id: str, body: MessageIn, request: Request, user: CurrentUser) -> Any:
+    """Replace the last user message (and everything after it) with ``content``, and answer it."""
+    turn = TurnRequest(
+        user=user,
+        content=body.content,
+        conversation_id=conversation_id,
+        edit=True,
+        model=body.model,
+        params=generation_params(body),
+        source="sse" if body.stream else "rest",
+        request_id=_request_id(request),
+        locale=request.headers.get("accept-language"),
+    )
+    return await reply(request, turn, stream=body.stream)
+
+
+@router.post("/api/conversations/{conversation_id}/stop", response_model=StoppedOut, responses=_ERRORS)
+async def stop(conversation_id: str, request: Request, user: CurrentUser) -> dict[str, Any]:
+    """Stop the reply being generated for this conversation; the partial reply is stored as interrupted."""
+    await _owned(request, user.id, conversation_id)
+    return {"stopped": turns_of(request).stop(user.id, conversation_id)}
+
+
+@router.post("/api/chat", response_model=TurnResultOut, responses=_TURN_RESPONSES, tags=["chat"])
+async def stateless_chat(body: StatelessChatIn, request: Request, user: CurrentUser) -> Any:
+    """One reply to a client-kept history (logged as a conversation of kind ``api``)."""
+    if body.messages[-1].role != "user":
+        raise InvalidRequest("The last message must be the user's.", param="messages")
+    turn = TurnRequest(
+        user=user,
+        messages=[ChatMessage(m.role, m.content) for m in body.messages],
+        model=body.model,
+        params=generation_params(body),
+        source="sse" if body.stream else "rest",
+        request_id=_request_id(request),
+        locale=request.headers.get("accept-language"),
+    )
+    return await reply(request, turn, stream=body.stream)
+
+
+# -- what the web page lists -----------------------------------------------------------------------------------
+class VariableOut(BaseModel):
+    name: str
+    default: str | None
+    description: str
+    choices: list[str]
+
+
+class PersonaOut(BaseModel):
+    name: str
+    title: str
+    description: str
+    titles: dict[str, str]
+    descriptions: dict[str, str]
+    speaks_first: bool
+    allow_anonymous: bool
+    model: str | None
+    variables: list[VariableOut]
+
+
+class PersonaListOut(BaseModel):
+    data: list[PersonaOut]
+    default: str
+
+
+class ModelOut(BaseModel):
+    id: str
+    provider: str
+    available: bool
+    reason: str | None
+    description: str
+
+
+class ModelListOut(BaseModel):
+    data: list[ModelOut]
+    default: str
+
+
+@router.get("/api/personas", response_model=PersonaListOut, responses=_ERRORS, tags=["catalog"])
+async def list_personas(
+    request: Request,
+    user: CurrentUser,
+    locale: Annotated[str | None, Query(max_length=50)] = None,
+    accept_language: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """The personas you can start a conversation with (titles in your language)."""
+    lang = normalize_locale(locale or accept_language)
+    personas = services_of(request).personas
+    data = []
+    for p in personas:
+        if user.anonymous and not p.allow_anonymous:
+            continue
+        data.append(
+            {
+                "name": p.name,
+                "title": p.localized_title(lang),
+                "description": p.description.get(lang) or p.description.get("en") or "",
+                "titles": dict(p.title),
+                "descriptions": dict(p.description),
+                "speaks_first": bool(p.first_message),
+                "allow_anonymous": p.allow_anonymous,
+                "model": p.model,
+                "variables": [
+                    {"name": v.name, "default": v.default, "description": v.description, "choices": list(v.choices)}
+                    for v in p.variables.values()
+                ],
+            }
+        )
+    return {"data": data, "default": services_of(request).settings.default_persona}
+
+
+@router.get("/api/models", response_model=ModelListOut, responses=_ERRORS, tags=["catalog"])
+async def list_models(request: Request, user: CurrentUser) -> dict[str, Any]:
+    """The models of every configured provider, with whether they can run now (and why not)."""
+    services = services_of(request)
+    models = await services.providers.list_models()
+    return {
+        "data": [
+            {
+                "id": m.id,
+                "provider": m.provider,
+                "available": m.available,
+                "reason": m.reason,
+                "description": m.description,
+            }
+            for m in models
+        ],
+        "default": services.settings.default_model,
+    }
+
+
+# -- admin and health ------------------------------------------------------------------------------------------
+@router.post("/api/admin/filter/reload", responses=_ERRORS, tags=["admin"])
+async def reload_filter(request: Request, user: AdminUser) -> dict[str, Any]:
+    """Reload the banned-word lists from disk (admin only)."""
+    moderator = services_of(request).moderator
+    reload = getattr(moderator, "reload", None)
+    if reload is None:
+        raise ConfigError("The configured moderator cannot reload its word lists.", code="not_supported")
+    result = reload()
+    if hasattr(result, "__await__"):
+        result = await result
+    out: dict[str, Any] = {"reloaded": True}
+    if isinstance(result, dict):
+        out.update(result)
+    elif isinstance(result, int):
+        out["words"] = result
+    return out
+
+
+health_router = APIRouter(tags=["operations"])
+
+
+@health_router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@health_router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: the store answers and the default model is loaded."""
+    services = services_of(request)
+    body: dict[str, Any] = {"status": "ready", "store": "ok"}
+    ready = True
+    try:
+        await services.store.ping()
+    except Exception as exc:
+        ready = False
+        body["store"] = f"unreachable: {type(exc).__name__}"
+    try:
+        provider, model_id = services.providers.resolve(services.settings.default_model)
+        status = provider.status()
+        body["model"] = {
+            "id": services.providers.full_name(provider, model_id),
+            "available": status.available,
+            "loaded": status.loaded,
+            "reason": status.reason,
+        }
+        ready = ready and status.available and status.loaded
+    except Exception as exc:
+        ready = False
+        body["model"] = {"id": services.settings.default_model, "available": False, "loaded": False, "reason": str(exc)}
+    if not ready:
+        body["status"] = "not_ready"
+    return JSONResponse(body, status_code=200 if ready else 503)

@@ -1,0 +1,215 @@
+"""Wire shapes of the /api routes (the project's own JSON, documented in docs/api.md) and their builders.
+
+The ``*Out`` models describe responses in /openapi.json; the ``*_json`` functions build the dicts from the core types
+(one place decides what leaves the server: never a password hash, a key hash or moderation internals).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ..chat import TurnFinished, TurnStarted
+from ..errors import InvalidRequest
+from ..routing import params_from_wire
+from ..stores.base import ApiKeyRecord
+from ..types import Conversation, GenerationParams, StoredMessage, Usage, User
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+class UserOut(BaseModel):
+    id: str
+    name: str
+    is_admin: bool
+    anonymous: bool
+    created_at: str | None
+
+
+class MeOut(BaseModel):
+    user: UserOut
+    csrf_token: str | None = Field(description="Send as X-CSRF-Token on state-changing requests (session logins).")
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    created_at: str | None
+    last_used_at: str | None
+    revoked_at: str | None
+
+
+class ConversationOut(BaseModel):
+    id: str
+    title: str
+    persona: str | None
+    model: str | None
+    kind: str
+    created_at: str | None
+    updated_at: str | None
+    variables: dict[str, Any]
+
+
+class MessageError(BaseModel):
+    code: str | None
+    message: str | None
+
+
+class MessageOut(BaseModel):
+    id: str
+    conversation_id: str
+    role: str
+    content: str
+    status: str
+    model: str | None
+    created_at: str | None
+    error: MessageError | None
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class TurnResultOut(BaseModel):
+    conversation_id: str
+    user_message: MessageOut | None
+    message: MessageOut
+    usage: UsageOut | None
+    outcome: Literal["ok", "fallback", "interrupted", "blocked", "error"]
+    finish_reason: str
+    model: str
+    ttft_ms: float | None
+    total_ms: float | None
+    error: ErrorDetail | None
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "is_admin": user.is_admin,
+        "anonymous": user.anonymous,
+        "created_at": iso(user.created_at),
+    }
+
+
+def api_key_json(key: ApiKeyRecord) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": iso(key.created_at),
+        "last_used_at": iso(key.last_used_at),
+        "revoked_at": iso(key.revoked_at),
+    }
+
+
+def conversation_json(c: Conversation) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "title": c.title,
+        "persona": c.persona,
+        "model": c.model,
+        "kind": c.kind,
+        "created_at": iso(c.created_at),
+        "updated_at": iso(c.updated_at),
+        "variables": dict(c.meta.get("variables") or {}),
+    }
+
+
+def message_json(m: StoredMessage) -> dict[str, Any]:
+    error = m.meta.get("error")
+    return {
+        "id": m.id,
+        "conversation_id": m.conversation_id,
+        "role": m.role,
+        "content": m.content,
+        "status": str(m.status),
+        "model": m.model,
+        "created_at": iso(m.created_at),
+        "error": {"code": error.get("code"), "message": error.get("message")} if isinstance(error, dict) else None,
+    }
+
+
+def usage_json(usage: Usage | None) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def started_json(started: TurnStarted) -> dict[str, Any]:
+    return {
+        "conversation": conversation_json(started.conversation),
+        "user_message": message_json(started.user_message) if started.user_message else None,
+        "message_id": started.reply_id,
+        "model": started.model,
+    }
+
+
+def turn_result_json(
+    started: TurnStarted, finished: TurnFinished | None, message: StoredMessage, *, stopped: bool = False
+) -> dict[str, Any]:
+    """The end of a turn; ``finished`` is None when it was stopped (the stored partial reply is ``message``)."""
+    if finished is None:
+        return {
+            "conversation_id": started.conversation.id,
+            "user_message": message_json(started.user_message) if started.user_message else None,
+            "message": message_json(message),
+            "usage": None,
+            "outcome": "interrupted",
+            "finish_reason": "stopped" if stopped else "interrupted",
+            "model": message.model or started.model,
+            "ttft_ms": None,
+            "total_ms": None,
+            "error": None,
+        }
+    return {
+        "conversation_id": started.conversation.id,
+        "user_message": message_json(started.user_message) if started.user_message else None,
+        "message": message_json(finished.message),
+        "usage": usage_json(finished.usage),
+        "outcome": finished.outcome.value,
+        "finish_reason": finished.finish_reason,
+        "model": finished.model,
+        "ttft_ms": finished.ttft_ms,
+        "total_ms": finished.total_ms,
+        "error": finished.error.to_openai()["error"] if finished.error else None,
+    }
+
+
+def generation_params(options: Any) -> GenerationParams:
+    """GenerationParams from a body's option fields (the ones given)."""
+    values = {
+        name: getattr(options, name)
+        for name in ("temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty")
+        if getattr(options, name, None) is not None
+    }
+    stop = values.get("stop")
+    if isinstance(stop, list) and len(stop) > 4:
+        raise InvalidRequest("stop takes at most 4 sequences.", param="stop")
+    return params_from_wire(values)

@@ -1,0 +1,413 @@
+"""Running a turn for a transport: stop, disconnect, SSE and the WebSocket.
+
+``TurnHandle.open`` starts a turn and waits for ``TurnStarted``, so problems found before anything is stored reach the
+client as a plain HTTP error. ``TurnHandle.run`` then feeds the deltas to the transport in a child task that a client
+leaving (SSE disconnect, WebSocket close) or ``stop`` cancels; the pipeline stores the partial reply as
+``interrupted`` when its iterator is cancelled or closed, so nothing generated is lost.
+
+``EventStreamResponse`` is a small SSE response that listens for the client's disconnect the whole time (not only
+when it next writes), so a client that leaves during a long silence still stops generation at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, Field, ValidationError
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from ..chat import ChatService, TurnDelta, TurnEvent, TurnFinished, TurnRequest, TurnStarted
+from ..errors import AuthenticationError, DaehwaError, InvalidRequest
+from ..types import StoredMessage, User
+from .auth import resolve_principal
+from .errors import retry_after_seconds, validation_message
+from .schemas import generation_params, started_json, turn_result_json
+
+log = logging.getLogger("daehwa.api")
+
+Emit = Callable[[TurnDelta], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOutcome:
+    started: TurnStarted
+    finished: TurnFinished | None  # None when the turn was stopped
+    message: StoredMessage  # the stored reply
+    stopped: bool = False
+
+    def json(self) -> dict[str, Any]:
+        return turn_result_json(self.started, self.finished, self.message, stopped=self.stopped)
+
+
+class ActiveTurns:
+    """The turns running in this process, by (user, conversation), so ``stop`` can reach them from any request."""
+
+    def __init__(self) -> None:
+        self._turns: dict[tuple[str, str], set[TurnHandle]] = {}
+
+    def add(self, handle: TurnHandle) -> None:
+        self._turns.setdefault(handle.key, set()).add(handle)
+
+    def discard(self, handle: TurnHandle) -> None:
+        handles = self._turns.get(handle.key)
+        if handles is not None:
+            handles.discard(handle)
+            if not handles:
+                del self._turns[handle.key]
+
+    def stop(self, user_id: str, conversation_id: str) -> bool:
+        handles = list(self._turns.get((user_id, conversation_id), ()))
+        for handle in handles:
+            handle.stop()
+        return bool(handles)
+
+    def stop_all(self) -> None:
+        for handles in list(self._turns.values()):
+            for handle in list(handles):
+                handle.stop()
+
+
+class TurnHandle:
+    """One started turn; ``run`` it once."""
+
+    def __init__(
+        self, events: AsyncIterator[TurnEvent], started: TurnStarted, chat: ChatService, user: User, turns: ActiveTurns
+    ) -> None:
+        self.events = events
+        self.started = started
+        self.chat = chat
+        self.user = user
+        self.turns = turns
+        self.key = (user.id, started.conversation.id)
+        self._task: asyncio.Task[TurnFinished] | None = None
+        self._stop_requested = False
+
+    @classmethod
+    async def open(cls, chat: ChatService, request: TurnRequest, turns: ActiveTurns) -> TurnHandle:
+        """Start the turn; raises the pipeline's ``DaehwaError`` if it cannot start (nothing stored then)."""
+        events = chat.turn(request)
+        try:
+            first = await anext(events)
+        except BaseException:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise
+        assert isinstance(first, TurnStarted)
+        handle = cls(events, first, chat, request.user, turns)
+        turns.add(handle)
+        return handle
+
+    def stop(self) -> None:
+        self._stop_requested = True
+        if self._task is not None:
+            self._task.cancel()
+
+    async def run(self, emit: Emit | None = None) -> TurnOutcome:
+        """Stream the deltas to ``emit``; returns when the turn is finished or stopped."""
+        self._task = asyncio.ensure_future(self._consume(emit))
+        if self._stop_requested:
+            # Let the turn take one step first: cancelled while parked at TurnStarted, the pipeline could not store
+            # the reply as interrupted.
+            await asyncio.sleep(0)
+            self._task.cancel()
+        try:
+            finished = await self._task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self._stop_requested or (current is not None and current.cancelling()):
+                raise
+            return TurnOutcome(self.started, None, await self._stored_reply(), stopped=True)
+        finally:
+            self.turns.discard(self)
+        return TurnOutcome(self.started, finished, finished.message)
+
+    async def aclose(self) -> None:
+        """Clean up after a transport failed; a turn that never ran is stopped (and stored as interrupted)."""
+        self.turns.discard(self)
+        if self._task is None:
+            self._stop_requested = True
+            with suppress(Exception, asyncio.CancelledError):
+                await self.run()
+        await self.events.aclose()  # type: ignore[attr-defined]
+
+    async def _consume(self, emit: Emit | None) -> TurnFinished:
+        async with aclosing(self.events) as events:  # type: ignore[type-var]
+            async for event in events:
+                if isinstance(event, TurnDelta):
+                    if emit is not None:
+                        await emit(event)
+                elif isinstance(event, TurnFinished):
+                    return event
+        raise RuntimeError("a turn always ends with TurnFinished")
+
+    async def _stored_reply(self) -> StoredMessage:
+        messages = await self.chat.store.list_messages(self.user.id, self.started.conversation.id, limit=8) or []
+        for message in reversed(messages):
+            if message.id == self.started.reply_id:
+                return message
+        raise RuntimeError("the stopped reply was not stored")
+
+
+# -- SSE -------------------------------------------------------------------------------------------------------
+def sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+
+
+SendBytes = Callable[[bytes], Awaitable[None]]
+
+
+class EventStreamResponse(Response):
+    """``text/event-stream`` written by ``produce(send)``; the client leaving cancels ``produce`` at once."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, produce: Callable[[SendBytes], Awaitable[None]]) -> None:
+        self.produce = produce
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+
+        async def send_bytes(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        producer = asyncio.ensure_future(self.produce(send_bytes))
+        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        try:
+            await asyncio.wait({producer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not producer.done():  # the client left: stop generating (the partial reply is stored)
+                producer.cancel()
+                with suppress(asyncio.CancelledError):
+                    await producer
+                return
+            producer.result()  # a bug in produce surfaces here (and in the log), not silently
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            for task in (producer, watcher):
+                if not task.done():
+                    task.cancel()
+                    with suppress(asyncio.CancelledError, Exception):
+                        await task
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def error_event_json(exc: DaehwaError) -> dict[str, Any]:
+    return {**exc.to_openai(), "retry_after": retry_after_seconds(exc)}
+
+
+def sse_turn_response(handle: TurnHandle) -> EventStreamResponse:
+    """The conversation API's SSE stream: start, delta..., [error], done."""
+
+    async def produce(send: SendBytes) -> None:
+        async def emit(delta: TurnDelta) -> None:
+            await send(sse("delta", {"text": delta.text, "index": delta.index}))
+
+        try:
+            await send(sse("start", started_json(handle.started)))
+            outcome = await handle.run(emit)
+        except BaseException:
+            await handle.aclose()
+            raise
+        if outcome.finished is not None and outcome.finished.error is not None:
+            await send(sse("error", error_event_json(outcome.finished.error)))
+        await send(sse("done", outcome.json()))
+
+    return EventStreamResponse(produce)
+
+
+# -- WebSocket -------------------------------------------------------------------------------------------------
+router = APIRouter(tags=["conversations"])
+
+WS_UNAUTHENTICATED = 4401
+WS_FORBIDDEN = 4403
+
+
+class WsTurnIn(BaseModel):
+    """A client frame that starts a turn (``message``, ``regenerate`` or ``edit``)."""
+
+    type: str
+    conversation_id: str | None = Field(default=None, max_length=100)
+    content: str | None = None
+    persona: str | None = Field(default=None, max_length=100)
+    variables: dict[str, Any] | None = None
+    title: str | None = Field(default=None, max_length=200)
+    request_id: str | None = Field(default=None, max_length=128)
+    model: str | None = Field(default=None, max_length=200)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+
+
+def _same_origin(ws: WebSocket) -> bool:
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True  # not a browser (browsers always send Origin on WebSocket handshakes)
+    host = ws.headers.get("host", "")
+    return origin.split("://", 1)[-1].rstrip("/") == host
+
+
+@router.websocket("/api/ws")
+async def websocket_chat(ws: WebSocket) -> None:
+    """Conversations over a WebSocket: see docs/api.md for the frames."""
+    app = ws.app
+    try:
+        principal = await resolve_principal(ws)
+        if principal is None and ws.query_params.get("api_key"):
+            user = await app.state.accounts.user_for_api_key(ws.query_params["api_key"])
+        elif principal is None:
+            raise AuthenticationError("Log in, or connect with ?api_key=<key> or an Authorization header.")
+        else:
+            if principal.via == "session" and not _same_origin(ws):
+                await ws.close(code=WS_FORBIDDEN, reason="cross-origin WebSocket with a session cookie")
+                return
+            user = principal.user
+    except AuthenticationError as exc:
+        await ws.close(code=WS_UNAUTHENTICATED, reason=exc.message[:120])
+        return
+    await ws.accept()
+    session = _WsSession(ws, user, app.state.services.chat, app.state.turns, app.state.settings.max_request_bytes)
+    await session.serve()
+
+
+class _WsSession:
+    def __init__(self, ws: WebSocket, user: User, chat: ChatService, turns: ActiveTurns, max_bytes: int) -> None:
+        self.ws = ws
+        self.user = user
+        self.chat = chat
+        self.turns = turns
+        self.max_bytes = max_bytes
+        self.lock = asyncio.Lock()
+        self.task: asyncio.Task[None] | None = None
+        self.handle: TurnHandle | None = None
+        self.request_id = ws.scope.get("state", {}).get("request_id")
+
+    async def send(self, data: dict[str, Any]) -> None:
+        async with self.lock:
+            await self.ws.send_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+
+    async def send_error(self, exc: DaehwaError, request_id: str | None = None) -> None:
+        payload = {"type": "error", **error_event_json(exc)}
+        if request_id:
+            payload["request_id"] = request_id
+        await self.send(payload)
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                text = await self.ws.receive_text()
+                await self.on_frame(text)
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the client left (RuntimeError: receive after a close frame)
+        finally:
+            if self.task is not None and not self.task.done():
+                # The client left mid-reply: cancelling the turn stores what was generated as interrupted.
+                self.task.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await self.task
+
+    async def on_frame(self, text: str) -> None:
+        if len(text.encode()) > self.max_bytes:
+            await self.send_error(
+                InvalidRequest(f"The frame is larger than {self.max_bytes} bytes (DAEHWA_MAX_REQUEST_BYTES).")
+            )
+            return
+        try:
+            data = json.loads(text)
+        except ValueError:
+            await self.send_error(InvalidRequest("Frames must be JSON objects.", code="invalid_json"))
+            return
+        if not isinstance(data, dict):
+            await self.send_error(InvalidRequest("Frames must be JSON objects with a 'type'.", param="type"))
+            return
+        kind = data.get("type")
+        if kind == "ping":
+            await self.send({"type": "pong"})
+        elif kind == "stop":
+            if self.handle is not None:
+                self.handle.stop()
+        elif kind in ("message", "regenerate", "edit"):
+            await self.start_turn(data)
+        else:
+            await self.send_error(
+                InvalidRequest("Unknown frame type: use message, regenerate, edit, stop or ping.", param="type")
+            )
+
+    async def start_turn(self, data: dict[str, Any]) -> None:
+        try:
+            frame = WsTurnIn.model_validate(data)
+        except ValidationError as exc:
+            message, param, code = validation_message(exc.errors())
+            await self.send_error(InvalidRequest(message, param=param, code=code), data.get("request_id"))
+            return
+        if self.task is not None and not self.task.done():
+            await self.send_error(
+                InvalidRequest(
+                    "A reply is still being generated: wait for 'done' or send 'stop'.", code="turn_in_progress"
+                ),
+                frame.request_id,
+            )
+            return
+        request = TurnRequest(
+            user=self.user,
+            content=frame.content,
+            conversation_id=frame.conversation_id,
+            persona=frame.persona,
+            variables=frame.variables,
+            title=frame.title,
+            model=frame.model,
+            params=generation_params(frame),
+            regenerate=frame.type == "regenerate",
+            edit=frame.type == "edit",
+            source="ws",
+            request_id=frame.request_id or self.request_id,
+        )
+        if (frame.type != "message") and not frame.conversation_id:
+            await self.send_error(
+                InvalidRequest(f"{frame.type} needs a conversation_id.", param="conversation_id"), frame.request_id
+            )
+            return
+        self.task = asyncio.ensure_future(self.run_turn(request, frame.request_id))
+
+    async def run_turn(self, request: TurnRequest, tag: str | None) -> None:
+        extra = {"request_id": tag} if tag else {}
+        try:
+            handle = await TurnHandle.open(self.chat, request, self.turns)
+        except DaehwaError as exc:
+            await self.send_error(exc, tag)
+            return
+        self.handle = handle
+        try:
+            await self.send({"type": "start", **started_json(handle.started), **extra})
+            message_id = handle.started.reply_id
+
+            async def emit(delta: TurnDelta) -> None:
+                await self.send({"type": "delta", "text": delta.text, "index": delta.index, "message_id": message_id})
+
+            outcome = await handle.run(emit)
+        except BaseException:
+            await handle.aclose()
+            raise
+        finally:
+            self.handle = None
+        if outcome.finished is not None and outcome.finished.error is not None:
+            await self.send({"type": "error", **error_event_json(outcome.finished.error), **extra})
+        await self.send({"type": "done", **outcome.json(), **extra})
