@@ -387,7 +387,11 @@ async def test_reset_mid_stream_raises_after_the_partial_text(make_provider, ups
 
 @pytest.mark.parametrize(
     ("fault", "words"),
-    [(Fault.malformed_chunk(after=1), "malformed"), (Fault.stream_error("GPU fell over", after=1), "GPU fell over")],
+    [
+        (Fault.malformed_chunk(after=1), "malformed"),  # not JSON
+        (Fault.malformed_chunk(after=1, data='{"choices": [{"index": "first", "delta": {}}]}'), "malformed"),
+        (Fault.stream_error("GPU fell over", after=1), "GPU fell over"),
+    ],
 )
 async def test_bad_stream_content_raises_from_the_iterator(make_provider, upstream, fault, words) -> None:
     upstream.enqueue(fault)

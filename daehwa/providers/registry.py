@@ -133,7 +133,7 @@ def _load_provider_type(type_name: str) -> ProviderFactory | None:
     """The implementation registered as ``type_name``; only the types in use are imported."""
     for ep in entry_points(group=ENTRY_POINT_GROUP, name=type_name):
         try:
-            return ep.load()  # type: ignore[no-any-return]
+            return ep.load()
         except Exception as exc:
             raise ConfigError(f"Provider type {type_name!r} ({ep.value}) failed to load: {exc}") from exc
     return None
@@ -210,9 +210,12 @@ class ProviderRegistry:
                 out.append(ModelInfo(id=f"{p.name}/*", provider=p.name, available=False, reason=str(exc)))
         return out
 
-    async def start(self) -> None:
+    async def start(self, names: Iterable[str] | None = None) -> None:
+        """Start the named providers (all by default); the others start lazily on first use."""
+        wanted = None if names is None else set(names)
         for p in self._providers.values():
-            await p.start()
+            if wanted is None or p.name in wanted:
+                await p.start()
 
     async def aclose(self) -> None:
         for p in self._providers.values():
