@@ -1,0 +1,229 @@
+"""The conversation API over plain REST, the stateless /api/chat, catalog and health routes, and bad input."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from daehwa.errors import ProviderError, RateLimited
+from daehwa.services import Services
+from daehwa.types import MessageStatus, User
+from tests.api_fixtures import accounts, alice_key, app, auth, bob_key, client  # noqa: F401
+from tests.conftest import FakeProvider, Script
+
+
+async def create(client: httpx.AsyncClient, key: str, **body: object) -> dict:
+    r = await client.post("/api/conversations", json=body, headers=auth(key))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def test_conversation_lifecycle(client: httpx.AsyncClient, alice_key: str, fake_provider: FakeProvider) -> None:
+    created = await create(client, alice_key, persona="assistant")
+    cid = created["conversation"]["id"]
+    assert created["conversation"]["persona"] == "assistant"
+    assert created["messages"] == []
+
+    fake_provider.enqueue(Script(chunks=["Hel", "lo!"]))
+    r = await client.post(f"/api/conversations/{cid}/messages", json={"content": "hi there"}, headers=auth(alice_key))
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["conversation_id"] == cid
+    assert result["message"]["content"] == "Hello!"
+    assert result["message"]["status"] == "complete"
+    assert result["user_message"]["content"] == "hi there"
+    assert result["outcome"] == "ok" and result["finish_reason"] == "stop"
+    assert result["usage"]["total_tokens"] == result["usage"]["prompt_tokens"] + result["usage"]["completion_tokens"]
+
+    r = await client.get(f"/api/conversations/{cid}", headers=auth(alice_key))
+    body = r.json()
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant"]
+    assert body["conversation"]["title"] == "hi there"  # auto title from the first message
+
+    r = await client.patch(f"/api/conversations/{cid}", json={"title": "Renamed"}, headers=auth(alice_key))
+    assert r.status_code == 200 and r.json()["title"] == "Renamed"
+
+    r = await client.get("/api/conversations", headers=auth(alice_key))
+    assert [c["id"] for c in r.json()["data"]] == [cid]
+    assert r.json()["data"][0]["title"] == "Renamed"
+
+    r = await client.delete(f"/api/conversations/{cid}", headers=auth(alice_key))
+    assert r.status_code == 204
+    r = await client.get(f"/api/conversations/{cid}", headers=auth(alice_key))
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+async def test_persona_speaking_first_and_variables(client: httpx.AsyncClient, alice_key: str) -> None:
+    created = await create(client, alice_key, persona="tutor", variables={"language": "Japanese", "level": "advanced"})
+    assert created["conversation"]["variables"]["language"] == "Japanese"
+    [first] = created["messages"]
+    assert first["role"] == "assistant" and "Japanese" in first["content"]
+
+    r = await client.post(
+        "/api/conversations", json={"persona": "tutor", "variables": {"level": "expert"}}, headers=auth(alice_key)
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "variables"
+    r = await client.post("/api/conversations", json={"persona": "nobody"}, headers=auth(alice_key))
+    assert r.status_code == 404 and "assistant" in r.json()["error"]["message"]
+
+
+async def test_regenerate_and_edit(client: httpx.AsyncClient, alice_key: str, fake_provider: FakeProvider) -> None:
+    cid = (await create(client, alice_key))["conversation"]["id"]
+    fake_provider.enqueue(Script(chunks=["first"]), Script(chunks=["second"]), Script(chunks=["third"]))
+    await client.post(f"/api/conversations/{cid}/messages", json={"content": "question"}, headers=auth(alice_key))
+
+    r = await client.post(f"/api/conversations/{cid}/regenerate", json={}, headers=auth(alice_key))
+    assert r.status_code == 200, r.text
+    assert r.json()["message"]["content"] == "second" and r.json()["user_message"] is None
+    messages = (await client.get(f"/api/conversations/{cid}", headers=auth(alice_key))).json()["messages"]
+    assert [(m["role"], m["content"]) for m in messages] == [("user", "question"), ("assistant", "second")]
+
+    r = await client.post(f"/api/conversations/{cid}/edit", json={"content": "better question"}, headers=auth(alice_key))
+    assert r.status_code == 200, r.text
+    messages = (await client.get(f"/api/conversations/{cid}", headers=auth(alice_key))).json()["messages"]
+    assert [(m["role"], m["content"]) for m in messages] == [("user", "better question"), ("assistant", "third")]
+
+
+async def test_stateless_chat_is_logged(
+    client: httpx.AsyncClient, alice_key: str, alice: User, services: Services, fake_provider: FakeProvider
+) -> None:
+    fake_provider.enqueue(Script(chunks=["4"]))
+    r = await client.post(
+        "/api/chat",
+        json={"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]},
+        headers=auth(alice_key),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["message"]["content"] == "4"
+    sent = fake_provider.requests[-1].messages
+    assert [(m.role, m.content) for m in sent] == [("system", "Be brief."), ("user", "2+2?")]
+    logged = await services.store.list_conversations(alice.id, kind="api")
+    assert len(logged) == 1 and logged[0].id == r.json()["conversation_id"]
+    # The stateless log is not mixed into the chat list.
+    assert (await client.get("/api/conversations", headers=auth(alice_key))).json()["data"] == []
+    r = await client.post("/api/chat", json={"messages": [{"role": "assistant", "content": "x"}]}, headers=auth(alice_key))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"content": ""}, "content"),
+        ({"content": "   "}, "content"),
+        ({"content": 5}, "content"),
+        ({}, "content"),
+        ({"content": "x" * 40_000}, "content"),
+        ({"content": "hi", "temperature": 9}, "temperature"),
+        ({"content": "hi", "model": "nope/model"}, "model"),
+        ({"content": "hi", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ],
+)
+async def test_bad_messages_are_4xx_and_store_nothing(
+    client: httpx.AsyncClient, alice_key: str, alice: User, services: Services, body: dict, param: str
+) -> None:
+    cid = (await create(client, alice_key))["conversation"]["id"]
+    r = await client.post(f"/api/conversations/{cid}/messages", json=body, headers=auth(alice_key))
+    assert 400 <= r.status_code < 500, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["message"] and error["type"] == "invalid_request_error"
+    assert await services.store.list_messages(alice.id, cid) == []
+
+
+async def test_malformed_json_and_unknown_routes(client: httpx.AsyncClient, alice_key: str) -> None:
+    r = await client.post(
+        "/api/conversations", content=b"{not json", headers={**auth(alice_key), "Content-Type": "application/json"}
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    r = await client.get("/api/nothing-here", headers=auth(alice_key))
+    assert r.status_code == 404 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+    r = await client.put("/api/conversations", headers=auth(alice_key))
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_oversize_body_is_413(client: httpx.AsyncClient, alice_key: str, app) -> None:  # noqa: F811
+    limit = app.state.settings.max_request_bytes
+    r = await client.post("/api/chat", content=b"x" * (limit + 1), headers=auth(alice_key))
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+async def test_upstream_failure_is_an_error_response_and_stored(
+    client: httpx.AsyncClient, alice_key: str, alice: User, services: Services, fake_provider: FakeProvider
+) -> None:
+    cid = (await create(client, alice_key))["conversation"]["id"]
+    services.settings.fallback_reply = False
+    fake_provider.enqueue(Script(chunks=[], error=ProviderError("upstream broke")))
+    r = await client.post(f"/api/conversations/{cid}/messages", json={"content": "go"}, headers=auth(alice_key))
+    assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_error"
+    messages = await services.store.list_messages(alice.id, cid)
+    assert [(m.role, m.status) for m in messages] == [("user", "complete"), ("assistant", "error")]
+
+    services.settings.fallback_reply = True
+    fake_provider.enqueue(Script(chunks=[], error=ProviderError("upstream broke")))
+    r = await client.post(f"/api/conversations/{cid}/messages", json={"content": "again"}, headers=auth(alice_key))
+    assert r.status_code == 200 and r.json()["outcome"] == "fallback"
+    assert r.json()["message"]["status"] == "fallback" and r.json()["message"]["content"]
+
+
+async def test_rate_limited_is_429_with_retry_after(
+    client: httpx.AsyncClient, alice_key: str, services: Services
+) -> None:
+    class Limiter:
+        async def check(self, user: User, *, source: str) -> None:
+            raise RateLimited("Too many requests: wait a little.", retry_after=2.2)
+
+        async def record(self, user: User, *, tokens: int) -> None: ...
+
+    services.chat.limiter = Limiter()
+    cid = (await create(client, alice_key))["conversation"]["id"]
+    for body in ({"content": "x"}, {"content": "x", "stream": True}):
+        r = await client.post(f"/api/conversations/{cid}/messages", json=body, headers=auth(alice_key))
+        assert r.status_code == 429 and r.headers["retry-after"] == "3"
+        assert r.json()["error"]["type"] == "rate_limit_error"
+
+
+async def test_catalog_health_and_request_ids(client: httpx.AsyncClient, alice_key: str) -> None:
+    r = await client.get("/api/personas", params={"locale": "en"}, headers=auth(alice_key))
+    personas = {p["name"]: p for p in r.json()["data"]}
+    assert personas["tutor"]["speaks_first"] and personas["tutor"]["title"] == "Conversation tutor"
+    assert {v["name"] for v in personas["tutor"]["variables"]} == {"language", "situation", "level"}
+    r = await client.get("/api/models", headers=auth(alice_key))
+    assert "fake/echo" in [m["id"] for m in r.json()["data"]]
+
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    r = await client.get("/readyz")
+    assert r.status_code == 200 and r.json()["store"] == "ok" and r.json()["model"]["loaded"] is True
+
+    r = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    r = await client.get("/healthz", headers={"X-Request-ID": "bad id\nwith junk"})
+    assert r.headers["x-request-id"] != "bad id\nwith junk" and len(r.headers["x-request-id"]) == 32
+
+
+async def test_filter_reload_is_admin_only(
+    client: httpx.AsyncClient, alice_key: str, accounts, services: Services  # noqa: F811
+) -> None:
+    r = await client.post("/api/admin/filter/reload", headers=auth(alice_key))
+    assert r.status_code == 403
+    admin = await accounts.create_user("root", "correct horse battery", is_admin=True)
+    key = (await accounts.create_api_key(admin.id)).secret
+    calls = []
+    services.moderator.reload = lambda: calls.append(1) or 3  # type: ignore[attr-defined]
+    r = await client.post("/api/admin/filter/reload", headers=auth(key))
+    assert r.status_code == 200 and r.json()["reloaded"] is True and calls == [1]
+
+
+async def test_stop_of_idle_conversation(client: httpx.AsyncClient, alice_key: str) -> None:
+    cid = (await create(client, alice_key))["conversation"]["id"]
+    r = await client.post(f"/api/conversations/{cid}/stop", headers=auth(alice_key))
+    assert r.json() == {"stopped": False}
+
+
+async def test_partial_reply_status_listed(
+    client: httpx.AsyncClient, alice_key: str, alice: User, services: Services
+) -> None:
+    conversation = await services.store.create_conversation(alice.id, title="t")
+    await services.store.append_message(
+        alice.id, conversation.id, role="assistant", content="half", status=MessageStatus.INTERRUPTED
+    )
+    messages = (await client.get(f"/api/conversations/{conversation.id}", headers=auth(alice_key))).json()["messages"]
+    assert messages[0]["status"] == "interrupted" and messages[0]["content"] == "half"
