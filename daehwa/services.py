@@ -11,8 +11,10 @@ from .metrics import Metrics
 from .moderation import build_moderator
 from .moderation.base import ModerationPolicy, Moderator
 from .personas import PersonaCatalog
+from .pricing import PriceTable
 from .providers.registry import ProviderRegistry
-from .routing import Router
+from .quotas import QuotaLimiter
+from .routing import ResilienceConfig, Router
 from .stores import open_store
 from .stores.base import Store
 
@@ -29,15 +31,22 @@ class Services:
     metrics: Metrics
     router: Router
     chat: ChatService
+    limiter: QuotaLimiter | None = None  # None when no quota is configured
 
     async def start(self) -> None:
-        """Open the store, then start the providers (the embedded model loads here)."""
+        """Open the store, then start the default model's provider (the embedded model loads here, once).
+
+        Other providers start on first use, so e.g. ``daehwa chat -m openai/...`` never loads the local model.
+        """
         await self.store.open()
-        await self.providers.start()
+        default = self.settings.default_model.partition("/")[0]
+        await self.providers.start([default])
 
     async def aclose(self) -> None:
         await self.chat.drain()
         await self.providers.aclose()
+        if self.limiter is not None:
+            await self.limiter.aclose()
         await self.store.close()
 
 
@@ -55,7 +64,9 @@ def build_services(
     providers = providers if providers is not None else ProviderRegistry.from_settings(settings)
     personas = personas if personas is not None else PersonaCatalog.load(settings.personas_dir)
     moderator = moderator if moderator is not None else build_moderator(settings)
-    router = Router(providers, metrics)
+    router = Router(providers, metrics, ResilienceConfig.from_settings(settings))
+    limiter = QuotaLimiter.from_settings(settings, store=store, metrics=metrics)
+    limiter = limiter if limiter.enabled else None
     policy = ModerationPolicy(input=settings.filter_input_action, output=settings.filter_output_action)
     chat = ChatService(
         settings=settings,
@@ -65,6 +76,8 @@ def build_services(
         moderator=moderator,
         policy=policy,
         metrics=metrics,
+        limiter=limiter,
+        pricing=PriceTable.from_settings(settings.prices_file),
     )
     return Services(
         settings=settings,
@@ -75,4 +88,5 @@ def build_services(
         metrics=metrics,
         router=router,
         chat=chat,
+        limiter=limiter,
     )

@@ -17,6 +17,8 @@ from daehwa.providers.registry import ProviderRegistry
 from daehwa.services import Services, build_services
 from daehwa.types import PARAM_NAMES, ProviderEvent, ProviderRequest, StreamEnd, TextDelta, Usage, User
 
+from .fake_upstream import fake_upstream  # noqa: F401  (a fixture, shared by every test module)
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -123,3 +125,12 @@ async def bob(services: Services) -> User:
 def shared_dir() -> Iterator[Path]:
     require(SHARED.is_dir(), f"the shared data directory {SHARED} is missing")
     yield SHARED
+
+
+@pytest.fixture(scope="session")
+def model_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A joined-model cache that survives test runs (pytest's cache dir), so a model's join happens once."""
+    cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
+    if cache is None:
+        return tmp_path_factory.mktemp("daehwa-models")
+    return Path(cache.mkdir("daehwa-models"))
