@@ -181,6 +181,7 @@ def test_piped_chat_answers_in_korean_with_the_embedded_model(tmp_path: Path, mo
         DAEHWA_DEFAULT_MODEL="local",
         DAEHWA_LOCAL_MODEL=name,
         DAEHWA_FIRST_TOKEN_TIMEOUT="300",  # the CPU may be shared with other tests; this asserts answers, not speed
+        DAEHWA_FIRST_TOKEN_DEADLINE="300",
         DAEHWA_LOCAL_PARALLEL="1",
         DAEHWA_LOCAL_CONTEXT_SIZE="2048",
     )
