@@ -130,6 +130,21 @@ class Settings(BaseSettings):
         description="What happens when the model's reply contains a banned word: block (the reply stops), mask, flag "
         "or off. Personas may override it.",
     )
+    filter_builtin_list: bool = Field(
+        default=True,
+        description="Load the product's own small banned-word and allow lists (Korean and English); see "
+        "docs/moderation.md.",
+    )
+    filter_word_files: list[Path] = Field(
+        default_factory=list,
+        description="Your banned-word lists (UTF-8, one word per line, optional tab + category), added to the "
+        "built-in list. In the environment: a JSON list, e.g. '[\"/etc/daehwa/ko.txt\"]'.",
+    )
+    filter_allow_files: list[Path] = Field(
+        default_factory=list,
+        description="Allow-lists of ordinary words that contain a banned one (e.g. 시발점); a match inside an "
+        "allowed word does not count. A JSON list of paths in the environment.",
+    )
 
     # -- server ------------------------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address 'daehwa serve' listens on.")

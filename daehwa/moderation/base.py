@@ -37,6 +37,10 @@ class ModerationPolicy:
     input: Action = "block"
     output: Action = "mask"
 
+    def override(self, *, input: Action | None = None, output: Action | None = None) -> ModerationPolicy:
+        """This policy with the given actions replaced; ``None`` keeps the current one (global, then persona)."""
+        return ModerationPolicy(input=input or self.input, output=output or self.output)
+
 
 class StreamGuard(abc.ABC):
     """Checks a streamed reply. Text is released only once no banned word can still straddle it."""
@@ -65,6 +69,10 @@ class Moderator(abc.ABC):
 
     @abc.abstractmethod
     def guard(self, action: Action) -> StreamGuard: ...
+
+    def reload(self) -> dict[str, object]:
+        """Re-read the word lists (blocking: run it in a worker thread); returns what was loaded, JSON-ready."""
+        return {}
 
 
 class NullModerator(Moderator):
