@@ -21,7 +21,15 @@ from typing import Any, Protocol
 from .config import Settings
 from .context import build_context, count_message_tokens, estimate_tokens
 from .context.tokens import TokenCounter
-from .errors import ContentBlocked, DaehwaError, InvalidRequest, NotFound, PermissionDenied
+from .errors import (
+    ContentBlocked,
+    DaehwaError,
+    InvalidRequest,
+    ModelUnavailable,
+    NotFound,
+    PermissionDenied,
+    ProviderError,
+)
 from .i18n import normalize_locale, t
 from .metrics import Metrics
 from .moderation.base import Action, ModerationPolicy, Moderator, NullModerator, StreamGuard
@@ -310,11 +318,13 @@ class ChatService:
 
         finished = False  # once the reply is finalised, closing the iterator must not finalise it again
 
-        async def finish(outcome: Outcome, error: DaehwaError | None, end: RouteEnd | None) -> TurnFinished:
+        async def finish(
+            outcome: Outcome, error: DaehwaError | None, end: RouteEnd | None, cause: DaehwaError | None = None
+        ) -> TurnFinished:
             nonlocal finished
             finished = True
             return await self._finish(
-                request, conversation, reply, model, context_messages, state, outcome, error, end, clock
+                request, conversation, reply, model, context_messages, state, outcome, error, end, clock, cause
             )
 
         context_messages: list[ChatMessage] = []
@@ -363,9 +373,23 @@ class ChatService:
                     self.metrics.filter_hits.labels("output", "block").inc()
             except DaehwaError as exc:
                 error = exc
+                # The stream broke off: what the guards held back is checked and kept as part of the partial reply.
+                for index, guard in sorted(guards.items()):
+                    rest = guard.finish()
+                    if rest and not guard.blocked:
+                        delta = self._emit(state, None, TextDelta(rest, index), clock)
+                        if delta is not None:
+                            yield delta
                 outcome = Outcome.INTERRUPTED if state.text() else Outcome.ERROR
+            cause: DaehwaError | None = None
+            if outcome is Outcome.ERROR and error is not None and self._gets_fallback_reply(error):
+                # Every model failed before any text: the user gets a short, honest answer instead of nothing.
+                cause, error, outcome = error, None, Outcome.FALLBACK
+                delta = self._emit(state, None, TextDelta(t("fallback_reply", request.locale)), clock)
+                if delta is not None:
+                    yield delta
             await flusher.wait()
-            yield await finish(outcome, error, end)
+            yield await finish(outcome, error, end, cause)
         except (asyncio.CancelledError, GeneratorExit):
             if finished:
                 raise
@@ -386,6 +410,11 @@ class ChatService:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     # -- steps -------------------------------------------------------------------------------------------------
+    def _gets_fallback_reply(self, error: DaehwaError) -> bool:
+        """Upstream trouble (failures, timeouts, open breakers, busy providers) earns the canned reply; a bad
+        request does not."""
+        return self.settings.fallback_reply and isinstance(error, (ProviderError, ModelUnavailable))
+
     def _checked_content(self, request: TurnRequest) -> str | None:
         if request.messages is not None:
             if request.content is not None or request.conversation_id is not None:
@@ -497,12 +526,16 @@ class ChatService:
         error: DaehwaError | None,
         end: RouteEnd | None,
         clock: float,
+        cause: DaehwaError | None = None,
     ) -> TurnFinished:
         total = time.perf_counter() - clock
         texts = state.texts()
         text = texts.get(0, "")
         answered_by = end.model if end else model
         usage = end.usage if end and end.usage else None
+        canned = outcome is Outcome.FALLBACK and end is None  # the fallback reply: no model answered
+        if canned:
+            usage = Usage()  # nothing to charge for, and nothing counts against the user's token quota
         if usage is None:
             completion = sum(self.count_tokens(x) for x in texts.values())
             usage = Usage(
@@ -522,6 +555,8 @@ class ChatService:
             meta["error"] = {"code": error.code, "message": error.message}
         if end is not None and end.fallback_used:
             meta["fallback_model"] = True
+        if cause is not None:
+            meta["fallback_reply"] = {"code": cause.code, "message": cause.message}
         if len(texts) > 1:
             meta["choices"] = len(texts)
         record = UsageRecord(
@@ -544,7 +579,9 @@ class ChatService:
             await self.limiter.record(request.user, tokens=usage.total_tokens)
         self.metrics.turns.labels(request.source, outcome.value).inc()
         self.metrics.turn_latency.labels(answered_by).observe(total)
-        if state.ttft is not None:
+        if canned:
+            self.metrics.fallbacks.labels("reply").inc()
+        elif state.ttft is not None:
             self.metrics.ttft.labels(answered_by).observe(state.ttft)
         self.metrics.tokens.labels(answered_by, "prompt").inc(usage.prompt_tokens)
         self.metrics.tokens.labels(answered_by, "completion").inc(usage.completion_tokens)

@@ -12,10 +12,17 @@ from typing import Any, Literal
 
 from dotenv import dotenv_values
 from platformdirs import user_data_dir
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ModerationAction = Literal["block", "mask", "flag", "off"]
+
+
+class UserQuota(BaseModel):
+    """Per-user limits (``Settings.user_quotas``); a field left out uses the global setting, 0 means no limit."""
+
+    requests_per_minute: int | None = Field(default=None, ge=0)
+    tokens_per_day: int | None = Field(default=None, ge=0)
 
 
 class Settings(BaseSettings):
@@ -144,6 +151,105 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Allow-lists of ordinary words that contain a banned one (e.g. 시발점); a match inside an "
         "allowed word does not count. A JSON list of paths in the environment.",
+    )
+
+    # -- resilience and quotas ---------------------------------------------------------------------------------
+    retry_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Tries per model (the first included) after a retryable upstream error (connection error, 429, "
+        "5xx), made only while no text has reached the user.",
+    )
+    retry_base_delay: float = Field(
+        default=0.25,
+        ge=0,
+        description="Seconds: bound of the first retry's wait; it doubles on each retry, and the wait is a random "
+        "time up to the bound (jitter). An upstream's Retry-After is waited for at least.",
+    )
+    retry_max_delay: float = Field(
+        default=4.0,
+        ge=0,
+        description="Longest wait between two tries, in seconds; an upstream asking (Retry-After) for longer makes "
+        "the turn move on to the fallback model instead.",
+    )
+    breaker_window_seconds: float = Field(
+        default=60.0, gt=0, description="Circuit breaker: seconds of recent calls its error rate is computed over."
+    )
+    breaker_min_requests: int = Field(
+        default=10, ge=1, description="Circuit breaker: calls needed in the window before it may open."
+    )
+    breaker_error_rate: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Circuit breaker: share of failed calls in the window (0-1) at which it opens; while open, a "
+        "model is skipped at once (its fallback answers).",
+    )
+    breaker_open_seconds: float = Field(
+        default=30.0, gt=0, description="Circuit breaker: seconds it stays open before letting probe calls through."
+    )
+    breaker_half_open_probes: int = Field(
+        default=1, ge=1, description="Circuit breaker: concurrent probe calls allowed while half-open."
+    )
+    bulkhead_limit: int = Field(
+        default=100, ge=1, description="Most concurrent requests to one provider; more wait (bulkhead)."
+    )
+    bulkhead_wait_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="Seconds a request waits for a free slot of a busy provider before it is refused (busy) and "
+        "the fallback model is tried.",
+    )
+    first_token_timeout: float = Field(
+        default=8.0,
+        gt=0,
+        description="Seconds one model may take to send its first text; then the turn falls back to the next model "
+        "of the persona's fallback list.",
+    )
+    first_token_deadline: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds after which a turn with still no text from any model (retries and fallbacks included) "
+        "gives up and sends the canned fallback reply.",
+    )
+    stream_idle_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a reply may stall mid-stream before it is ended; the text so far is kept as interrupted.",
+    )
+    fallback_models: tuple[str, ...] = Field(
+        default=(),
+        description="Models tried, in order, after the requested one and the persona's fallback_models fail, as "
+        "a JSON list: '[\"local\"]'.",
+    )
+    fallback_reply: bool = Field(
+        default=True,
+        description="When every model failed before sending any text, answer with a short localized 'please try "
+        "again' reply (stored with status fallback) instead of an error.",
+    )
+    rate_limit_requests_per_minute: int = Field(
+        default=0, ge=0, description="Turns one user may start per minute (0: no limit); over it, HTTP 429."
+    )
+    rate_limit_tokens_per_day: int = Field(
+        default=0,
+        ge=0,
+        description="Tokens (prompt + completion) one user may use per UTC day (0: no limit); over it, HTTP 429.",
+    )
+    user_quotas: dict[str, UserQuota] = Field(
+        default_factory=dict,
+        description="Per-user limits by user name or id, overriding the two above, as JSON: "
+        '\'{"alice": {"requests_per_minute": 10, "tokens_per_day": 50000}}\' (0: no limit).',
+    )
+    rate_limit_redis_url: str | None = Field(
+        default=None,
+        description="Redis URL for the quota counters, shared by several processes (default: the database URL when "
+        "it is redis://; otherwise counters live in the process).",
+    )
+    prices_file: Path | None = Field(
+        default=None,
+        description='TOML price table ([models."openai/gpt-4o-mini"] input = 0.15, output = 0.60, in USD per million '
+        "tokens) that adds to and overrides the built-in one; see docs/resilience.md.",
     )
 
     # -- server ------------------------------------------------------------------------------------------------

@@ -48,5 +48,31 @@ class Metrics:
             "daehwa_rate_limited", "Requests refused by a per-user quota, by limit.", ["limit"], registry=r
         )
 
+        # -- resilience (daehwa.routing) ------------------------------------------------------------------------
+        self.upstream_errors = Counter(
+            "daehwa_upstream_errors",
+            "Failed calls to model providers, by model and kind (error code).",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "daehwa_upstream_retries", "Calls retried after a retryable error.", ["model"], registry=r
+        )
+        self.fallbacks = Counter(
+            "daehwa_fallbacks",
+            "Turns answered by a fallback: kind 'model' (a fallback model) or 'reply' (the canned reply).",
+            ["kind"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "daehwa_circuit_breaker_transitions",
+            "Circuit breaker state changes, by model and the state entered.",
+            ["model", "state"],
+            registry=r,
+        )
+        self.bulkhead_active = Gauge(
+            "daehwa_bulkhead_active", "Requests running against each provider right now.", ["provider"], registry=r
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,21 +1,47 @@
-"""Routing a generation to a provider: name resolution, parameter checks, and (later) retries and fallbacks.
+"""Routing a generation to a provider: name resolution, parameter checks, retries, circuit breakers, fallbacks.
 
 The pipeline hands the router an ordered list of candidate models; the router streams from the first that works and
-reports which one answered. Resilience (retries, circuit breakers, bulkheads, first-token timeouts) lives here so that
-every transport gets it through the one pipeline.
+reports which one answered. Resilience lives here so that every transport gets it through the one pipeline:
+
+    for each candidate (the requested model, the persona's fallbacks, DAEHWA_FALLBACK_MODELS):
+        breaker open?            -> skip it at once
+        bulkhead full too long?  -> skip it (ProviderBusy)
+        no first text within DAEHWA_FIRST_TOKEN_TIMEOUT -> skip it
+        retryable error (connection, 429, 5xx)          -> wait (backoff + jitter, Retry-After) and try again
+    nothing within DAEHWA_FIRST_TOKEN_DEADLINE, or every candidate failed -> raise; the pipeline sends the canned reply
+
+Everything above happens only before the first text is handed on. Once a delta has been yielded it may be on the
+user's screen, so a later failure is never retried or continued elsewhere (that would duplicate or splice text): the
+error is raised and the pipeline keeps the partial reply as ``interrupted``. A stall mid-stream longer than
+DAEHWA_STREAM_IDLE_TIMEOUT counts as such a failure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .errors import ProviderError, UnsupportedParameter
+from .errors import (
+    DaehwaError,
+    InvalidRequest,
+    ModelNotFound,
+    ModelUnavailable,
+    ProviderError,
+    ProviderTimeout,
+    UnsupportedParameter,
+)
 from .metrics import Metrics
 from .providers.base import Provider
 from .providers.registry import ProviderRegistry
+from .resilience import BreakerSnapshot, BreakerState, Bulkhead, CircuitBreaker, Clock, RetryPolicy
 from .types import PARAM_NAMES, ChatMessage, GenerationParams, ProviderRequest, StreamEnd, TextDelta, Usage
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -67,37 +93,328 @@ def params_from_wire(values: Mapping[str, object]) -> GenerationParams:
     return GenerationParams(**known, extra=extra)  # type: ignore[arg-type]
 
 
-class Router:
-    """Streams a generation from the first candidate model that answers."""
+class FirstTokenTimeout(ProviderTimeout):
+    """A model sent no text within ``DAEHWA_FIRST_TOKEN_TIMEOUT``; the router moves on to the next candidate."""
 
-    def __init__(self, providers: ProviderRegistry, metrics: Metrics) -> None:
+    code = "first_token_timeout"
+
+
+class StreamStalled(ProviderTimeout):
+    """A reply stopped mid-way for longer than ``DAEHWA_STREAM_IDLE_TIMEOUT``."""
+
+    code = "stream_stalled"
+
+
+@dataclass(frozen=True, slots=True)
+class ResilienceConfig:
+    """The router's knobs; ``from_settings`` reads them from the ``DAEHWA_`` settings."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    first_token_timeout: float = 8.0
+    first_token_deadline: float = 20.0
+    stream_idle_timeout: float = 30.0
+    fallback_models: tuple[str, ...] = ()
+    breaker_window: float = 60.0
+    breaker_min_requests: int = 10
+    breaker_error_rate: float = 0.5
+    breaker_open_seconds: float = 30.0
+    breaker_probes: int = 1
+    bulkhead_limit: int = 100
+    bulkhead_wait: float = 2.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ResilienceConfig:
+        return cls(
+            retry=RetryPolicy(
+                attempts=settings.retry_attempts,
+                base_delay=settings.retry_base_delay,
+                max_delay=settings.retry_max_delay,
+            ),
+            first_token_timeout=settings.first_token_timeout,
+            first_token_deadline=settings.first_token_deadline,
+            stream_idle_timeout=settings.stream_idle_timeout,
+            fallback_models=tuple(settings.fallback_models),
+            breaker_window=settings.breaker_window_seconds,
+            breaker_min_requests=settings.breaker_min_requests,
+            breaker_error_rate=settings.breaker_error_rate,
+            breaker_open_seconds=settings.breaker_open_seconds,
+            breaker_probes=settings.breaker_half_open_probes,
+            bulkhead_limit=settings.bulkhead_limit,
+            bulkhead_wait=settings.bulkhead_wait_seconds,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BulkheadSnapshot:
+    provider: str
+    limit: int
+    active: int
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    name: str  # full name, provider/model
+    provider: Provider
+    model_id: str
+    params: GenerationParams
+
+
+class Router:
+    """Streams a generation from the first candidate model that answers, with retries, breakers and bulkheads.
+
+    ``health()`` reports breaker and bulkhead state for /readyz and ``daehwa models``; ``model_state(name)`` gives
+    one model's breaker state.
+    """
+
+    def __init__(
+        self,
+        providers: ProviderRegistry,
+        metrics: Metrics,
+        config: ResilienceConfig | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.providers = providers
         self.metrics = metrics
+        self.config = config or ResilienceConfig()
+        self.clock = clock  # breakers only; timeouts use the event loop's clock
+        self.sleep = sleep
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._bulkheads: dict[str, Bulkhead] = {}
 
+    # -- checks and state --------------------------------------------------------------------------------------
     def check(self, model: str, params: GenerationParams) -> GenerationParams:
         """Resolve ``model`` and check ``params`` for it, before anything is stored; raises on bad input."""
         provider, _ = self.providers.resolve(model)
         return check_params(provider, params)
 
+    def breaker(self, model: str) -> CircuitBreaker:
+        """The circuit breaker of ``model`` (a full name, ``provider/model``), created closed on first use."""
+        breaker = self._breakers.get(model)
+        if breaker is None:
+            c = self.config
+            breaker = CircuitBreaker(
+                model,
+                window=c.breaker_window,
+                min_requests=c.breaker_min_requests,
+                threshold=c.breaker_error_rate,
+                open_seconds=c.breaker_open_seconds,
+                probes=c.breaker_probes,
+                clock=self.clock,
+                on_change=self._breaker_changed,
+            )
+            self._breakers[model] = breaker
+            self.metrics.breaker_state.labels(model).set(BreakerState.CLOSED)
+        return breaker
+
+    def bulkhead(self, provider: str) -> Bulkhead:
+        bulkhead = self._bulkheads.get(provider)
+        if bulkhead is None:
+            bulkhead = Bulkhead(provider, limit=self.config.bulkhead_limit, max_wait=self.config.bulkhead_wait)
+            self._bulkheads[provider] = bulkhead
+        return bulkhead
+
+    def model_state(self, model: str) -> str:
+        """Breaker state of a model (``"closed"``, ``"half-open"``, ``"open"``); accepts ``local`` or a full name."""
+        try:
+            provider, model_id = self.providers.resolve(model)
+            model = self.providers.full_name(provider, model_id)
+        except DaehwaError:
+            pass
+        breaker = self._breakers.get(model)
+        return breaker.state.label if breaker is not None else BreakerState.CLOSED.label
+
+    def health(self) -> dict[str, list[BreakerSnapshot] | list[BulkheadSnapshot]]:
+        """Every breaker and bulkhead that has seen traffic, for /readyz (JSON-friendly with ``dataclasses.asdict``)."""
+        return {
+            "breakers": [b.snapshot() for _, b in sorted(self._breakers.items())],
+            "bulkheads": [
+                BulkheadSnapshot(name, b.limit, b.active, b.waiting) for name, b in sorted(self._bulkheads.items())
+            ],
+        }
+
+    def _breaker_changed(self, breaker: CircuitBreaker) -> None:
+        state = breaker._state  # the stored state: reading .state here would recurse through the transition
+        self.metrics.breaker_state.labels(breaker.name).set(state)
+        self.metrics.breaker_transitions.labels(breaker.name, state.label).inc()
+        log.warning("circuit breaker of %s is now %s", breaker.name, state.label, extra={"model": breaker.name})
+
+    # -- streaming ---------------------------------------------------------------------------------------------
+    def _candidates(self, names: Sequence[str], params: GenerationParams) -> list[tuple[str, _Candidate | DaehwaError]]:
+        """Resolved candidates in order, without duplicates; a fallback that cannot take the request is an error."""
+        out: list[tuple[str, _Candidate | DaehwaError]] = []
+        seen: set[str] = set()
+        for position, name in enumerate([*names, *self.config.fallback_models]):
+            try:
+                provider, model_id = self.providers.resolve(name)
+                full = self.providers.full_name(provider, model_id)
+                if full in seen:
+                    continue
+                seen.add(full)
+                out.append((full, _Candidate(full, provider, model_id, check_params(provider, params))))
+            except DaehwaError as exc:
+                if position == 0:
+                    raise  # the requested model itself: the caller's mistake (normally caught by check() already)
+                log.warning("skipping fallback model %s: %s", name, exc.message)
+                out.append((name, exc))
+        return out
+
     async def stream(
         self, candidates: Sequence[str], messages: Sequence[ChatMessage], params: GenerationParams
     ) -> AsyncIterator[RouteEvent]:
-        model = candidates[0]
-        provider, model_id = self.providers.resolve(model)
-        request = ProviderRequest(model=model_id, messages=tuple(messages), params=check_params(provider, params))
-        full_name = self.providers.full_name(provider, model_id)
-        stream = provider.stream(request)
-        try:
-            async for event in stream:
-                if isinstance(event, TextDelta):
-                    yield event
-                elif isinstance(event, StreamEnd):
-                    self.metrics.upstream_requests.labels(full_name, "ok").inc()
-                    yield RouteEnd(model=full_name, usage=event.usage, finish_reasons=event.finish_reasons)
+        """Yield ``TextDelta``s from the first candidate that answers, then one ``RouteEnd``; see the module doc."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.first_token_deadline
+        failures: list[tuple[str, DaehwaError]] = []
+        resolved = self._candidates(candidates, params)
+        primary = resolved[0][0]
+        for position, (name, candidate) in enumerate(resolved):
+            if isinstance(candidate, DaehwaError):
+                failures.append((name, candidate))
+                continue
+            request = ProviderRequest(candidate.model_id, tuple(messages), candidate.params)
+            breaker = self.breaker(name)
+            bulkhead = self.bulkhead(candidate.provider.name)
+            for attempt in range(1, self.config.retry.attempts + 1):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                if not breaker.allow():
+                    retry_in = breaker.retry_in()
+                    failures.append(
+                        (
+                            name,
+                            ModelUnavailable(
+                                f"Model {name} is failing; its circuit breaker is open"
+                                + (f" for another {retry_in:.0f}s" if retry_in else "")
+                                + ". Its fallback models answer meanwhile (persona fallback_models, "
+                                "DAEHWA_FALLBACK_MODELS).",
+                                code="circuit_open",
+                            ),
+                        )
+                    )
+                    self.metrics.upstream_requests.labels(name, "circuit_open").inc()
+                    break
+                delivered = False  # True once a delta went out: from then on, no retry and no fallback
+                settled = False  # the breaker has been told how this call went
+                stream = None
+                try:
+                    async with bulkhead.slot(max_wait=remaining):
+                        self.metrics.bulkhead_active.labels(bulkhead.name).inc()
+                        try:
+                            stream = candidate.provider.stream(request)
+                            started = loop.time()
+                            first_by = min(started + self.config.first_token_timeout, deadline)
+                            first: TextDelta | None = None
+                            end: StreamEnd | None = None
+                            while first is None and end is None:
+                                try:
+                                    async with asyncio.timeout_at(first_by):
+                                        event = await anext(stream)
+                                except StopAsyncIteration:
+                                    raise _ended_early(name) from None
+                                except TimeoutError:
+                                    raise FirstTokenTimeout(
+                                        f"Model {name} sent no text within {first_by - started:.3g}s "
+                                        "(DAEHWA_FIRST_TOKEN_TIMEOUT, DAEHWA_FIRST_TOKEN_DEADLINE)."
+                                    ) from None
+                                if isinstance(event, StreamEnd):
+                                    end = event
+                                elif event.text:
+                                    first = event
+                            if first is not None:
+                                delivered = True
+                                yield first
+                                idle = self.config.stream_idle_timeout
+                                while end is None:
+                                    try:
+                                        async with asyncio.timeout(idle):
+                                            event = await anext(stream)
+                                    except StopAsyncIteration:
+                                        raise _ended_early(name) from None
+                                    except TimeoutError:
+                                        raise StreamStalled(
+                                            f"Model {name} stopped sending text for {idle:g}s mid-reply; the text so "
+                                            "far is kept (DAEHWA_STREAM_IDLE_TIMEOUT)."
+                                        ) from None
+                                    if isinstance(event, StreamEnd):
+                                        end = event
+                                    elif event.text:
+                                        yield event
+                        finally:
+                            self.metrics.bulkhead_active.labels(bulkhead.name).dec()
+                    breaker.record_success()
+                    settled = True
+                    self.metrics.upstream_requests.labels(name, "ok").inc()
+                    if position > 0:
+                        self.metrics.fallbacks.labels("model").inc()
+                        log.info("answered by fallback model %s", name, extra={"model": name, "primary": primary})
+                    yield RouteEnd(
+                        model=name, usage=end.usage, finish_reasons=end.finish_reasons, fallback_used=position > 0
+                    )
                     return
-        except BaseException:
-            self.metrics.upstream_requests.labels(full_name, "error").inc()
-            raise
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-        raise ProviderError(f"The model {full_name} ended its stream without finishing; try again.", retryable=True)
+                except DaehwaError as exc:
+                    settled = True
+                    counts = _counts_against_breaker(exc)
+                    if counts:
+                        breaker.record_failure()
+                    else:
+                        breaker.release()
+                    self.metrics.upstream_requests.labels(name, "error").inc()
+                    self.metrics.upstream_errors.labels(name, exc.code).inc()
+                    if delivered:
+                        raise  # text is out: the pipeline keeps it, marked interrupted
+                    log.warning(
+                        "model %s failed (try %d): %s",
+                        name,
+                        attempt,
+                        exc.message,
+                        extra={"model": name, "error_code": exc.code, "attempt": attempt},
+                    )
+                    if isinstance(exc, InvalidRequest) and position == 0:
+                        raise  # the request itself is wrong; another model would not help
+                    failures.append((name, exc))
+                    if not (isinstance(exc, ProviderError) and exc.retryable) or isinstance(exc, FirstTokenTimeout):
+                        break  # not worth another try on this model: next candidate
+                    if attempt >= self.config.retry.attempts:
+                        break
+                    wait = self.config.retry.delay(attempt, exc.retry_after)
+                    if wait < 0 or loop.time() + wait >= deadline:
+                        break  # asked to wait too long: the fallback answers sooner
+                    self.metrics.retries.labels(name).inc()
+                    await self.sleep(wait)
+                finally:
+                    if not settled:
+                        breaker.release()  # the client left (cancel / close): says nothing about the upstream
+                    if stream is not None:
+                        await stream.aclose()  # type: ignore[attr-defined]
+        raise self._give_up(failures, deadline - loop.time() <= 0)
+
+    def _give_up(self, failures: list[tuple[str, DaehwaError]], out_of_time: bool) -> DaehwaError:
+        """The error that ends a turn no model could answer."""
+        if out_of_time:
+            tried = "; ".join(f"{name}: {exc.message}" for name, exc in failures) or "no model answered in time"
+            return ProviderTimeout(
+                f"No model sent any text within {self.config.first_token_deadline:g}s (DAEHWA_FIRST_TOKEN_DEADLINE). "
+                f"Tried: {tried}"
+            )
+        last: dict[str, DaehwaError] = {}
+        for name, exc in failures:
+            last[name] = exc  # one line per model: its last error
+        if len(last) == 1:
+            return next(iter(last.values()))
+        detail = "; ".join(f"{name}: {exc.message}" for name, exc in last.items())
+        return ProviderError(f"No model could answer. {detail}", code="all_models_failed")
+
+
+def _ended_early(name: str) -> ProviderError:
+    return ProviderError(f"The model {name} ended its stream without finishing; try again.", retryable=True)
+
+
+def _counts_against_breaker(exc: DaehwaError) -> bool:
+    """Upstream failures count; our own refusals (busy, breaker, missing key) and the caller's mistakes do not."""
+    if isinstance(exc, (ModelUnavailable, ModelNotFound, InvalidRequest)):
+        return False
+    return isinstance(exc, ProviderError)

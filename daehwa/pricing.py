@@ -1,0 +1,105 @@
+"""What a turn costs: a price table (USD per million prompt / completion tokens) by model name or pattern.
+
+The built-in table holds OpenAI's list prices for the models daehwa names, and zero for the embedded model. A TOML file
+(``DAEHWA_PRICES_FILE``) adds to and overrides it::
+
+    [models."openai/gpt-4o-mini"]
+    input = 0.15     # USD per million prompt tokens
+    output = 0.60    # USD per million completion tokens
+
+    [models."vllm/*"]   # shell-style patterns match every model of a provider
+    input = 0
+    output = 0
+
+A model matched by nothing has an unknown cost (``None``), which usage reports show as such rather than as free.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+from .types import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    input: float  # USD per million prompt tokens
+    output: float  # USD per million completion tokens
+
+
+#: List prices (USD per 1M tokens) when this table was written; prices change, so put yours in DAEHWA_PRICES_FILE.
+BUILTIN_PRICES: Mapping[str, Price] = {
+    "local/*": Price(0.0, 0.0),
+    "openai/gpt-4o-mini": Price(0.15, 0.60),
+    "openai/gpt-4o": Price(2.50, 10.00),
+    "openai/gpt-4.1-mini": Price(0.40, 1.60),
+    "openai/gpt-4.1-nano": Price(0.10, 0.40),
+    "openai/gpt-4.1": Price(2.00, 8.00),
+}
+
+
+class PriceTable:
+    """Implements the pipeline's ``Pricing`` protocol: ``cost(model, usage)`` in USD, or None when unknown."""
+
+    def __init__(self, prices: Mapping[str, Price]) -> None:
+        self.exact = {name: p for name, p in prices.items() if not _is_pattern(name)}
+        # The most specific pattern wins: "openai/gpt-4o*" before "openai/*".
+        self.patterns = sorted(((n, p) for n, p in prices.items() if _is_pattern(n)), key=lambda item: -len(item[0]))
+
+    @classmethod
+    def from_settings(cls, prices_file: Path | None) -> PriceTable:
+        prices = dict(BUILTIN_PRICES)
+        if prices_file is not None:
+            prices.update(load_prices(prices_file))
+        return cls(prices)
+
+    def price(self, model: str) -> Price | None:
+        found = self.exact.get(model)
+        if found is not None:
+            return found
+        for pattern, price in self.patterns:
+            if fnmatch.fnmatchcase(model, pattern):
+                return price
+        return None
+
+    def cost(self, model: str, usage: Usage) -> float | None:
+        price = self.price(model)
+        if price is None:
+            return None
+        return round((usage.prompt_tokens * price.input + usage.completion_tokens * price.output) / 1_000_000, 10)
+
+
+def load_prices(path: Path) -> dict[str, Price]:
+    """Read a price file (see the module docstring); errors name the file and the entry."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"Price file {path} does not exist: create it or unset DAEHWA_PRICES_FILE.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Price file {path} is not valid TOML: {exc}") from None
+    models = data.get("models")
+    if not isinstance(models, dict):
+        raise ConfigError(f'Price file {path} needs [models."<provider>/<model>"] tables with input and output.')
+    out: dict[str, Price] = {}
+    for name, entry in models.items():
+        if not isinstance(entry, dict) or set(entry) - {"input", "output"}:
+            raise ConfigError(
+                f'{path}: models."{name}" must be a table with only input and output (USD per million tokens).'
+            )
+        try:
+            price = Price(float(entry.get("input", 0.0)), float(entry.get("output", 0.0)))
+        except (TypeError, ValueError):
+            raise ConfigError(f'{path}: models."{name}": input and output must be numbers.') from None
+        if price.input < 0 or price.output < 0:
+            raise ConfigError(f'{path}: models."{name}": prices cannot be negative.')
+        out[name] = price
+    return out
+
+
+def _is_pattern(name: str) -> bool:
+    return any(ch in name for ch in "*?[")
