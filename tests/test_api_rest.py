@@ -78,7 +78,9 @@ async def test_regenerate_and_edit(client: httpx.AsyncClient, alice_key: str, fa
     messages = (await client.get(f"/api/conversations/{cid}", headers=auth(alice_key))).json()["messages"]
     assert [(m["role"], m["content"]) for m in messages] == [("user", "question"), ("assistant", "second")]
 
-    r = await client.post(f"/api/conversations/{cid}/edit", json={"content": "better question"}, headers=auth(alice_key))
+    r = await client.post(
+        f"/api/conversations/{cid}/edit", json={"content": "better question"}, headers=auth(alice_key)
+    )
     assert r.status_code == 200, r.text
     messages = (await client.get(f"/api/conversations/{cid}", headers=auth(alice_key))).json()["messages"]
     assert [(m["role"], m["content"]) for m in messages] == [("user", "better question"), ("assistant", "third")]
@@ -101,7 +103,9 @@ async def test_stateless_chat_is_logged(
     assert len(logged) == 1 and logged[0].id == r.json()["conversation_id"]
     # The stateless log is not mixed into the chat list.
     assert (await client.get("/api/conversations", headers=auth(alice_key))).json()["data"] == []
-    r = await client.post("/api/chat", json={"messages": [{"role": "assistant", "content": "x"}]}, headers=auth(alice_key))
+    r = await client.post(
+        "/api/chat", json={"messages": [{"role": "assistant", "content": "x"}]}, headers=auth(alice_key)
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
 
 
@@ -200,7 +204,10 @@ async def test_catalog_health_and_request_ids(client: httpx.AsyncClient, alice_k
 
 
 async def test_filter_reload_is_admin_only(
-    client: httpx.AsyncClient, alice_key: str, accounts, services: Services  # noqa: F811
+    client: httpx.AsyncClient,
+    alice_key: str,
+    accounts,
+    services: Services,  # noqa: F811
 ) -> None:
     r = await client.post("/api/admin/filter/reload", headers=auth(alice_key))
     assert r.status_code == 403

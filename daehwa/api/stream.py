@@ -277,10 +277,13 @@ async def websocket_chat(ws: WebSocket) -> None:
             raise AuthenticationError("Log in, or connect with ?api_key=<key> or an Authorization header.")
         else:
             if principal.via == "session" and not _same_origin(ws):
+                # Accept, then close with a code: a browser sees close codes, never a refused handshake's status.
+                await ws.accept()
                 await ws.close(code=WS_FORBIDDEN, reason="cross-origin WebSocket with a session cookie")
                 return
             user = principal.user
     except AuthenticationError as exc:
+        await ws.accept()
         await ws.close(code=WS_UNAUTHENTICATED, reason=exc.message[:120])
         return
     await ws.accept()

@@ -1,0 +1,247 @@
+"""Streaming over SSE and WebSocket against a real uvicorn on loopback: events, stop, and disconnects mid-reply.
+
+The partial reply must be stored as ``interrupted`` with exactly the text the client had received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import websockets
+
+from daehwa.services import Services
+from daehwa.types import MessageStatus, StoredMessage, User
+from tests.api_fixtures import (  # noqa: F401
+    LiveServer,
+    accounts,
+    alice_key,
+    app,
+    auth,
+    bob_key,
+    live_server,
+    wait_for,
+)
+from tests.conftest import FakeProvider, Script
+
+# Long chunks: the output filter holds back a short tail (a banned word could straddle chunks), so short ones would
+# all be held while the model hangs.
+HANGING = Script(chunks=["Once upon a time, " * 6, "there lived a fox. " * 6, "The end is near. " * 6], hang=True)
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict]]:
+    event = None
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            assert event is not None
+            yield event, json.loads(line[6:])
+            event = None
+
+
+async def new_conversation(base: str, key: str) -> str:
+    async with httpx.AsyncClient(base_url=base) as c:
+        r = await c.post("/api/conversations", json={}, headers=auth(key))
+        return r.json()["conversation"]["id"]
+
+
+async def stored_reply(services: Services, user: User, cid: str) -> StoredMessage | None:
+    messages = await services.store.list_messages(user.id, cid) or []
+    replies = [m for m in messages if m.role == "assistant"]
+    return replies[-1] if replies else None
+
+
+async def settled(services: Services, user: User, cid: str) -> StoredMessage:
+    async def check() -> StoredMessage | None:
+        reply = await stored_reply(services, user, cid)
+        return reply if reply is not None and reply.status != MessageStatus.STREAMING else None
+
+    return await wait_for(check)
+
+
+async def test_sse_stream_events(live_server: LiveServer, alice_key: str, fake_provider: FakeProvider) -> None:
+    cid = await new_conversation(live_server.base_url, alice_key)
+    fake_provider.enqueue(Script(chunks=["Hello ", "there ", "friend."]))
+    async with (
+        httpx.AsyncClient(base_url=live_server.base_url) as c,
+        c.stream(
+            "POST",
+            f"/api/conversations/{cid}/messages",
+            json={"content": "hi", "stream": True},
+            headers=auth(alice_key),
+        ) as r,
+    ):
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [e async for e in sse_events(r)]
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and "delta" in kinds
+    start, done = events[0][1], events[-1][1]
+    text = "".join(d["text"] for k, d in events if k == "delta")
+    assert text == "Hello there friend."
+    assert done["message"]["id"] == start["message_id"] and done["message"]["content"] == text
+    assert done["message"]["status"] == "complete" and done["usage"]["total_tokens"] > 0
+
+
+async def test_sse_disconnect_mid_reply_stores_partial(
+    live_server: LiveServer, alice_key: str, alice: User, services: Services, fake_provider: FakeProvider
+) -> None:
+    cid = await new_conversation(live_server.base_url, alice_key)
+    fake_provider.enqueue(HANGING)
+    received = ""
+    async with httpx.AsyncClient(base_url=live_server.base_url) as c:
+        async with c.stream(
+            "POST",
+            f"/api/conversations/{cid}/messages",
+            json={"content": "story", "stream": True},
+            headers=auth(alice_key),
+        ) as r:
+            async for kind, data in sse_events(r):
+                if kind == "delta":
+                    received += data["text"]
+                if received:
+                    break  # leave mid-reply: the model is still "generating" (hangs)
+    reply = await settled(services, alice, cid)
+    assert reply.status == MessageStatus.INTERRUPTED
+    assert reply.content.startswith(received) and reply.content
+    await wait_for(lambda: _true(fake_provider.cancelled == 1))  # generation upstream was cancelled too
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_sse_stop_endpoint_ends_stream_with_done(
+    live_server: LiveServer, alice_key: str, alice: User, services: Services, fake_provider: FakeProvider
+) -> None:
+    cid = await new_conversation(live_server.base_url, alice_key)
+    fake_provider.enqueue(HANGING)
+    events = []
+    async with httpx.AsyncClient(base_url=live_server.base_url) as c:
+        async with c.stream(
+            "POST",
+            f"/api/conversations/{cid}/messages",
+            json={"content": "story", "stream": True},
+            headers=auth(alice_key),
+        ) as r:
+            async for kind, data in sse_events(r):
+                events.append((kind, data))
+                if kind == "delta" and len(events) == 2:
+                    stop = await c.post(f"/api/conversations/{cid}/stop", headers=auth(alice_key))
+                    assert stop.json() == {"stopped": True}
+    kind, done = events[-1]
+    assert kind == "done" and done["outcome"] == "interrupted" and done["finish_reason"] == "stopped"
+    text = "".join(d["text"] for k, d in events if k == "delta")
+    assert done["message"]["status"] == "interrupted" and done["message"]["content"] == text
+    reply = await settled(services, alice, cid)
+    assert reply.status == MessageStatus.INTERRUPTED and reply.content == text
+
+
+async def ws_connect(server: LiveServer, key: str):  # type: ignore[no-untyped-def]
+    return websockets.connect(f"{server.ws_url}/api/ws?api_key={key}")
+
+
+async def recv(ws) -> dict:  # type: ignore[no-untyped-def]
+    return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+
+async def test_websocket_turn_new_conversation_and_errors(
+    live_server: LiveServer, alice_key: str, bob_key: str, fake_provider: FakeProvider
+) -> None:
+    fake_provider.enqueue(Script(chunks=["Hi ", "Alice"]))
+    async with await ws_connect(live_server, alice_key) as ws:
+        await ws.send(json.dumps({"type": "ping"}))
+        assert await recv(ws) == {"type": "pong"}
+        await ws.send(json.dumps({"type": "message", "content": "hello", "persona": "assistant", "request_id": "r1"}))
+        start = await recv(ws)
+        assert start["type"] == "start" and start["request_id"] == "r1"
+        frames = [await recv(ws)]
+        while frames[-1]["type"] != "done":
+            frames.append(await recv(ws))
+        text = "".join(f["text"] for f in frames if f["type"] == "delta")
+        done = frames[-1]
+        assert text == "Hi Alice" and done["message"]["id"] == start["message_id"]
+        assert done["message"]["content"] == text and done["usage"]["total_tokens"] > 0
+        cid = start["conversation"]["id"]
+
+        await ws.send(json.dumps({"type": "message", "conversation_id": "nope", "content": "x"}))
+        error = await recv(ws)
+        assert error["type"] == "error" and error["error"]["code"] == "not_found"
+        await ws.send("not json")
+        assert (await recv(ws))["error"]["code"] == "invalid_json"
+        await ws.send(json.dumps({"type": "message", "conversation_id": cid, "content": ""}))
+        assert (await recv(ws))["error"]["param"] == "content"
+
+    # Another user's conversation over the WebSocket: 404, exactly like a missing one.
+    async with await ws_connect(live_server, bob_key) as ws:
+        await ws.send(json.dumps({"type": "message", "conversation_id": cid, "content": "let me in"}))
+        error = await recv(ws)
+        assert error["type"] == "error" and error["error"]["code"] == "not_found"
+
+
+async def test_websocket_stop_mid_reply(
+    live_server: LiveServer, alice_key: str, alice: User, services: Services, fake_provider: FakeProvider
+) -> None:
+    cid = await new_conversation(live_server.base_url, alice_key)
+    fake_provider.enqueue(HANGING)
+    async with await ws_connect(live_server, alice_key) as ws:
+        await ws.send(json.dumps({"type": "message", "conversation_id": cid, "content": "story"}))
+        assert (await recv(ws))["type"] == "start"
+        first = await recv(ws)
+        assert first["type"] == "delta"
+        await ws.send(json.dumps({"type": "message", "conversation_id": cid, "content": "again"}))
+        frames = [await recv(ws)]
+        assert frames[0]["type"] in ("error", "delta")
+        await ws.send(json.dumps({"type": "stop"}))
+        while frames[-1]["type"] != "done":
+            frames.append(await recv(ws))
+        busy = [f for f in frames if f["type"] == "error"]
+        assert busy and busy[0]["error"]["code"] == "turn_in_progress"
+        done = frames[-1]
+        text = first["text"] + "".join(f["text"] for f in frames if f["type"] == "delta")
+        assert done["outcome"] == "interrupted" and done["finish_reason"] == "stopped"
+        assert done["message"]["content"] == text and done["message"]["status"] == "interrupted"
+    reply = await settled(services, alice, cid)
+    assert reply.status == MessageStatus.INTERRUPTED and reply.content == text
+
+
+async def test_websocket_disconnect_mid_reply_stores_partial(
+    live_server: LiveServer, alice_key: str, alice: User, services: Services, fake_provider: FakeProvider
+) -> None:
+    cid = await new_conversation(live_server.base_url, alice_key)
+    fake_provider.enqueue(HANGING)
+    async with await ws_connect(live_server, alice_key) as ws:
+        await ws.send(json.dumps({"type": "message", "conversation_id": cid, "content": "story"}))
+        assert (await recv(ws))["type"] == "start"
+        text = (await recv(ws))["text"]
+    reply = await settled(services, alice, cid)
+    assert reply.status == MessageStatus.INTERRUPTED and reply.content.startswith(text)
+
+
+@pytest.mark.parametrize("query", ["", "?api_key=dh-wrong"])
+async def test_websocket_requires_authentication(live_server: LiveServer, query: str) -> None:
+    async with websockets.connect(f"{live_server.ws_url}/api/ws{query}") as ws:
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+            await recv(ws)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+
+
+async def test_websocket_cookie_from_foreign_origin_is_refused(
+    live_server: LiveServer,
+    accounts,
+    alice: User,  # noqa: F811
+) -> None:
+    session = await accounts.create_session(alice)
+    headers = {"Cookie": f"daehwa_session={session.token}", "Origin": "http://evil.example"}
+    async with websockets.connect(f"{live_server.ws_url}/api/ws", additional_headers=headers) as ws:
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+            await recv(ws)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4403
+    host = live_server.ws_url.removeprefix("ws://")
+    headers["Origin"] = f"http://{host}"
+    async with websockets.connect(f"{live_server.ws_url}/api/ws", additional_headers=headers) as ws:
+        await ws.send(json.dumps({"type": "ping"}))
+        assert await recv(ws) == {"type": "pong"}
