@@ -93,9 +93,9 @@ async def live_server(app: FastAPI) -> AsyncIterator[LiveServer]:
         await asyncio.wait_for(task, 10)
 
 
-async def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
+async def wait_for(predicate, within: float = 5.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
     """Poll an async predicate until it returns something truthy (the store is written off the request path)."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         value = await predicate()
         if value:

@@ -8,8 +8,10 @@ import pytest
 from daehwa.errors import ProviderError, RateLimited
 from daehwa.services import Services
 from daehwa.types import MessageStatus, User
-from tests.api_fixtures import accounts, alice_key, app, auth, bob_key, client  # noqa: F401
+from tests.api_fixtures import auth
 from tests.conftest import FakeProvider, Script
+
+pytest_plugins = ["tests.api_fixtures"]
 
 
 async def create(client: httpx.AsyncClient, key: str, **body: object) -> dict:
@@ -144,7 +146,7 @@ async def test_malformed_json_and_unknown_routes(client: httpx.AsyncClient, alic
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
 
 
-async def test_oversize_body_is_413(client: httpx.AsyncClient, alice_key: str, app) -> None:  # noqa: F811
+async def test_oversize_body_is_413(client: httpx.AsyncClient, alice_key: str, app) -> None:
     limit = app.state.settings.max_request_bytes
     r = await client.post("/api/chat", content=b"x" * (limit + 1), headers=auth(alice_key))
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
@@ -207,7 +209,7 @@ async def test_filter_reload_is_admin_only(
     client: httpx.AsyncClient,
     alice_key: str,
     accounts,
-    services: Services,  # noqa: F811
+    services: Services,
 ) -> None:
     r = await client.post("/api/admin/filter/reload", headers=auth(alice_key))
     assert r.status_code == 403

@@ -15,17 +15,10 @@ import websockets
 
 from daehwa.services import Services
 from daehwa.types import MessageStatus, StoredMessage, User
-from tests.api_fixtures import (  # noqa: F401
-    LiveServer,
-    accounts,
-    alice_key,
-    app,
-    auth,
-    bob_key,
-    live_server,
-    wait_for,
-)
+from tests.api_fixtures import LiveServer, auth, wait_for
 from tests.conftest import FakeProvider, Script
+
+pytest_plugins = ["tests.api_fixtures"]
 
 # Long chunks: the output filter holds back a short tail (a banned word could straddle chunks), so short ones would
 # all be held while the model hangs.
@@ -92,18 +85,20 @@ async def test_sse_disconnect_mid_reply_stores_partial(
     cid = await new_conversation(live_server.base_url, alice_key)
     fake_provider.enqueue(HANGING)
     received = ""
-    async with httpx.AsyncClient(base_url=live_server.base_url) as c:
-        async with c.stream(
+    async with (
+        httpx.AsyncClient(base_url=live_server.base_url) as c,
+        c.stream(
             "POST",
             f"/api/conversations/{cid}/messages",
             json={"content": "story", "stream": True},
             headers=auth(alice_key),
-        ) as r:
-            async for kind, data in sse_events(r):
-                if kind == "delta":
-                    received += data["text"]
-                if received:
-                    break  # leave mid-reply: the model is still "generating" (hangs)
+        ) as r,
+    ):
+        async for kind, data in sse_events(r):
+            if kind == "delta":
+                received += data["text"]
+            if received:
+                break  # leave mid-reply: the model is still "generating" (hangs)
     reply = await settled(services, alice, cid)
     assert reply.status == MessageStatus.INTERRUPTED
     assert reply.content.startswith(received) and reply.content
@@ -120,18 +115,20 @@ async def test_sse_stop_endpoint_ends_stream_with_done(
     cid = await new_conversation(live_server.base_url, alice_key)
     fake_provider.enqueue(HANGING)
     events = []
-    async with httpx.AsyncClient(base_url=live_server.base_url) as c:
-        async with c.stream(
+    async with (
+        httpx.AsyncClient(base_url=live_server.base_url) as c,
+        c.stream(
             "POST",
             f"/api/conversations/{cid}/messages",
             json={"content": "story", "stream": True},
             headers=auth(alice_key),
-        ) as r:
-            async for kind, data in sse_events(r):
-                events.append((kind, data))
-                if kind == "delta" and len(events) == 2:
-                    stop = await c.post(f"/api/conversations/{cid}/stop", headers=auth(alice_key))
-                    assert stop.json() == {"stopped": True}
+        ) as r,
+    ):
+        async for kind, data in sse_events(r):
+            events.append((kind, data))
+            if kind == "delta" and len(events) == 2:
+                stop = await c.post(f"/api/conversations/{cid}/stop", headers=auth(alice_key))
+                assert stop.json() == {"stopped": True}
     kind, done = events[-1]
     assert kind == "done" and done["outcome"] == "interrupted" and done["finish_reason"] == "stopped"
     text = "".join(d["text"] for k, d in events if k == "delta")
@@ -232,7 +229,7 @@ async def test_websocket_requires_authentication(live_server: LiveServer, query:
 async def test_websocket_cookie_from_foreign_origin_is_refused(
     live_server: LiveServer,
     accounts,
-    alice: User,  # noqa: F811
+    alice: User,
 ) -> None:
     session = await accounts.create_session(alice)
     headers = {"Cookie": f"daehwa_session={session.token}", "Origin": "http://evil.example"}
