@@ -11,6 +11,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ def _service_missing(name: str, exc: BaseException) -> None:
     pytest.skip(f"{name} not reachable: {exc!r}")
 
 
-async def _redis_factory(**options: Any) -> AsyncIterator[StoreFactory]:
+@asynccontextmanager
+async def _redis_namespace(**options: Any) -> AsyncIterator[StoreFactory]:
     import redis.asyncio as aioredis
 
     from daehwa.stores.redis import RedisStore
@@ -54,8 +56,10 @@ async def _redis_factory(**options: Any) -> AsyncIterator[StoreFactory]:
         await client.aclose()
 
 
-async def _postgres_factory() -> AsyncIterator[StoreFactory]:
+@asynccontextmanager
+async def _postgres_namespace() -> AsyncIterator[StoreFactory]:
     import asyncpg
+
     from daehwa.stores.postgres import PostgresStore
 
     try:
@@ -84,10 +88,10 @@ async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Async
 
         yield lambda: SQLiteStore(tmp_path / "data" / "daehwa.db")
     elif request.param == "redis":
-        async for factory in _redis_factory():
+        async with _redis_namespace() as factory:
             yield factory
     else:
-        async for factory in _postgres_factory():
+        async with _postgres_namespace() as factory:
             yield factory
 
 
@@ -666,7 +670,7 @@ def test_plugins_register_by_entry_point(monkeypatch: pytest.MonkeyPatch) -> Non
 # -- Redis only: what expires and what does not -------------------------------------------------------------------
 @pytest.fixture
 async def short_lived_redis() -> AsyncIterator[Any]:
-    async for factory in _redis_factory(ttl_seconds=60):
+    async with _redis_namespace(ttl_seconds=60) as factory:
         store = factory()
         await store.open()
         try:
@@ -713,7 +717,7 @@ async def test_redis_accounts_keys_and_usage_never_expire(short_lived_redis: Any
 
 @pytest.mark.redis
 async def test_redis_expired_conversations_vanish_everywhere() -> None:
-    async for factory in _redis_factory(ttl_seconds=0.3):
+    async with _redis_namespace(ttl_seconds=0.3) as factory:
         store = factory()
         await store.open()
         try:
@@ -734,3 +738,47 @@ async def test_redis_sessions_expire_in_redis_too(short_lived_redis: Any) -> Non
     expires = datetime.now(UTC) + timedelta(minutes=10)
     await store.create_session("t", SessionRecord(user_id="u1", csrf_token="c", expires_at=expires))
     assert 590_000 < await r.pttl(store._k("session", "t")) <= 600_000
+
+
+# -- PostgreSQL only: its migrations and native types ------------------------------------------------------------
+@pytest.mark.postgres
+async def test_postgres_migrations_recorded_once_and_meta_is_jsonb() -> None:
+    import asyncpg
+
+    from daehwa.stores.migrations import MIGRATIONS_TABLE, postgres_migrations
+
+    async with _postgres_namespace() as factory:
+        first, second = factory(), factory()
+        await asyncio.gather(first.open(), second.open())  # two processes starting at once
+        try:
+            applied = sorted([first.applied_migrations, second.applied_migrations], key=len)  # type: ignore[attr-defined]
+            assert applied == [[], postgres_migrations.names]
+            conv = await first.create_conversation("u1", meta={"n": 1, "deep": {"한": "글"}})
+            again = factory()
+            await again.open()
+            assert again.applied_migrations == []  # type: ignore[attr-defined]
+            await again.close()
+
+            conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": first.schema})  # type: ignore[attr-defined]
+            try:
+                names = [r["name"] for r in await conn.fetch(f"SELECT name FROM {MIGRATIONS_TABLE} ORDER BY name")]
+                assert names == postgres_migrations.names
+                kind = await conn.fetchval(
+                    "SELECT jsonb_typeof(meta -> 'deep') FROM conversations WHERE id = $1", conv.id
+                )
+                assert kind == "object"
+            finally:
+                await conn.close()
+        finally:
+            await first.close()
+            await second.close()
+
+
+@pytest.mark.postgres
+async def test_postgres_unreachable_server_names_the_setting() -> None:
+    from daehwa.stores.postgres import PostgresStore
+
+    store = PostgresStore("postgresql://nobody:s3cret@127.0.0.1:1/none")
+    with pytest.raises(ConfigError, match="DAEHWA_DATABASE_URL") as info:
+        await store.open()
+    assert "s3cret" not in str(info.value) and "s3cret" not in repr(store)
