@@ -17,6 +17,7 @@ from rich.table import Table
 
 from . import __version__
 from .chat import TurnDelta, TurnFinished, TurnRequest, TurnStarted
+from .cli_usage import usage as usage_command
 from .config import Settings, settings_table_markdown
 from .errors import DaehwaError
 from .types import Outcome, User
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="List and install models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
+app.command("usage")(usage_command)
 
 err = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)

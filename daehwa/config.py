@@ -246,6 +246,11 @@ class Settings(BaseSettings):
         description="Redis URL for the quota counters, shared by several processes (default: the database URL when "
         "it is redis://; otherwise counters live in the process).",
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="If set, GET /metrics requires 'Authorization: Bearer <token>' (default: open, for a Prometheus "
+        "on a private network). Never logged.",
+    )
     prices_file: Path | None = Field(
         default=None,
         description='TOML price table ([models."openai/gpt-4o-mini"] input = 0.15, output = 0.60, in USD per million '

@@ -17,13 +17,16 @@ A model matched by nothing has an unknown cost (``None``), which usage reports s
 from __future__ import annotations
 
 import fnmatch
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from .errors import ConfigError
-from .types import Usage
+from .errors import ConfigError, InvalidRequest
+from .types import Usage, UsageTotal
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,3 +106,52 @@ def load_prices(path: Path) -> dict[str, Price]:
 
 def _is_pattern(name: str) -> bool:
     return any(ch in name for ch in "*?[")
+
+
+# -- usage reports (``daehwa usage`` and ``GET /api/usage``) -----------------------------------------------------
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+
+
+def parse_since(text: str | None, *, now: datetime | None = None) -> datetime | None:
+    """``2026-11-01`` (midnight UTC), an ISO date-time, ``today``, or a span back from now: ``7d``, ``24h``, ``30m``."""
+    if text is None or not text.strip():
+        return None
+    now = now or datetime.now(UTC)
+    value = text.strip().lower()
+    if value == "today":
+        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    relative = _RELATIVE.match(value)
+    if relative:
+        amount, unit = int(relative.group(1)), relative.group(2)
+        return now - timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: amount})
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidRequest(
+            f"Cannot read the date {text!r}: use YYYY-MM-DD, an ISO date-time, 'today', or a span like 7d / 24h.",
+            param="since",
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def usage_report(totals: Sequence[UsageTotal], since: datetime | None) -> dict[str, Any]:
+    """Totals per user and model, and their sum, as JSON-ready data."""
+    rows = [
+        {
+            "user_id": t.user_id,
+            "user": t.user_name,
+            "model": t.model,
+            "turns": t.turns,
+            "prompt_tokens": t.prompt_tokens,
+            "completion_tokens": t.completion_tokens,
+            "total_tokens": t.total_tokens,
+            "cost": round(t.cost, 6),
+        }
+        for t in totals
+    ]
+    total = {
+        key: sum(row[key] for row in rows)  # type: ignore[misc]
+        for key in ("turns", "prompt_tokens", "completion_tokens", "total_tokens")
+    }
+    total["cost"] = round(sum(t.cost for t in totals), 6)
+    return {"since": since.isoformat() if since else None, "currency": "USD", "totals": rows, "sum": total}

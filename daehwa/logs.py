@@ -1,0 +1,147 @@
+"""Structured logs: one JSON object per line, with the request id, and no secrets or conversation text by default.
+
+    configure_logging(settings)            # once, at process start (``daehwa serve``)
+    with bind_request_id("r-123"): ...     # every log line inside carries "request_id": "r-123"
+    log.info("turn finished", extra={"model": "local", "outcome": "ok"})   # extra fields become JSON keys
+
+Message text stays out of the logs unless ``DAEHWA_LOG_MESSAGE_TEXT`` is on: fields named like text (``content``,
+``text``, ``messages``, ...) are dropped from every record. Secrets are masked wherever they appear in a line: the
+configured API keys by value, and anything shaped like a key (``sk-...``, ``Bearer ...``, ``api_key=...``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+request_id_var: ContextVar[str | None] = ContextVar("daehwa_request_id", default=None)
+
+#: Record fields that would carry what users wrote or models answered.
+TEXT_FIELDS = frozenset({"content", "text", "messages", "prompt", "reply", "delta", "body", "system"})
+#: Key-shaped strings, masked even when we do not know the key's value.
+SECRET_PATTERNS = (
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._\-~+/=]{8,}"),
+    re.compile(r"(?i)\b((?:api_key|apikey|token|access_token|password)[\"']?\s*[=:]\s*[\"']?)[^\s&\"',}]+"),
+)
+MASK = "[redacted]"
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None))) | {"message", "asctime"}
+
+
+@contextlib.contextmanager
+def bind_request_id(request_id: str | None) -> Iterator[None]:
+    """Tag every log line written inside (in this task and tasks it starts) with ``request_id``."""
+    token = request_id_var.set(request_id)
+    try:
+        yield
+    finally:
+        request_id_var.reset(token)
+
+
+class Redactor:
+    """Masks known secret values and key-shaped strings in text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first, so a key that contains another is masked whole; very short values would mask noise.
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        for pattern in SECRET_PATTERNS:
+            text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + MASK, text)
+        return text
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, logger, message, request_id, then the ``extra`` fields."""
+
+    def __init__(self, *, include_text: bool = False, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.include_text = include_text
+        self.redact = redactor or Redactor()
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        if request_id:
+            data["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key in _STANDARD or key.startswith("_") or key == "request_id":
+                continue
+            if key in TEXT_FIELDS and not self.include_text:
+                continue
+            data[key] = value if isinstance(value, (str, int, float, bool, type(None))) else _jsonable(value)
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            data["exception"] = record.exc_text
+        return self.redact(json.dumps(data, ensure_ascii=False, default=str))
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """Secret values the settings know of: every SecretStr field and the API keys providers read from the env."""
+    from pydantic import SecretStr
+
+    found = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name, None)
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+    for env in ("OPENAI_API_KEY", "DAEHWA_OPENAI_API_KEY"):
+        secret = settings.secret(env)
+        if secret is not None:
+            found.append(secret.get_secret_value())
+    return found
+
+
+def configure_logging(
+    settings: Settings, *, stream: IO[str] | None = None, extra_secrets: Iterable[str] = ()
+) -> logging.Handler:
+    """Send every log record to ``stream`` (stderr) as JSON lines at ``DAEHWA_LOG_LEVEL``; returns the handler."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(
+            include_text=settings.log_message_text,
+            redactor=Redactor([*settings_secrets(settings), *extra_secrets]),
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_daehwa", False):
+            root.removeHandler(old)
+    handler._daehwa = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    # uvicorn's loggers keep their own handlers unless told to propagate; route them through ours.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    return handler
