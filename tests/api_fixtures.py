@@ -8,9 +8,7 @@ store directly while a stream is open.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -23,6 +21,7 @@ from daehwa.api.app import create_app
 from daehwa.config import Settings
 from daehwa.services import Services
 from daehwa.types import User
+from tests.api_helpers import LiveServer, free_port
 
 # Cheap argon2 parameters keep the tests fast; production uses argon2-cffi's defaults (RFC 9106 low-memory profile).
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -56,23 +55,6 @@ async def bob_key(accounts: Accounts, bob: User) -> str:
     return (await accounts.create_api_key(bob.id, "tests")).secret
 
 
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class LiveServer:
-    base_url: str
-    ws_url: str
-    app: FastAPI
-
-
 @pytest.fixture
 async def live_server(app: FastAPI) -> AsyncIterator[LiveServer]:
     port = free_port()
@@ -91,15 +73,3 @@ async def live_server(app: FastAPI) -> AsyncIterator[LiveServer]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
-
-
-async def wait_for(predicate, within: float = 5.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
-    """Poll an async predicate until it returns something truthy (the store is written off the request path)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)

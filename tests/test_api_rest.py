@@ -8,7 +8,7 @@ import pytest
 from daehwa.errors import ProviderError, RateLimited
 from daehwa.services import Services
 from daehwa.types import MessageStatus, User
-from tests.api_fixtures import auth
+from tests.api_helpers import auth
 from tests.conftest import FakeProvider, Script
 
 pytest_plugins = ["tests.api_fixtures"]

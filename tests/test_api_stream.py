@@ -15,7 +15,7 @@ import websockets
 
 from daehwa.services import Services
 from daehwa.types import MessageStatus, StoredMessage, User
-from tests.api_fixtures import LiveServer, auth, wait_for
+from tests.api_helpers import LiveServer, auth, wait_for
 from tests.conftest import FakeProvider, Script
 
 pytest_plugins = ["tests.api_fixtures"]
