@@ -95,6 +95,7 @@ class PostgresStore(Store):
         self.schema = schema
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self.applied_migrations: list[str] = []  # what the last open() applied, for tests and logs
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> PostgresStore:

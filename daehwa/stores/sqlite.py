@@ -54,6 +54,7 @@ class SQLiteStore(Store):
         self.busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self.applied_migrations: list[str] = []  # what the last open() applied, for tests and logs
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> SQLiteStore:
