@@ -17,6 +17,7 @@ from rich.table import Table
 
 from . import __version__
 from .chat import TurnDelta, TurnFinished, TurnRequest, TurnStarted
+from .cli_accounts import keys_app, users_app
 from .cli_usage import usage as usage_command
 from .config import Settings, settings_table_markdown
 from .errors import DaehwaError
@@ -27,6 +28,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="List and install models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
+app.add_typer(users_app, name="users")  # daehwa/cli_accounts.py
+app.add_typer(keys_app, name="keys")
 app.command("usage")(usage_command)
 
 err = Console(stderr=True)
@@ -104,12 +107,18 @@ def serve(
     err.print(
         f"daehwa {__version__}: starting on http://{settings.host}:{settings.port} (model {settings.default_model})"
     )
+    from .accounts import bootstrap_owner_message
+
+    first_start = asyncio.run(bootstrap_owner_message(settings))  # no users yet: an owner and a login link
+    if first_start:
+        err.print(first_start, highlight=False, soft_wrap=True)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         ws_ping_interval=20,
+        ws="websockets-sansio",  # the default ("websockets") is the deprecated legacy implementation
         timeout_graceful_shutdown=10,
     )
 
