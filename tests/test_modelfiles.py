@@ -274,3 +274,10 @@ def test_list_local_models_adds_a_configured_path(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, local_model=str(model))
     names = [a.name for a in list_local_models(settings)]
     assert names == [*CATALOG, str(model)]
+
+
+def test_an_unusable_cache_directory_names_the_setting(site: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache directory should be")
+    with pytest.raises(ModelUnavailable, match="DAEHWA_MODEL_CACHE_DIR"):
+        files_for(site, tmp_path).ensure("fake")

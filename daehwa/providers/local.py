@@ -267,23 +267,31 @@ class LocalProvider(Provider):
         spec = self._resolve(model or self.default_model)
         return await asyncio.to_thread(self.files.ensure, spec, progress)
 
-    def _load(self, model: str) -> LocalEngine:
-        spec = self._resolve(model)
+    def _load(self, name: str) -> LocalEngine:
+        """Blocking: join/verify the file of ``name`` if needed, then load it (once per process)."""
+        spec = self._resolve(name)
         try:
             path = self.files.ensure(spec)
             engine = _ENGINES.get_or_load(self._key(path), verbose=self.settings.log_level == "debug")
         except DaehwaError as exc:
-            self._errors[model] = exc
+            self._errors[name] = exc
             raise
-        self._errors.pop(model, None)
+        except Exception as exc:  # e.g. a disk error while joining: reported like missing files, never a crash
+            log.exception("loading local model %s failed", name)
+            error = ModelUnavailable(f"Loading local model {name!r} failed: {exc}")
+            self._errors[name] = error
+            raise error from exc
+        self._errors.pop(name, None)
         return engine
 
-    async def _engine(self, model: str) -> LocalEngine:
-        engine = self._engines.get(model)
+    async def _engine(self, model: str) -> tuple[str, LocalEngine]:
+        """The canonical name of ``model`` and its engine, loading it on first use."""
+        name = self._model_name(self._resolve(model))
+        engine = self._engines.get(name)
         if engine is None:  # first use: file checks and loading block, so they run off the event loop
-            engine = await asyncio.to_thread(self._load, model)
-            self._engines[model] = engine
-        return engine
+            engine = await asyncio.to_thread(self._load, name)
+            self._engines[name] = engine
+        return name, engine
 
     # -- the stream --------------------------------------------------------------------------------------------
     def _body(self, request: ProviderRequest) -> dict[str, Any]:
@@ -315,8 +323,7 @@ class LocalProvider(Provider):
 
     async def _stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         body = self._body(request)
-        model = request.model
-        engine = await self._engine(model)
+        model, engine = await self._engine(request.model)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         stop = threading.Event()

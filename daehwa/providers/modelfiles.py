@@ -345,6 +345,12 @@ class ModelFiles:
                     )
                 )
             os.replace(tmp, target)  # atomic: a reader never sees a half-written model under the final name
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ModelUnavailable(
+                f"Could not write local model {spec.name!r} to {self.cache_dir} ({exc}): free some disk space or "
+                "set DAEHWA_MODEL_CACHE_DIR to a writable directory."
+            ) from exc
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
