@@ -58,8 +58,8 @@ _MAX_VARIANTS = 16
 _LEET = {"a": ("4",), "e": ("3",), "i": ("1",), "o": ("0",), "s": ("5",)}
 # Words a number is read with; "18" + one of these is a quantity (18년, 18억, 18세), never a generated variant.
 _COUNTERS = frozenset("년억만천백원살세시분초명개번대일월주층호회등위점도차장권편골표배평리키")
-# What may follow a spaced-out banned word inside the same word: 씨 발 놈아, 시 발아.
-_PARTICLES = frozenset("아야놈년새들같")
+# What may follow a spaced-out banned word inside the same word: 씨 발 놈아, 씨 발 놈이야.
+_PARTICLES = frozenset("아야이놈년새들같")
 # Initial-consonant forms are generated only from words this long; shorter ones (ㅅㅂ, ㅂㅅ) come from the lists,
 # because two-letter abbreviations collide with everyday ones (ㄱㅅ = 감사, ㅈㅅ = 죄송).
 _INITIALS_MIN_SYLLABLES = 3
