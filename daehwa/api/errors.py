@@ -46,7 +46,11 @@ def validation_message(errors: Sequence[Any]) -> tuple[str, str | None, str]:
     if not errors:
         return "The request is not valid.", None, "invalid_request"
     first = errors[0]
-    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    loc = [
+        str(part)
+        for part in first.get("loc", ())
+        if part not in ("body", "query", "path", "header") and not _is_union_tag(part)
+    ]
     param = ".".join(loc) or None
     kind = first.get("type", "")
     if kind == "json_invalid":
@@ -58,6 +62,14 @@ def validation_message(errors: Sequence[Any]) -> tuple[str, str | None, str]:
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     where = f"{param}: " if param else ""
     return f"{where}{message}{more}", param, "invalid_request"
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "null"})
+
+
+def _is_union_tag(part: object) -> bool:
+    """pydantic names the union member in an error's location (``content.str``); a person wants ``content``."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or part[:1].isupper())
 
 
 _STATUS_CODES = {

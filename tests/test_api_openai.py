@@ -1,0 +1,234 @@
+"""``/v1``: OpenAI's wire format, in process and with the official ``openai`` SDK against a real ``daehwa serve``.
+
+The subprocess test configures a fake OpenAI-compatible upstream (``tests/fake_upstream.py``) as the model through a
+providers file, creates a user and a key with the CLI, and talks to the server only as an SDK user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from openai import AsyncOpenAI
+
+from daehwa.services import Services
+from daehwa.types import User
+from tests.api_helpers import auth, free_port
+from tests.conftest import FakeProvider, Script
+from tests.fake_upstream import FakeUpstream, Reply
+
+pytest_plugins = ["tests.api_fixtures"]
+
+ERROR_KEYS = {"message", "type", "param", "code"}
+
+
+# -- in process ------------------------------------------------------------------------------------------------
+async def test_completion_shape_and_logging(
+    client: httpx.AsyncClient, alice_key: str, alice: User, services: Services, fake_provider: FakeProvider
+) -> None:
+    fake_provider.enqueue(Script(chunks=["Hi", "!"]))
+    r = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "fake",
+            "messages": [{"role": "developer", "content": "Be nice."}, {"role": "user", "content": "hello"}],
+            "temperature": 0.2,
+            "seed": 7,
+            "stop": "END",
+            "user": "end-user-1",
+            "response_format": {"type": "json_object"},
+            "presence_penalty": 0.5,
+        },
+        headers=auth(alice_key),
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+    assert body["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hi!", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ]
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    sent = fake_provider.requests[-1]
+    assert [(m.role, m.content) for m in sent.messages] == [("system", "Be nice."), ("user", "hello")]
+    assert sent.params.seed == 7 and sent.params.stop == ("END",) and sent.params.user == "end-user-1"
+    assert sent.params.response_format == {"type": "json_object"} and sent.params.presence_penalty == 0.5
+    [logged] = await services.store.list_conversations(alice.id, kind="api")
+    messages = await services.store.list_messages(alice.id, logged.id)
+    assert [m.content for m in messages] == ["hello", "Hi!"]
+
+
+async def test_stream_chunks_usage_and_done(
+    client: httpx.AsyncClient, alice_key: str, fake_provider: FakeProvider
+) -> None:
+    fake_provider.enqueue(Script(chunks=["a" * 60, "b" * 60]))
+    r = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "fake",
+            "messages": [{"role": "user", "content": "x"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        headers=auth(alice_key),
+    )
+    lines = [line for line in r.text.split("\n\n") if line]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" and "usage" in c for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "a" * 60 + "b" * 60
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"model": "fake", "messages": []}, 400, "messages"),
+        ({"model": "fake", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages.0.role"),
+        ({"model": "fake", "messages": [{"role": "user", "content": 3}]}, 400, "messages.0.content"),
+        ({"messages": [{"role": "user", "content": "x"}]}, 400, "model"),
+        ({"model": "nope/x", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
+        ({"model": "fake", "messages": [{"role": "user", "content": "x"}], "n": 99}, 400, "n"),
+        ({"model": "fake", "messages": [{"role": "user", "content": "x"}], "temperature": 3}, 400, "temperature"),
+        (
+            {"model": "fake", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+            400,
+            "tools",
+        ),
+        ({"model": "fake", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"1": 2}}, 400, "logit_bias"),
+        ({"model": "fake", "messages": [{"role": "assistant", "content": "x"}]}, 400, "messages"),
+    ],
+)
+async def test_bad_requests_are_openai_errors(
+    client: httpx.AsyncClient, alice_key: str, alice: User, services: Services, body: dict, status: int, param: str
+) -> None:
+    r = await client.post("/v1/chat/completions", json=body, headers=auth(alice_key))
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == ERROR_KEYS and error["param"] == param and error["message"]
+    assert await services.store.list_conversations(alice.id, kind="api") == []  # nothing stored half-way
+
+
+async def test_n_choices(client: httpx.AsyncClient, alice_key: str) -> None:
+    r = await client.post(
+        "/v1/chat/completions",
+        json={"model": "fake", "messages": [{"role": "user", "content": "x"}], "n": 1},
+        headers=auth(alice_key),
+    )
+    assert r.status_code == 200 and len(r.json()["choices"]) == 1
+
+
+async def test_v1_auth_errors(client: httpx.AsyncClient, alice_key: str, accounts) -> None:  # type: ignore[no-untyped-def]
+    body = {"model": "fake", "messages": [{"role": "user", "content": "x"}]}
+    for headers in ({}, {"Authorization": "Bearer dh-nope"}, {"Authorization": "Basic abc"}):
+        r = await client.post("/v1/chat/completions", json=body, headers=headers)
+        assert r.status_code == 401 and set(r.json()["error"]) == ERROR_KEYS
+    r = await client.get("/v1/models", headers=auth(alice_key))
+    assert r.json()["object"] == "list" and {"id": "fake/echo"}.items() <= r.json()["data"][0].items()
+    r = await client.get("/v1/models/nope", headers=auth(alice_key))
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
+# -- the official SDK against a real `daehwa serve` --------------------------------------------------------------
+def _daehwa(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daehwa", *args], env=env, input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, str, FakeUpstream, Path]]:
+    with FakeUpstream(models=("m1",)) as up:
+        providers = tmp_path / "providers.toml"
+        providers.write_text(f'[providers.up]\ntype = "openai"\nbase_url = "{up.base_url}"\nmodels = ["m1"]\n')
+        port = free_port()
+        env = {
+            **os.environ,
+            "DAEHWA_DATA_DIR": str(tmp_path),
+            "DAEHWA_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}",
+            "DAEHWA_PROVIDERS_FILE": str(providers),
+            "DAEHWA_DEFAULT_MODEL": "up/m1",
+            "DAEHWA_PORT": str(port),
+            "DAEHWA_LOG_LEVEL": "info",
+        }
+        created = _daehwa(env, "users", "create", "sdkuser", "--password-stdin", stdin="a long password\n")
+        assert created.returncode == 0, created.stderr
+        keys = _daehwa(env, "keys", "create", "--user", "sdkuser")
+        assert keys.returncode == 0, keys.stderr
+        key = keys.stdout.strip().splitlines()[-1]
+        assert key.startswith("dh-")
+        log = tmp_path / "serve.log"
+        with log.open("w") as sink:
+            proc = subprocess.Popen([sys.executable, "-m", "daehwa", "serve"], env=env, stdout=sink, stderr=sink)
+            try:
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    assert proc.poll() is None, log.read_text()
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.1)
+                yield f"http://127.0.0.1:{port}/v1", key, up, log
+            finally:
+                proc.terminate()
+                proc.wait(15)
+
+
+async def test_openai_sdk_against_daehwa_serve(served: tuple[str, str, FakeUpstream, Path]) -> None:
+    base_url, key, up, log = served
+    up.enqueue(Reply("Hello from upstream", chunks=["Hello ", "from ", "upstream"]))
+    async with AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0) as client:
+        completion = await client.chat.completions.create(
+            model="up/m1", messages=[{"role": "user", "content": "hi"}], temperature=0.3
+        )
+        assert completion.choices[0].message.content == "Hello from upstream"
+        assert completion.choices[0].finish_reason == "stop"
+        assert completion.usage is not None and completion.usage.total_tokens > 0
+        assert up.last.json["messages"][-1] == {"role": "user", "content": "hi"}
+
+        up.enqueue(Reply("Streaming works fine", chunks=["Streaming ", "works ", "fine"]))
+        stream = await client.chat.completions.create(
+            model="up/m1",
+            messages=[{"role": "user", "content": "stream please"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        parts, usage = [], None
+        async for chunk in stream:
+            if chunk.choices:
+                parts.append(chunk.choices[0].delta.content or "")
+            if chunk.usage is not None:
+                usage = chunk.usage
+        assert "".join(parts) == "Streaming works fine" and usage is not None and usage.completion_tokens > 0
+
+        models = await client.models.list()
+        assert "up/m1" in [m.id for m in models.data]
+
+        with pytest.raises(openai.NotFoundError) as info:
+            await client.chat.completions.create(model="nope/x", messages=[{"role": "user", "content": "x"}])
+        assert info.value.body["code"] == "model_not_found"  # type: ignore[index]
+        with pytest.raises(openai.BadRequestError):
+            await client.chat.completions.create(model="up/m1", messages=[{"role": "wizard", "content": "x"}])  # type: ignore[misc]
+
+    async with AsyncOpenAI(base_url=base_url, api_key="dh-not-a-key", max_retries=0) as bad:
+        with pytest.raises(openai.AuthenticationError):
+            await bad.models.list()
+    assert key not in log.read_text()  # the key never reaches the server's log
