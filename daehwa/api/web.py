@@ -163,10 +163,8 @@ def web_router() -> APIRouter:
         asset = assets.get(path)
         if asset is None:
             raise NotFound(f"No static file {path!r}: the page links only files that ship in daehwa/web/static.")
-        if v == asset.version:
-            cache = "public, max-age=31536000, immutable"
-        else:
-            cache = "no-cache"  # unversioned (a module imported by another): revalidate with the ETag
+        # Unversioned (a module imported by another module): revalidate with the ETag.
+        cache = "public, max-age=31536000, immutable" if v == asset.version else "no-cache"
         headers = {**SECURITY_HEADERS, "Cache-Control": cache, "ETag": asset.etag}
         if if_none_match and asset.etag in {tag.strip() for tag in if_none_match.split(",")}:
             return Response(status_code=304, headers=headers)
