@@ -531,7 +531,7 @@ class ChatService:
         total = time.perf_counter() - clock
         texts = state.texts()
         text = texts.get(0, "")
-        answered_by = end.model if end else model
+        answered_by = end.model if end else self.router.full_name(model)
         usage = end.usage if end and end.usage else None
         canned = outcome is Outcome.FALLBACK and end is None  # the fallback reply: no model answered
         if canned:

@@ -216,14 +216,17 @@ class Router:
             self._bulkheads[provider] = bulkhead
         return bulkhead
 
-    def model_state(self, model: str) -> str:
-        """Breaker state of a model (``"closed"``, ``"half-open"``, ``"open"``); accepts ``local`` or a full name."""
+    def full_name(self, model: str) -> str:
+        """``local`` -> ``local/<its default model>``; a name that does not resolve is returned as given."""
         try:
             provider, model_id = self.providers.resolve(model)
-            model = self.providers.full_name(provider, model_id)
         except DaehwaError:
-            pass
-        breaker = self._breakers.get(model)
+            return model
+        return self.providers.full_name(provider, model_id)
+
+    def model_state(self, model: str) -> str:
+        """Breaker state of a model (``"closed"``, ``"half-open"``, ``"open"``); accepts ``local`` or a full name."""
+        breaker = self._breakers.get(self.full_name(model))
         return breaker.state.label if breaker is not None else BreakerState.CLOSED.label
 
     def health(self) -> dict[str, list[BreakerSnapshot] | list[BulkheadSnapshot]]:
