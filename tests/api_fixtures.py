@@ -8,7 +8,12 @@ store directly while a stream is open.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +27,7 @@ from daehwa.config import Settings
 from daehwa.services import Services
 from daehwa.types import User
 from tests.api_helpers import LiveServer, free_port
+from tests.fake_upstream import FakeUpstream
 
 # Cheap argon2 parameters keep the tests fast; production uses argon2-cffi's defaults (RFC 9106 low-memory profile).
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -73,3 +79,50 @@ async def live_server(app: FastAPI) -> AsyncIterator[LiveServer]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+def _daehwa(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daehwa", *args], env=env, input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, str, FakeUpstream, Path]]:
+    with FakeUpstream(models=("m1",)) as up:
+        providers = tmp_path / "providers.toml"
+        providers.write_text(f'[providers.up]\ntype = "openai"\nbase_url = "{up.base_url}"\nmodels = ["m1"]\n')
+        port = free_port()
+        env = {
+            **os.environ,
+            "DAEHWA_DATA_DIR": str(tmp_path),
+            "DAEHWA_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}",
+            "DAEHWA_PROVIDERS_FILE": str(providers),
+            "DAEHWA_DEFAULT_MODEL": "up/m1",
+            "DAEHWA_PORT": str(port),
+            "DAEHWA_LOG_LEVEL": "info",
+        }
+        created = _daehwa(env, "users", "create", "sdkuser", "--password-stdin", stdin="a long password\n")
+        assert created.returncode == 0, created.stderr
+        keys = _daehwa(env, "keys", "create", "--user", "sdkuser")
+        assert keys.returncode == 0, keys.stderr
+        key = keys.stdout.strip().splitlines()[-1]
+        assert key.startswith("dh-")
+        log = tmp_path / "serve.log"
+        with log.open("w") as sink:
+            proc = subprocess.Popen([sys.executable, "-m", "daehwa", "serve"], env=env, stdout=sink, stderr=sink)
+            try:
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    assert proc.poll() is None, log.read_text()
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.1)
+                yield f"http://127.0.0.1:{port}/v1", key, up, log
+            finally:
+                proc.terminate()
+                proc.wait(15)

@@ -7,11 +7,6 @@ providers file, creates a user and a key with the CLI, and talks to the server o
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,7 +16,7 @@ from openai import AsyncOpenAI
 
 from daehwa.services import Services
 from daehwa.types import User
-from tests.api_helpers import auth, free_port
+from tests.api_helpers import auth
 from tests.conftest import FakeProvider, Script
 from tests.fake_upstream import FakeUpstream, Reply
 
@@ -145,53 +140,6 @@ async def test_v1_auth_errors(client: httpx.AsyncClient, alice_key: str, account
 
 
 # -- the official SDK against a real `daehwa serve` --------------------------------------------------------------
-def _daehwa(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "daehwa", *args], env=env, input=stdin, capture_output=True, text=True, timeout=60
-    )
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, str, FakeUpstream, Path]]:
-    with FakeUpstream(models=("m1",)) as up:
-        providers = tmp_path / "providers.toml"
-        providers.write_text(f'[providers.up]\ntype = "openai"\nbase_url = "{up.base_url}"\nmodels = ["m1"]\n')
-        port = free_port()
-        env = {
-            **os.environ,
-            "DAEHWA_DATA_DIR": str(tmp_path),
-            "DAEHWA_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}",
-            "DAEHWA_PROVIDERS_FILE": str(providers),
-            "DAEHWA_DEFAULT_MODEL": "up/m1",
-            "DAEHWA_PORT": str(port),
-            "DAEHWA_LOG_LEVEL": "info",
-        }
-        created = _daehwa(env, "users", "create", "sdkuser", "--password-stdin", stdin="a long password\n")
-        assert created.returncode == 0, created.stderr
-        keys = _daehwa(env, "keys", "create", "--user", "sdkuser")
-        assert keys.returncode == 0, keys.stderr
-        key = keys.stdout.strip().splitlines()[-1]
-        assert key.startswith("dh-")
-        log = tmp_path / "serve.log"
-        with log.open("w") as sink:
-            proc = subprocess.Popen([sys.executable, "-m", "daehwa", "serve"], env=env, stdout=sink, stderr=sink)
-            try:
-                deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert proc.poll() is None, log.read_text()
-                    assert time.monotonic() < deadline, log.read_text()
-                    time.sleep(0.1)
-                yield f"http://127.0.0.1:{port}/v1", key, up, log
-            finally:
-                proc.terminate()
-                proc.wait(15)
-
-
 async def test_openai_sdk_against_daehwa_serve(served: tuple[str, str, FakeUpstream, Path]) -> None:
     base_url, key, up, log = served
     up.enqueue(Reply("Hello from upstream", chunks=["Hello ", "from ", "upstream"]))
