@@ -120,7 +120,18 @@ def fast_text(text: str) -> str:
     table, ascii_map, delete, other = _tables()
     if other.search(text) is not None:
         text = other.sub(lambda m: table[ord(m.group())].strip(" "), text)
-    return text.encode("utf-8").translate(ascii_map, delete).decode("utf-8")
+    text = text.encode("utf-8").translate(ascii_map, delete).decode("utf-8")
+    return _LEET_RUN.sub(_unleet, text) if _DIGIT.search(text) else text
+
+
+# Digits between Latin letters read as letters (sh1t, f4g, b1tch): a one-to-one change, so offsets stay put.
+_DIGIT = re.compile("[0-9]")
+_LEET_RUN = re.compile("(?<=[a-z])[013457]+(?=[a-z])")
+_LEET = str.maketrans("013457", "oieast")
+
+
+def _unleet(match: re.Match[str]) -> str:
+    return match.group().translate(_LEET)
 
 
 class Locator:
@@ -246,13 +257,18 @@ def analyze(source: str, offset: int = 0) -> Analyzed:
         pos = stop
     if pos < len(source):
         between(len(source))
-    units = Analyzed("".join(pieces), starts, ends, gaps)
+    text = "".join(pieces)
+    if _DIGIT.search(text):
+        text = _LEET_RUN.sub(_unleet, text)
+    units = Analyzed(text, starts, ends, gaps)
     return _compose(units) if _COMPOSABLE.search(units.text) else units
 
 
 def normalize_word(word: str) -> tuple[str, bool]:
     """The normal form of a list entry (spaces inside it dropped), and whether it was written in decomposed jamo."""
     plain = fast_text(word.replace("\n", " "))
+    if not _COMPOSABLE.search(plain):
+        return plain, False
     units = analyze(plain)
     return units.text, units.text != plain
 
@@ -375,35 +391,25 @@ def _might_stretch(prev: str, cur: str) -> bool:
 
 
 def trigger_patterns(words: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Short strings of ``fast_text`` after which ``analyze`` may read the text differently.
+    """Two-letter strings of ``fast_text`` after which ``analyze`` may read the text differently.
 
     Returns (jamo triggers, stretch triggers); the filter adds them to its automaton, and a line containing none of
-    them (and no listed word) needs no closer look. Stretch triggers come from the banned ``words``: a syllable
-    stretched once next to its neighbour in the word (씨이발, 조온나, 병시인), or stretched twice or more (조오오).
-    So everyday words such as 재미있 or 지인 do not trigger.
+    them (and no listed word) needs no closer look. Stretch triggers are made for the syllables of the banned
+    ``words`` only (씨 -> 씨이, 존 -> 조온, 조오), so most everyday pairs (재미있, 지인) do not trigger.
     """
     jamo = [c + v for c in CHO for v in (*JUNG, *_VOWEL_LOOKALIKES)]
-    stretch: set[str] = set()
-    for word in words:
-        for k, syllable in enumerate(word):
-            parts = _split(syllable)
-            if parts is None:
-                continue
-            lead, vowel, tail = parts
-            open_ = chr(_SYLLABLE_BASE + (lead * 21 + vowel) * 28)
-            silent_open = chr(_SYLLABLE_BASE + (_O * 21 + vowel) * 28)
-            silent = chr(_SYLLABLE_BASE + (_O * 21 + vowel) * 28 + tail)
-            # With the neighbouring syllable of the word: 씨이발, 병시인. Fast text has no spaces, so a bare pair such
-            # as 가아 would fire on every "가 아니라".
-            if k + 1 < len(word):
-                stretch.add(open_ + silent + word[k + 1])
-            if k > 0:
-                stretch.add(word[k - 1] + open_ + silent)
-            if len(word) == 1:
-                stretch.add(open_ + silent)
-            stretch.add(open_ + silent_open + silent_open)
-            stretch.add(open_ + silent_open + silent)
-    return jamo, sorted(stretch)
+    syllables = set().union(*map(set, words))
+    stretch: list[str] = []
+    for syllable in syllables:
+        parts = _split(syllable)
+        if parts is None:
+            continue
+        lead, vowel, tail = parts
+        open_ = chr(_SYLLABLE_BASE + (lead * 21 + vowel) * 28)
+        stretch.append(open_ + chr(_SYLLABLE_BASE + (_O * 21 + vowel) * 28 + tail))
+        if tail:
+            stretch.append(open_ + chr(_SYLLABLE_BASE + (_O * 21 + vowel) * 28))
+    return jamo, sorted(set(stretch))
 
 
 # -- forms derived from a word (used by the filter to add variants) -----------------------------------------------
@@ -414,26 +420,27 @@ _KEYS_JONG = ["", "r", "R", "rt", "s", "sw", "sg", "e", "f", "fr", "fa", "fq", "
               "t", "T", "d", "w", "c", "z", "x", "v", "g"]  # fmt: skip
 
 
+@cache
+def _syllable_tables() -> tuple[dict[int, str], dict[int, str]]:
+    keys, initials_ = {}, {}
+    for code in range(_SYLLABLE_BASE, _SYLLABLE_LAST + 1):
+        lead, vowel, tail = _split(chr(code))  # type: ignore[misc]
+        keys[code] = (_KEYS_CHO[lead] + _KEYS_JUNG[vowel] + _KEYS_JONG[tail]).lower()
+        initials_[code] = CHO[lead]
+    return keys, initials_
+
+
+_ALL_SYLLABLES = re.compile("[\uac00-\ud7a3]+")
+
+
 def keyboard_form(word: str) -> str | None:
     """What typing ``word`` on a Korean (dubeolsik) keyboard in Latin mode gives, lowercased: 시발 -> tlqkf."""
-    keys = []
-    for c in word:
-        parts = _split(c)
-        if parts is None:
-            return None
-        keys.append(_KEYS_CHO[parts[0]] + _KEYS_JUNG[parts[1]] + _KEYS_JONG[parts[2]])
-    return "".join(keys).lower()
+    return word.translate(_syllable_tables()[0]) if _ALL_SYLLABLES.fullmatch(word) else None
 
 
 def initials(word: str) -> str | None:
     """The initial consonants of an all-Hangul word: 개새끼 -> ㄱㅅㄲ."""
-    out = []
-    for c in word:
-        parts = _split(c)
-        if parts is None:
-            return None
-        out.append(CHO[parts[0]])
-    return "".join(out)
+    return word.translate(_syllable_tables()[1]) if _ALL_SYLLABLES.fullmatch(word) else None
 
 
 def syllable_parts(c: str) -> tuple[int, int, int] | None:

@@ -54,8 +54,7 @@ _SUBSTITUTES = {"씨": ("c",), "시": ("c",), "지": ("g",), "발": ("8",), "팔
                 "씹": ("10", "18")}  # fmt: skip
 _PAIR_SUBSTITUTES = {"씨발": "18", "시발": "18", "씨팔": "18", "시팔": "18", "씹팔": "18", "십팔": "18"}
 _MAX_VARIANTS = 16
-# Digits for letters in English words (sh1t, f4g): text keeps digits as digits, so the lists grow these spellings.
-_LEET = {"a": ("4",), "e": ("3",), "i": ("1",), "o": ("0",), "s": ("5",)}
+_SUBSTITUTABLE = re.compile("[" + "".join(_SUBSTITUTES) + "]")
 # Words a number is read with; "18" + one of these is a quantity (18년, 18억, 18세), never a generated variant.
 _COUNTERS = frozenset("년억만천백원살세시분초명개번대일월주층호회등위점도차장권편골표배평리키")
 # What may follow a spaced-out banned word inside the same word: 씨 발 놈아, 씨 발 놈이야.
@@ -199,7 +198,10 @@ class _Compiled:
         spans = []
         for start, end, index in hits:
             margin = 2
-            if self.patterns[index].kind >= _TRIGGER:
+            kind = self.patterns[index].kind
+            if kind == _STRETCH and " " in line[locator.original(start) : locator.original(start + 1)]:
+                continue  # "가 아니라": fast text has no spaces, but stretches never cross one
+            if kind >= _TRIGGER:
                 margin = self.longest + 1
                 while end < len(fast) and fast[end] == fast[end - 1]:
                     end += 1  # a stretch goes on (조오오오오): the match can begin only after it
@@ -214,6 +216,8 @@ class _Compiled:
                 segments[-1][1] = max(segments[-1][1], stop)
             else:
                 segments.append([start, stop])
+        if not segments:
+            return
         for start, stop in segments:
             found.extend(self.evaluate(analyze(line[start:stop], offset + start)))
 
@@ -297,20 +301,16 @@ def _accept(pattern: _Pattern, start: int, end: int, units: Analyzed) -> bool:
 
 def _variants(norm: str) -> Iterable[tuple[str, bool]]:
     """Spellings derived from a banned word: (variant, is_keyboard_form)."""
-    if not any(syllable_parts(c) for c in norm):
-        if all(is_latin(c) for c in norm):
-            yield from ((v, False) for v in _substituted(norm, _LEET, {}) if sum(map(is_latin, v)) >= 2)
-        return
-    yield from ((v, False) for v in _lookalike_variants(norm))
-    if all(syllable_parts(c) for c in norm):
-        if len(norm) >= _INITIALS_MIN_SYLLABLES:
-            consonants = initials(norm)
-            if consonants and len(set(consonants)) > 1:
-                yield consonants, False
-        if len(norm) >= 2:
-            keys = keyboard_form(norm)
-            if keys and len(keys) >= _KEYBOARD_MIN_KEYS:
-                yield keys, True
+    if _SUBSTITUTABLE.search(norm):
+        yield from ((v, False) for v in _lookalike_variants(norm))
+    if len(norm) >= 2:
+        keys = keyboard_form(norm)
+        if keys is not None and len(keys) >= _KEYBOARD_MIN_KEYS:
+            yield keys, True
+            if len(norm) >= _INITIALS_MIN_SYLLABLES:
+                consonants = initials(norm)
+                if consonants and len(set(consonants)) > 1:
+                    yield consonants, False
 
 
 def _lookalike_variants(norm: str) -> list[str]:

@@ -1,0 +1,110 @@
+"""Word filter speed: build time, memory and time per 1,000 characters of real Korean text, with 100,000 words.
+
+    python benchmarks/bench_filter.py [--words 100000] [--samples 2000]
+
+The banned words are the shared public lists (../shared/data/wordlists/) plus generated Korean and English words up
+to --words. Each sample is 1,000 characters of ../shared/data/corpus/ko_comments.txt (comments with their line breaks);
+the time covers the whole ``check``: normalisation, matching, rules, offsets and masking. Reports wall-clock and CPU
+time, because on a shared machine wall-clock includes waiting for a core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from daehwa.moderation import WordFilter
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+LISTS = [SHARED / "wordlists" / n for n in ("doublems_korean_bad_words.txt", "ldnoobw_ko.txt", "ldnoobw_en.txt")]
+CORPUS = SHARED / "corpus" / "ko_comments.txt"
+
+
+def generated_words(count: int, seed: int = 7) -> list[str]:
+    """Korean words of 3-5 syllables from the corpus's syllables, English-like words of 5-10 letters.
+
+    Random two-syllable words would be everyday words (any 1,000 characters would hold several), which no real list
+    has by the ten thousand.
+    """
+    rng = random.Random(seed)
+    syllables = sorted({c for c in CORPUS.read_text(encoding="utf-8")[:200_000] if "가" <= c <= "힣"})
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words: set[str] = set()
+    while len(words) < count:
+        if rng.random() < 0.7:
+            words.add("".join(rng.choice(syllables) for _ in range(rng.randint(3, 5))))
+        else:
+            words.add("".join(rng.choice(letters) for _ in range(rng.randint(5, 10))))
+    return sorted(words)
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--words", type=int, default=100_000, help="total banned words (shared lists + generated)")
+    parser.add_argument("--samples", type=int, default=2000, help="1,000-character samples to check")
+    args = parser.parse_args()
+
+    shared_count = sum(1 for p in LISTS for line in p.read_text(encoding="utf-8").splitlines() if line.strip())
+    extra = generated_words(max(args.words - shared_count, 0))
+    with tempfile.TemporaryDirectory() as tmp:
+        generated = Path(tmp) / "generated.txt"
+        generated.write_text("\n".join(extra) + "\n", encoding="utf-8")
+        gc.collect()
+        before = rss_kib()
+        started, cpu = time.perf_counter(), time.process_time()
+        filt = WordFilter([*LISTS, generated])
+        build_wall, build_cpu = time.perf_counter() - started, time.process_time() - cpu
+        gc.collect()
+        memory_mib = (rss_kib() - before) / 1024
+        started = time.perf_counter()
+        filt.reload()
+        reload_wall = time.perf_counter() - started
+    stats = filt.stats
+    text = CORPUS.read_text(encoding="utf-8")
+    samples = [text[i : i + 1000] for i in range(0, min(len(text) - 1000, args.samples * 1000), 1000)]
+    for sample in samples[:200]:
+        filt.check(sample)  # warm the per-character cache
+    wall, cpu_times, hits = [], [], 0
+    for sample in samples:
+        w, c = time.perf_counter_ns(), time.process_time_ns()
+        result = filt.check(sample)
+        cpu_times.append(time.process_time_ns() - c)
+        wall.append(time.perf_counter_ns() - w)
+        hits += bool(result.matches)
+
+    def pct(values: list[int], q: float) -> float:
+        return sorted(values)[min(int(len(values) * q), len(values) - 1)] / 1000
+
+    print(f"words loaded        {stats.words:,} (+{stats.allowed} allowed, {stats.skipped} skipped)")
+    print(f"automaton patterns  {stats.patterns:,} (with generated spellings), longest {stats.longest}")
+    print(f"build               {build_wall:.2f} s wall, {build_cpu:.2f} s CPU; reload {reload_wall:.2f} s")
+    print(f"memory (RSS growth) {memory_mib:.0f} MiB")
+    print(f"samples             {len(samples)} x 1,000 chars, {hits} with a match")
+    print(f"check, wall         median {statistics.median(wall) / 1000:.0f} µs, p99 {pct(wall, 0.99):.0f} µs")
+    print(f"check, CPU          median {statistics.median(cpu_times) / 1000:.0f} µs, p99 {pct(cpu_times, 0.99):.0f} µs")
+
+    guard_text = samples[0] * 4
+    started = time.process_time()
+    guard = filt.guard("mask")
+    for i in range(0, len(guard_text), 4):
+        guard.feed(guard_text[i : i + 4])
+    guard.finish()
+    per_chunk = (time.process_time() - started) / (len(guard_text) / 4) * 1e6
+    print(f"stream guard        {per_chunk:.0f} µs CPU per 4-character chunk")
+
+
+if __name__ == "__main__":
+    main()
