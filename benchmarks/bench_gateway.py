@@ -1,0 +1,156 @@
+"""What daehwa's /v1/chat/completions adds in front of an instant upstream: requests/s and latency p50/p99.
+
+Three processes: the fake upstream in instant mode (``tests/fake_upstream.py --instant``: precomputed replies), a real
+``daehwa serve`` whose default model is that upstream (providers file, SQLite store, one API key), and this load
+client. The same non-streaming request goes to the upstream directly and through daehwa, at each concurrency, with
+the paths alternating per round so background load on a shared machine hits both alike. "Added" is daehwa's latency
+minus the direct latency at the same percentile: auth, validation, the turn pipeline and three store writes
+(conversation log, begin_turn, finish_turn with usage), plus the extra HTTP hop.
+
+    python benchmarks/bench_gateway.py                         # concurrency 1 and 32
+    python benchmarks/bench_gateway.py --requests 2000 --concurrency 1 8 32 --stream
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+BODY = {"model": "up/fake-model", "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"daehwa serve exited:\n{log.read_text()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"daehwa serve did not become healthy:\n{log.read_text()}")
+
+
+async def load(url: str, headers: dict[str, str], n: int, concurrency: int, stream: bool) -> list[float]:
+    """Latencies (seconds) of ``n`` requests from ``concurrency`` workers sharing keep-alive connections."""
+    body = {**BODY, "stream": True} if stream else BODY
+    latencies: list[float] = []
+    remaining = n
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                start = time.perf_counter()
+                r = await client.post(url, json=body)
+                r.raise_for_status()
+                if stream:
+                    assert r.text.rstrip().endswith("data: [DONE]")
+                latencies.append(time.perf_counter() - start)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000, help="requests per path and concurrency")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds the requests are split into")
+    parser.add_argument("--stream", action="store_true", help="stream: true (SSE) instead of one JSON response")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        upstream = subprocess.Popen(
+            [sys.executable, "-m", "tests.fake_upstream", "--instant"], cwd=ROOT, stdout=subprocess.PIPE
+        )
+        assert upstream.stdout is not None
+        upstream_url = upstream.stdout.readline().decode().strip()  # http://127.0.0.1:PORT/v1
+        (data / "providers.toml").write_text(
+            f'[providers.up]\ntype = "openai"\nbase_url = "{upstream_url}"\nmodels = ["fake-model"]\n'
+        )
+        port = free_port()
+        env = {
+            **os.environ,
+            "DAEHWA_DATA_DIR": str(data),
+            "DAEHWA_DATABASE_URL": f"sqlite:///{data / 'bench.db'}",
+            "DAEHWA_PROVIDERS_FILE": str(data / "providers.toml"),
+            "DAEHWA_DEFAULT_MODEL": "up/fake-model",
+            "DAEHWA_PORT": str(port),
+            "DAEHWA_LOG_LEVEL": "warning",
+        }
+        cli = [sys.executable, "-m", "daehwa"]
+        subprocess.run([*cli, "users", "create", "bench", "--no-password"], env=env, check=True, capture_output=True)
+        made = subprocess.run([*cli, "keys", "create", "--user", "bench"], env=env, check=True, capture_output=True)
+        key = made.stdout.decode().strip().splitlines()[-1]
+        log = data / "serve.log"
+        with log.open("wb") as sink:
+            server = subprocess.Popen([*cli, "serve"], env=env, stdout=sink, stderr=sink)
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}/healthz", server, log)
+            paths = {
+                "direct": (f"{upstream_url}/chat/completions", {}),
+                "daehwa": (f"http://127.0.0.1:{port}/v1/chat/completions", {"Authorization": f"Bearer {key}"}),
+            }
+            mode = "stream" if args.stream else "non-stream"
+            print(f"/v1/chat/completions ({mode}), {args.requests} requests per path and concurrency")
+            print(f"{'conc':>4} {'path':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+            for concurrency in args.concurrency:
+                results: dict[str, list[float]] = {"direct": [], "daehwa": []}
+                elapsed = {"direct": 0.0, "daehwa": 0.0}
+                for url, headers in paths.values():  # warm up connections and caches
+                    asyncio.run(load(url, headers, min(100, args.requests), concurrency, args.stream))
+                per_round = max(1, args.requests // args.rounds)
+                for round_no in range(args.rounds):
+                    order = ("direct", "daehwa") if round_no % 2 == 0 else ("daehwa", "direct")
+                    for name in order:
+                        url, headers = paths[name]
+                        start = time.perf_counter()
+                        results[name] += asyncio.run(load(url, headers, per_round, concurrency, args.stream))
+                        elapsed[name] += time.perf_counter() - start
+                for name in ("direct", "daehwa"):
+                    lat = results[name]
+                    print(
+                        f"{concurrency:>4} {name:>7} {len(lat) / elapsed[name]:>8.0f} "
+                        f"{pct(lat, 50) * 1000:>8.2f} {pct(lat, 99) * 1000:>8.2f}"
+                    )
+                added50 = (pct(results["daehwa"], 50) - pct(results["direct"], 50)) * 1000
+                added99 = (pct(results["daehwa"], 99) - pct(results["direct"], 99)) * 1000
+                mean_added = (statistics.mean(results["daehwa"]) - statistics.mean(results["direct"])) * 1000
+                print(f"{concurrency:>4}   added p50 {added50:.2f} ms, p99 {added99:.2f} ms, mean {mean_added:.2f} ms")
+        finally:
+            server.terminate()
+            server.wait(15)
+            upstream.terminate()
+            upstream.wait(15)
+
+
+if __name__ == "__main__":
+    main()
