@@ -310,7 +310,7 @@ def _compose(units: Analyzed) -> Analyzed:
             j += 1
         final = ""
         first_final = consonant_at(j)
-        if first_final in _JONG_INDEX and vowel_at(j + 1) is None:
+        if first_final is not None and first_final in _JONG_INDEX and vowel_at(j + 1) is None:
             final = first_final
             j += 1
             second_final = consonant_at(j)
