@@ -1,8 +1,14 @@
 """Tokens per second through daehwa's LocalProvider versus calling xllamacpp directly.
 
-Both paths load the same GGUF file with the same llama.cpp parameters (one slot, same context and threads) and
-generate from the same prompt with the same max_tokens, greedy, so they produce the same tokens. Runs alternate
-between the two paths (ABBA) so background load on a shared machine hits both alike. The goal: daehwa within 5%.
+Three paths generate from the same prompt with the same max_tokens, greedy, so they produce the same tokens:
+
+- ``xllamacpp direct``: ``Server.handle_chat_completions`` on a Server built here with the same parameters;
+- ``xllamacpp direct, same Server``: the same call on the very Server daehwa loaded (isolates daehwa's own cost
+  from differences between two llama.cpp instances in one process);
+- ``daehwa LocalProvider``: ``LocalProvider.stream`` (parameter checks, worker thread, asyncio bridge).
+
+Runs rotate through the paths so background load on a shared machine hits all alike; each run's ratio is taken
+against the direct runs of the same round. The goal: daehwa within 5%.
 
     python benchmarks/bench_local_model.py                      # qwen2.5-0.5b, 64 tokens, 3 runs each
     python benchmarks/bench_local_model.py --model smollm2-135m --max-tokens 128 --runs 5
@@ -128,35 +134,40 @@ async def main() -> None:
         if not provider.status().available:
             raise SystemExit(provider.status().reason)
         model = provider.default_model
-        server = direct_server(path, args.context_size, args.threads)
+        shared = (await provider.engine(model)).server
+        own = direct_server(path, args.context_size, args.threads)
 
-        run_direct(server, 8)  # warm-up: page in the weights, fill the prompt cache
+        paths = {
+            "xllamacpp direct": lambda: asyncio.to_thread(run_direct, own, args.max_tokens),
+            "xllamacpp direct, same Server": lambda: asyncio.to_thread(run_direct, shared, args.max_tokens),
+            "daehwa LocalProvider": lambda: run_daehwa(provider, model, args.max_tokens),
+        }
+        run_direct(own, 8)  # warm-up: page in the weights, fill the prompt caches
         await run_daehwa(provider, model, 8)
-        direct: list[Run] = []
-        daehwa: list[Run] = []
+        results: dict[str, list[Run]] = {name: [] for name in paths}
+        names = list(paths)
         for i in range(args.runs):
-            # ABBA order: whichever path runs second in a pair is not always the same one.
-            if i % 2 == 0:
-                direct.append(await asyncio.to_thread(run_direct, server, args.max_tokens))
-                daehwa.append(await run_daehwa(provider, model, args.max_tokens))
-            else:
-                daehwa.append(await run_daehwa(provider, model, args.max_tokens))
-                direct.append(await asyncio.to_thread(run_direct, server, args.max_tokens))
+            for name in names[i % 3 :] + names[: i % 3]:  # rotate who goes first
+                results[name].append(await paths[name]())
 
-    def row(name: str, runs: list[Run]) -> tuple[str, float]:
-        tps = statistics.median(r.tokens_per_second for r in runs)
+    print(f"\nmodel {args.model}, {args.max_tokens} tokens, {args.runs} runs each (median)\n")
+    print("| path | tokens/s (median) | TTFT ms | CPU ms per token | tokens/s per run |")
+    print("|---|---|---|---|---|")
+    medians = {}
+    for name, runs in results.items():
+        medians[name] = statistics.median(r.tokens_per_second for r in runs)
         ttft = statistics.median(r.ttft for r in runs) * 1000
         cpu_ms = statistics.median(r.cpu_seconds / r.tokens for r in runs) * 1000
         each = " ".join(f"{r.tokens_per_second:.1f}" for r in runs)
-        print(f"| {name:<20} | {runs[0].tokens:>6} | {tps:>14.1f} | {ttft:>7.0f} | {cpu_ms:>15.1f} | {each} |")
-        return name, tps
-
-    print(f"\nmodel {args.model}, {args.max_tokens} tokens, {args.runs} runs each (median)\n")
-    print("| path                 | tokens | tokens/s (med) | TTFT ms | CPU ms per token | tokens/s per run |")
-    print("|---|---|---|---|---|---|")
-    _, base = row("xllamacpp direct", direct)
-    _, ours = row("daehwa LocalProvider", daehwa)
-    print(f"\ndaehwa / direct = {ours / base:.3f} ({(ours / base - 1) * 100:+.1f}%)")
+        print(f"| {name} | {medians[name]:.1f} | {ttft:.0f} | {cpu_ms:.1f} | {each} |")
+    ours = results["daehwa LocalProvider"]
+    print()
+    for name in names[:2]:
+        # Runs of one round were back to back, so their ratio sees nearly the same background load.
+        paired = statistics.median(
+            b.tokens_per_second / a.tokens_per_second for a, b in zip(results[name], ours, strict=True)
+        )
+        print(f"daehwa vs {name}: median of per-round ratios {paired:.3f} ({(paired - 1) * 100:+.1f}%)")
 
 
 if __name__ == "__main__":

@@ -293,6 +293,10 @@ class LocalProvider(Provider):
             self._engines[name] = engine
         return name, engine
 
+    async def engine(self, model: str | None = None) -> LocalEngine:
+        """The loaded engine of ``model`` (default: the default model), loading it on first use."""
+        return (await self._engine(model or self.default_model))[1]
+
     # -- the stream --------------------------------------------------------------------------------------------
     def _body(self, request: ProviderRequest) -> dict[str, Any]:
         """The llama.cpp request for ``request``; invalid or unsupported parameters are rejected here."""
