@@ -68,12 +68,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def feed(up: FakeUpstream, rate: float, choices: list[Fault], stop: asyncio.Event) -> None:
+async def feed(
+    up: FakeUpstream, backup: FakeUpstream, rate: float, choices: list[Fault], stop: asyncio.Event, calls: Counter
+) -> None:
     """Keep the upstream's script topped up: a ``rate`` share of faults, the rest good replies."""
     rng = random.Random(42)
     while not stop.is_set():
         while up.pending < 200:
             up.enqueue(rng.choice(choices) if rng.random() < rate else REPLY)
+        # The fake servers record every request; drop those records so the memory figures are daehwa's own.
+        for name, server in (("up", up), ("backup", backup)):
+            calls[name] += len(server.requests)
+            server.requests.clear()
         await asyncio.sleep(0.05)
 
 
@@ -127,7 +133,8 @@ async def run(args: argparse.Namespace) -> None:
         await services.start()
         users = [await services.store.create_user(f"user{i}", password_hash=None) for i in range(args.conversations)]
         stop = asyncio.Event()
-        feeder = asyncio.create_task(feed(up, args.fault_rate, faults(args.first_token_timeout), stop))
+        calls: Counter[str] = Counter()
+        feeder = asyncio.create_task(feed(up, backup, args.fault_rate, faults(args.first_token_timeout), stop, calls))
         ttfts: list[float] = []
         outcomes: Counter[str] = Counter()
 
@@ -167,13 +174,17 @@ async def run(args: argparse.Namespace) -> None:
             )
             for state in ("open", "half-open", "closed")
         }
-        upstream_calls = len(up.requests)
+        upstream_calls = calls["up"] + len(up.requests)
+        backup_calls = calls["backup"] + len(backup.requests)
         await services.aclose()
 
     total = sum(outcomes.values())
     print()
     print(f"duration {elapsed:.0f} s, {args.conversations} concurrent conversations, fault rate {args.fault_rate:.0%}")
-    print(f"turns completed: {total:,} ({total / elapsed:.1f}/s); upstream 'up' calls: {upstream_calls:,}")
+    print(
+        f"turns completed: {total:,} ({total / elapsed:.1f}/s); calls to 'up': {upstream_calls:,}, "
+        f"to 'backup': {backup_calls:,}"
+    )
     for kind, count in outcomes.most_common():
         print(f"  {kind:16s} {count:7,}  ({count / total:.1%})")
     print(

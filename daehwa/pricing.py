@@ -149,7 +149,7 @@ def usage_report(totals: Sequence[UsageTotal], since: datetime | None) -> dict[s
         }
         for t in totals
     ]
-    total = {
+    total: dict[str, float] = {
         key: sum(row[key] for row in rows)  # type: ignore[misc]
         for key in ("turns", "prompt_tokens", "completion_tokens", "total_tokens")
     }

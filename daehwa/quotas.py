@@ -197,12 +197,18 @@ class QuotaLimiter:
         url = settings.rate_limit_redis_url
         if url is None and settings.resolved_database_url().startswith(("redis://", "rediss://", "unix://")):
             url = settings.resolved_database_url()
-        counters: Counters = RedisCounters(url, prefix=settings.redis_key_prefix) if url else MemoryCounters()
+        counters: Counters = MemoryCounters()
+        if url and cls.configured(settings):  # no Redis client at all when there is nothing to count
+            counters = RedisCounters(url, prefix=settings.redis_key_prefix)
         return cls(settings, counters=counters, store=store, metrics=metrics)
 
     @property
     def enabled(self) -> bool:
-        s = self.settings
+        return self.configured(self.settings)
+
+    @staticmethod
+    def configured(s: Settings) -> bool:
+        """Whether any quota is set at all."""
         return bool(
             s.rate_limit_requests_per_minute
             or s.rate_limit_tokens_per_day

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -266,7 +266,7 @@ class Router:
 
     async def stream(
         self, candidates: Sequence[str], messages: Sequence[ChatMessage], params: GenerationParams
-    ) -> AsyncIterator[RouteEvent]:
+    ) -> AsyncGenerator[RouteEvent, None]:
         """Yield ``TextDelta``s from the first candidate that answers, then one ``RouteEnd``; see the module doc."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.first_token_deadline
@@ -348,6 +348,7 @@ class Router:
                                         yield event
                         finally:
                             self.metrics.bulkhead_active.labels(bulkhead.name).dec()
+                    assert end is not None  # both loops above run until the stream's end
                     breaker.record_success()
                     settled = True
                     self.metrics.upstream_requests.labels(name, "ok").inc()

@@ -65,8 +65,8 @@ def build_services(
     personas = personas if personas is not None else PersonaCatalog.load(settings.personas_dir)
     moderator = moderator if moderator is not None else build_moderator(settings)
     router = Router(providers, metrics, ResilienceConfig.from_settings(settings))
-    limiter = QuotaLimiter.from_settings(settings, store=store, metrics=metrics)
-    limiter = limiter if limiter.enabled else None
+    quotas = QuotaLimiter.from_settings(settings, store=store, metrics=metrics)
+    limiter = quotas if quotas.enabled else None
     policy = ModerationPolicy(input=settings.filter_input_action, output=settings.filter_output_action)
     chat = ChatService(
         settings=settings,

@@ -138,10 +138,14 @@ async def test_limiter_over_redis_refuses_in_the_second_process(
 
 
 def test_redis_is_used_when_configured(tmp_path: Path):
-    limiter = QuotaLimiter.from_settings(make_settings(tmp_path, rate_limit_redis_url=REDIS_URL))
+    limiter = QuotaLimiter.from_settings(
+        make_settings(tmp_path, rate_limit_redis_url=REDIS_URL, rate_limit_requests_per_minute=5)
+    )
     assert isinstance(limiter.counters, RedisCounters)
-    limiter = QuotaLimiter.from_settings(make_settings(tmp_path))
+    limiter = QuotaLimiter.from_settings(make_settings(tmp_path, rate_limit_requests_per_minute=5))
     assert isinstance(limiter.counters, MemoryCounters)
+    limiter = QuotaLimiter.from_settings(make_settings(tmp_path, rate_limit_redis_url=REDIS_URL))
+    assert isinstance(limiter.counters, MemoryCounters) and not limiter.enabled  # nothing to count: no client
 
 
 # -- limiter ---------------------------------------------------------------------------------------------------

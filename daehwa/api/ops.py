@@ -18,7 +18,8 @@ router = APIRouter(tags=["operations"])
 
 
 def _services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    services: Services = request.app.state.services
+    return services
 
 
 @router.get("/metrics", include_in_schema=False)
