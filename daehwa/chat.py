@@ -79,6 +79,9 @@ class TurnRequest:
     source: str = "api"  # transport, for metrics and usage: cli, rest, sse, ws, v1, web
     request_id: str | None = None
     locale: str | None = None
+    #: When every model fails before any text, answer with the canned localized fallback reply (stored as
+    #: ``fallback``). Programs on /v1 turn this off: they get an OpenAI error they can act on, not prose.
+    fallback_reply: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +315,6 @@ class ChatService:
         user_message, reply = await self.store.begin_turn(
             user.id, conversation.id, user_content=content, user_meta=user_meta or None, reply_model=model
         )
-        yield TurnStarted(conversation=conversation, user_message=user_message, reply_id=reply.id, model=model)
-
         state = _Reply()
 
         finished = False  # once the reply is finalised, closing the iterator must not finalise it again
@@ -331,6 +332,8 @@ class ChatService:
         flusher = _Flusher(self.store, user.id, reply.id, self.settings.stream_flush_seconds)
         self.metrics.active_streams.inc()
         try:
+            # Inside the try: a client that leaves right after TurnStarted still gets its reply finalised.
+            yield TurnStarted(conversation=conversation, user_message=user_message, reply_id=reply.id, model=model)
             try:
                 if stateless:
                     assert request.messages is not None
@@ -382,7 +385,12 @@ class ChatService:
                             yield delta
                 outcome = Outcome.INTERRUPTED if state.text() else Outcome.ERROR
             cause: DaehwaError | None = None
-            if outcome is Outcome.ERROR and error is not None and self._gets_fallback_reply(error):
+            if (
+                outcome is Outcome.ERROR
+                and error is not None
+                and request.fallback_reply
+                and self._gets_fallback_reply(error)
+            ):
                 # Every model failed before any text: the user gets a short, honest answer instead of nothing.
                 cause, error, outcome = error, None, Outcome.FALLBACK
                 delta = self._emit(state, None, TextDelta(t("fallback_reply", request.locale)), clock)

@@ -92,6 +92,7 @@ def settings(tmp_path: Path) -> Settings:
         database_url=f"sqlite:///{tmp_path / 'test.db'}",
         default_model="fake",
         stream_flush_seconds=0.05,
+        filter_output_action="off",  # streamed chunks arrive as sent; moderation tests turn it on
         _env_file=None,  # type: ignore[call-arg]
     )
 

@@ -119,6 +119,22 @@ async def test_bad_requests_are_openai_errors(
     assert await services.store.list_conversations(alice.id, kind="api") == []  # nothing stored half-way
 
 
+async def test_upstream_failure_is_an_openai_error_not_a_canned_reply(
+    client: httpx.AsyncClient, alice_key: str, alice: User, services: Services, fake_provider: FakeProvider
+) -> None:
+    from daehwa.errors import ProviderError
+
+    fake_provider.enqueue(Script(chunks=[], error=ProviderError("upstream exploded", retryable=False)))
+    body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+    r = await client.post("/v1/chat/completions", json=body, headers=auth(alice_key))
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "upstream_error"
+    assert "늦어지고" not in r.text
+    logged = await services.store.list_conversations(alice.id, kind="api")
+    messages = await services.store.list_messages(alice.id, logged[0].id) or []
+    assert [m.content for m in messages if m.role == "user"] == ["hi"]  # the request is still logged
+
+
 async def test_n_choices(client: httpx.AsyncClient, alice_key: str) -> None:
     r = await client.post(
         "/v1/chat/completions",

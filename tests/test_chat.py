@@ -55,14 +55,26 @@ async def test_history_is_sent_on_the_second_turn(services: Services, alice: Use
 async def test_user_message_is_stored_even_when_the_provider_fails(
     services: Services, alice: User, fake_provider: FakeProvider
 ):
-    fake_provider.enqueue(Script(chunks=[], error=ProviderError("upstream down", retryable=True)))
-    started, finished = await services.chat.run(TurnRequest(user=alice, content="are you there?"))
+    fake_provider.enqueue(Script(chunks=[], error=ProviderError("upstream down", retryable=False)))
+    started, finished = await services.chat.run(TurnRequest(user=alice, content="are you there?", locale="ko"))
+    assert finished.outcome is Outcome.FALLBACK  # every model failed: the canned reply, marked as such
+    stored = await services.store.list_messages(alice.id, started.conversation.id)
+    assert stored[0].content == "are you there?"
+    assert stored[1].status is MessageStatus.FALLBACK
+    assert stored[1].content == "지금은 답변이 늦어지고 있어요. 잠시 후 다시 시도해 주세요."
+    assert stored[1].meta["fallback_reply"]["code"] == "upstream_error"
+
+
+async def test_without_a_fallback_reply_the_failure_is_reported_and_stored(
+    services: Services, alice: User, fake_provider: FakeProvider
+):
+    fake_provider.enqueue(Script(chunks=[], error=ProviderError("upstream down", retryable=False)))
+    started, finished = await services.chat.run(TurnRequest(user=alice, content="hello?", fallback_reply=False))
     assert finished.outcome is Outcome.ERROR
     assert isinstance(finished.error, ProviderError)
     stored = await services.store.list_messages(alice.id, started.conversation.id)
-    assert stored[0].content == "are you there?"
-    assert stored[1].status is MessageStatus.ERROR
-    assert stored[1].meta["error"]["code"] == "upstream_error"
+    assert stored[0].content == "hello?"
+    assert (stored[1].status, stored[1].meta["error"]["code"]) == (MessageStatus.ERROR, "upstream_error")
 
 
 async def test_a_stream_that_breaks_off_keeps_the_partial_reply(
@@ -228,3 +240,11 @@ async def test_conversation_is_titled_from_the_first_message(services: Services,
     started, _ = await services.chat.run(TurnRequest(user=alice, content="김치찌개 맛있게 끓이는 법 알려줘"))
     conversation = await services.store.get_conversation(alice.id, started.conversation.id)
     assert conversation is not None and conversation.title == "김치찌개 맛있게 끓이는 법 알려줘"
+
+
+async def test_closing_right_after_the_start_finalises_the_reply(services: Services, alice: User):
+    async with aclosing(services.chat.turn(TurnRequest(user=alice, content="bye"))) as events:
+        started = await anext(events)
+        assert isinstance(started, TurnStarted)
+    stored = await services.store.list_messages(alice.id, started.conversation.id)
+    assert (stored[-1].content, stored[-1].status) == ("", MessageStatus.INTERRUPTED)
