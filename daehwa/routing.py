@@ -359,8 +359,9 @@ class Router:
                         model=name, usage=end.usage, finish_reasons=end.finish_reasons, fallback_used=position > 0
                     )
                     return
-                except DaehwaError as exc:
+                except Exception as raw:
                     settled = True
+                    exc = raw if isinstance(raw, DaehwaError) else _unexpected(name, raw)
                     counts = _counts_against_breaker(exc)
                     if counts:
                         breaker.record_failure()
@@ -369,7 +370,7 @@ class Router:
                     self.metrics.upstream_requests.labels(name, "error").inc()
                     self.metrics.upstream_errors.labels(name, exc.code).inc()
                     if delivered:
-                        raise  # text is out: the pipeline keeps it, marked interrupted
+                        raise exc from None  # text is out: the pipeline keeps it, marked interrupted
                     log.warning(
                         "model %s failed (try %d): %s",
                         name,
@@ -378,7 +379,7 @@ class Router:
                         extra={"model": name, "error_code": exc.code, "attempt": attempt},
                     )
                     if isinstance(exc, InvalidRequest) and position == 0:
-                        raise  # the request itself is wrong; another model would not help
+                        raise exc from None  # the request itself is wrong; another model would not help
                     failures.append((name, exc))
                     if not (isinstance(exc, ProviderError) and exc.retryable) or isinstance(exc, FirstTokenTimeout):
                         break  # not worth another try on this model: next candidate
@@ -411,6 +412,15 @@ class Router:
             return next(iter(last.values()))
         detail = "; ".join(f"{name}: {exc.message}" for name, exc in last.items())
         return ProviderError(f"No model could answer. {detail}", code="all_models_failed")
+
+
+def _unexpected(name: str, exc: Exception) -> ProviderError:
+    """A provider bug must not take the turn down with it: it counts as that model failing."""
+    log.error("model %s failed unexpectedly", name, exc_info=exc, extra={"model": name})
+    return ProviderError(
+        f"The model {name} failed unexpectedly ({type(exc).__name__}); the server log has the details.",
+        code="provider_crashed",
+    )
 
 
 def _ended_early(name: str) -> ProviderError:

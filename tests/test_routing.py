@@ -347,3 +347,20 @@ async def test_a_cancelled_turn_while_waiting_for_a_retry_leaves_nothing_behind(
         await task
     assert router.health()["bulkheads"][0].active == 0
     assert len(primary.requests) == 1
+
+
+class Broken(FakeProvider):
+    async def stream(self, request):  # type: ignore[no-untyped-def, override]
+        self.requests.append(request)
+        raise KeyError("a bug in a provider plugin")
+        yield  # pragma: no cover - makes this an async generator
+
+
+async def test_a_crashing_provider_counts_as_a_failure_and_the_fallback_answers(backup: FakeProvider, metrics):
+    broken = Broken("main", models=("m",))
+    router = Router(ProviderRegistry([broken, backup]), metrics, config(), sleep=Sleeps())
+    text, end = await route(router, ["main/m", "backup/b"])
+    assert (text, end.model) == ("echo: hi", "backup/b")
+    assert len(broken.requests) == 1  # not retried
+    assert sample(metrics, "daehwa_upstream_errors_total", model="main/m", kind="provider_crashed") == 1
+    assert router.breaker("main/m").snapshot().failures == 1
