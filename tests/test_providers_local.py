@@ -164,7 +164,7 @@ async def test_concurrent_streams_progress_together_and_never_block_the_loop(smo
 
     async def consume(tag: str) -> StreamEnd:
         end = None
-        async for event in smol.stream(ask("Write a long story about a dragon.", max_tokens=48, temperature=0.8)):
+        async for event in smol.stream(ask("Write a long story about a dragon.", max_tokens=32, temperature=0.8)):
             if isinstance(event, TextDelta):
                 arrivals.append(tag)
             else:
@@ -179,7 +179,7 @@ async def test_concurrent_streams_progress_together_and_never_block_the_loop(smo
     running = False
     await tick_task
 
-    assert all(e.usage is not None and e.usage.completion_tokens == 48 for e in ends)
+    assert all(e.usage is not None and e.usage.completion_tokens == 32 for e in ends)
     # Interleaved: each stream got text while the other was still generating (two slots, continuous batching).
     assert arrivals.index("b") < len(arrivals) - 1 - arrivals[::-1].index("a")
     assert arrivals.index("a") < len(arrivals) - 1 - arrivals[::-1].index("b")
