@@ -236,3 +236,21 @@ async def test_partial_reply_status_listed(
     )
     messages = (await client.get(f"/api/conversations/{conversation.id}", headers=auth(alice_key))).json()["messages"]
     assert messages[0]["status"] == "interrupted" and messages[0]["content"] == "half"
+
+
+async def test_readyz_shows_circuit_breakers(client: httpx.AsyncClient, services: Services, alice: User) -> None:
+    from daehwa.chat import TurnRequest
+    from daehwa.errors import ProviderError
+    from tests.conftest import FakeProvider, Script
+
+    provider = services.providers.get("fake")
+    assert isinstance(provider, FakeProvider)
+    await services.chat.run(TurnRequest(user=alice, content="hello"))
+    breakers = {b["name"]: b for b in (await client.get("/readyz")).json()["breakers"]}
+    assert breakers["fake/echo"]["state"] == "closed" and breakers["fake/echo"]["failures"] == 0
+    for _ in range(services.settings.breaker_min_requests):
+        provider.enqueue(*[Script(chunks=[], error=ProviderError("down", retryable=False))] * 3)
+        await services.chat.run(TurnRequest(user=alice, content="hello?"))
+    r = await client.get("/readyz")
+    assert r.status_code == 200  # an open breaker informs; fallbacks still answer
+    assert {b["name"]: b for b in r.json()["breakers"]}["fake/echo"]["state"] == "open"

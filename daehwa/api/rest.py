@@ -6,10 +6,12 @@ route into an SSE stream (``stream.sse_turn_response``). Another user's conversa
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -438,6 +440,10 @@ async def readyz(request: Request) -> JSONResponse:
     except Exception as exc:
         ready = False
         body["model"] = {"id": services.settings.default_model, "available": False, "loaded": False, "reason": str(exc)}
+    # Breakers and bulkheads inform, they do not gate readiness: an open breaker still answers through fallbacks.
+    health = services.router.health()
+    body["breakers"] = [dataclasses.asdict(b) for b in health["breakers"]]
+    body["bulkheads"] = [dataclasses.asdict(b) for b in health["bulkheads"]]
     if not ready:
         body["status"] = "not_ready"
-    return JSONResponse(body, status_code=200 if ready else 503)
+    return JSONResponse(jsonable_encoder(body), status_code=200 if ready else 503)

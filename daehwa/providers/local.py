@@ -254,10 +254,13 @@ class LocalProvider(Provider):
         if self._started:
             return
         self._started = True
+        # Warm the model the app will answer with: DAEHWA_DEFAULT_MODEL may name a local model other than 'local'.
+        name, _, model = self.settings.default_model.partition("/")
+        model = model if name == self.name and model else self.default_model
         try:
-            await self._engine(self.default_model)
+            await self._engine(model)
         except DaehwaError as exc:
-            log.warning("local model %s is not available: %s", self.default_model, exc.message)
+            log.warning("local model %s is not available: %s", model, exc.message)
 
     async def aclose(self) -> None:
         """Nothing to free per provider: engines are shared process-wide (``unload_all`` frees them)."""
