@@ -274,25 +274,29 @@ class ChatService:
         if content is not None and policy.input != "off":
             content, user_meta, blocked = self._moderate_input(content, policy.input)
 
+        # A new conversation is created together with its first turn (one store transaction) unless the input is
+        # blocked: then it is created alone, to hold the blocked message.
+        new_conversation: dict[str, Any] | None = None
         if conversation is None:
             title = request.title or _title_from(content or "")
             if stateless:
-                conversation = await self.store.create_conversation(user.id, title=title, model=model, kind="api")
+                new_conversation = {"title": title, "model": model, "kind": "api"}
             else:
                 assert persona is not None
-                conversation = await self.store.create_conversation(
-                    user.id,
-                    title=title,
-                    persona=persona.name,
-                    model=model,
-                    meta={"variables": variables, "auto_title": request.title is None},
-                )
+                new_conversation = {
+                    "title": title,
+                    "persona": persona.name,
+                    "model": model,
+                    "meta": {"variables": variables, "auto_title": request.title is None},
+                }
+            if blocked:
+                conversation = await self.store.create_conversation(user.id, **new_conversation)
         elif conversation.meta.get("auto_title") and content and not request.regenerate:
             await self.store.rename_conversation(user.id, conversation.id, _title_from(content))
             await self.store.update_conversation(user.id, conversation.id, meta={"auto_title": False})
 
         if blocked:
-            assert content is not None
+            assert content is not None and conversation is not None
             await self.store.append_message(
                 user.id, conversation.id, role="user", content=content, status=MessageStatus.BLOCKED, meta=user_meta
             )
@@ -312,9 +316,15 @@ class ChatService:
             self.metrics.turns.labels(request.source, Outcome.BLOCKED.value).inc()
             raise ContentBlocked(t("input_blocked", request.locale), param="content")
 
-        user_message, reply = await self.store.begin_turn(
-            user.id, conversation.id, user_content=content, user_meta=user_meta or None, reply_model=model
-        )
+        if conversation is None:
+            assert new_conversation is not None
+            conversation, user_message, reply = await self.store.create_conversation_with_turn(
+                user.id, **new_conversation, user_content=content, user_meta=user_meta or None, reply_model=model
+            )
+        else:
+            user_message, reply = await self.store.begin_turn(
+                user.id, conversation.id, user_content=content, user_meta=user_meta or None, reply_model=model
+            )
         state = _Reply()
 
         finished = False  # once the reply is finalised, closing the iterator must not finalise it again

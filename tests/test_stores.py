@@ -424,6 +424,122 @@ async def test_begin_turn_on_a_missing_conversation_stores_nothing(store: Store)
     assert await store.list_conversations("u1", kind=None) == []
 
 
+async def test_create_conversation_with_turn(store: Store) -> None:
+    older = await store.create_conversation("u1", title="older")
+    conv, user_msg, reply = await store.create_conversation_with_turn(
+        "u1",
+        title="첫 질문",
+        persona="tutor",
+        model="local",
+        meta={"variables": {"level": 2}, "auto_title": True},
+        user_content="첫 질문입니다",
+        user_meta={"lang": "ko"},
+        reply_model="local/qwen",
+    )
+    assert re.fullmatch(r"[0-9a-f]{28}", conv.id) and _aware_utc(conv.created_at)
+    assert (conv.user_id, conv.title, conv.persona, conv.model, conv.kind) == (
+        "u1",
+        "첫 질문",
+        "tutor",
+        "local",
+        "chat",
+    )
+    assert await store.get_conversation("u1", conv.id) == conv
+    assert await store.get_conversation("u2", conv.id) is None
+    assert user_msg is not None and user_msg.conversation_id == conv.id == reply.conversation_id
+    assert (user_msg.role, user_msg.content, user_msg.status) == ("user", "첫 질문입니다", MessageStatus.COMPLETE)
+    assert dict(user_msg.meta) == {"lang": "ko"}
+    assert (reply.role, reply.content, reply.status, reply.model) == (
+        "assistant",
+        "",
+        MessageStatus.STREAMING,
+        "local/qwen",
+    )
+    assert await store.list_messages("u1", conv.id) == [user_msg, reply]
+    assert [c.id for c in await store.list_conversations("u1")] == [conv.id, older.id]
+
+    # The rest of the turn and the next ones go on as in any conversation.
+    finished = await store.finish_turn(
+        "u1",
+        reply.id,
+        content="답",
+        status=MessageStatus.COMPLETE,
+        model="local/qwen",
+        meta={"finish_reason": "stop"},
+        usage=_usage("u1", "local/qwen", 5, 1, conversation_id=conv.id, message_id=reply.id),
+    )
+    assert finished is not None and finished.status is MessageStatus.COMPLETE
+    second, second_reply = await store.begin_turn("u1", conv.id, user_content="또", reply_model="local")
+    messages = await store.list_messages("u1", conv.id)
+    assert messages == [user_msg, finished, second, second_reply]
+    assert await store.tokens_used_since("u1", datetime.now(UTC) - timedelta(minutes=1)) == 6
+
+
+async def test_create_conversation_with_turn_api_log_without_or_with_blocked_input(store: Store) -> None:
+    api, none_msg, reply = await store.create_conversation_with_turn(
+        "u1", title="v1", model="m", kind="api", user_content=None, reply_model="m"
+    )
+    assert none_msg is None and api.kind == "api" and dict(api.meta) == {}
+    assert await store.list_messages("u1", api.id) == [reply]
+    assert [c.id for c in await store.list_conversations("u1", kind="api")] == [api.id]
+    assert await store.list_conversations("u1") == []  # kind "chat" only
+
+    _, blocked, _ = await store.create_conversation_with_turn(
+        "u1", user_content="bad", user_status=MessageStatus.BLOCKED, reply_model="m"
+    )
+    assert blocked is not None and blocked.status is MessageStatus.BLOCKED
+
+
+async def test_create_conversation_with_turn_is_all_or_nothing(store: Store) -> None:
+    with pytest.raises(TypeError):  # meta that cannot be stored fails the turn after the conversation was built
+        await store.create_conversation_with_turn(
+            "u1", title="never", user_content="x", user_meta={"bad": object()}, reply_model="m"
+        )
+    assert await store.list_conversations("u1", kind=None) == []
+
+
+async def test_reply_of_a_new_conversation_is_repaired_after_a_crash(store: Store, store_factory: StoreFactory) -> None:
+    conv, _, reply = await store.create_conversation_with_turn("u1", user_content="q", reply_model="m")
+    await store.update_message("u1", reply.id, content="half")
+    restarted = store_factory()
+    await restarted.open()
+    try:
+        messages = await restarted.list_messages("u1", conv.id)
+    finally:
+        await restarted.close()
+    assert messages is not None and [(m.content, m.status) for m in messages] == [
+        ("q", MessageStatus.COMPLETE),
+        ("half", MessageStatus.INTERRUPTED),
+    ]
+
+
+async def test_concurrent_new_conversations_each_get_their_own_turn(store: Store) -> None:
+    async def start(i: int) -> tuple[str, str, str]:
+        conv, _, reply = await store.create_conversation_with_turn(
+            "u1", title=f"t{i}", kind="api", user_content=f"q{i}", reply_model="m"
+        )
+        return conv.id, f"q{i}", reply.id
+
+    started = await asyncio.gather(*(start(i) for i in range(20)))
+    assert len({conv_id for conv_id, _, _ in started}) == 20
+    for conv_id, question, reply_id in started:
+        messages = await store.list_messages("u1", conv_id)
+        assert messages is not None
+        assert [(m.role, m.content) for m in messages] == [("user", question), ("assistant", "")]
+        assert messages[1].id == reply_id
+
+
+async def test_the_default_create_conversation_with_turn_composes_the_primitives(store: Store) -> None:
+    # What a third-party backend gets without overriding it: the same results, in two steps.
+    conv, user_msg, reply = await Store.create_conversation_with_turn(
+        store, "u1", title="plugin", kind="api", user_content="q", reply_model="m"
+    )
+    got = await store.get_conversation("u1", conv.id)
+    assert got is not None and (got.title, got.kind, got.created_at) == ("plugin", "api", conv.created_at)
+    assert await store.list_messages("u1", conv.id) == [user_msg, reply]
+    assert reply.status is MessageStatus.STREAMING
+
+
 async def test_finish_turn_records_usage_even_when_the_reply_is_gone(store: Store) -> None:
     conv = await store.create_conversation("u1")
     _, reply = await store.begin_turn("u1", conv.id, user_content="x", reply_model="m")

@@ -8,13 +8,15 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from daehwa.stores.migrations import MIGRATIONS_TABLE, sqlite_migrations
 from daehwa.stores.sqlite import SQLiteStore
-from daehwa.types import MessageStatus
+from daehwa.types import MessageStatus, Outcome, Usage, UsageRecord
 
 
 def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -212,8 +214,8 @@ async def test_a_new_migration_runs_on_the_next_open(tmp_path: Path, monkeypatch
     await store.open()
     await store.close()
 
-    async def m999_add_column(db: object) -> None:
-        await db.execute("ALTER TABLE conversations ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")  # type: ignore[attr-defined]
+    def m999_add_column(db: sqlite3.Connection) -> None:
+        db.execute("ALTER TABLE conversations ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")
 
     monkeypatch.setattr(sqlite_migrations, "steps", [*sqlite_migrations.steps, m999_add_column])
     upgraded = SQLiteStore(path)
@@ -258,13 +260,14 @@ async def test_file_settings(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     await store.open()
     assert path.is_file()
-    db = store._conn()
-    async with db.execute("PRAGMA journal_mode") as cur:
-        assert (await cur.fetchone())[0] == "wal"  # type: ignore[index]
-    async with db.execute("PRAGMA foreign_keys") as cur:
-        assert (await cur.fetchone())[0] == 1  # type: ignore[index]
-    async with db.execute("PRAGMA busy_timeout") as cur:
-        assert (await cur.fetchone())[0] >= 1000  # type: ignore[index]
+
+    def pragmas(db: sqlite3.Connection) -> list[Any]:
+        names = ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+        return [db.execute(f"PRAGMA {name}").fetchone()[0] for name in names]
+
+    journal_mode, foreign_keys, busy_timeout, synchronous = await store._read(pragmas)
+    assert journal_mode == "wal" and foreign_keys == 1 and busy_timeout >= 1000
+    assert synchronous == 1  # NORMAL
     await store.close()
 
 
@@ -280,3 +283,65 @@ async def test_memory_database_works_for_quick_scripts() -> None:
 async def test_using_a_store_before_open_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="open"):
         await SQLiteStore(tmp_path / "x.db").get_conversation("u1", "c")
+
+
+async def test_each_operation_is_one_hop_to_the_connections_thread(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "hops.db")
+    await store.open()
+    assert store._executor is not None
+    submit = store._executor.submit
+    hops: list[str] = []
+    statements: list[str] = []
+
+    def counting_submit(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        hops.append(threading.current_thread().name)
+        return submit(fn, *args, **kwargs)
+
+    store._executor.submit = counting_submit  # type: ignore[method-assign]
+    await store._read(lambda db: db.set_trace_callback(statements.append))
+    hops.clear()
+
+    conv, _, reply = await store.create_conversation_with_turn("u1", kind="api", user_content="q", reply_model="m")
+    assert len(hops) == 1 and statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+    assert len(statements) == 5  # BEGIN, conversation, user message, reply, COMMIT
+    usage = UsageRecord(user_id="u1", model="m", usage=Usage(1, 2), outcome=Outcome.OK, ttft_ms=1.0, total_ms=2.0)
+    await store.finish_turn(
+        "u1", reply.id, content="a", status=MessageStatus.COMPLETE, model="m", meta=None, usage=usage
+    )
+    await store.begin_turn("u1", conv.id, user_content="q2", reply_model="m")
+    await store.list_messages("u1", conv.id)
+    assert len(hops) == 4  # one per call, however many statements each ran
+    await store.close()
+
+
+async def test_a_write_queued_behind_others_is_stored_even_if_its_caller_is_cancelled(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "shield.db")
+    await store.open()
+    conv = await store.create_conversation("u1")
+    assert store._executor is not None
+    gate = threading.Event()
+    blocker = asyncio.get_running_loop().run_in_executor(store._executor, gate.wait, 10)  # keeps the thread busy
+    writer = asyncio.create_task(store.append_message("u1", conv.id, role="assistant", content="partial reply"))
+    await asyncio.sleep(0.05)  # the write is queued, not started
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    gate.set()
+    await blocker
+    messages = await store.list_messages("u1", conv.id)
+    assert [m.content for m in messages or []] == ["partial reply"]
+    await store.close()
+
+
+async def test_close_ends_the_worker_thread_and_a_closed_store_says_so(tmp_path: Path) -> None:
+    before = {t.ident for t in threading.enumerate()}
+    store = SQLiteStore(tmp_path / "t.db")
+    await store.open()
+    await store.ping()
+    workers = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("daehwa-sqlite")]
+    assert len(workers) == 1
+    await store.close()
+    assert not workers[0].is_alive()
+    with pytest.raises(RuntimeError, match="open"):
+        await store.ping()
+    await store.close()  # a second close is harmless

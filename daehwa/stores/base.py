@@ -170,6 +170,37 @@ class Store(abc.ABC):
         )
         return user_msg, reply
 
+    async def create_conversation_with_turn(
+        self,
+        user_id: str,
+        *,
+        title: str = "",
+        persona: str | None = None,
+        model: str | None = None,
+        kind: str = "chat",
+        meta: Mapping[str, Any] | None = None,
+        user_content: str | None,
+        user_status: MessageStatus = MessageStatus.COMPLETE,
+        user_meta: Mapping[str, Any] | None = None,
+        reply_model: str | None,
+    ) -> tuple[Conversation, StoredMessage | None, StoredMessage]:
+        """``create_conversation`` then ``begin_turn`` in it: a new chat's first message, a stateless /v1 request.
+
+        Backends override this to do it in one transaction, so no conversation is ever left without its turn.
+        """
+        conversation = await self.create_conversation(
+            user_id, title=title, persona=persona, model=model, kind=kind, meta=meta
+        )
+        user_msg, reply = await self.begin_turn(
+            user_id,
+            conversation.id,
+            user_content=user_content,
+            user_status=user_status,
+            user_meta=user_meta,
+            reply_model=reply_model,
+        )
+        return conversation, user_msg, reply
+
     async def finish_turn(
         self,
         user_id: str,

@@ -10,27 +10,28 @@ Redis keeps JSON documents and needs no schema migrations (see ``docs/stores.md`
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .common import iso, utcnow
 
-if TYPE_CHECKING:
-    import aiosqlite
-
 MIGRATIONS_TABLE = "_daehwa_migrations"
 
-Conn = TypeVar("Conn")
+Step = TypeVar("Step", bound=Callable[..., Any])
 
 
-class Migrations(Generic[Conn]):
-    """An ordered list of named migration functions for one backend; use an instance as a decorator."""
+class Migrations(Generic[Step]):
+    """An ordered list of named migration functions for one backend; use an instance as a decorator.
+
+    SQLite steps are plain functions (they run on the SQLite store's own thread); PostgreSQL steps are coroutines.
+    """
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
-        self.steps: list[Callable[[Conn], Awaitable[None]]] = []
+        self.steps: list[Step] = []
 
-    def __call__(self, fn: Callable[[Conn], Awaitable[None]]) -> Callable[[Conn], Awaitable[None]]:
+    def __call__(self, fn: Step) -> Step:
         if any(step.__name__ == fn.__name__ for step in self.steps):
             raise ValueError(f"duplicate {self.backend} migration {fn.__name__}")
         self.steps.append(fn)
@@ -44,12 +45,12 @@ class Migrations(Generic[Conn]):
 # -- SQLite ------------------------------------------------------------------------------------------------------
 # Times are fixed-width ISO-8601 text in UTC (string order == time order); meta columns hold JSON objects.
 
-sqlite_migrations: Migrations[aiosqlite.Connection] = Migrations("sqlite")
+sqlite_migrations: Migrations[Callable[[sqlite3.Connection], None]] = Migrations("sqlite")
 
 
 @sqlite_migrations
-async def m001_conversations(db: aiosqlite.Connection) -> None:
-    await db.execute(
+def m001_conversations(db: sqlite3.Connection) -> None:
+    db.execute(
         """CREATE TABLE conversations (
             id TEXT PRIMARY KEY,
             user_id TEXT NOT NULL,
@@ -63,13 +64,13 @@ async def m001_conversations(db: aiosqlite.Connection) -> None:
             updated_at TEXT NOT NULL
         )"""
     )
-    await db.execute("CREATE INDEX conversations_by_user ON conversations (user_id, updated_at DESC)")
+    db.execute("CREATE INDEX conversations_by_user ON conversations (user_id, updated_at DESC)")
 
 
 @sqlite_migrations
-async def m002_messages(db: aiosqlite.Connection) -> None:
+def m002_messages(db: sqlite3.Connection) -> None:
     # ``seq`` (the rowid) orders messages: ids are ordered only to the millisecond.
-    await db.execute(
+    db.execute(
         """CREATE TABLE messages (
             seq INTEGER PRIMARY KEY,
             id TEXT NOT NULL UNIQUE,
@@ -82,14 +83,14 @@ async def m002_messages(db: aiosqlite.Connection) -> None:
             created_at TEXT NOT NULL
         )"""
     )
-    await db.execute("CREATE INDEX messages_by_conversation ON messages (conversation_id, seq)")
+    db.execute("CREATE INDEX messages_by_conversation ON messages (conversation_id, seq)")
     # Only the few replies in flight are in this index; open() uses it to find those a dead process left.
-    await db.execute("CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming'")
+    db.execute("CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming'")
 
 
 @sqlite_migrations
-async def m003_accounts(db: aiosqlite.Connection) -> None:
-    await db.execute(
+def m003_accounts(db: sqlite3.Connection) -> None:
+    db.execute(
         """CREATE TABLE users (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL UNIQUE,
@@ -99,7 +100,7 @@ async def m003_accounts(db: aiosqlite.Connection) -> None:
             created_at TEXT NOT NULL
         )"""
     )
-    await db.execute(
+    db.execute(
         """CREATE TABLE api_keys (
             id TEXT PRIMARY KEY,
             user_id TEXT NOT NULL,
@@ -111,8 +112,8 @@ async def m003_accounts(db: aiosqlite.Connection) -> None:
             revoked_at TEXT
         )"""
     )
-    await db.execute("CREATE INDEX api_keys_by_user ON api_keys (user_id)")
-    await db.execute(
+    db.execute("CREATE INDEX api_keys_by_user ON api_keys (user_id)")
+    db.execute(
         """CREATE TABLE sessions (
             token_hash TEXT PRIMARY KEY,
             user_id TEXT NOT NULL,
@@ -120,13 +121,13 @@ async def m003_accounts(db: aiosqlite.Connection) -> None:
             expires_at TEXT NOT NULL
         )"""
     )
-    await db.execute("CREATE INDEX sessions_by_expiry ON sessions (expires_at)")
+    db.execute("CREATE INDEX sessions_by_expiry ON sessions (expires_at)")
 
 
 @sqlite_migrations
-async def m004_usage(db: aiosqlite.Connection) -> None:
+def m004_usage(db: sqlite3.Connection) -> None:
     # No foreign key to conversations: accounting outlives the history it was for.
-    await db.execute(
+    db.execute(
         """CREATE TABLE usage (
             id INTEGER PRIMARY KEY,
             user_id TEXT NOT NULL,
@@ -144,38 +145,37 @@ async def m004_usage(db: aiosqlite.Connection) -> None:
             created_at TEXT NOT NULL
         )"""
     )
-    await db.execute("CREATE INDEX usage_by_user ON usage (user_id, created_at)")
-    await db.execute("CREATE INDEX usage_by_time ON usage (created_at)")
+    db.execute("CREATE INDEX usage_by_user ON usage (user_id, created_at)")
+    db.execute("CREATE INDEX usage_by_time ON usage (created_at)")
 
 
-async def apply_sqlite(db: aiosqlite.Connection) -> list[str]:
+def apply_sqlite(db: sqlite3.Connection) -> list[str]:
     """Apply pending SQLite migrations in one ``BEGIN IMMEDIATE`` transaction; return the names applied now."""
     # IMMEDIATE takes the write lock first, so a second process waits (busy_timeout) and then sees them recorded.
-    await db.execute("BEGIN IMMEDIATE")
+    db.execute("BEGIN IMMEDIATE")
     try:
-        await db.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, applied_at TEXT)")
-        async with db.execute(f"SELECT name FROM {MIGRATIONS_TABLE}") as cursor:
-            done = {row[0] for row in await cursor.fetchall()}
+        db.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, applied_at TEXT)")
+        done = {row[0] for row in db.execute(f"SELECT name FROM {MIGRATIONS_TABLE}")}
         applied = []
         for step in sqlite_migrations.steps:
             if step.__name__ in done:
                 continue
-            await step(db)
-            await db.execute(
+            step(db)
+            db.execute(
                 f"INSERT INTO {MIGRATIONS_TABLE} (name, applied_at) VALUES (?, ?)", (step.__name__, iso(utcnow()))
             )
             applied.append(step.__name__)
     except BaseException:
-        await db.execute("ROLLBACK")
+        db.execute("ROLLBACK")
         raise
-    await db.execute("COMMIT")
+    db.execute("COMMIT")
     return applied
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------------------------
 # Same tables as SQLite, with native types: timestamptz, JSONB meta, bigint identity for message order.
 
-postgres_migrations: Migrations[Any] = Migrations("postgres")  # connections are asyncpg.Connection
+postgres_migrations: Migrations[Callable[[Any], Awaitable[None]]] = Migrations("postgres")  # asyncpg.Connection
 
 
 @postgres_migrations

@@ -1,9 +1,10 @@
 """The PostgreSQL store (asyncpg, a connection pool): the SQLite schema with native types and JSONB metadata.
 
 The hot-path writes are single statements: ``begin_turn`` bumps the conversation and inserts both messages in one
-``WITH ... INSERT``, ``finish_turn`` updates the reply and inserts its usage in one statement, so each is one round
-trip and atomic without an explicit transaction. Tables live in the connection's schema; ``schema=`` puts them in
-another one (created if missing), which is how the tests isolate themselves.
+``WITH ... INSERT`` (``create_conversation_with_turn`` inserts the conversation too), ``finish_turn`` updates the
+reply and inserts its usage in one statement, so each is one round trip and atomic without an explicit transaction.
+Tables live in the connection's schema; ``schema=`` puts them in another one (created if missing), which is how the
+tests isolate themselves.
 """
 
 from __future__ import annotations
@@ -41,6 +42,24 @@ WITH conv AS (
 )
 INSERT INTO messages (id, conversation_id, role, content, status, model, meta, created_at)
 SELECT new.id, conv.id, new.role, new.content, new.status, new.model, new.meta::jsonb, $3
+FROM conv, new ORDER BY new.n
+RETURNING id
+"""
+
+# A new conversation and its first messages in one statement; the messages' foreign key is checked at its end.
+# $1-$8 the conversation (id, user_id, title, title_key, persona, model, kind, meta), $9 created_at, then the
+# messages as arrays like _INSERT_MESSAGES's $4-$9.
+_INSERT_CONVERSATION_WITH_MESSAGES = """
+WITH conv AS (
+    INSERT INTO conversations (id, user_id, title, title_key, persona, model, kind, meta, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+    RETURNING id
+), new AS (
+    SELECT * FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
+        WITH ORDINALITY AS r (id, role, content, status, model, meta, n)
+)
+INSERT INTO messages (id, conversation_id, role, content, status, model, meta, created_at)
+SELECT new.id, conv.id, new.role, new.content, new.status, new.model, new.meta::jsonb, $9
 FROM conv, new ORDER BY new.n
 RETURNING id
 """
@@ -265,16 +284,7 @@ class PostgresStore(Store):
     async def _insert(self, user_id: str, conversation_id: str, messages: list[StoredMessage]) -> None:
         created = await self._write(
             lambda: self._p().fetch(
-                _INSERT_MESSAGES,
-                conversation_id,
-                user_id,
-                messages[0].created_at,
-                [m.id for m in messages],
-                [m.role for m in messages],
-                [m.content for m in messages],
-                [m.status.value for m in messages],
-                [m.model for m in messages],
-                [json.dumps(dict(m.meta), ensure_ascii=False) for m in messages],
+                _INSERT_MESSAGES, conversation_id, user_id, messages[0].created_at, *_message_arrays(messages)
             )
         )
         if not created:
@@ -312,6 +322,54 @@ class PostgresStore(Store):
         reply = _new_message(conversation_id, "assistant", "", MessageStatus.STREAMING, reply_model, None, now)
         await self._insert(user_id, conversation_id, [m for m in (user_msg, reply) if m is not None])
         return user_msg, reply
+
+    async def create_conversation_with_turn(
+        self,
+        user_id: str,
+        *,
+        title: str = "",
+        persona: str | None = None,
+        model: str | None = None,
+        kind: str = "chat",
+        meta: Mapping[str, Any] | None = None,
+        user_content: str | None,
+        user_status: MessageStatus = MessageStatus.COMPLETE,
+        user_meta: Mapping[str, Any] | None = None,
+        reply_model: str | None,
+    ) -> tuple[Conversation, StoredMessage | None, StoredMessage]:
+        now = utcnow()
+        conv = Conversation(
+            id=new_id(),
+            user_id=user_id,
+            title=title,
+            persona=persona,
+            model=model,
+            created_at=now,
+            updated_at=now,
+            kind=kind,
+            meta=dict(meta or {}),
+        )
+        user_msg = None
+        if user_content is not None:
+            user_msg = _new_message(conv.id, "user", user_content, user_status, None, user_meta, now)
+        reply = _new_message(conv.id, "assistant", "", MessageStatus.STREAMING, reply_model, None, now)
+        messages = [m for m in (user_msg, reply) if m is not None]
+        await self._write(
+            lambda: self._p().fetch(
+                _INSERT_CONVERSATION_WITH_MESSAGES,
+                conv.id,
+                user_id,
+                title,
+                title_key(title),
+                persona,
+                model,
+                kind,
+                dict(conv.meta),
+                now,
+                *_message_arrays(messages),
+            )
+        )
+        return conv, user_msg, reply
 
     async def update_message(
         self,
@@ -580,6 +638,18 @@ def _redact(dsn: str) -> str:
 def _count(status: str) -> int:
     """Rows touched, from a command status such as ``UPDATE 1`` or ``DELETE 3``."""
     return int(status.rsplit(" ", 1)[-1])
+
+
+def _message_arrays(messages: list[StoredMessage]) -> list[list[Any]]:
+    """The columns of ``messages`` as arrays, for the ``unnest`` of the insert statements."""
+    return [
+        [m.id for m in messages],
+        [m.role for m in messages],
+        [m.content for m in messages],
+        [m.status.value for m in messages],
+        [m.model for m in messages],
+        [json.dumps(dict(m.meta), ensure_ascii=False) for m in messages],
+    ]
 
 
 def _new_message(

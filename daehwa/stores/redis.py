@@ -245,40 +245,48 @@ class RedisStore(Store):
         kind: str = "chat",
         meta: Mapping[str, Any] | None = None,
     ) -> Conversation:
-        now = utcnow()
-        conv = Conversation(
-            id=new_id(),
-            user_id=user_id,
-            title=title,
-            persona=persona,
-            model=model,
-            created_at=now,
-            updated_at=now,
-            kind=kind,
-            meta=dict(meta or {}),
-        )
+        conv = _new_conversation(user_id, title, persona, model, kind, meta)
         key, _, _, index, _ = self._conv_keys(user_id, conv.id)
-        fields: dict[str, Any] = {
-            "user_id": user_id,
-            "kind": kind,
-            "title": title,
-            "title_key": title_key(title),
-            "meta": _dumps(conv.meta),
-            "created_at": iso(now),
-            "updated_at": iso(now),
-            "seq": 0,
-        }
-        if persona is not None:
-            fields["persona"] = persona
-        if model is not None:
-            fields["model"] = model
         async with self._r().pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields)
-            pipe.zadd(index, {conv.id: micros(now)})
+            pipe.hset(key, mapping=_conversation_fields(conv, seq=0))
+            pipe.zadd(index, {conv.id: micros(conv.updated_at)})
             pipe.pexpire(key, self.ttl_ms)
             pipe.pexpire(index, self.ttl_ms)
             await pipe.execute()
         return conv
+
+    async def create_conversation_with_turn(
+        self,
+        user_id: str,
+        *,
+        title: str = "",
+        persona: str | None = None,
+        model: str | None = None,
+        kind: str = "chat",
+        meta: Mapping[str, Any] | None = None,
+        user_content: str | None,
+        user_status: MessageStatus = MessageStatus.COMPLETE,
+        user_meta: Mapping[str, Any] | None = None,
+        reply_model: str | None,
+    ) -> tuple[Conversation, StoredMessage | None, StoredMessage]:
+        conv = _new_conversation(user_id, title, persona, model, kind, meta)
+        user_msg = None
+        if user_content is not None:
+            user_msg = self._new_message(conv.id, "user", user_content, user_status, None, user_meta)
+        reply = self._new_message(conv.id, "assistant", "", MessageStatus.STREAMING, reply_model, None)
+        messages = [m for m in (user_msg, reply) if m is not None]
+        key, msgs, order, index, streaming = self._conv_keys(user_id, conv.id)
+        # One MULTI, no ownership check to make: the conversation is new, so nobody else can write to it yet.
+        async with self._r().pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=_conversation_fields(conv, seq=len(messages)))
+            pipe.hset(msgs, mapping={m.id: _dumps(_message_doc(m)) for m in messages})
+            pipe.zadd(order, {m.id: seq for seq, m in enumerate(messages, start=1)})
+            pipe.zadd(index, {conv.id: micros(conv.updated_at)})
+            pipe.sadd(streaming, reply.id)
+            for k in (key, msgs, order, index):
+                pipe.pexpire(k, self.ttl_ms)
+            await pipe.execute()
+        return conv, user_msg, reply
 
     async def _owned(self, user_id: str, conversation_id: str) -> dict[str, str] | None:
         fields: dict[str, str] = await self._r().hgetall(self._k("conv", conversation_id))
@@ -675,6 +683,42 @@ def _changes(content: str | None, status: MessageStatus | None, model: str | Non
     if model is not None:
         changes["model"] = model
     return changes
+
+
+def _new_conversation(
+    user_id: str, title: str, persona: str | None, model: str | None, kind: str, meta: Mapping[str, Any] | None
+) -> Conversation:
+    now = utcnow()
+    return Conversation(
+        id=new_id(),
+        user_id=user_id,
+        title=title,
+        persona=persona,
+        model=model,
+        created_at=now,
+        updated_at=now,
+        kind=kind,
+        meta=dict(meta or {}),
+    )
+
+
+def _conversation_fields(c: Conversation, *, seq: int) -> dict[str, Any]:
+    """The conversation hash of a new conversation; ``seq`` is the number of messages stored with it."""
+    fields: dict[str, Any] = {
+        "user_id": c.user_id,
+        "kind": c.kind,
+        "title": c.title,
+        "title_key": title_key(c.title),
+        "meta": _dumps(c.meta),
+        "created_at": iso(c.created_at),
+        "updated_at": iso(c.updated_at),
+        "seq": seq,
+    }
+    if c.persona is not None:
+        fields["persona"] = c.persona
+    if c.model is not None:
+        fields["model"] = c.model
+    return fields
 
 
 def _message_doc(m: StoredMessage) -> dict[str, Any]:

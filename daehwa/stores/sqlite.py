@@ -1,9 +1,12 @@
-"""The default store: one SQLite file through aiosqlite.
+"""The default store: one SQLite file, driven from one worker thread.
 
 One connection per store, in WAL mode so readers never block the writer and several processes can share the file.
-Every write is a ``BEGIN IMMEDIATE`` transaction: taking the write lock up front means a busy file makes us wait
-(``busy_timeout``) instead of failing with "database is locked" halfway through. Writes of one store are serialised
-by an asyncio lock, because the coroutines of one event loop share the single connection and its transaction.
+The connection lives on a dedicated thread (a one-worker executor) and every store method is one plain function
+run there: all its statements and its commit cost a single hop between the event loop and the thread, instead of
+one hop per statement. The single worker also serialises the store's operations, so the coroutines of one event
+loop never interleave inside a transaction. Every write is a ``BEGIN IMMEDIATE`` transaction: taking the write lock
+up front means a busy file makes us wait (``busy_timeout``) instead of failing with "database is locked" halfway
+through.
 """
 
 from __future__ import annotations
@@ -11,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-
-import aiosqlite
 
 from ..errors import ConfigError, Conflict, NotFound
 from ..types import Conversation, MessageStatus, Outcome, Role, StoredMessage, UsageRecord, UsageTotal, User
@@ -52,8 +54,8 @@ class SQLiteStore(Store):
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = path if path == ":memory:" else str(Path(path).expanduser())
         self.busy_timeout_ms = busy_timeout_ms
-        self._db: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self.applied_migrations: list[str] = []  # what the last open() applied, for tests and logs
 
     @classmethod
@@ -65,65 +67,63 @@ class SQLiteStore(Store):
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def open(self) -> None:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="daehwa-sqlite")
+        try:
+            self._db, self.applied_migrations = await asyncio.get_running_loop().run_in_executor(
+                executor, self._connect
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self._executor = executor
+
+    def _connect(self) -> tuple[sqlite3.Connection, list[str]]:
+        """On the worker thread, which owns the connection from now on."""
         if self.path != ":memory:":
-            await asyncio.to_thread(_make_parent_dir, self.path)
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, sqlite3 must not open transactions behind our back.
-        db = await aiosqlite.connect(self.path, isolation_level=None)
+        db = sqlite3.connect(self.path, isolation_level=None)
         db.row_factory = sqlite3.Row
         try:
             # busy_timeout first: switching to WAL itself waits for the lock when another process is writing.
-            await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")  # durable at each checkpoint; safe with WAL
-            await db.execute("PRAGMA foreign_keys = ON")
-            self.applied_migrations = await apply_sqlite(db)
-            self._db = db
-            await self._transaction(self._repair_streaming)
+            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")  # durable at each checkpoint; safe with WAL
+            db.execute("PRAGMA foreign_keys = ON")
+            applied = apply_sqlite(db)
+            _in_transaction(db, _repair_streaming)
         except BaseException:
-            self._db = None
-            await db.close()
+            db.close()
             raise
-
-    async def _repair_streaming(self, db: aiosqlite.Connection) -> None:
-        await db.execute(
-            "UPDATE messages SET status = ? WHERE status = ?", (MessageStatus.INTERRUPTED, MessageStatus.STREAMING)
-        )
+        return db, applied
 
     async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
+        if self._db is not None and self._executor is not None:
+            db, executor = self._db, self._executor
+            self._db = self._executor = None
+            # Queued behind every operation already submitted (one worker, first in first out), so those finish.
+            await asyncio.get_running_loop().run_in_executor(executor, db.close)
+            executor.shutdown(wait=True)
 
     async def ping(self) -> None:
-        await self._fetchone("SELECT 1")
+        await self._read(lambda db: db.execute("SELECT 1").fetchone())
 
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
+    def _worker(self) -> tuple[sqlite3.Connection, ThreadPoolExecutor]:
+        if self._db is None or self._executor is None:
             raise RuntimeError("SQLiteStore is not open: call 'await store.open()' first.")
-        return self._db
+        return self._db, self._executor
 
-    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run ``work`` in one write transaction. Shielded: a caller that is cancelled (a client that left) does not
-        cut a transaction in half, and what it was storing, e.g. a partial reply, is stored."""
-        return await asyncio.shield(self._run_transaction(work))
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` (reads only) on the connection's thread: one hop, whatever it does."""
+        db, executor = self._worker()
+        return await asyncio.get_running_loop().run_in_executor(executor, work, db)
 
-    async def _run_transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        db = self._conn()
-        async with self._write_lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                result = await work(db)
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-            await db.execute("COMMIT")
-            return result
-
-    async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        return await _fetchone(self._conn(), sql, params)
-
-    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        return await _fetchall(self._conn(), sql, params)
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one write transaction on the connection's thread. Shielded: a caller that is cancelled (a
+        client that left) neither cuts a transaction in half nor drops one still queued, so what it was storing, e.g.
+        a partial reply, is stored."""
+        db, executor = self._worker()
+        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(executor, _in_transaction, db, work))
 
     # -- conversations -----------------------------------------------------------------------------------------
     async def create_conversation(
@@ -136,33 +136,16 @@ class SQLiteStore(Store):
         kind: str = "chat",
         meta: Mapping[str, Any] | None = None,
     ) -> Conversation:
-        now = utcnow()
-        conv = Conversation(
-            id=new_id(),
-            user_id=user_id,
-            title=title,
-            persona=persona,
-            model=model,
-            created_at=now,
-            updated_at=now,
-            kind=kind,
-            meta=dict(meta or {}),
-        )
-
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "INSERT INTO conversations (id, user_id, title, title_key, persona, model, kind, meta, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (conv.id, user_id, title, title_key(title), persona, model, kind, _json(conv.meta), iso(now), iso(now)),
-            )
-
-        await self._transaction(work)
+        conv = _new_conversation(user_id, title, persona, model, kind, meta)
+        await self._write(lambda db: _insert_conversation(db, conv))
         return conv
 
     async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation | None:
-        row = await self._fetchone(
-            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ? AND user_id = ?",
-            (conversation_id, user_id),
+        row = await self._read(
+            lambda db: db.execute(
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ? AND user_id = ?",
+                (conversation_id, user_id),
+            ).fetchone()
         )
         return _conversation(row) if row else None
 
@@ -185,47 +168,47 @@ class SQLiteStore(Store):
         if before is not None:
             where.append("updated_at < ?")
             params.append(iso(before))
-        rows = await self._fetchall(
-            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE {' AND '.join(where)} "
-            "ORDER BY updated_at DESC, id DESC LIMIT ?",
-            (*params, max(limit, 0)),
+        rows = await self._read(
+            lambda db: db.execute(
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE {' AND '.join(where)} "
+                "ORDER BY updated_at DESC, id DESC LIMIT ?",
+                (*params, max(limit, 0)),
+            ).fetchall()
         )
         return [_conversation(row) for row in rows]
 
     async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> bool:
-        async def work(db: aiosqlite.Connection) -> bool:
-            cursor = await db.execute(
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 "UPDATE conversations SET title = ?, title_key = ?, updated_at = ? WHERE id = ? AND user_id = ?",
                 (title, title_key(title), iso(utcnow()), conversation_id, user_id),
             )
             return cursor.rowcount > 0
 
-        return await self._transaction(work)
+        return await self._write(work)
 
     async def update_conversation(self, user_id: str, conversation_id: str, *, meta: Mapping[str, Any]) -> bool:
-        async def work(db: aiosqlite.Connection) -> bool:
-            row = await _fetchone(
-                db, "SELECT meta FROM conversations WHERE id = ? AND user_id = ?", (conversation_id, user_id)
-            )
+        def work(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "SELECT meta FROM conversations WHERE id = ? AND user_id = ?", (conversation_id, user_id)
+            ).fetchone()
             if row is None:
                 return False
-            await db.execute(
+            db.execute(
                 "UPDATE conversations SET meta = ? WHERE id = ?",
                 (_json(merged(json.loads(row["meta"]), meta)), conversation_id),
             )
             return True
 
-        return await self._transaction(work)
+        return await self._write(work)
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
-        async def work(db: aiosqlite.Connection) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
             # Messages go by ON DELETE CASCADE; usage rows have no foreign key and stay.
-            cursor = await db.execute(
-                "DELETE FROM conversations WHERE id = ? AND user_id = ?", (conversation_id, user_id)
-            )
+            cursor = db.execute("DELETE FROM conversations WHERE id = ? AND user_id = ?", (conversation_id, user_id))
             return cursor.rowcount > 0
 
-        return await self._transaction(work)
+        return await self._write(work)
 
     # -- messages ----------------------------------------------------------------------------------------------
     async def append_message(
@@ -239,11 +222,11 @@ class SQLiteStore(Store):
         model: str | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> StoredMessage:
-        async def work(db: aiosqlite.Connection) -> StoredMessage:
-            await _require_conversation(db, user_id, conversation_id)
-            return await _insert_message(db, conversation_id, role, content, MessageStatus(status), model, meta)
+        def work(db: sqlite3.Connection) -> StoredMessage:
+            _require_conversation(db, user_id, conversation_id)
+            return _insert_message(db, conversation_id, role, content, MessageStatus(status), model, meta)
 
-        return await self._transaction(work)
+        return await self._write(work)
 
     async def update_message(
         self,
@@ -255,14 +238,11 @@ class SQLiteStore(Store):
         model: str | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> StoredMessage | None:
-        async def work(db: aiosqlite.Connection) -> StoredMessage | None:
-            return await _update_message(db, user_id, message_id, content, status, model, meta)
-
-        return await self._transaction(work)
+        return await self._write(lambda db: _update_message(db, user_id, message_id, content, status, model, meta))
 
     async def delete_messages_from(self, user_id: str, conversation_id: str, message_id: str) -> int:
-        async def work(db: aiosqlite.Connection) -> int:
-            cursor = await db.execute(
+        def work(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
                 """DELETE FROM messages WHERE conversation_id = ? AND seq >= (
                        SELECT m.seq FROM messages m JOIN conversations c ON c.id = m.conversation_id
                        WHERE m.id = ? AND m.conversation_id = ? AND c.user_id = ?)""",
@@ -270,28 +250,31 @@ class SQLiteStore(Store):
             )
             return cursor.rowcount
 
-        return await self._transaction(work)
+        return await self._write(work)
 
     async def list_messages(
         self, user_id: str, conversation_id: str, *, limit: int | None = None
     ) -> list[StoredMessage] | None:
-        if (
-            await self._fetchone("SELECT 1 FROM conversations WHERE id = ? AND user_id = ?", (conversation_id, user_id))
-            is None
-        ):
-            return None
-        if limit is None:
-            rows = await self._fetchall(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.conversation_id = ? ORDER BY m.seq",
-                (conversation_id,),
-            )
-        else:
-            rows = await self._fetchall(
+        def work(db: sqlite3.Connection) -> list[sqlite3.Row] | None:
+            # Both reads in one hop and one implicit read transaction: the check and the list see the same data.
+            owned = db.execute(
+                "SELECT 1 FROM conversations WHERE id = ? AND user_id = ?", (conversation_id, user_id)
+            ).fetchone()
+            if owned is None:
+                return None
+            if limit is None:
+                return db.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.conversation_id = ? ORDER BY m.seq",
+                    (conversation_id,),
+                ).fetchall()
+            return db.execute(
                 f"SELECT * FROM (SELECT m.seq, {_MESSAGE_COLUMNS} FROM messages m WHERE m.conversation_id = ? "
                 "ORDER BY m.seq DESC LIMIT ?) ORDER BY seq",
                 (conversation_id, max(limit, 0)),
-            )
-        return [_message(row) for row in rows]
+            ).fetchall()
+
+        rows = await self._read(work)
+        return None if rows is None else [_message(row) for row in rows]
 
     async def begin_turn(
         self,
@@ -303,19 +286,34 @@ class SQLiteStore(Store):
         user_meta: Mapping[str, Any] | None = None,
         reply_model: str | None,
     ) -> tuple[StoredMessage | None, StoredMessage]:
-        async def work(db: aiosqlite.Connection) -> tuple[StoredMessage | None, StoredMessage]:
-            await _require_conversation(db, user_id, conversation_id)
-            user_msg = None
-            if user_content is not None:
-                user_msg = await _insert_message(
-                    db, conversation_id, "user", user_content, MessageStatus(user_status), None, user_meta
-                )
-            reply = await _insert_message(
-                db, conversation_id, "assistant", "", MessageStatus.STREAMING, reply_model, None
-            )
-            return user_msg, reply
+        def work(db: sqlite3.Connection) -> tuple[StoredMessage | None, StoredMessage]:
+            _require_conversation(db, user_id, conversation_id)
+            return _insert_turn(db, conversation_id, user_content, user_status, user_meta, reply_model)
 
-        return await self._transaction(work)
+        return await self._write(work)
+
+    async def create_conversation_with_turn(
+        self,
+        user_id: str,
+        *,
+        title: str = "",
+        persona: str | None = None,
+        model: str | None = None,
+        kind: str = "chat",
+        meta: Mapping[str, Any] | None = None,
+        user_content: str | None,
+        user_status: MessageStatus = MessageStatus.COMPLETE,
+        user_meta: Mapping[str, Any] | None = None,
+        reply_model: str | None,
+    ) -> tuple[Conversation, StoredMessage | None, StoredMessage]:
+        conv = _new_conversation(user_id, title, persona, model, kind, meta)
+
+        def work(db: sqlite3.Connection) -> tuple[StoredMessage | None, StoredMessage]:
+            _insert_conversation(db, conv)
+            return _insert_turn(db, conv.id, user_content, user_status, user_meta, reply_model)
+
+        user_msg, reply = await self._write(work)
+        return conv, user_msg, reply
 
     async def finish_turn(
         self,
@@ -328,13 +326,13 @@ class SQLiteStore(Store):
         meta: Mapping[str, Any] | None,
         usage: UsageRecord | None,
     ) -> StoredMessage | None:
-        async def work(db: aiosqlite.Connection) -> StoredMessage | None:
-            message = await _update_message(db, user_id, message_id, content, status, model, meta)
+        def work(db: sqlite3.Connection) -> StoredMessage | None:
+            message = _update_message(db, user_id, message_id, content, status, model, meta)
             if usage is not None:
-                await _insert_usage(db, usage)
+                _insert_usage(db, usage)
             return message
 
-        return await self._transaction(work)
+        return await self._write(work)
 
     # -- accounts ----------------------------------------------------------------------------------------------
     async def create_user(
@@ -343,9 +341,9 @@ class SQLiteStore(Store):
         now = utcnow()
         user = User(id=new_id(), name=name, is_admin=is_admin, anonymous=anonymous, created_at=now)
 
-        async def work(db: aiosqlite.Connection) -> None:
+        def work(db: sqlite3.Connection) -> None:
             try:
-                await db.execute(
+                db.execute(
                     "INSERT INTO users (id, name, password_hash, is_admin, anonymous, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (user.id, name, password_hash, is_admin, anonymous, iso(now)),
@@ -353,86 +351,89 @@ class SQLiteStore(Store):
             except sqlite3.IntegrityError:
                 raise Conflict(f"The user name {name!r} is taken: choose another name.") from None
 
-        await self._transaction(work)
+        await self._write(work)
         return user
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        row = await self._fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
+        row = await self._read(lambda db: db.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone())
         return _user_record(row) if row else None
 
     async def get_user_by_name(self, name: str) -> UserRecord | None:
-        row = await self._fetchone("SELECT * FROM users WHERE name = ?", (name,))
+        row = await self._read(lambda db: db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone())
         return _user_record(row) if row else None
 
     async def list_users(self) -> list[User]:
-        rows = await self._fetchall("SELECT * FROM users ORDER BY created_at, id")
+        rows = await self._read(lambda db: db.execute("SELECT * FROM users ORDER BY created_at, id").fetchall())
         return [_user_record(row).user for row in rows]
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> bool:
-        async def work(db: aiosqlite.Connection) -> bool:
-            cursor = await db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
             return cursor.rowcount > 0
 
-        return await self._transaction(work)
+        return await self._write(work)
 
     async def create_api_key(self, user_id: str, *, name: str, prefix: str, key_hash: str) -> ApiKeyRecord:
         record = ApiKeyRecord(id=new_id(), user_id=user_id, name=name, prefix=prefix, created_at=utcnow())
 
-        async def work(db: aiosqlite.Connection) -> None:
+        def work(db: sqlite3.Connection) -> None:
             try:
-                await db.execute(
+                db.execute(
                     "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                     (record.id, user_id, name, prefix, key_hash, iso(record.created_at)),
                 )
             except sqlite3.IntegrityError:
                 raise Conflict("An API key with this hash exists already: generate a new key.") from None
 
-        await self._transaction(work)
+        await self._write(work)
         return record
 
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
-        async def work(db: aiosqlite.Connection) -> ApiKeyRecord | None:
-            await db.execute("UPDATE api_keys SET last_used_at = ? WHERE key_hash = ?", (iso(utcnow()), key_hash))
-            row = await _fetchone(db, f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,))
+        def work(db: sqlite3.Connection) -> ApiKeyRecord | None:
+            db.execute("UPDATE api_keys SET last_used_at = ? WHERE key_hash = ?", (iso(utcnow()), key_hash))
+            row = db.execute(f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
             return _api_key(row) if row else None
 
-        return await self._transaction(work)
+        return await self._write(work)
 
     async def list_api_keys(self, user_id: str | None = None) -> list[ApiKeyRecord]:
+        params: tuple[str, ...] = ()
         if user_id is None:
-            rows = await self._fetchall(f"SELECT {_API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id")
+            sql = f"SELECT {_API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
         else:
-            rows = await self._fetchall(
-                f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE user_id = ? ORDER BY created_at, id", (user_id,)
-            )
+            sql = f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE user_id = ? ORDER BY created_at, id"
+            params = (user_id,)
+        rows = await self._read(lambda db: db.execute(sql, params).fetchall())
         return [_api_key(row) for row in rows]
 
     async def revoke_api_key(self, key_id: str, *, user_id: str | None = None) -> bool:
-        async def work(db: aiosqlite.Connection) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
             # COALESCE keeps the first revocation time when a key is revoked twice.
-            cursor = await db.execute(
+            cursor = db.execute(
                 "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND (? IS NULL OR user_id = ?)",
                 (iso(utcnow()), key_id, user_id, user_id),
             )
             return cursor.rowcount > 0
 
-        return await self._transaction(work)
+        return await self._write(work)
 
     async def create_session(self, token_hash: str, record: SessionRecord) -> None:
-        async def work(db: aiosqlite.Connection) -> None:
+        def work(db: sqlite3.Connection) -> None:
             now = iso(utcnow())
-            await db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))  # sweep as we go: no cron needed
-            await db.execute(
+            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))  # sweep as we go: no cron needed
+            db.execute(
                 "INSERT OR REPLACE INTO sessions (token_hash, user_id, csrf_token, expires_at) VALUES (?, ?, ?, ?)",
                 (token_hash, record.user_id, record.csrf_token, iso(record.expires_at)),
             )
 
-        await self._transaction(work)
+        await self._write(work)
 
     async def get_session(self, token_hash: str) -> SessionRecord | None:
-        row = await self._fetchone(
-            "SELECT user_id, csrf_token, expires_at FROM sessions WHERE token_hash = ? AND expires_at > ?",
-            (token_hash, iso(utcnow())),
+        row = await self._read(
+            lambda db: db.execute(
+                "SELECT user_id, csrf_token, expires_at FROM sessions WHERE token_hash = ? AND expires_at > ?",
+                (token_hash, iso(utcnow())),
+            ).fetchone()
         )
         if row is None:
             return None
@@ -441,17 +442,11 @@ class SQLiteStore(Store):
         )
 
     async def delete_session(self, token_hash: str) -> None:
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
-
-        await self._transaction(work)
+        await self._write(lambda db: db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,)))
 
     # -- usage -------------------------------------------------------------------------------------------------
     async def record_usage(self, record: UsageRecord) -> None:
-        async def work(db: aiosqlite.Connection) -> None:
-            await _insert_usage(db, record)
-
-        await self._transaction(work)
+        await self._write(lambda db: _insert_usage(db, record))
 
     async def usage_totals(self, *, user_id: str | None = None, since: datetime | None = None) -> list[UsageTotal]:
         where, params = [], []
@@ -461,14 +456,14 @@ class SQLiteStore(Store):
         if since is not None:
             where.append("u.created_at >= ?")
             params.append(iso(since))
-        rows = await self._fetchall(
+        sql = (
             "SELECT u.user_id, users.name AS user_name, u.model, count(*) AS turns, "
             "sum(u.prompt_tokens) AS prompt_tokens, sum(u.completion_tokens) AS completion_tokens, "
             "coalesce(sum(u.cost), 0.0) AS cost FROM usage u LEFT JOIN users ON users.id = u.user_id "
             f"{'WHERE ' + ' AND '.join(where) if where else ''} "
-            "GROUP BY u.user_id, u.model ORDER BY u.user_id, u.model",
-            params,
+            "GROUP BY u.user_id, u.model ORDER BY u.user_id, u.model"
         )
+        rows = await self._read(lambda db: db.execute(sql, params).fetchall())
         return [
             UsageTotal(
                 user_id=row["user_id"],
@@ -483,32 +478,71 @@ class SQLiteStore(Store):
         ]
 
     async def tokens_used_since(self, user_id: str, since: datetime) -> int:
-        row = await self._fetchone(
-            "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage "
-            "WHERE user_id = ? AND created_at >= ?",
-            (user_id, iso(since)),
+        row = await self._read(
+            lambda db: db.execute(
+                "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage "
+                "WHERE user_id = ? AND created_at >= ?",
+                (user_id, iso(since)),
+            ).fetchone()
         )
         return int(row[0]) if row else 0
 
 
-def _make_parent_dir(path: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+# -- helpers run on the worker thread ----------------------------------------------------------------------------
+def _in_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
 
 
-# -- helpers run inside a transaction ----------------------------------------------------------------------------
-async def _fetchone(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-    async with db.execute(sql, params) as cursor:
-        return await cursor.fetchone()
+def _repair_streaming(db: sqlite3.Connection) -> None:
+    db.execute("UPDATE messages SET status = ? WHERE status = ?", (MessageStatus.INTERRUPTED, MessageStatus.STREAMING))
 
 
-async def _fetchall(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-    async with db.execute(sql, params) as cursor:
-        return list(await cursor.fetchall())
+def _new_conversation(
+    user_id: str, title: str, persona: str | None, model: str | None, kind: str, meta: Mapping[str, Any] | None
+) -> Conversation:
+    now = utcnow()
+    return Conversation(
+        id=new_id(),
+        user_id=user_id,
+        title=title,
+        persona=persona,
+        model=model,
+        created_at=now,
+        updated_at=now,
+        kind=kind,
+        meta=dict(meta or {}),
+    )
 
 
-async def _require_conversation(db: aiosqlite.Connection, user_id: str, conversation_id: str) -> None:
+def _insert_conversation(db: sqlite3.Connection, c: Conversation) -> None:
+    db.execute(
+        "INSERT INTO conversations (id, user_id, title, title_key, persona, model, kind, meta, created_at, "
+        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            c.id,
+            c.user_id,
+            c.title,
+            title_key(c.title),
+            c.persona,
+            c.model,
+            c.kind,
+            _json(c.meta),
+            iso(c.created_at),
+            iso(c.updated_at),
+        ),
+    )
+
+
+def _require_conversation(db: sqlite3.Connection, user_id: str, conversation_id: str) -> None:
     """Bump the conversation's ``updated_at`` (a new message makes it the newest), or raise ``NotFound``."""
-    cursor = await db.execute(
+    cursor = db.execute(
         "UPDATE conversations SET updated_at = ? WHERE id = ? AND user_id = ?",
         (iso(utcnow()), conversation_id, user_id),
     )
@@ -516,8 +550,25 @@ async def _require_conversation(db: aiosqlite.Connection, user_id: str, conversa
         raise NotFound(f"Conversation {conversation_id!r} does not exist: list your conversations to find its id.")
 
 
-async def _insert_message(
-    db: aiosqlite.Connection,
+def _insert_turn(
+    db: sqlite3.Connection,
+    conversation_id: str,
+    user_content: str | None,
+    user_status: MessageStatus,
+    user_meta: Mapping[str, Any] | None,
+    reply_model: str | None,
+) -> tuple[StoredMessage | None, StoredMessage]:
+    user_msg = None
+    if user_content is not None:
+        user_msg = _insert_message(
+            db, conversation_id, "user", user_content, MessageStatus(user_status), None, user_meta
+        )
+    reply = _insert_message(db, conversation_id, "assistant", "", MessageStatus.STREAMING, reply_model, None)
+    return user_msg, reply
+
+
+def _insert_message(
+    db: sqlite3.Connection,
     conversation_id: str,
     role: Role,
     content: str,
@@ -535,7 +586,7 @@ async def _insert_message(
         model=model,
         meta=dict(meta or {}),
     )
-    await db.execute(
+    db.execute(
         "INSERT INTO messages (id, conversation_id, role, content, status, model, meta, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (message.id, conversation_id, role, content, status.value, model, _json(message.meta), iso(message.created_at)),
@@ -543,8 +594,8 @@ async def _insert_message(
     return message
 
 
-async def _update_message(
-    db: aiosqlite.Connection,
+def _update_message(
+    db: sqlite3.Connection,
     user_id: str,
     message_id: str,
     content: str | None,
@@ -552,12 +603,11 @@ async def _update_message(
     model: str | None,
     meta: Mapping[str, Any] | None,
 ) -> StoredMessage | None:
-    row = await _fetchone(
-        db,
+    row = db.execute(
         f"SELECT {_MESSAGE_COLUMNS} FROM messages m JOIN conversations c ON c.id = m.conversation_id "
         "WHERE m.id = ? AND c.user_id = ?",
         (message_id, user_id),
-    )
+    ).fetchone()
     if row is None:
         return None
     old = _message(row)
@@ -571,15 +621,15 @@ async def _update_message(
         model=old.model if model is None else model,
         meta=merged(old.meta, meta),
     )
-    await db.execute(
+    db.execute(
         "UPDATE messages SET content = ?, status = ?, model = ?, meta = ? WHERE id = ?",
         (new.content, new.status.value, new.model, _json(new.meta), message_id),
     )
     return new
 
 
-async def _insert_usage(db: aiosqlite.Connection, r: UsageRecord) -> None:
-    await db.execute(
+def _insert_usage(db: sqlite3.Connection, r: UsageRecord) -> None:
+    db.execute(
         "INSERT INTO usage (user_id, model, prompt_tokens, completion_tokens, outcome, ttft_ms, total_ms, cost, "
         "source, conversation_id, message_id, request_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
