@@ -54,7 +54,10 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """JSON lines on stderr with request ids; no message text and no secrets (see daehwa/logs.py)."""
+    from .logs import configure_logging
+
+    configure_logging(settings)
 
 
 @contextlib.contextmanager
@@ -120,6 +123,7 @@ def serve(
         ws_ping_interval=20,
         ws="websockets-sansio",  # the default ("websockets") is the deprecated legacy implementation
         timeout_graceful_shutdown=10,
+        log_config=None,  # uvicorn's records go through our JSON handler (request ids, redaction)
     )
 
 

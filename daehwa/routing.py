@@ -307,6 +307,11 @@ class Router:
                     async with bulkhead.slot(max_wait=remaining):
                         self.metrics.bulkhead_active.labels(bulkhead.name).inc()
                         try:
+                            # Loading a model (the embedded one's first use) is not the model being slow: the
+                            # first-token clocks start once it is ready.
+                            warm_from = loop.time()
+                            await candidate.provider.warm(candidate.model_id)
+                            deadline += loop.time() - warm_from
                             stream = candidate.provider.stream(request)
                             started = loop.time()
                             first_by = min(started + self.config.first_token_timeout, deadline)

@@ -364,3 +364,33 @@ async def test_a_crashing_provider_counts_as_a_failure_and_the_fallback_answers(
     assert len(broken.requests) == 1  # not retried
     assert sample(metrics, "daehwa_upstream_errors_total", model="main/m", kind="provider_crashed") == 1
     assert router.breaker("main/m").snapshot().failures == 1
+
+
+async def test_loading_a_model_does_not_count_against_the_first_token_timeout(settings):
+    """A provider's warm-up (the embedded model loading on first use) happens before the first-token clock starts."""
+    from daehwa.chat import TurnRequest
+    from daehwa.providers.registry import ProviderRegistry
+    from daehwa.services import build_services
+    from daehwa.types import Outcome
+    from tests.conftest import FakeProvider
+
+    class SlowToLoad(FakeProvider):
+        warmed: list[str] = []
+
+        async def warm(self, model: str) -> None:
+            self.warmed.append(model)
+            await asyncio.sleep(0.6)
+
+    provider = SlowToLoad()
+    svc = build_services(
+        settings.model_copy(update={"first_token_timeout": 0.3, "first_token_deadline": 0.5}),
+        providers=ProviderRegistry([provider]),
+    )
+    await svc.start()
+    try:
+        user = await svc.store.create_user("carol", password_hash=None)
+        _, finished = await svc.chat.run(TurnRequest(user=user, content="hi"))
+        assert finished.outcome is Outcome.OK and finished.message.content == "echo: hi"
+        assert provider.warmed == ["echo"]
+    finally:
+        await svc.aclose()

@@ -17,6 +17,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..logs import bind_request_id
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _SECRET_QUERY = re.compile(r"((?:api_key|token|access_token|key)=)[^&\s\"']+", re.IGNORECASE)
 REDACTED_LOGGERS = ("uvicorn.access", "uvicorn.error")
@@ -37,17 +39,18 @@ class RequestIdMiddleware:
                 break
         rid = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
-        if scope["type"] == "websocket":
-            await self.app(scope, receive, send)
-            return
-        header = (b"x-request-id", rid.encode())
+        with bind_request_id(rid):  # every log line of this request (router, pipeline) carries its id
+            if scope["type"] == "websocket":
+                await self.app(scope, receive, send)
+                return
+            header = (b"x-request-id", rid.encode())
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
+            async def send_with_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", ()), header]
+                await send(message)
 
-        await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
 
 
 class BodyLimitMiddleware:

@@ -79,6 +79,9 @@ class Provider(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
 
+    async def warm(self, model: str) -> None:  # noqa: B027 - optional hook
+        """Make ``model`` ready to answer (load it); the router calls this before its first-token clock starts."""
+
     @abc.abstractmethod
     def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         """Yield ``TextDelta`` events, then exactly one ``StreamEnd``. Raise ``DaehwaError`` subclasses on failure.

@@ -254,13 +254,15 @@ class LocalProvider(Provider):
         if self._started:
             return
         self._started = True
-        # Warm the model the app will answer with: DAEHWA_DEFAULT_MODEL may name a local model other than 'local'.
-        name, _, model = self.settings.default_model.partition("/")
-        model = model if name == self.name and model else self.default_model
+        model = self.primary_model
         try:
             await self._engine(model)
         except DaehwaError as exc:
             log.warning("local model %s is not available: %s", model, exc.message)
+
+    async def warm(self, model: str) -> None:
+        """Load ``model`` if it is not loaded yet (joining its file on first use)."""
+        await self._engine(model)
 
     async def aclose(self) -> None:
         """Nothing to free per provider: engines are shared process-wide (``unload_all`` frees them)."""
@@ -409,8 +411,15 @@ class LocalProvider(Provider):
             )
         return out
 
+    @property
+    def primary_model(self) -> str:
+        """The model the app answers with: DAEHWA_DEFAULT_MODEL may name a local model other than 'local'."""
+        name, _, model = self.settings.default_model.partition("/")
+        return model if name == self.name and model else self.default_model
+
     def status(self) -> ProviderStatus:
-        model = self.default_model
+        """Readiness of the primary model (the one ``start`` loads)."""
+        model = self.primary_model
         detail: dict[str, Any] = {
             "model": model,
             "parallel": self.settings.local_parallel,
