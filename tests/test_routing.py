@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import aclosing
+from typing import ClassVar
 
 import pytest
 
@@ -375,7 +376,7 @@ async def test_loading_a_model_does_not_count_against_the_first_token_timeout(se
     from tests.conftest import FakeProvider
 
     class SlowToLoad(FakeProvider):
-        warmed: list[str] = []
+        warmed: ClassVar[list[str]] = []
 
         async def warm(self, model: str) -> None:
             self.warmed.append(model)
