@@ -297,7 +297,12 @@ async def _prompt_lines():  # type: ignore[no-untyped-def]
 
 # -- models ----------------------------------------------------------------------------------------------------
 @models_app.callback()
-def models(ctx: typer.Context) -> None:
+def models(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None, typer.Option(help="A running server to ask for circuit-breaker states (default: DAEHWA_HOST:PORT).")
+    ] = None,
+) -> None:
     """List every model, whether it is available now, and if not, why and how to fix it."""
     if ctx.invoked_subcommand is not None:
         return
@@ -306,18 +311,34 @@ def models(ctx: typer.Context) -> None:
     settings = load_settings()
     registry = ProviderRegistry.from_settings(settings)
     infos = asyncio.run(registry.list_models())
-    table = Table("model", "available", "note")
+    breakers = _server_breakers(url or f"http://{settings.host}:{settings.port}")
+    table = Table("model", "available", "breaker", "note")
     for info in infos:
         default = " (default)" if info.id in {settings.default_model, f"{settings.default_model}/"} else ""
+        breaker = breakers.get(info.id)
+        state = "" if breaker is None else breaker["state"]
+        colour = {"closed": "green", "half-open": "yellow", "open": "red"}.get(state, "white")
         table.add_row(
             info.id + default,
             "[green]yes[/]" if info.available else "[red]no[/]",
+            f"[{colour}]{state}[/]" if state else ("-" if breakers else "(server not running)"),
             info.reason or info.description,
         )
     out.print(table)
     out.print(
         "Any model id a provider accepts works too: <provider>/<model>, e.g. openai/gpt-4.1-nano.", highlight=False
     )
+
+
+def _server_breakers(url: str) -> dict[str, dict[str, Any]]:
+    """Breaker states live in the server process: ask its /readyz; an empty answer if it is not running."""
+    import httpx
+
+    try:
+        body = httpx.get(url.rstrip("/") + "/readyz", timeout=1.0).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return {b["name"]: b for b in body.get("breakers", []) if isinstance(b, dict) and "name" in b}
 
 
 @models_app.command("install")

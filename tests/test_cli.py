@@ -196,3 +196,37 @@ def test_piped_chat_answers_in_korean_with_the_embedded_model(tmp_path: Path, mo
     assert result.returncode == 0, result.stderr
     assert re.search("[가-힣]", result.stdout), result.stdout
     assert "서울" in result.stdout
+
+
+def test_models_shows_breaker_states_of_a_running_server(cli_env):
+    import http.server
+    import json
+    import threading
+
+    class Readyz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"status": "ready", "breakers": [{"name": "up/echo", "state": "open"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Readyz)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = subprocess.run(
+            [*DAEHWA, "models", "--url", url], env=cli_env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if "up/echo" in line)
+    assert "open" in row
