@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -224,7 +224,7 @@ class ChatService:
                     return started, event
         raise AssertionError("a turn always ends with TurnFinished")
 
-    async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
+    async def turn(self, request: TurnRequest) -> AsyncGenerator[TurnEvent, None]:
         """Run one turn, yielding ``TurnStarted``, ``TurnDelta``s and one ``TurnFinished``.
 
         Problems with the request raise a ``DaehwaError`` before ``TurnStarted`` and nothing is stored, except a
@@ -250,8 +250,12 @@ class ChatService:
             if conversation.persona and conversation.persona in self.personas:
                 persona = self._persona_for_user(user, conversation.persona)
             variables = dict(conversation.meta.get("variables", {}))
-            model = request.model or conversation.model or (persona.model if persona else None)
-            model = model or self.settings.default_model
+            model = (
+                request.model
+                or conversation.model
+                or (persona.model if persona else None)
+                or self.settings.default_model
+            )
         else:
             persona = self._persona_for_user(user, request.persona or self.settings.default_persona)
             variables = persona.resolve_variables(request.variables)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Annotated, Any
 
 import typer
@@ -226,8 +226,8 @@ def _bot_label(persona: str | None) -> str:
 async def _cli_user(services: Any, name: str) -> User:
     record = await services.store.get_user_by_name(name)
     if record is not None:
-        return record.user  # type: ignore[no-any-return]
-    return await services.store.create_user(name, password_hash=None)  # type: ignore[no-any-return]
+        return record.user
+    return await services.store.create_user(name, password_hash=None)
 
 
 async def _one_turn(services: Any, request: TurnRequest, interactive: bool) -> str | None:
@@ -272,7 +272,7 @@ async def _one_turn(services: Any, request: TurnRequest, interactive: bool) -> s
     return conversation_id[0] if conversation_id else None
 
 
-async def _stdin_lines():  # type: ignore[no-untyped-def]
+async def _stdin_lines() -> AsyncGenerator[str, None]:
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -281,7 +281,7 @@ async def _stdin_lines():  # type: ignore[no-untyped-def]
         yield line
 
 
-async def _prompt_lines():  # type: ignore[no-untyped-def]
+async def _prompt_lines() -> AsyncGenerator[str, None]:
     from prompt_toolkit import PromptSession
 
     session: PromptSession[str] = PromptSession()

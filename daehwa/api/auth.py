@@ -38,11 +38,11 @@ class Principal:
 
 
 def accounts_of(conn: HTTPConnection) -> Accounts:
-    return conn.app.state.accounts  # type: ignore[no-any-return]
+    return conn.app.state.accounts
 
 
 def settings_of(conn: HTTPConnection) -> Settings:
-    return conn.app.state.settings  # type: ignore[no-any-return]
+    return conn.app.state.settings
 
 
 _NO_CREDENTIALS = (

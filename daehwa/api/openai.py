@@ -48,7 +48,7 @@ class WireMessage(BaseModel):
             raise InvalidRequest("Every message needs content.", param="messages")
         text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
         role = "system" if self.role == "developer" else self.role
-        return ChatMessage(role, text, self.name)  # type: ignore[arg-type]
+        return ChatMessage(role, text, self.name)
 
 
 class StreamOptions(BaseModel):

@@ -48,11 +48,11 @@ _TURN_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def services_of(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 def turns_of(request: Request) -> ActiveTurns:
-    return request.app.state.turns  # type: ignore[no-any-return]
+    return request.app.state.turns
 
 
 # -- request bodies --------------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ class TurnHandle:
         try:
             first = await anext(events)
         except BaseException:
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
             raise
         assert isinstance(first, TurnStarted)
         handle = cls(events, first, chat, request.user, turns)
