@@ -902,6 +902,9 @@ async function runTurn(conv, path, body, ctx) {
       refreshActions();
     }
   }
+  // The user left this conversation and came back while the reply streamed: the page shows a fresh copy, not the
+  // nodes this turn wrote into, so read the finished conversation again.
+  if (showing() && !turn.replyNode.isConnected) await openConversation(conv.id, { push: false });
   if (turn.started) refreshTitle(conv.id);
 }
 
