@@ -1,8 +1,10 @@
-"""The store's share of a chat turn: begin_turn + finish_turn (with usage) per second, for each backend.
+"""The store's share of a chat turn, for each backend: latency, CPU and throughput of the two hot-path calls.
 
-A turn costs the store two calls on the hot path; this measures them sequentially (latency) and from many concurrent
-turns (throughput), on fresh namespaces that are removed afterwards. Goal: the store adds well under a millisecond
-per turn next to a model that takes seconds.
+A turn costs the store two calls: ``begin_turn`` (or ``create_conversation_with_turn`` when the turn starts a new
+conversation, as every stateless /v1 request does) and ``finish_turn`` with usage. This measures both kinds of turn
+sequentially (latency, and CPU time of this process per turn) and from many concurrent turns (throughput), on fresh
+namespaces that are removed afterwards. For SQLite it also counts the SQL statements per turn and the hops to the
+store's thread. Goal: the store adds well under a millisecond per turn next to a model that takes seconds.
 
     python benchmarks/bench_stores.py                          # sqlite, redis, postgres; 500 turns each
     python benchmarks/bench_stores.py --backends sqlite --turns 2000 --concurrency 32
@@ -19,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from daehwa.stores.base import Store
 from daehwa.types import MessageStatus, Outcome, Usage, UsageRecord
@@ -69,9 +72,15 @@ async def open_backend(name: str) -> AsyncIterator[Store]:
             await conn.close()
 
 
-async def one_turn(store: Store, conversation_id: str, i: int) -> float:
+async def one_turn(store: Store, conversation_id: str | None, i: int) -> float:
+    """One turn in ``conversation_id``, or (None) in a new ``api`` conversation like a stateless /v1 request."""
     started = time.perf_counter()
-    _, reply = await store.begin_turn("bench", conversation_id, user_content=f"question {i}", reply_model="m")
+    if conversation_id is None:
+        _, _, reply = await store.create_conversation_with_turn(
+            "bench", title=f"question {i}", model="m", kind="api", user_content=f"question {i}", reply_model="m"
+        )
+    else:
+        _, reply = await store.begin_turn("bench", conversation_id, user_content=f"question {i}", reply_model="m")
     usage = UsageRecord(user_id="bench", model="m", usage=Usage(50, 100), outcome=Outcome.OK, ttft_ms=1, total_ms=9)
     await store.finish_turn(
         "bench", reply.id, content="answer " * 40, status=MessageStatus.COMPLETE, model="m", meta=None, usage=usage
@@ -79,26 +88,56 @@ async def one_turn(store: Store, conversation_id: str, i: int) -> float:
     return time.perf_counter() - started
 
 
+async def sqlite_costs(store: Store, conversation_id: str | None) -> str:
+    """SQL statements and hops to the store's thread of one turn (SQLite only)."""
+    from daehwa.stores.sqlite import SQLiteStore
+
+    if not isinstance(store, SQLiteStore) or store._executor is None:
+        return ""
+    executor = store._executor
+    statements: list[str] = []
+    hops = 0
+    submit = executor.submit
+
+    def counting_submit(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return submit(fn, *args, **kwargs)
+
+    await store._read(lambda db: db.set_trace_callback(statements.append))
+    executor.submit = counting_submit  # type: ignore[method-assign]
+    try:
+        await one_turn(store, conversation_id, 0)
+    finally:
+        executor.submit = submit  # type: ignore[method-assign]
+        await store._read(lambda db: db.set_trace_callback(None))
+    return f" | {len(statements)} statements, {hops} hops"
+
+
 async def bench(name: str, turns: int, concurrency: int) -> None:
     async with open_backend(name) as store:
         conv = await store.create_conversation("bench")
-        latencies = [await one_turn(store, conv.id, i) for i in range(turns)]
-        convs = [await store.create_conversation("bench") for _ in range(concurrency)]
-        started = time.perf_counter()
+        for label, target in (("existing conversation", conv.id), ("new conversation (/v1)", None)):
+            cpu = time.process_time()
+            latencies = [await one_turn(store, target, i) for i in range(turns)]
+            cpu_ms = (time.process_time() - cpu) / turns * 1000
+            # Each concurrent worker has a conversation of its own, or starts a new one per turn.
+            targets = [(await store.create_conversation("bench")).id if target else None for _ in range(concurrency)]
+            started = time.perf_counter()
 
-        async def worker(w: int) -> None:
-            for i in range(turns // concurrency):
-                await one_turn(store, convs[w].id, i)
+            async def worker(target: str | None) -> None:
+                for i in range(turns // concurrency):
+                    await one_turn(store, target, i)
 
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        elapsed = time.perf_counter() - started
-        done = (turns // concurrency) * concurrency
-        p50 = statistics.median(latencies) * 1000
-        p95 = statistics.quantiles(latencies, n=20)[18] * 1000
-        print(
-            f"{name:9s} sequential p50 {p50:6.2f} ms  p95 {p95:6.2f} ms | "
-            f"{concurrency} concurrent: {done / elapsed:7.0f} turns/s"
-        )
+            await asyncio.gather(*(worker(t) for t in targets))
+            elapsed = time.perf_counter() - started
+            done = (turns // concurrency) * concurrency
+            p50 = statistics.median(latencies) * 1000
+            p95 = statistics.quantiles(latencies, n=20)[18] * 1000
+            print(
+                f"{name:9s} {label:22s} p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  CPU {cpu_ms:5.2f} ms | "
+                f"{concurrency} concurrent: {done / elapsed:6.0f} turns/s{await sqlite_costs(store, target)}"
+            )
 
 
 def main() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from daehwa.config import Settings
@@ -22,7 +24,7 @@ from daehwa.errors import (
     UnsupportedParameter,
 )
 from daehwa.providers.base import ProviderConfig
-from daehwa.providers.openai import PLACEHOLDER_KEY, OpenAIProvider, parse_retry_after
+from daehwa.providers.openai import PLACEHOLDER_KEY, OpenAIProvider, _SSEEvents, parse_retry_after
 from daehwa.providers.registry import builtin_provider_configs
 from daehwa.types import ChatMessage, GenerationParams, ProviderRequest, StreamEnd, TextDelta, Usage
 from tests.fake_upstream import FakeUpstream, Fault, Reply
@@ -234,6 +236,45 @@ async def test_concurrent_streams_share_the_provider(make_provider, upstream: Fa
     provider = make_provider()
     results = await asyncio.gather(*(collect(provider, request()) for _ in range(5)))
     assert [texts(r) for r in results] == [{0: "same answer for all"}] * 5
+
+
+async def test_chunks_are_read_as_json_without_the_sdks_typed_layer(make_provider, upstream, monkeypatch) -> None:
+    # The SDK still sends the request (auth, headers, errors), but neither its typed chat.completions.create (request
+    # transform) nor its per-chunk model building run: they cost more CPU than the rest of the gateway.
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the typed SDK layer was used")
+
+    monkeypatch.setattr(openai.resources.chat.AsyncCompletions, "create", forbidden)
+    monkeypatch.setattr(openai.AsyncOpenAI, "_process_response_data", forbidden)
+    upstream.enqueue(Reply(["one", "two"], usage=(3, 4)))
+    events = await collect(make_provider(), request(GenerationParams(n=2)))
+    assert texts(events) == {0: "one", 1: "two"}
+    assert events[-1] == StreamEnd(usage=Usage(3, 4), finish_reasons={0: "stop", 1: "stop"}, model="fake-model")
+    assert upstream.last.headers["authorization"] == f"Bearer {KEY}"
+
+
+SSE_STREAM = (
+    b": a comment, then fields the SDK ignores too\r\n"
+    b"event: message\r\nid: 1\r\nretry: 10\r\n"
+    b'data: {"a": 1}\r\n\r\n'
+    b'data:{"b": 2}\r\r'  # CR line ends, no space after the colon
+    b'data: {"c":\ndata: 3}\n\n'  # one event spread over two data lines
+    b"\n\n"  # blank lines without data dispatch nothing
+    b'data: {"d": "\xec\x95\x88\xeb\x85\x95"}\n\n'  # UTF-8 split wherever the reads split it
+    b"data: [DONE]\n\n"
+    b'data: {"after": "done"}\n\n'
+)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13, len(SSE_STREAM)])
+def test_sse_events_are_split_right_however_the_bytes_arrive(size: int) -> None:
+    events = _SSEEvents()
+    datas: list[bytes] = []
+    for start in range(0, len(SSE_STREAM), size):
+        if not events.done:
+            datas += events.feed(SSE_STREAM[start : start + size])
+    assert [json.loads(d) for d in datas] == [{"a": 1}, {"b": 2}, {"c": 3}, {"d": "안녕"}]
+    assert events.done
 
 
 # -- errors -----------------------------------------------------------------------------------------------------

@@ -2,18 +2,27 @@
 
 One ``AsyncOpenAI`` client per provider, with the SDK's own retries off: the pipeline has the one retry layer, and it
 decides from ``ProviderError.retryable`` / ``retry_after``, which this module derives from the upstream's answer.
+
+The SDK does the HTTP side (auth, base URL, headers, timeouts, status errors) through its generic
+``client.post(..., cast_to=httpx2.Response, stream=True)``; this module builds the JSON body and reads the SSE lines
+itself. ``chat.completions.create`` would run its typed request transform and build a pydantic model per chunk, which
+cost more CPU per request than all the rest of the gateway together.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import json
 import logging
 import re
+import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
+import httpx2  # the SDK's HTTP client library: its responses and transport errors are what we handle here
 import openai
 from pydantic import SecretStr
 
@@ -43,6 +52,8 @@ RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options"})
 #: Keys of ``options`` in a providers-file entry of type "openai".
 OPTION_KEYS = frozenset({"timeout", "headers"})
 _MAX_UPSTREAM_MESSAGE = 500
+#: After ``[DONE]``, how long to read on to the end of the body so the connection can be reused (as the SDK does).
+_DRAIN_SECONDS = 0.1
 
 
 class OpenAIProvider(Provider):
@@ -127,8 +138,8 @@ class OpenAIProvider(Provider):
         ]
 
     # -- streaming ---------------------------------------------------------------------------------------------
-    def build_arguments(self, request: ProviderRequest) -> dict[str, Any]:
-        """The keyword arguments of ``chat.completions.create`` for ``request``; applies ``unsupported_params``."""
+    def build_body(self, request: ProviderRequest) -> dict[str, Any]:
+        """The JSON body of ``POST /chat/completions`` for ``request``; applies ``unsupported_params``."""
         fields = request.params.set_fields()
         reserved = RESERVED_PARAMS & set(request.params.extra)
         if reserved:
@@ -150,23 +161,19 @@ class OpenAIProvider(Provider):
                     f"unsupported_action = 'drop' for this provider in the providers file.",
                     param=name,
                 )
-        arguments: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": request.model,
             "messages": [m.as_dict() for m in request.messages],
             "stream": True,
         }
         # Some servers reject stream_options; listing it as unsupported skips it (usage is then estimated).
         if "stream_options" not in self.config.unsupported_params:
-            arguments["stream_options"] = {"include_usage": True}
-        known = {k: v for k, v in fields.items() if k in PARAM_NAMES}
-        extra = {k: v for k, v in fields.items() if k not in PARAM_NAMES}
-        arguments.update(known)
-        if extra:
-            arguments["extra_body"] = extra
-        return arguments
+            body["stream_options"] = {"include_usage": True}
+        body.update((name, _plain(value)) for name, value in fields.items())
+        return body
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
-        arguments = self.build_arguments(request)
+        body = self.build_body(request)
         reason = self._missing_key_reason()
         if reason is not None:
             raise ModelUnavailable(f"Model '{self.name}/{request.model}' is not available. {reason}")
@@ -175,47 +182,54 @@ class OpenAIProvider(Provider):
         deadline = loop.time() + self.timeout
         try:
             async with asyncio.timeout_at(deadline):
-                upstream = await client.chat.completions.create(**arguments)
+                response: httpx2.Response = await client.post(
+                    "/chat/completions",
+                    body=body,
+                    cast_to=httpx2.Response,
+                    stream=True,
+                    options={"security": {"bearer_auth": True}},
+                )
         except Exception as exc:
             raise self._translate(exc, request.model) from None
 
-        usage: Usage | None = None
-        finish_reasons: dict[int, str] = {}
-        model: str | None = None
-        seen: set[int] = set()
+        events = _SSEEvents()
+        chunks = _Chunks()
+        received = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
         try:
-            while True:
+            while not events.done:
                 try:
                     # The deadline covers only the wait for upstream, never the time the consumer spends per delta.
                     async with asyncio.timeout_at(deadline):
-                        chunk = await upstream.__anext__()
+                        raw = await anext(received)
                 except StopAsyncIteration:
                     break
                 except Exception as exc:
                     raise self._translate(exc, request.model, mid_stream=True) from None
-                try:
-                    deltas = []
-                    for choice in chunk.choices or ():
-                        index = int(choice.index)
-                        seen.add(index)
-                        content = choice.delta.content if choice.delta is not None else None
-                        if content:
-                            deltas.append(TextDelta(content, index))
-                        if choice.finish_reason:
-                            finish_reasons[index] = str(choice.finish_reason)
-                    if chunk.usage is not None:
-                        usage = Usage(int(chunk.usage.prompt_tokens or 0), int(chunk.usage.completion_tokens or 0))
-                    model = chunk.model or model
-                except (AttributeError, TypeError, ValueError) as exc:
-                    raise self._malformed(exc) from None
+                deltas: list[TextDelta] = []
+                failure: DaehwaError | None = None
+                for data in events.feed(raw):
+                    try:
+                        error = chunks.read(data, deltas)
+                    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # ValueError: JSONDecodeError
+                        failure = self._malformed(exc)
+                        break
+                    if error is not None:
+                        failure = self._stream_error(error)
+                        break
+                # The text of the events before a failure in the same read is still delivered, then the failure.
                 for delta in deltas:
                     yield delta
+                if failure is not None:
+                    raise failure
+            if events.done:
+                await _drain(received)
         finally:
             # Runs on normal end, on errors and when the consumer closes or cancels us: frees the connection now.
-            await upstream.close()
-        for index in seen - finish_reasons.keys():
-            finish_reasons[index] = "stop"  # some servers omit it; the body ended cleanly, so the choice is done
-        yield StreamEnd(usage=usage, finish_reasons=finish_reasons or {0: "stop"}, model=model)
+            await received.aclose()
+            await response.aclose()
+        for index in chunks.seen - chunks.finish_reasons.keys():
+            chunks.finish_reasons[index] = "stop"  # some servers omit it; the body ended cleanly, so it is done
+        yield StreamEnd(usage=chunks.usage, finish_reasons=chunks.finish_reasons or {0: "stop"}, model=chunks.model)
 
     # -- errors ------------------------------------------------------------------------------------------------
     def _redact(self, text: str) -> str:
@@ -234,6 +248,12 @@ class OpenAIProvider(Provider):
         text = self._redact(str(message).strip())
         return text[:_MAX_UPSTREAM_MESSAGE] + ("…" if len(text) > _MAX_UPSTREAM_MESSAGE else "")
 
+    def _stream_error(self, error: object) -> ProviderError:
+        """An error event inside the stream (``data: {"error": ...}``)."""
+        where = f"Provider {self.name!r} ({self.base_url})"
+        detail = self._upstream_message(error) or "An error occurred during streaming"
+        return ProviderError(f"{where} reported an error mid-stream: {detail}", retryable=True)
+
     def _malformed(self, exc: BaseException) -> ProviderError:
         return ProviderError(
             f"Provider {self.name!r} ({self.base_url}) sent a malformed stream chunk ({type(exc).__name__}): is it "
@@ -246,12 +266,13 @@ class OpenAIProvider(Provider):
         where = f"Provider {self.name!r} ({self.base_url})"
         if isinstance(exc, DaehwaError):
             return exc
-        if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
+        if isinstance(exc, (openai.APITimeoutError, TimeoutError, httpx2.TimeoutException)):
             return ProviderTimeout(
                 f"{where} did not answer within {self.timeout:g}s (model {model!r}): try again, or raise "
                 f"DAEHWA_REQUEST_TIMEOUT."
             )
-        if isinstance(exc, openai.APIConnectionError):
+        # The transport errors come raw while we read the body ourselves, wrapped by the SDK before that.
+        if isinstance(exc, (openai.APIConnectionError, httpx2.RequestError, ssl.SSLError)):
             cause = self._redact(_root_cause(exc))
             if mid_stream:
                 message = f"{where} broke off the stream: {cause}."
@@ -315,6 +336,101 @@ class OpenAIProvider(Provider):
         if status in (400, 413, 422):
             return InvalidRequest(f"{where} rejected the request: {detail}", param=exc.param)
         return ProviderError(f"{where} answered {status}: {detail}", upstream_status=status)
+
+
+class _SSEEvents:
+    """Splits a server-sent event stream into the ``data`` of its events, as the bytes arrive.
+
+    Lines end in LF, CRLF or CR; an event's ``data:`` lines are joined with LF and the event ends at a blank line;
+    other fields (``event:``, ``id:``, ``retry:``) and comments are ignored, as the SDK ignores them for Chat
+    Completions. ``done`` turns true at ``data: [DONE]``.
+    """
+
+    __slots__ = ("_data", "_rest", "done")
+
+    def __init__(self) -> None:
+        self._rest = b""
+        self._data: list[bytes] = []
+        self.done = False
+
+    def feed(self, raw: bytes) -> list[bytes]:
+        """The data of every event completed by ``raw``."""
+        buffer = self._rest + raw
+        if buffer.endswith(b"\r"):  # may be the first half of a CRLF split across reads
+            buffer, self._rest = buffer[:-1], b"\r"
+        else:
+            self._rest = b""
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = buffer.split(b"\n")
+        self._rest = lines.pop() + self._rest  # the unfinished last line
+        events: list[bytes] = []
+        for line in lines:
+            if not line:
+                if self._data:
+                    data = b"\n".join(self._data)
+                    self._data = []
+                    if data.startswith(b"[DONE]"):
+                        self.done = True
+                        break
+                    events.append(data)
+            elif line.startswith(b"data:"):
+                self._data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+        return events
+
+
+class _Chunks:
+    """What the stream's ``chat.completion.chunk`` objects said so far (read as plain JSON, no model classes)."""
+
+    __slots__ = ("finish_reasons", "model", "seen", "usage")
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.finish_reasons: dict[int, str] = {}
+        self.model: str | None = None
+        self.seen: set[int] = set()
+
+    def read(self, data: bytes, deltas: list[TextDelta]) -> Any:
+        """Add the text of one chunk to ``deltas``; if it is an error event instead, return its error."""
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            raise TypeError(f"a chunk must be a JSON object, not {type(chunk).__name__}")
+        if chunk.get("error"):  # the upstream failed after the stream began
+            return chunk["error"]
+        for choice in chunk.get("choices") or ():
+            index = int(choice["index"])
+            self.seen.add(index)
+            delta = choice.get("delta")
+            content = delta.get("content") if delta is not None else None
+            if content:
+                if not isinstance(content, str):
+                    raise TypeError(f"delta.content must be a string, not {type(content).__name__}")
+                deltas.append(TextDelta(content, index))
+            if choice.get("finish_reason"):
+                self.finish_reasons[index] = str(choice["finish_reason"])
+        counts = chunk.get("usage")
+        if counts is not None:
+            self.usage = Usage(int(counts.get("prompt_tokens") or 0), int(counts.get("completion_tokens") or 0))
+        if chunk.get("model"):
+            self.model = str(chunk["model"])
+        return None
+
+
+async def _drain(received: AsyncIterator[bytes]) -> None:
+    """Read what follows ``[DONE]`` (the end of the body), briefly, so the keep-alive connection can be reused."""
+    with contextlib.suppress(TimeoutError, httpx2.HTTPError, httpx2.StreamError):
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for _ in received:
+                pass
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON can write it: mappings as dicts and tuples as lists, at any depth."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _root_cause(exc: BaseException) -> str:
