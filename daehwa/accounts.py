@@ -121,6 +121,8 @@ class Accounts:
         self._keys: _TTLCache[tuple[str, User]] = _TTLCache(settings.auth_cache_seconds)
         self._sessions: _TTLCache[Session] = _TTLCache(settings.auth_cache_seconds)
         self._dummy_hash: str | None = None
+        # Redeeming is read-then-delete; serialised so concurrent clicks on one link log in once (per process).
+        self._redeeming = asyncio.Lock()
 
     # -- users -------------------------------------------------------------------------------------------------
     async def create_user(
@@ -243,7 +245,9 @@ class Accounts:
         if cached is not None and cached.expires_at > datetime.now(UTC):
             return cached
         record = await self.store.get_session(token_hash)
-        if record is None:
+        # Login links live in the same table with no CSRF token, and a cookie of "login-link:<token>" hashes to a
+        # link's key: without this check it would be a reusable session that never spends the one-time link.
+        if record is None or not record.csrf_token:
             return None
         user_record = await self.store.get_user(record.user_id)
         if user_record is None:
@@ -271,14 +275,15 @@ class Accounts:
 
     async def redeem_login_token(self, token: str) -> Session:
         token_hash = hash_token(token, "login-link:")
-        record = await self.store.get_session(token_hash)
-        if record is None:
-            raise AuthenticationError(
-                "This login link is invalid, expired or used already: get a new one with "
-                "'daehwa users login-link NAME'.",
-                code="invalid_login_link",
-            )
-        await self.store.delete_session(token_hash)
+        async with self._redeeming:
+            record = await self.store.get_session(token_hash)
+            if record is None:
+                raise AuthenticationError(
+                    "This login link is invalid, expired or used already: get a new one with "
+                    "'daehwa users login-link NAME'.",
+                    code="invalid_login_link",
+                )
+            await self.store.delete_session(token_hash)
         user_record = await self.store.get_user(record.user_id)
         if user_record is None:
             raise AuthenticationError("The login link's user no longer exists.", code="invalid_login_link")

@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .accounts import Accounts
@@ -41,7 +42,7 @@ def _run(work: Callable[[Accounts], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except DaehwaError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}")
+        err.print(f"[bold red]error:[/] {escape(exc.message)}")  # messages quote user input, e.g. '[/x]'
         raise typer.Exit(2) from None
 
 
@@ -112,7 +113,7 @@ def users_login_link(name: Annotated[str, typer.Argument(help="The user.")]) -> 
         return accounts.login_link(await accounts.create_login_token(user.id))
 
     link = _run(work)
-    out.print(link)
+    out.print(link, markup=False)  # an IPv6 host is "[fe80::1]", which would read as markup
 
 
 @keys_app.command("create")
@@ -144,7 +145,7 @@ def keys_list(user: Annotated[str | None, typer.Option("--user", "-u", help="Onl
             table.add_row(
                 key.id,
                 names.get(key.user_id, key.user_id),
-                key.name,
+                escape(key.name),  # a label set over HTTP may hold '[/x]', which would be markup
                 f"{key.prefix}...",
                 key.created_at.strftime("%Y-%m-%d %H:%M"),
                 key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "",
