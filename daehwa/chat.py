@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from .config import Settings
@@ -295,9 +295,12 @@ class ChatService:
                 }
             if blocked:
                 conversation = await self.store.create_conversation(user.id, **new_conversation)
-        elif conversation.meta.get("auto_title") and content and not request.regenerate:
-            await self.store.rename_conversation(user.id, conversation.id, _title_from(content))
+        elif conversation.meta.get("auto_title") and content and not request.regenerate and not blocked:
+            # A conversation started without a title (a persona that spoke first) is named by the first message.
+            title = _title_from(content)
+            await self.store.rename_conversation(user.id, conversation.id, title)
             await self.store.update_conversation(user.id, conversation.id, meta={"auto_title": False})
+            conversation = replace(conversation, title=title, meta={**conversation.meta, "auto_title": False})
 
         if blocked:
             assert content is not None and conversation is not None

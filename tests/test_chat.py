@@ -248,3 +248,14 @@ async def test_closing_right_after_the_start_finalises_the_reply(services: Servi
         assert isinstance(started, TurnStarted)
     stored = await services.store.list_messages(alice.id, started.conversation.id)
     assert (stored[-1].content, stored[-1].status) == ("", MessageStatus.INTERRUPTED)
+
+
+async def test_a_conversation_started_by_a_persona_is_named_by_the_first_message(services: Services, alice: User):
+    conversation, _ = await services.chat.start_conversation(alice, persona="tutor")
+    assert conversation.title == "회화 튜터"
+    started, _ = await services.chat.run(
+        TurnRequest(user=alice, content="Hello, I'd like a latte", conversation_id=conversation.id)
+    )
+    assert started.conversation.title == "Hello, I'd like a latte"  # the start event already carries it
+    stored = await services.store.get_conversation(alice.id, conversation.id)
+    assert stored is not None and stored.title == "Hello, I'd like a latte"
