@@ -17,11 +17,13 @@ half-width jamo to compatibility jamo; spaces, punctuation, symbols, emoji and i
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Literal, overload
 
 # Gap kinds recorded before each unit.
 GAP_NONE = 0  # letters touch
@@ -124,69 +126,92 @@ def fast_text(text: str) -> str:
     return _LEET_RUN.sub(_unleet, text) if _DIGIT.search(text) else text
 
 
-# Digits between Latin letters read as letters (sh1t, f4g, b1tch): a one-to-one change, so offsets stay put.
+# Digits between Latin letters read as letters (sh1t, f4g, b1tch): a one-to-one change, so offsets stay put. The run
+# is matched with the letter before it (a look-behind at every position costs more than the whole byte pass).
 _DIGIT = re.compile("[0-9]")
-_LEET_RUN = re.compile("(?<=[a-z])[013457]+(?=[a-z])")
+_LEET_RUN = re.compile("[a-z][013457]+(?=[a-z])")
 _LEET = str.maketrans("013457", "oieast")
 
 
 def _unleet(match: re.Match[str]) -> str:
-    return match.group().translate(_LEET)
+    run = match.group()
+    return run[0] + run[1:].translate(_LEET)
 
 
-class Locator:
-    """Finds where a position of ``fast_text(line)`` lies in ``line``, with C-level counting only.
+def fast_units(text: str) -> tuple[str, bytes] | None:
+    """``fast_text(text)`` and one byte per character of ``text``: 1 if it became a letter there, 0 if removed.
 
-    ``None`` from ``for_line`` means the line has a character whose normal form is several letters (ﬁ, ㈜); callers
-    then analyse the whole line instead.
+    The flags let ``Offsets`` map letters back to the text with C-level counting. None when some character's normal
+    form is several letters (ﬁ, ㈜); callers then use ``analyze``.
     """
+    table, ascii_map, delete, other = _tables()
+    expanded = False
 
-    __slots__ = ("_mask",)
+    def one(match: re.Match[str]) -> str:
+        nonlocal expanded
+        value = table[ord(match.group())]
+        if len(value) > 1:
+            expanded = True
+        return value or "\x01"  # a removed symbol stays one (deleted) character: offsets keep their place
 
-    def __init__(self, mask: bytes) -> None:
-        self._mask = mask
-
-    @classmethod
-    def for_line(cls, line: str) -> Locator | None:
-        table, _, _, other = _tables()
-        if other.search(line) is not None:
-            expanded = False
-
-            def one(match: re.Match[str]) -> str:
-                nonlocal expanded
-                value = table[ord(match.group())]
-                if len(value) > 1:
-                    expanded = True
-                return value or "\x01"  # a removed symbol stays one (deleted) character: offsets keep their place
-
-            line = other.sub(one, line)
-            if expanded:
-                return None
-        return cls(line.encode("utf-8").translate(_mask_table()))
-
-    def original(self, index: int) -> int:
-        """The character offset in the line of character ``index`` of the line's fast text."""
-        mask = self._mask
-        lo, hi = index, len(mask) - 1
-        while lo < hi:  # the smallest byte position with index + 1 kept characters up to and including it
-            mid = (lo + hi) // 2
-            if mask.count(b"1", 0, mid + 1) >= index + 1:
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo - mask.count(b"c", 0, lo)
+    # One pass either way: without such characters ``sub`` costs what ``search`` would.
+    text = other.sub(one, text)
+    if expanded:
+        return None
+    raw = text.encode("utf-8")
+    norm = raw.translate(ascii_map, delete).decode("utf-8")
+    if _LEET_RUN.search(norm):
+        norm = _LEET_RUN.sub(_unleet, norm)
+    flags, continuation = _flag_table()
+    return norm, raw.translate(flags, continuation)
 
 
 @cache
-def _mask_table() -> bytes:
-    """UTF-8 byte -> "1" (starts a kept character), "0" (a removed ASCII character), "c" (continuation byte)."""
+def _flag_table() -> tuple[bytes, bytes]:
+    """``bytes.translate`` arguments turning UTF-8 into one byte per character: 1 kept, 0 removed (ASCII only)."""
     delete = _tables()[2]
-    out = bytearray(b"1" * 256)
+    flags = bytearray(b"\x01" * 256)
     for code in delete:
-        out[code] = ord("0")
-    for code in range(0x80, 0xC0):
-        out[code] = ord("c")
-    return bytes(out)
+        flags[code] = 0
+    return bytes(flags), bytes(range(0x80, 0xC0))
+
+
+class Offsets:
+    """Where letter ``k`` of a text's fast form lies in the text, from the flags of ``fast_units``.
+
+    A cursor moves with C-level ``bytes.count`` over the flags: a jump of ``d`` letters lands within the number of
+    removed characters it crossed, so a lookup near the previous one costs a couple of calls. Building the whole map
+    instead would cost a Python step per character, and most texts need a handful of lookups.
+    """
+
+    __slots__ = ("_k", "_p", "flags")
+
+    def __init__(self, flags: bytes) -> None:
+        self.flags = flags
+        self._k = 0  # letters in flags[:_p]; flags[_p] is letter _k
+        self._p = flags.find(1)
+
+    def original(self, k: int) -> int:
+        """The character offset of letter ``k`` (0-based) of the fast text."""
+        kc = self._k
+        if kc == k:
+            return self._p
+        flags, p = self.flags, self._p
+        while kc != k:
+            if kc > k:
+                q = p - (kc - k)  # never below 0: there are at least kc - k characters before p
+                kc -= flags.count(1, q, p)
+            else:
+                q = p + (k - kc)
+                kc += flags.count(1, p, q)
+            p = q
+        p = flags.find(1, p)
+        self._k, self._p = kc, p
+        return p
+
+    def all(self) -> list[int]:
+        """The offset of every letter (C-level, for texts that need a full map)."""
+        return list(itertools.compress(range(len(self.flags)), self.flags))
 
 
 @dataclass(slots=True)
@@ -273,7 +298,63 @@ def normalize_word(word: str) -> tuple[str, bool]:
     return units.text, units.text != plain
 
 
+def normalize_words(words: Sequence[str]) -> list[tuple[str, bool]]:
+    """``normalize_word`` for many entries at once: one ``fast_text`` over all of them, a line each."""
+    if not words:
+        return []
+    plains = fast_text("\n".join(word.replace("\n", " ") for word in words))
+    out = [(plain, False) for plain in plains.split("\n")]
+    for row in lines_matching(_COMPOSABLE, plains):
+        plain = out[row][0]
+        text = analyze(plain).text
+        out[row] = (text, text != plain)
+    return out
+
+
+def lines_matching(pattern: re.Pattern[str], text: str) -> list[int]:
+    """The (0-based) numbers of the lines of ``text`` where ``pattern`` matches: one scan for a whole list."""
+    rows: list[int] = []
+    row = pos = 0
+    for match in pattern.finditer(text):
+        row += text.count("\n", pos, match.start())
+        pos = match.start()
+        if not rows or rows[-1] != row:
+            rows.append(row)
+    return rows
+
+
 # -- jamo composition ------------------------------------------------------------------------------------------------
+# What composition reads: compatibility jamo and the letters typed for ㅣ. A syllable is built from one run of these,
+# so a run can be composed on its own.
+_COMPOSITION_CHARS = frozenset(map(chr, range(0x3131, 0x3164))) | frozenset(_VOWEL_LOOKALIKES)
+
+
+def composable_sites(text: str) -> list[int]:
+    """Where a consonant jamo is followed by a vowel (or a letter typed for ㅣ): where ``compose`` may act."""
+    return [match.start() for match in _COMPOSABLE.finditer(text)]
+
+
+def composition_regions(text: str, sites: Iterable[int]) -> list[tuple[int, int]]:
+    """The runs of jamo (and ㅣ look-alikes) of ``text`` around ``sites``, merged: all that ``compose`` can change."""
+    chars = _COMPOSITION_CHARS
+    regions: list[tuple[int, int]] = []
+    for site in sorted(sites):
+        if regions and site < regions[-1][1]:
+            continue
+        start, stop = site, site + 1
+        while start > 0 and text[start - 1] in chars:
+            start -= 1
+        while stop < len(text) and text[stop] in chars:
+            stop += 1
+        regions.append((start, stop))
+    return regions
+
+
+def compose(units: Analyzed) -> Analyzed:
+    """Compose runs of compatibility jamo (ㄱㅐㅅㅐㄲㅣ -> 개새끼) the way a Korean keyboard would."""
+    return _compose(units)
+
+
 def _compose(units: Analyzed) -> Analyzed:
     """Compose runs of compatibility jamo (ㄱㅐㅅㅐㄲㅣ -> 개새끼) the way a Korean keyboard would."""
     text, gaps = units.text, units.gaps
@@ -343,16 +424,9 @@ def fold_stretches(units: Analyzed, seconds: Iterable[int] | None = None) -> Ana
     positions of the silent syllable (the filter gets them from its trigger patterns); by default all are tried.
     """
     text, gaps = units.text, units.gaps
-    candidates = range(1, len(text)) if seconds is None else sorted(set(seconds))
-    found: set[int] = set()
-    for k in candidates:
-        # Follow the chain (조오오오온): each folded syllable is open again, so the next one folds into it too.
-        while 0 < k < len(text) and k not in found and gaps[k] != GAP_SPACE and _might_stretch(text[k - 1], text[k]):
-            found.add(k)
-            k += 1
-    if not found:
+    folds = stretch_folds(text, gaps.__getitem__, range(1, len(text)) if seconds is None else seconds)
+    if not folds:
         return None
-    folds = sorted(found)
     out = Analyzed("", [], [], [])
     chars: list[str] = []
     done = 0  # units before this index are copied
@@ -370,9 +444,7 @@ def fold_stretches(units: Analyzed, seconds: Iterable[int] | None = None) -> Ana
         out.starts.extend(units.starts[done:head])
         out.ends.extend(units.ends[done:head])
         out.gaps.extend(gaps[done:head])
-        lead, tail = _split(text[head]), _split(text[last])
-        assert lead is not None and tail is not None
-        chars.append(chr(_SYLLABLE_BASE + (lead[0] * 21 + lead[1]) * 28 + tail[2]))
+        chars.append(folded_syllable(text[head], text[last]))
         out.starts.append(units.starts[head])
         out.ends.append(units.ends[last])
         out.gaps.append(gaps[head])
@@ -385,9 +457,34 @@ def fold_stretches(units: Analyzed, seconds: Iterable[int] | None = None) -> Ana
     return out
 
 
-def _might_stretch(prev: str, cur: str) -> bool:
-    a, b = _split(prev), _split(cur)
-    return a is not None and b is not None and a[2] == 0 and b[0] == _O and a[1] == b[1]
+def stretch_folds(text: str, gap: Callable[[int], int], seconds: Iterable[int]) -> list[int]:
+    """The positions (sorted) of the silent syllables that fold into the one before, starting from ``seconds``."""
+    found: set[int] = set()
+    pairs = _stretch_pairs()
+    for k in seconds:  # any order: each start follows its own chain, and `found` is their union
+        # Follow the chain (조오오오온): each folded syllable is open again, so the next one folds into it too.
+        while k > 0 and k not in found and text[k - 1 : k + 1] in pairs and gap(k) != GAP_SPACE:
+            found.add(k)
+            k += 1
+    return sorted(found)
+
+
+def folded_syllable(head: str, last: str) -> str:
+    """``head`` with the final consonant of ``last``: the syllable a stretch folds into (조 + 온 -> 존)."""
+    lead, tail = _split(head), _split(last)
+    assert lead is not None and tail is not None
+    return chr(_SYLLABLE_BASE + (lead[0] * 21 + lead[1]) * 28 + tail[2])
+
+
+@cache
+def _stretch_pairs() -> frozenset[str]:
+    """Every open syllable followed by a silent ㅇ with the same vowel (가아, 가안, 조오, 씨잇): the folds."""
+    return frozenset(
+        chr(_SYLLABLE_BASE + (lead * 21 + vowel) * 28) + chr(_SYLLABLE_BASE + (_O * 21 + vowel) * 28 + tail)
+        for lead in range(19)
+        for vowel in range(21)
+        for tail in range(28)
+    )
 
 
 def trigger_patterns(words: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -398,7 +495,7 @@ def trigger_patterns(words: Iterable[str]) -> tuple[list[str], list[str]]:
     ``words`` only (씨 -> 씨이, 존 -> 조온, 조오), so most everyday pairs (재미있, 지인) do not trigger.
     """
     jamo = [c + v for c in CHO for v in (*JUNG, *_VOWEL_LOOKALIKES)]
-    syllables = set().union(*map(set, words))
+    syllables = set("".join(words))
     stretch: list[str] = []
     for syllable in syllables:
         parts = _split(syllable)
@@ -433,14 +530,29 @@ def _syllable_tables() -> tuple[dict[int, str], dict[int, str]]:
 _ALL_SYLLABLES = re.compile("[\uac00-\ud7a3]+")
 
 
-def keyboard_form(word: str) -> str | None:
-    """What typing ``word`` on a Korean (dubeolsik) keyboard in Latin mode gives, lowercased: 시발 -> tlqkf."""
-    return word.translate(_syllable_tables()[0]) if _ALL_SYLLABLES.fullmatch(word) else None
+@overload
+def keyboard_form(word: str) -> str | None: ...
+@overload
+def keyboard_form(word: str, *, strict: Literal[False]) -> str: ...
+def keyboard_form(word: str, *, strict: bool = True) -> str | None:
+    """What typing ``word`` on a Korean (dubeolsik) keyboard in Latin mode gives, lowercased: 시발 -> tlqkf.
+
+    None for a word that is not all Hangul; with ``strict=False`` other characters are kept as they are.
+    """
+    if strict and not _ALL_SYLLABLES.fullmatch(word):
+        return None
+    return word.translate(_syllable_tables()[0])
 
 
-def initials(word: str) -> str | None:
-    """The initial consonants of an all-Hangul word: 개새끼 -> ㄱㅅㄲ."""
-    return word.translate(_syllable_tables()[1]) if _ALL_SYLLABLES.fullmatch(word) else None
+@overload
+def initials(word: str) -> str | None: ...
+@overload
+def initials(word: str, *, strict: Literal[False]) -> str: ...
+def initials(word: str, *, strict: bool = True) -> str | None:
+    """The initial consonants of an all-Hangul word: 개새끼 -> ㄱㅅㄲ (``strict=False``: other characters kept)."""
+    if strict and not _ALL_SYLLABLES.fullmatch(word):
+        return None
+    return word.translate(_syllable_tables()[1])
 
 
 def syllable_parts(c: str) -> tuple[int, int, int] | None:

@@ -19,10 +19,11 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import operator
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,15 +34,22 @@ from .lists import DEFAULT_CATEGORY, ListEntry, builtin_lists, parse_lines, read
 from .normalize import (
     GAP_NONE,
     GAP_SPACE,
+    GAP_SYMBOL,
     Analyzed,
-    Locator,
+    Offsets,
     analyze,
-    fast_text,
+    composable_sites,
+    compose,
+    composition_regions,
+    fast_units,
     fold_stretches,
+    folded_syllable,
     initials,
     is_latin,
     keyboard_form,
-    normalize_word,
+    lines_matching,
+    normalize_words,
+    stretch_folds,
     syllable_parts,
     trigger_patterns,
 )
@@ -68,13 +76,9 @@ _MASK = "*"
 _OTHER_LETTERS = re.compile(r"[^\x00-\x7f\u3131-\u3163\uac00-\ud7a3\s]")
 
 
-@dataclass(frozen=True, slots=True)
-class _Pattern:
-    word: str  # the list entry as written; reported in matches
-    category: str
-    kind: int
-    left_latin: bool = False  # needs a word boundary on the left (pattern starts with a Latin letter)
-    right_latin: bool = False
+# Patterns: (kind, word as listed, category, edges). Plain tuples: a build makes a few hundred thousand of them.
+_Pattern = tuple[int, str, str, int]
+_LEFT_LATIN, _RIGHT_LATIN = 1, 2  # edges: the pattern needs a word boundary on that side (it has a Latin letter there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,20 +112,24 @@ class _Compiled:
         started = time.perf_counter()
         table: dict[str, _Pattern] = {}
         allow_norms: set[str] = set()
-        for entry in allowed:
-            norm, _ = normalize_word(entry.word)
+        for entry, (norm, _) in zip(allowed, normalize_words([e.word for e in allowed]), strict=True):
             if norm:
-                table[norm] = _Pattern(entry.word, entry.category, _ALLOW)
+                table[norm] = (_ALLOW, entry.word, entry.category, 0)
                 allow_norms.add(norm)
         bases: list[tuple[str, ListEntry]] = []
         skipped = 0
-        for entry in banned:
-            norm, decomposed = normalize_word(entry.word)
+        words = [e.word for e in banned]
+        joined = "\n".join(words)
+        if joined.count("\n") == len(words) - 1:
+            evasive = set(lines_matching(_OTHER_LETTERS, joined))
+        else:  # a word given through the API holds a line break: check one by one
+            evasive = {i for i, word in enumerate(words) if _OTHER_LETTERS.search(word)}
+        for i, (entry, (norm, decomposed)) in enumerate(zip(banned, normalize_words(words), strict=True)):
             if not norm:
                 log.warning("%s: %r has no letters after normalisation and is ignored", entry.source, entry.word)
                 skipped += 1
                 continue
-            if decomposed or _OTHER_LETTERS.search(entry.word):
+            if decomposed or i in evasive:
                 # "ㅆ1", "ㄷㅐ출" or "㉻㉶" are evasion spellings the normaliser undoes itself; normalised they would be
                 # plain words (씨, 대출, 하자) that fire on ordinary text. List the plain word instead.
                 log.info("%s: %r is an evasion spelling (jamo or look-alikes) and is skipped", entry.source, entry.word)
@@ -129,188 +137,379 @@ class _Compiled:
                 continue
             bases.append((norm, entry))
             if norm not in table:
-                table[norm] = _latin_edges(norm, _Pattern(entry.word, entry.category, _BAN))
+                table[norm] = (_BAN, entry.word, entry.category, _edges(norm))
         # Variants come after every listed word, so a listed spelling keeps its own entry and category.
-        for norm, entry in bases:
-            for variant, keyboard in _variants(norm):
-                if variant not in table and variant not in allow_norms:
-                    pattern = _Pattern(entry.word, entry.category, _BAN, left_latin=keyboard)
-                    table[variant] = pattern if keyboard else _latin_edges(variant, pattern)
-        jamo_triggers, stretch_triggers = trigger_patterns(text for text, p in table.items() if p.kind == _BAN)
+        for i, variant, edges in _variants([norm for norm, _ in bases]):
+            if variant not in table and variant not in allow_norms:
+                entry = bases[i][1]
+                table[variant] = (_BAN, entry.word, entry.category, edges)
+        jamo_triggers, stretch_triggers = trigger_patterns([text for text, p in table.items() if p[0] == _BAN])
+        # A jamo pair that is itself a listed pattern would hide its trigger; then every hit is checked for one.
+        self._compose_by_search = any(trigger in table for trigger in jamo_triggers)
         for trigger in jamo_triggers:
-            table.setdefault(trigger, _Pattern("", "", _TRIGGER))
+            table.setdefault(trigger, (_TRIGGER, "", "", 0))
         for trigger in stretch_triggers:
-            table.setdefault(trigger, _Pattern("", "", _STRETCH))
+            table.setdefault(trigger, (_STRETCH, "", "", 0))
         strings = list(table)
-        self.patterns = [table[s] for s in strings]
+        self.patterns = list(table.values())
+        self._kinds = bytes(p[0] for p in self.patterns)
         self.automaton = daachorse.CharwiseDoubleArrayAhoCorasick(strings)
         self.longest = max(map(len, strings))
         self.stats = FilterStats(
             words=len(bases),
             skipped=skipped,
             allowed=len(allow_norms),
-            patterns=sum(p.kind in (_BAN, _ALLOW) for p in self.patterns),
+            patterns=len(self._kinds) - self._kinds.count(_TRIGGER) - self._kinds.count(_STRETCH),
             longest=self.longest,
             build_seconds=time.perf_counter() - started,
             files=files,
         )
 
     def find(self, text: str) -> list[Match]:
-        """Matches in ``text``: the fast pass finds candidate places, only their surroundings are analysed."""
-        fast = fast_text(text)
-        hits = self.automaton.find_overlapping(fast)
+        """Matches in ``text``: normalised in C-level passes, offsets and context looked up only around hits."""
+        fast = fast_units(text)
+        if fast is None:
+            return self.evaluate(analyze(text))  # a character expands to several letters (ﬁ, ㈜): the full analysis
+        norm, flags = fast
+        hits = self.automaton.find_overlapping(norm)
         if not hits:
             return []
-        found: list[Match] = []
-        if "\n" not in fast:
-            self._find_in_line(text, 0, fast, hits, found)
-            return found
-        # fast_text keeps every newline, so line k of ``fast`` is line k of ``text``.
-        by_line: dict[int, list[tuple[int, int, int]]] = {}
-        for hit in hits:
-            by_line.setdefault(fast.count("\n", 0, hit[0]), []).append(hit)
-        line, offset, fast_offset = 0, 0, 0
-        for want in sorted(by_line):
-            while line < want:
-                offset = text.index("\n", offset) + 1
-                fast_offset = fast.index("\n", fast_offset) + 1
-                line += 1
-            end, fast_end = text.find("\n", offset), fast.find("\n", fast_offset)
-            end = len(text) if end < 0 else end
-            fast_end = len(fast) if fast_end < 0 else fast_end
-            line_hits = [(s - fast_offset, e - fast_offset, i) for s, e, i in by_line[want]]
-            self._find_in_line(text[offset:end], offset, fast[fast_offset:fast_end], line_hits, found)
-        return found
-
-    def _find_in_line(
-        self, line: str, offset: int, fast: str, hits: list[tuple[int, int, int]], found: list[Match]
-    ) -> None:
-        """Analyse the words around each hit (the whole line if it has characters that expand, such as ﬁ)."""
-        locator = Locator.for_line(line)
-        if locator is None:
-            found.extend(self.evaluate(analyze(line, offset)))
-            return
-        # Segments widened to whole words: each match and everything its rules look at lies inside one. A listed
-        # word is a hit itself and needs a neighbour either side; an allowed or longer word around it is a hit too,
-        # and overlapping segments merge. Jamo composition and stretch folding never cross a space, and a decomposed
-        # or stretched word is a chain of overlapping trigger hits; a match made by them can reach `longest` letters
-        # beyond the chain.
-        spans = []
-        for start, end, index in hits:
-            margin = 2
-            kind = self.patterns[index].kind
-            if kind == _STRETCH and " " in line[locator.original(start) : locator.original(start + 1)]:
-                continue  # "가 아니라": fast text has no spaces, but stretches never cross one
-            if kind >= _TRIGGER:
-                margin = self.longest + 1
-                while end < len(fast) and fast[end] == fast[end - 1]:
-                    end += 1  # a stretch goes on (조오오오오): the match can begin only after it
-            spans.append((max(start - margin, 0), min(end + margin, len(fast))))
-        spans.sort()
-        segments: list[list[int]] = []
-        for lo, hi in spans:
-            start = line.rfind(" ", 0, locator.original(lo)) + 1
-            stop = line.find(" ", locator.original(hi - 1) + 1)
-            stop = len(line) if stop < 0 else stop
-            if segments and start <= segments[-1][1]:
-                segments[-1][1] = max(segments[-1][1], stop)
-            else:
-                segments.append([start, stop])
-        if not segments:
-            return
-        for start, stop in segments:
-            found.extend(self.evaluate(analyze(line[start:stop], offset + start)))
+        units: _Units = _FastUnits(norm, text, flags)
+        kinds = self._kinds
+        sites = [start for start, _, index in hits if kinds[index] == _TRIGGER]
+        if self._compose_by_search:
+            sites = composable_sites(norm)
+        if sites:
+            units = _composed(units, sites)
+            hits = self.automaton.find_overlapping(units.text)
+        return self._evaluate(units, hits)
 
     def evaluate(self, units: Analyzed) -> list[Match]:
         """Apply the matching rules to analysed units (and their folded view); maximal matches, original offsets."""
-        return self.evaluate_views(units)[0]
+        return self._evaluate(_ListUnits.of(units), self.automaton.find_overlapping(units.text))
 
     def evaluate_views(self, units: Analyzed) -> tuple[list[Match], Analyzed]:
         """``evaluate``, plus the view whose units count towards the longest match (folded when anything folds)."""
         hits = self.automaton.find_overlapping(units.text)
-        seconds = [
-            k for start, _, index in hits if self.patterns[index].kind == _STRETCH for k in (start + 1, start + 2)
-        ]
+        kinds = self._kinds
+        seconds = [k for start, _, index in hits if kinds[index] == _STRETCH for k in (start + 1, start + 2)]
         folded = fold_stretches(units, seconds) if seconds else None
-        views = [(units, hits)]
-        if folded is not None:
-            views.append((folded, self.automaton.find_overlapping(folded.text)))
+        return self._evaluate(_ListUnits.of(units), hits), folded or units
+
+    def _evaluate(self, units: _Units, hits: list[tuple[int, int, int]]) -> list[Match]:
+        """The rules over the hits in ``units`` and in windows of its folded view (see ``_windows``)."""
         allowed: list[tuple[int, int]] = []
         candidates: list[tuple[int, int, _Pattern]] = []
-        for view, view_hits in views:
-            for start, end, index in view_hits:
-                pattern = self.patterns[index]
-                if pattern.kind == _ALLOW:
-                    allowed.append((view.starts[start], view.ends[end - 1]))
-                elif pattern.kind == _BAN and _accept(pattern, start, end, view):
-                    candidates.append((view.starts[start], view.ends[end - 1], pattern))
+        seconds = self._collect(units, hits, allowed, candidates)
+        if seconds:
+            folds = stretch_folds(units.text, units.gap, seconds)
+            for window in _windows(units, folds, self.longest + 1):
+                self._collect(window, self.automaton.find_overlapping(window.text), allowed, candidates)
+        if not candidates:
+            return []
         if allowed:
             candidates = [c for c in candidates if not any(a <= c[0] and c[1] <= b for a, b in allowed)]
-        candidates.sort(key=lambda c: (c[0], -c[1]))
+        candidates.sort(key=_by_start_then_longest)
         out: list[Match] = []
         reach = -1
         for start, end, pattern in candidates:
             if end <= reach:
                 continue  # inside a longer match that starts no later (or the same match in the folded view)
             reach = end
-            out.append(Match(pattern.word, pattern.category, start, end))
-        return out, folded or units
+            out.append(Match(pattern[1], pattern[2], start, end))
+        return out
+
+    def _collect(
+        self,
+        units: _Units | _Window,
+        hits: list[tuple[int, int, int]],
+        allowed: list[tuple[int, int]],
+        candidates: list[tuple[int, int, _Pattern]],
+    ) -> list[int]:
+        """Sort ``hits`` into allowed spans and accepted candidates; return where stretched syllables may fold."""
+        kinds, patterns = self._kinds, self.patterns
+        seconds: list[int] = []
+        folds = units.folds
+        for start, end, index in hits:
+            kind = kinds[index]
+            if kind == _STRETCH:
+                seconds += (start + 1, start + 2)
+            elif folds is not None and _untouched(folds, start, end):
+                continue  # a window's hit that neither has nor touches a folded unit: the plain view has it too
+            elif kind == _BAN:
+                pattern = patterns[index]
+                first, stop = units.start(start), units.end(end - 1)
+                # With one character per unit, a span as long as the match means nothing was removed inside it.
+                solid = units.one_to_one and stop - first == end - start
+                if _accept(pattern[3], start, end, units, solid):
+                    candidates.append((first, stop, pattern))
+            elif kind == _ALLOW:
+                allowed.append((units.start(start), units.end(end - 1)))
+        return seconds
 
 
-def _latin_edges(norm: str, pattern: _Pattern) -> _Pattern:
-    left, right = is_latin(norm[0]), is_latin(norm[-1])
-    if not (left or right):
-        return pattern
-    return _Pattern(pattern.word, pattern.category, pattern.kind, left_latin=left, right_latin=right)
+def _untouched(folds: list[int], start: int, end: int) -> bool:
+    """Whether none of the (sorted) ``folds`` lies in ``start - 1 .. end``, the hit and its context."""
+    i = bisect.bisect_left(folds, start - 1)
+    return i == len(folds) or folds[i] > end
+
+
+def _by_start_then_longest(candidate: tuple[int, int, _Pattern]) -> tuple[int, int]:
+    return candidate[0], -candidate[1]
+
+
+class _FastUnits:
+    """The units of a fast text: ``text[i]`` is one character of ``source``, at ``start(i)``.
+
+    No map is built: ``Offsets`` finds a unit's offset when a hit needs it, and the gap before a unit is read from
+    the characters removed between it and the one before.
+    """
+
+    __slots__ = ("_flags", "_offsets", "source", "start", "text")
+    folds = None  # a plain view has no folded units (see _Window)
+    one_to_one = True
+
+    def __init__(self, text: str, source: str, flags: bytes) -> None:
+        self.text = text
+        self.source = source
+        self._flags = flags
+        self._offsets = Offsets(flags)
+        self.start = self._offsets.original
+
+    def end(self, i: int) -> int:
+        return self._offsets.original(i) + 1
+
+    def gap(self, i: int) -> int:
+        """The gap before unit ``i``: none, removed symbols, or a word boundary (space, line break, text start)."""
+        text = self.text
+        if i == 0 or text[i] == "\n" or text[i - 1] == "\n":
+            return GAP_SPACE
+        start = self._offsets.original(i)
+        flags = self._flags
+        if flags[start - 1]:
+            return GAP_NONE  # the character before is unit i - 1
+        before = flags.rfind(1, 0, start) + 1
+        return GAP_SPACE if _WHITESPACE.search(self.source, before, start) else GAP_SYMBOL
+
+    def lists(self) -> tuple[list[int], list[int]]:
+        """Every unit's start and end (built when composition rewrites the units)."""
+        starts = self._offsets.all()
+        return starts, list(map(operator.add, starts, itertools.repeat(1)))
+
+
+class _ListUnits:
+    """Units with their offsets in lists: analysed (with gaps) or composed (gaps read from ``source``)."""
+
+    __slots__ = ("_ends", "_gaps", "_starts", "end", "source", "start", "text")
+    folds = None
+    one_to_one = False
+
+    def __init__(
+        self, text: str, starts: list[int], ends: list[int], *, gaps: list[int] | None = None, source: str = ""
+    ) -> None:
+        self.text = text
+        self.source = source
+        self._starts = starts
+        self._ends = ends
+        self._gaps = gaps
+        self.start = starts.__getitem__
+        self.end = ends.__getitem__
+
+    @classmethod
+    def of(cls, units: Analyzed) -> _ListUnits:
+        return cls(units.text, units.starts, units.ends, gaps=units.gaps)
+
+    def lists(self) -> tuple[list[int], list[int]]:
+        return self._starts, self._ends
+
+    def gap(self, i: int) -> int:
+        if self._gaps is not None:
+            return self._gaps[i]
+        text = self.text
+        if i == 0 or text[i] == "\n" or text[i - 1] == "\n":
+            return GAP_SPACE
+        before, start = self._ends[i - 1], self._starts[i]
+        if before == start:
+            return GAP_NONE
+        return GAP_SPACE if _WHITESPACE.search(self.source, before, start) else GAP_SYMBOL
+
+
+_Units = _FastUnits | _ListUnits
+
+
+_WHITESPACE = re.compile(r"\s")
+
+
+def _composed(units: _Units, sites: list[int]) -> _Units:
+    """``units`` with the jamo runs around ``sites`` composed (ㄱㅐㅅㅐㄲㅣ -> 개새끼); offsets become lists."""
+    text = units.text
+    starts, ends = units.lists()
+    pieces: list[str] = []
+    new_starts: list[int] = []
+    new_ends: list[int] = []
+    done = 0
+    for lo, hi in composition_regions(text, sites):
+        region = compose(Analyzed(text[lo:hi], starts[lo:hi], ends[lo:hi], [units.gap(i) for i in range(lo, hi)]))
+        pieces += (text[done:lo], region.text)
+        new_starts += starts[done:lo]
+        new_starts += region.starts
+        new_ends += ends[done:lo]
+        new_ends += region.ends
+        done = hi
+    pieces.append(text[done:])
+    new_starts += starts[done:]
+    new_ends += ends[done:]
+    return _ListUnits("".join(pieces), new_starts, new_ends, source=units.source)
+
+
+class _Window:
+    """A stretch of the folded view of some units (조오오온나 -> 존나), from base unit ``lo`` on.
+
+    ``folds`` are the window's folded units, the only places it differs from the plain view; folded unit ``folds[j]``
+    spans ``widths[j] + 1`` base units. Other units map to base units by counting the units folded away before them.
+    """
+
+    __slots__ = ("_base", "_lo", "_widths", "folds", "text")
+    one_to_one = False
+
+    def __init__(self, base: _Units, text: str, lo: int, folds: list[int], widths: list[int]) -> None:
+        self._base = base
+        self.text = text
+        self._lo = lo
+        self.folds: list[int] | None = folds
+        self._widths = widths
+
+    def _span(self, i: int) -> tuple[int, int]:
+        """The first and last base unit of window unit ``i``."""
+        folds, widths = self._folds(), self._widths
+        j = bisect.bisect_left(folds, i)
+        first = self._lo + i + sum(widths[:j])
+        return first, first + widths[j] if j < len(folds) and folds[j] == i else first
+
+    def _folds(self) -> list[int]:
+        assert self.folds is not None
+        return self.folds
+
+    def start(self, i: int) -> int:
+        return self._base.start(self._span(i)[0])
+
+    def end(self, i: int) -> int:
+        return self._base.end(self._span(i)[1])
+
+    def gap(self, i: int) -> int:
+        return self._base.gap(self._span(i)[0])
+
+
+def _windows(units: _Units, folds: list[int], reach: int) -> Iterator[_Window]:
+    """Windows of the folded view around each run of ``folds``, ``reach`` units either side.
+
+    A match in the folded view that differs from the plain view's contains a folded unit or touches one, so it lies
+    inside a window with a unit of context either side (``reach`` exceeds the longest pattern). Searching windows
+    instead of the whole folded text keeps ordinary text, where 재미있 (-> 재밌) or 가아 are common, cheap.
+    """
+    text, n = units.text, len(units.text)
+    chains: list[list[int]] = []  # [head, last]: units head..last fold into one
+    for k in folds:
+        if chains and chains[-1][1] == k - 1:
+            chains[-1][1] = k
+        else:
+            chains.append([k - 1, k])
+    i = 0
+    while i < len(chains):
+        lo = max(chains[i][0] - reach, 0)
+        j = i
+        while j + 1 < len(chains) and chains[j + 1][0] - reach <= chains[j][1] + 1 + reach:
+            j += 1
+        hi = min(chains[j][1] + 1 + reach, n)
+        pieces: list[str] = []
+        window_folds: list[int] = []
+        widths: list[int] = []
+        done = lo
+        size = 0
+        for head, last in chains[i : j + 1]:
+            pieces += (text[done:head], folded_syllable(text[head], text[last]))
+            size += head - done
+            window_folds.append(size)
+            widths.append(last - head)
+            size += 1
+            done = last + 1
+        pieces.append(text[done:hi])
+        yield _Window(units, "".join(pieces), lo, window_folds, widths)
+        i = j + 1
+
+
+def _edges(norm: str) -> int:
+    if norm[0] > "z" and norm[-1] > "z":
+        return 0  # Hangul at both ends: the usual case, decided without the calls below
+    return (_LEFT_LATIN if is_latin(norm[0]) else 0) | (_RIGHT_LATIN if is_latin(norm[-1]) else 0)
 
 
 def _is_digit(c: str) -> bool:
     return "0" <= c <= "9"
 
 
-def _accept(pattern: _Pattern, start: int, end: int, units: Analyzed) -> bool:
-    """The context rules of the module docstring, for one candidate match ``units.text[start:end]``."""
-    text, gaps = units.text, units.gaps
+def _accept(edges: int, start: int, end: int, units: _Units | _Window, solid: bool = False) -> bool:
+    """The context rules of the module docstring, for one candidate match ``units.text[start:end]``.
+
+    ``solid``: the caller knows nothing was removed inside the match (so it crosses no space).
+    """
+    text, gap = units.text, units.gap
     n = len(text)
-    if pattern.left_latin and start > 0 and gaps[start] == GAP_NONE and is_latin(text[start - 1]):
-        return False
-    if pattern.right_latin and end < n and gaps[end] == GAP_NONE and is_latin(text[end]):
-        return False
+    if edges:
+        if edges & _LEFT_LATIN and start > 0 and is_latin(text[start - 1]) and gap(start) == GAP_NONE:
+            return False
+        if edges & _RIGHT_LATIN and end < n and is_latin(text[end]) and gap(end) == GAP_NONE:
+            return False
     if _is_digit(text[start]):
-        if start > 0 and _is_digit(text[start - 1]) and gaps[start] != GAP_SPACE:
+        if start > 0 and _is_digit(text[start - 1]) and gap(start) != GAP_SPACE:
             return False  # 2018년: the digits continue a number
         k = start + 1
         while k < end and _is_digit(text[k - 1]):
-            if gaps[k] != GAP_NONE:
+            if gap(k) != GAP_NONE:
                 return False  # 18% 새끼, 1.8: the digits do not touch the word they would read as
             k += 1
-    if _is_digit(text[end - 1]) and end < n and _is_digit(text[end]) and gaps[end] != GAP_SPACE:
+    if _is_digit(text[end - 1]) and end < n and _is_digit(text[end]) and gap(end) != GAP_SPACE:
         return False
+    if solid:
+        return True
     last_space = -1
     for k in range(start + 1, end):
-        if gaps[k] == GAP_SPACE:
+        if gap(k) == GAP_SPACE:
             last_space = k
     if last_space >= 0:
-        if gaps[start] != GAP_SPACE:
+        if gap(start) != GAP_SPACE:
             return False  # 살며시 발라: starts inside a word
-        ends_word = end >= n or gaps[end] != GAP_NONE or text[end] in _PARTICLES
+        ends_word = end >= n or gap(end) != GAP_NONE or text[end] in _PARTICLES
         if not ends_word and end - last_space < 2:
             return False  # 시 발표: the last piece is the start of another word
     return True
 
 
-def _variants(norm: str) -> Iterable[tuple[str, bool]]:
-    """Spellings derived from a banned word: (variant, is_keyboard_form)."""
-    if _SUBSTITUTABLE.search(norm):
-        yield from ((v, False) for v in _lookalike_variants(norm))
-    if len(norm) >= 2:
-        keys = keyboard_form(norm)
-        if keys is not None and len(keys) >= _KEYBOARD_MIN_KEYS:
-            yield keys, True
-            if len(norm) >= _INITIALS_MIN_SYLLABLES:
-                consonants = initials(norm)
-                if consonants and len(set(consonants)) > 1:
-                    yield consonants, False
+def _variants(norms: Sequence[str]) -> list[tuple[int, str, int]]:
+    """Spellings derived from the banned words, in the order they are added: (word's index, variant, edges).
+
+    The scans and the keyboard and initial-consonant forms run once over the joined list (C-level ``str.translate``
+    and ``re`` passes) rather than a few calls per word: a 100,000-word build spends its Python time here.
+    """
+    joined = "\n".join(norms)
+    substitutable = set(lines_matching(_SUBSTITUTABLE, joined))
+    not_hangul = _HANGUL_RUN.sub("", joined).split("\n")  # "" for an all-Hangul word
+    keys = keyboard_form(joined, strict=False).split("\n")
+    consonants = initials(joined, strict=False).split("\n")
+    out: list[tuple[int, str, int]] = []
+    for i, (norm, rest, key, initial) in enumerate(zip(norms, not_hangul, keys, consonants, strict=True)):
+        if i in substitutable:
+            out += [(i, variant, _edges(variant)) for variant in _lookalike_variants(norm)]
+        if rest or len(norm) < 2 or len(key) < _KEYBOARD_MIN_KEYS:
+            continue
+        out.append((i, key, _LEFT_LATIN))  # typed from a Korean word: a boundary is needed on the left only
+        if len(norm) >= _INITIALS_MIN_SYLLABLES and len(set(initial)) > 1:
+            out.append((i, initial, 0))
+    return out
+
+
+# Deleting the Hangul syllables of a word leaves "" when it was all Hangul.
+_HANGUL_RUN = re.compile("[\uac00-\ud7a3]+")
 
 
 def _lookalike_variants(norm: str) -> list[str]:
@@ -427,7 +626,8 @@ def mask_text(text: str, matches: Iterable[Match], *, base: int = 0) -> str:
         if lo >= hi:
             continue
         parts.append(text[done:lo])
-        parts.append(_SPACE_OR_NOT.sub(_MASK, text[lo:hi]))
+        piece = text[lo:hi]
+        parts.append(_SPACE_OR_NOT.sub(_MASK, piece) if _WHITESPACE.search(piece) else _MASK * len(piece))
         done = hi
     parts.append(text[done:])
     return "".join(parts)
