@@ -37,7 +37,7 @@ from ..errors import (
     ProviderError,
     UnsupportedParameter,
 )
-from ..types import ProviderEvent, ProviderRequest, StreamEnd, TextDelta, Usage
+from ..types import PARAM_NAMES, ProviderEvent, ProviderRequest, StreamEnd, TextDelta, Usage
 from .base import ModelInfo, Provider, ProviderConfig, ProviderStatus
 from .modelfiles import ModelFiles, ProgressCallback, is_gguf_path
 
@@ -199,20 +199,8 @@ _RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 class LocalProvider(Provider):
     """The embedded model provider: ``local`` (the default model) or ``local/<catalog name>``."""
 
-    supported_params = frozenset(
-        {
-            "max_tokens",
-            "temperature",
-            "top_p",
-            "n",
-            "stop",
-            "presence_penalty",
-            "frequency_penalty",
-            "seed",
-            "user",
-            "response_format",
-        }
-    )
+    # Every first-class Chat Completions parameter; llama.cpp's server understands them all (``n`` only as 1).
+    supported_params = frozenset(PARAM_NAMES)
 
     def __init__(self, config: ProviderConfig, settings: Settings, *, files: ModelFiles | None = None) -> None:
         super().__init__(config, settings)
