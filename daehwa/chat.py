@@ -117,7 +117,7 @@ TurnEvent = TurnStarted | TurnDelta | TurnFinished
 class Limiter(Protocol):
     """Per-user quotas (requests per minute, tokens per day); raises ``RateLimited``."""
 
-    async def check(self, user: User, *, source: str) -> None: ...
+    async def check(self, user: User, *, source: str, locale: str | None = None) -> None: ...
 
     async def record(self, user: User, *, tokens: int) -> None: ...
 
@@ -236,7 +236,7 @@ class ChatService:
         stateless = request.messages is not None
         content = self._checked_content(request)
         if self.limiter is not None:
-            await self.limiter.check(user, source=request.source)
+            await self.limiter.check(user, source=request.source, locale=request.locale)
 
         conversation: Conversation | None = None
         persona: Persona | None = None

@@ -1,4 +1,5 @@
-"""Per-user quotas: turns per minute and tokens per UTC day, refused with ``RateLimited`` (HTTP 429 + Retry-After).
+"""Per-user quotas: turns per minute and tokens per UTC day, refused with ``RateLimited`` (HTTP 429 + Retry-After),
+its message in the request's locale (``daehwa.i18n``).
 
 ``QuotaLimiter`` implements the pipeline's ``Limiter`` protocol (``daehwa.chat``): ``check`` runs before a turn
 stores anything, ``record`` after it, with the tokens it used. The counters live behind a small ``Counters``
@@ -14,7 +15,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, RateLimited
+from .i18n import format_duration, t
 from .types import User
 
 if TYPE_CHECKING:
@@ -225,8 +226,8 @@ class QuotaLimiter:
             tpd = override.tokens_per_day if override.tokens_per_day is not None else tpd
         return Limits(rpm, tpd)
 
-    async def check(self, user: User, *, source: str) -> None:
-        """Raise ``RateLimited`` if ``user`` may not start a turn now; otherwise count the turn."""
+    async def check(self, user: User, *, source: str, locale: str | None = None) -> None:
+        """Raise ``RateLimited`` (worded in ``locale``) if ``user`` may not start a turn now; else count the turn."""
         limits = self.limits_for(user)
         if limits.tokens_per_day:
             used = await self.tokens_today(user)
@@ -234,8 +235,13 @@ class QuotaLimiter:
                 self._count("tokens_per_day")
                 retry_after = self._seconds_to_midnight()
                 raise RateLimited(
-                    f"You have used today's {limits.tokens_per_day:,} tokens ({used:,} used). The quota resets at "
-                    f"midnight UTC, in {_duration(retry_after)}; an admin can raise it (DAEHWA_USER_QUOTAS).",
+                    t(
+                        "rate_limited_tokens",
+                        locale,
+                        limit=limits.tokens_per_day,
+                        used=used,
+                        wait=format_duration(retry_after, locale),
+                    ),
                     retry_after=retry_after,
                     code="token_quota_exceeded",
                 )
@@ -244,8 +250,12 @@ class QuotaLimiter:
             if wait > 0:
                 self._count("requests_per_minute")
                 raise RateLimited(
-                    f"Too many messages: the limit is {limits.requests_per_minute} per minute. Try again in "
-                    f"{_duration(wait)}.",
+                    t(
+                        "rate_limited_requests",
+                        locale,
+                        limit=limits.requests_per_minute,
+                        wait=format_duration(wait, locale),
+                    ),
                     retry_after=wait,
                     code="rate_limit_exceeded",
                 )
@@ -294,12 +304,3 @@ class QuotaLimiter:
     def _count(self, limit: str) -> None:
         if self.metrics is not None:
             self.metrics.rate_limited.labels(limit).inc()
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(1, math.ceil(seconds))  # never "0 seconds"
-    if seconds < 120:
-        return f"{seconds} seconds"
-    if seconds < 7200:
-        return f"{round(seconds / 60)} minutes"
-    return f"{seconds / 3600:.1f} hours"

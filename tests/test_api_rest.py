@@ -174,7 +174,7 @@ async def test_rate_limited_is_429_with_retry_after(
     client: httpx.AsyncClient, alice_key: str, services: Services
 ) -> None:
     class Limiter:
-        async def check(self, user: User, *, source: str) -> None:
+        async def check(self, user: User, *, source: str, locale: str | None = None) -> None:
             raise RateLimited("Too many requests: wait a little.", retry_after=2.2)
 
         async def record(self, user: User, *, tokens: int) -> None: ...

@@ -17,6 +17,7 @@ import websockets
 from daehwa.chat import TurnRequest
 from daehwa.config import Settings, UserQuota
 from daehwa.errors import RateLimited
+from daehwa.i18n import format_duration
 from daehwa.metrics import Metrics
 from daehwa.providers.registry import ProviderRegistry
 from daehwa.quotas import MemoryCounters, QuotaLimiter, RedisCounters
@@ -161,7 +162,7 @@ async def test_requests_per_minute_with_a_per_user_override(tmp_path: Path):
     await limiter.check(ALICE, source="rest")
     await limiter.check(ALICE, source="rest")
     with pytest.raises(RateLimited) as info:
-        await limiter.check(ALICE, source="rest")
+        await limiter.check(ALICE, source="rest", locale="en")
     assert info.value.status == 429 and info.value.code == "rate_limit_exceeded"
     assert info.value.retry_after == pytest.approx(30.0, abs=0.01)
     assert "2 per minute" in info.value.message and "30 seconds" in info.value.message
@@ -182,7 +183,7 @@ async def test_tokens_per_day_refuse_until_midnight_utc(tmp_path: Path):
     await limiter.check(ALICE, source="rest")  # 600 < 1000: a turn may still start
     await limiter.record(ALICE, tokens=600)
     with pytest.raises(RateLimited) as info:
-        await limiter.check(ALICE, source="rest")
+        await limiter.check(ALICE, source="rest", locale="en")
     assert info.value.code == "token_quota_exceeded"
     assert info.value.retry_after == pytest.approx(12 * 3600)
     assert "1,200 used" in info.value.message
@@ -236,7 +237,7 @@ async def test_rest_answers_429_with_retry_after(client: httpx.AsyncClient, alic
     url = f"/api/conversations/{cid}/messages"
     for _ in range(2):
         assert (await client.post(url, json={"content": "hi"}, headers=auth(alice_key))).status_code == 200
-    refused = await client.post(url, json={"content": "hi"}, headers=auth(alice_key))
+    refused = await client.post(url, json={"content": "hi"}, headers={**auth(alice_key), "Accept-Language": "en"})
     assert refused.status_code == 429
     assert 1 <= int(refused.headers["retry-after"]) <= 30
     error = refused.json()["error"]
@@ -285,3 +286,88 @@ async def test_websocket_sends_an_error_frame_with_retry_after(live_server: Live
         assert 1 <= error["retry_after"] <= 30
         await ws.send(json.dumps({"type": "ping"}))
         assert json.loads(await ws.recv()) == {"type": "pong"}  # the socket stays open and usable
+
+
+# -- messages in the request's language ------------------------------------------------------------------------
+async def test_the_per_minute_message_is_in_the_requests_language(tmp_path: Path):
+    limiter = QuotaLimiter(make_settings(tmp_path, rate_limit_requests_per_minute=2), clock=Clock())
+    await limiter.check(ALICE, source="rest")
+    await limiter.check(ALICE, source="rest")
+    messages = {}
+    for locale in ("ko-KR,ko;q=0.9,en;q=0.8", "en-US,en;q=0.9", None, "fr"):
+        with pytest.raises(RateLimited) as info:
+            await limiter.check(ALICE, source="rest", locale=locale)
+        assert info.value.retry_after == pytest.approx(30.0, abs=0.01)  # refusing does not move the clock
+        messages[locale] = info.value.message
+    assert messages["ko-KR,ko;q=0.9,en;q=0.8"] == (
+        "요청이 너무 많아요. 30초 후에 다시 시도해 주세요. (1분에 2번까지 보낼 수 있어요.)"
+    )
+    assert messages["en-US,en;q=0.9"] == "Too many messages: the limit is 2 per minute. Try again in 30 seconds."
+    # No or an unsupported language: the service's home language, as for its other sentences.
+    assert messages[None] == messages["fr"] == messages["ko-KR,ko;q=0.9,en;q=0.8"]
+
+
+async def test_the_wait_in_the_message_is_the_retry_after_rounded_up(tmp_path: Path):
+    clock = Clock()
+    limiter = QuotaLimiter(make_settings(tmp_path, rate_limit_requests_per_minute=3), clock=clock)
+    for _ in range(3):
+        await limiter.check(ALICE, source="rest")
+    clock.now += 19.5  # the next turn frees up 0.5 s from now
+    with pytest.raises(RateLimited) as info:
+        await limiter.check(ALICE, source="rest", locale="ko")
+    assert info.value.retry_after == pytest.approx(0.5)  # kept exact; the header rounds it up to 1
+    assert info.value.message.startswith("요청이 너무 많아요. 1초 후에")
+
+
+async def test_the_daily_token_message_is_in_the_requests_language(tmp_path: Path):
+    clock = Clock(datetime(2026, 11, 21, 14, 30, tzinfo=UTC).timestamp())
+    limiter = QuotaLimiter(make_settings(tmp_path, rate_limit_tokens_per_day=1000), clock=clock)
+    await limiter.check(ALICE, source="rest")
+    await limiter.record(ALICE, tokens=1200)
+    with pytest.raises(RateLimited) as ko:
+        await limiter.check(ALICE, source="rest", locale="ko")
+    with pytest.raises(RateLimited) as en:
+        await limiter.check(ALICE, source="rest", locale="en")
+    assert ko.value.retry_after == en.value.retry_after == pytest.approx(9.5 * 3600)  # to midnight UTC
+    assert ko.value.code == en.value.code == "token_quota_exceeded"
+    assert ko.value.message == (
+        "오늘 사용할 수 있는 토큰을 모두 썼어요(사용 1,200 / 하루 한도 1,000). 9시간 30분 후에 다시 이용해 주세요. "
+        "한도를 늘리려면 관리자에게 문의해 주세요."
+    )
+    assert en.value.message == (
+        "You have used today's 1,000 tokens (1,200 used). The quota resets at midnight UTC, in 9 hours 30 minutes; "
+        "an admin can raise it (DAEHWA_USER_QUOTAS)."
+    )
+
+
+async def test_http_refusals_speak_the_accept_language(
+    client: httpx.AsyncClient, live_server: LiveServer, alice_key: str
+):
+    created = await client.post("/api/conversations", json={}, headers=auth(alice_key))
+    url = f"/api/conversations/{created.json()['conversation']['id']}/messages"
+    for _ in range(2):
+        assert (await client.post(url, json={"content": "hi"}, headers=auth(alice_key))).status_code == 200
+    korean = {**auth(alice_key), "Accept-Language": "ko-KR,ko;q=0.9,en-US;q=0.8"}
+    english = {**auth(alice_key), "Accept-Language": "en-GB,en;q=0.9"}
+
+    rest = await client.post(url, json={"content": "hi"}, headers=korean)
+    assert rest.status_code == 429
+    wait = int(rest.headers["retry-after"])
+    assert 1 <= wait <= 30
+    assert rest.json()["error"]["message"].startswith(f"요청이 너무 많아요. {wait}초 후에 다시 시도해 주세요.")
+    sse = await client.post(url, json={"content": "hi", "stream": True}, headers=english)
+    assert sse.status_code == 429
+    assert sse.json()["error"]["message"].startswith("Too many messages: the limit is 2 per minute. Try again in ")
+    v1_body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+    v1 = await client.post("/v1/chat/completions", json=v1_body, headers=english)
+    assert v1.status_code == 429 and v1.json()["error"]["message"].startswith("Too many messages")
+    v1 = await client.post("/v1/chat/completions", json=v1_body, headers=korean)
+    assert v1.status_code == 429 and v1.json()["error"]["message"].startswith("요청이 너무 많아요.")
+
+    headers = {"Accept-Language": "en-US,en;q=0.9"}  # English: Korean is also what no header gives
+    async with websockets.connect(f"{live_server.ws_url}/api/ws?api_key={alice_key}", additional_headers=headers) as ws:
+        await ws.send(json.dumps({"type": "message", "content": "hi", "request_id": "r1"}))
+        frame = json.loads(await ws.recv())
+        assert frame["type"] == "error" and frame["error"]["code"] == "rate_limit_exceeded"
+        wait = format_duration(frame["retry_after"], "en")
+        assert frame["error"]["message"] == f"Too many messages: the limit is 2 per minute. Try again in {wait}."

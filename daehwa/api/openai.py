@@ -129,6 +129,7 @@ def _turn_request(body: ChatCompletionRequest, user: User, request: Request) -> 
         params=params,
         source="v1",
         request_id=getattr(request.state, "request_id", None),
+        locale=request.headers.get("accept-language"),
         fallback_reply=False,  # a program gets an OpenAI error it can retry on, not a canned sentence as output
     )
 

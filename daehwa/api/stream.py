@@ -382,6 +382,7 @@ class _WsSession:
             edit=frame.type == "edit",
             source="ws",
             request_id=frame.request_id or self.request_id,
+            locale=self.ws.headers.get("accept-language"),
         )
         if (frame.type != "message") and not frame.conversation_id:
             await self.send_error(
