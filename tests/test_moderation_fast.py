@@ -1,0 +1,125 @@
+"""The fast check path against the full analysis: offsets from flags, composition in regions, folds in windows."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daehwa.moderation import WordFilter
+from daehwa.moderation.normalize import (
+    Offsets,
+    analyze,
+    fast_text,
+    fast_units,
+    keyboard_form,
+    normalize_word,
+    normalize_words,
+)
+
+# Words that make every kind of hit: stretched syllables (씨이발, 조오온나), decomposed jamo (ㄱㅐ새끼), look-alikes
+# (18, c발), keyboard forms (tlqkf), initials (ㄱㅅㄲ), Latin edges, allowed words around banned ones, and one long
+# word so that the fold windows are wide.
+WORDS = ["씨발", "존나", "개새끼", "병신", "애액", "fuck", "바보멍청이똥개해삼말미잘", "조온", "미친놈"]
+ALLOWED = ["시발점", "새끼 고양이", "존나게 귀여운"]
+PIECES = [
+    *"씨시이발존조오온나아개새끼병신애액미친놈바보멍청똥해삼말잘고양점귀여운게",
+    *"ㄱㅐㅅㅂㄲㅣㅗㅏ",
+    "18",
+    "c",
+    "tlqkf",
+    "fuck",
+    "l",
+    "1",
+    " ",
+    " ",
+    ".",
+    "\n",
+    "ﬁ",
+    "가나다라마",
+    "바보멍청이이똥개해삼마알미잘",
+    "이이",
+]
+
+
+@pytest.fixture(scope="module")
+def compiled():  # type: ignore[no-untyped-def]
+    return WordFilter(builtin=False, words=WORDS, allowed=ALLOWED)._compiled
+
+
+def _full(compiled, text: str):  # type: ignore[no-untyped-def]
+    out, offset = [], 0
+    for line in text.split("\n"):
+        out.extend(compiled.evaluate(analyze(line, offset)))
+        offset += len(line) + 1
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=120))
+def test_fast_path_equals_full_analysis_on_long_texts(pieces: list[str]) -> None:
+    compiled = _FILTER.setdefault("f", WordFilter(builtin=False, words=WORDS, allowed=ALLOWED))._compiled
+    text = "".join(pieces)
+    assert compiled.find(text) == _full(compiled, text)
+
+
+_FILTER: dict[str, WordFilter] = {}
+
+
+def test_folds_far_apart_and_at_the_edges_are_found(compiled) -> None:  # type: ignore[no-untyped-def]
+    # Several windows in one text, a fold at the very start and at the very end, and ordinary text between.
+    filler = "가나다라마바사 " * 6
+    text = f"씨이발 {filler}조오오온나 {filler}바보멍청이이똥개해삼마알미잘 {filler}미친노옴"
+    found = compiled.find(text)
+    assert [(m.word, text[m.start : m.end]) for m in found] == [
+        ("씨발", "씨이발"),
+        ("존나", "조오오온나"),
+        ("바보멍청이똥개해삼말미잘", "바보멍청이이똥개해삼마알미잘"),  # folds far inside a long word
+        ("미친놈", "미친노옴"),
+    ]
+    assert found == _full(compiled, text)
+
+
+def test_random_texts_match_the_full_analysis(compiled) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(5)
+    for _ in range(300):
+        text = "".join(rng.choice(PIECES) for _ in range(rng.randint(1, 200)))
+        assert compiled.find(text) == _full(compiled, text), text
+
+
+@given(st.text(alphabet=st.sampled_from(["a", "B", "시", "ㄱ", " ", ".", "\u200b", "Ａ", "♡", "\n", "1", "\t"])))
+def test_offsets_map_fast_text_back_to_the_text(text: str) -> None:
+    fast = fast_units(text)
+    assert fast is not None
+    norm, flags = fast
+    assert norm == fast_text(text)
+    assert len(flags) == len(text)
+    units = analyze(text)
+    if units.text != norm:
+        return  # composition changed the units (ㄱ + a letter): the filter composes before mapping
+    offsets = Offsets(flags)
+    # Forward, backward and repeated lookups all agree with the analysis.
+    order = list(range(len(norm))) + list(reversed(range(len(norm)))) + [0] * bool(norm)
+    for k in order:
+        assert offsets.original(k) == units.starts[k]
+    assert offsets.all() == units.starts
+
+
+def test_expanding_characters_take_the_full_analysis() -> None:
+    assert fast_units("ﬁ") is None
+    assert fast_units("㎏") is None
+    assert fast_units("Ａ㈜") == ("a주", b"\x01\x01")
+
+
+def test_batch_normalisation_equals_one_word_at_a_time() -> None:
+    words = ["시 발", "ㅆ1", "ㄷㅐ출", "ＦＵＣＫ", "sh1t", "", "a\nb", "🖕", "개새끼", "ㅅㅂ"]
+    assert normalize_words(words) == [normalize_word(w) for w in words]
+    assert normalize_words([]) == []
+
+
+def test_keyboard_form_of_a_joined_list_keeps_other_characters() -> None:
+    assert keyboard_form("시발") == "tlqkf"
+    assert keyboard_form("시발x") is None
+    assert keyboard_form("시발\nabc", strict=False) == "tlqkf\nabc"
