@@ -197,7 +197,8 @@ class Accounts:
 
     async def user_for_api_key(self, secret: str) -> User:
         """The key's owner; ``AuthenticationError`` (401) for an unknown or revoked key. Never echoes the key."""
-        key_hash = hash_token(secret.strip())
+        secret = secret.strip()
+        key_hash = hash_token(secret)
         cached = self._keys.get(key_hash)
         if cached is not None:
             return cached[1]

@@ -207,11 +207,23 @@ async def _chat(
                 system=system,
                 params=params,
                 source="cli",
+                locale=_terminal_locale(),
             )
             conversation_id = await _one_turn(services, request, interactive) or conversation_id
             system = None  # the system prompt is part of the first request; later turns keep the conversation
     finally:
         await services.aclose()
+
+
+def _terminal_locale() -> str | None:
+    """The terminal's language (LC_ALL / LC_MESSAGES / LANG, e.g. ko_KR.UTF-8 -> ko) for the service's own sentences."""
+    import os
+
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(name, "")
+        if value and value not in ("C", "POSIX", "C.UTF-8"):
+            return value.split(".")[0].replace("_", "-")
+    return None
 
 
 @contextlib.contextmanager

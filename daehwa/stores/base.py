@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +31,7 @@ class UserRecord:
     """A user as stored, with the password hash the API never returns."""
 
     user: User
-    password_hash: str | None
+    password_hash: str | None = field(repr=False)  # never in logs or tracebacks
 
 
 @dataclass(frozen=True, slots=True)
