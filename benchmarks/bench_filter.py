@@ -1,11 +1,12 @@
 """Word filter speed: build time, memory and time per 1,000 characters of real Korean text, with 100,000 words.
 
-    python benchmarks/bench_filter.py [--words 100000] [--samples 2000]
+    python benchmarks/bench_filter.py [--words 100000] [--samples 2000] [--passes 5]
 
 The banned words are the shared public lists (../shared/data/wordlists/) plus generated Korean and English words up
 to --words. Each sample is 1,000 characters of ../shared/data/corpus/ko_comments.txt (comments with their line breaks);
 the time covers the whole ``check``: normalisation, matching, rules, offsets and masking. Reports wall-clock and CPU
-time, because on a shared machine wall-clock includes waiting for a core.
+time, because on a shared machine wall-clock includes waiting for a core; the samples are checked in several passes
+and each pass's median is printed, since other engineers' jobs slow whole passes down.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def generated_words(count: int, seed: int = 7) -> list[str]:
     return sorted(words)
 
 
+def pct(values: list[int], q: float) -> float:
+    """The ``q`` quantile of nanosecond ``values``, in microseconds."""
+    return sorted(values)[min(int(len(values) * q), len(values) - 1)] / 1000
+
+
 def rss_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -55,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--words", type=int, default=100_000, help="total banned words (shared lists + generated)")
     parser.add_argument("--samples", type=int, default=2000, help="1,000-character samples to check")
+    parser.add_argument("--passes", type=int, default=5, help="passes over the samples (the best one is reported)")
     args = parser.parse_args()
 
     shared_count = sum(1 for p in LISTS for line in p.read_text(encoding="utf-8").splitlines() if line.strip())
@@ -69,32 +76,36 @@ def main() -> None:
         build_wall, build_cpu = time.perf_counter() - started, time.process_time() - cpu
         gc.collect()
         memory_mib = (rss_kib() - before) / 1024
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         filt.reload()
-        reload_wall = time.perf_counter() - started
+        reload_wall, reload_cpu = time.perf_counter() - started, time.process_time() - cpu
     stats = filt.stats
     text = CORPUS.read_text(encoding="utf-8")
     samples = [text[i : i + 1000] for i in range(0, min(len(text) - 1000, args.samples * 1000), 1000)]
     for sample in samples[:200]:
         filt.check(sample)  # warm the per-character cache
-    wall, cpu_times, hits = [], [], 0
-    for sample in samples:
-        w, c = time.perf_counter_ns(), time.process_time_ns()
-        result = filt.check(sample)
-        cpu_times.append(time.process_time_ns() - c)
-        wall.append(time.perf_counter_ns() - w)
-        hits += bool(result.matches)
-
-    def pct(values: list[int], q: float) -> float:
-        return sorted(values)[min(int(len(values) * q), len(values) - 1)] / 1000
+    passes = []  # (cpu median, cpu p99, wall median, wall p99) per pass
+    hits = sum(bool(filt.check(sample).matches) for sample in samples)
+    for _ in range(args.passes):
+        wall, cpu_times = [], []
+        for sample in samples:
+            w, c = time.perf_counter_ns(), time.process_time_ns()
+            filt.check(sample)
+            cpu_times.append(time.process_time_ns() - c)
+            wall.append(time.perf_counter_ns() - w)
+        passes.append((statistics.median(cpu_times) / 1000, pct(cpu_times, 0.99), statistics.median(wall) / 1000,
+                       pct(wall, 0.99)))  # fmt: skip
+    best = min(passes)
 
     print(f"words loaded        {stats.words:,} (+{stats.allowed} allowed, {stats.skipped} skipped)")
     print(f"automaton patterns  {stats.patterns:,} (with generated spellings), longest {stats.longest}")
-    print(f"build               {build_wall:.2f} s wall, {build_cpu:.2f} s CPU; reload {reload_wall:.2f} s")
+    print(f"build               {build_wall:.2f} s wall, {build_cpu:.2f} s CPU; reload {reload_wall:.2f} s wall, "
+          f"{reload_cpu:.2f} s CPU")  # fmt: skip
     print(f"memory (RSS growth) {memory_mib:.0f} MiB")
     print(f"samples             {len(samples)} x 1,000 chars, {hits} with a match")
-    print(f"check, wall         median {statistics.median(wall) / 1000:.0f} µs, p99 {pct(wall, 0.99):.0f} µs")
-    print(f"check, CPU          median {statistics.median(cpu_times) / 1000:.0f} µs, p99 {pct(cpu_times, 0.99):.0f} µs")
+    print(f"check, CPU medians  {', '.join(f'{p[0]:.0f}' for p in passes)} µs (one per pass)")
+    print(f"check, CPU          median {best[0]:.0f} µs, p99 {best[1]:.0f} µs (best pass)")
+    print(f"check, wall         median {best[2]:.0f} µs, p99 {best[3]:.0f} µs (same pass)")
 
     guard_text = samples[0] * 4
     started = time.process_time()

@@ -123,3 +123,68 @@ def test_keyboard_form_of_a_joined_list_keeps_other_characters() -> None:
     assert keyboard_form("시발") == "tlqkf"
     assert keyboard_form("시발x") is None
     assert keyboard_form("시발\nabc", strict=False) == "tlqkf\nabc"
+
+
+# -- the compiled cache ------------------------------------------------------------------------------------------------
+def test_cache_gives_the_same_filter_and_is_used_on_the_next_start(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    words = tmp_path / "words.txt"
+    words.write_text("씨발\n바보\tinsult\n🖕\n", encoding="utf-8")
+    cache = tmp_path / "cache"
+    built = WordFilter([words], builtin=False, cache_dir=cache)
+    assert not built.stats.cached
+    assert len(list(cache.glob("*.filter"))) == 1
+    caplog.clear()
+    loaded = WordFilter([words], builtin=False, cache_dir=cache)
+    assert loaded.stats.cached
+    # Skipped entries are still reported on a cached start.
+    assert any("has no letters" in r.getMessage() for r in caplog.records)
+    for text in ["씨이발 바.보", "tlqkf", "시발점", "ㅅㅂ 바보야", "평범한 문장"]:
+        assert loaded.check(text) == built.check(text)
+    assert loaded.stats.as_dict() | {"cached": False, "build_seconds": 0} == built.stats.as_dict() | {
+        "build_seconds": 0
+    }
+
+
+def test_changed_lists_miss_the_cache(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    words = tmp_path / "words.txt"
+    words.write_text("씨발\n", encoding="utf-8")
+    cache = tmp_path / "cache"
+    filt = WordFilter([words], builtin=False, cache_dir=cache)
+    words.write_text("씨발\n바보\tinsult\n", encoding="utf-8")
+    filt.reload()
+    assert not filt.stats.cached
+    assert [m.word for m in filt.check("바보").matches] == ["바보"]
+    words.write_text("씨발\n", encoding="utf-8")
+    filt.reload()  # back to the first lists: their compiled form is still there
+    assert filt.stats.cached
+    assert filt.check("바보").matches == ()
+
+
+def test_a_damaged_cache_file_is_rebuilt(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    cache = tmp_path / "cache"
+    WordFilter(builtin=False, words=["바보"], cache_dir=cache)
+    (path,) = cache.glob("*.filter")
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    filt = WordFilter(builtin=False, words=["바보"], cache_dir=cache)
+    assert not filt.stats.cached
+    assert "unusable" in caplog.text
+    assert [m.word for m in filt.check("바.보").matches] == ["바보"]
+    assert WordFilter(builtin=False, words=["바보"], cache_dir=cache).stats.cached  # rewritten
+
+
+def test_an_unwritable_cache_only_costs_a_build(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory", encoding="utf-8")
+    filt = WordFilter(builtin=False, words=["바보"], cache_dir=blocker / "cache")
+    assert [m.word for m in filt.check("바보").matches] == ["바보"]
+    assert "cannot be written" in caplog.text
+
+
+def test_the_cache_keeps_only_the_newest_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cache = tmp_path / "cache"
+    for i in range(5):
+        WordFilter(builtin=False, words=[f"바보{i}"], cache_dir=cache)
+    assert len(list(cache.glob("*.filter"))) == 3
+    assert not list(cache.glob("*.tmp*"))

@@ -14,7 +14,12 @@ if TYPE_CHECKING:
 
 def build_moderator(settings: Settings) -> Moderator:
     """A ``WordFilter`` over the configured lists (built even when both actions are off: a persona may turn it on)."""
-    return WordFilter(settings.filter_word_files, settings.filter_allow_files, builtin=settings.filter_builtin_list)
+    return WordFilter(
+        settings.filter_word_files,
+        settings.filter_allow_files,
+        builtin=settings.filter_builtin_list,
+        cache_dir=settings.data_dir / "filter-cache",  # compiled lists: a restart with unchanged lists skips the build
+    )
 
 
 def policy_from_settings(settings: Settings) -> ModerationPolicy:
