@@ -4,8 +4,10 @@ Three processes: the fake upstream in instant mode (``tests/fake_upstream.py --i
 ``daehwa serve`` whose default model is that upstream (providers file, SQLite store, one API key), and this load
 client. The same non-streaming request goes to the upstream directly and through daehwa, at each concurrency, with
 the paths alternating per round so background load on a shared machine hits both alike. "Added" is daehwa's latency
-minus the direct latency at the same percentile: auth, validation, the turn pipeline and three store writes
-(conversation log, begin_turn, finish_turn with usage), plus the extra HTTP hop.
+minus the direct latency at the same percentile: auth, validation, the turn pipeline and two store transactions
+(the logged ``api`` conversation with the user's message and the streaming reply, then the reply with its usage),
+plus the extra HTTP hop. "CPU/req" is the CPU time the daehwa server process spent per request (from /proc, Linux),
+which other load on a shared machine disturbs much less than latency.
 
     python benchmarks/bench_gateway.py                         # concurrency 1 and 32
     python benchmarks/bench_gateway.py --requests 2000 --concurrency 1 8 32 --stream
@@ -73,6 +75,15 @@ async def load(url: str, headers: dict[str, str], n: int, concurrency: int, stre
     return latencies
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -121,10 +132,12 @@ def main() -> None:
             }
             mode = "stream" if args.stream else "non-stream"
             print(f"/v1/chat/completions ({mode}), {args.requests} requests per path and concurrency")
-            print(f"{'conc':>4} {'path':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+            print(f"{'conc':>4} {'path':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU/req':>8}")
+            pids = {"direct": upstream.pid, "daehwa": server.pid}
             for concurrency in args.concurrency:
                 results: dict[str, list[float]] = {"direct": [], "daehwa": []}
                 elapsed = {"direct": 0.0, "daehwa": 0.0}
+                cpu: dict[str, float | None] = {"direct": 0.0, "daehwa": 0.0}
                 for url, headers in paths.values():  # warm up connections and caches
                     asyncio.run(load(url, headers, min(100, args.requests), concurrency, args.stream))
                 per_round = max(1, args.requests // args.rounds)
@@ -132,14 +145,21 @@ def main() -> None:
                     order = ("direct", "daehwa") if round_no % 2 == 0 else ("daehwa", "direct")
                     for name in order:
                         url, headers = paths[name]
-                        start = time.perf_counter()
+                        start, cpu_start = time.perf_counter(), cpu_seconds(pids[name])
                         results[name] += asyncio.run(load(url, headers, per_round, concurrency, args.stream))
                         elapsed[name] += time.perf_counter() - start
+                        cpu_end, spent = cpu_seconds(pids[name]), cpu[name]
+                        if cpu_start is None or cpu_end is None or spent is None:
+                            cpu[name] = None
+                        else:
+                            cpu[name] = spent + cpu_end - cpu_start
                 for name in ("direct", "daehwa"):
                     lat = results[name]
+                    spent = cpu[name]
+                    cpu_text = "n/a" if spent is None else f"{spent / len(lat) * 1000:.2f}"
                     print(
                         f"{concurrency:>4} {name:>7} {len(lat) / elapsed[name]:>8.0f} "
-                        f"{pct(lat, 50) * 1000:>8.2f} {pct(lat, 99) * 1000:>8.2f}"
+                        f"{pct(lat, 50) * 1000:>8.2f} {pct(lat, 99) * 1000:>8.2f} {cpu_text:>8}"
                     )
                 added50 = (pct(results["daehwa"], 50) - pct(results["direct"], 50)) * 1000
                 added99 = (pct(results["daehwa"], 99) - pct(results["direct"], 99)) * 1000
