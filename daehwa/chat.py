@@ -267,22 +267,26 @@ class ChatService:
             raise InvalidRequest("n > 1 is only supported on /v1/chat/completions.", param="n")
         policy = persona.policy(self.policy) if persona else self.policy
 
-        # Regenerate / edit act on the stored history, so they are resolved before anything new is written.
-        if request.regenerate or request.edit:
-            if conversation is None:
-                raise InvalidRequest("regenerate and edit need an existing conversation_id.", param="conversation_id")
-            content = await self._rewind(user, conversation, edit=request.edit, content=content)
+        if (request.regenerate or request.edit) and conversation is None:
+            raise InvalidRequest("regenerate and edit need an existing conversation_id.", param="conversation_id")
 
         user_meta: dict[str, Any] = {}
         blocked = False
         if content is not None and policy.input != "off":
             content, user_meta, blocked = self._moderate_input(content, policy.input)
 
+        # Regenerate / edit rewrite the stored history; a blocked edit leaves it as it was (nothing is lost).
+        if (request.regenerate or request.edit) and not blocked:
+            assert conversation is not None
+            content = await self._rewind(user, conversation, edit=request.edit, content=content)
+
         # A new conversation is created together with its first turn (one store transaction) unless the input is
         # blocked: then it is created alone, to hold the blocked message.
         new_conversation: dict[str, Any] | None = None
         if conversation is None:
-            title = request.title or _title_from(content or "")
+            # A blocked message never names a conversation: its title shows the masked text.
+            shown = self.moderator.check(content).masked if blocked and content else content
+            title = request.title or _title_from(shown or "")
             if stateless:
                 new_conversation = {"title": title, "model": model, "kind": "api"}
             else:

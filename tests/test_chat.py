@@ -259,3 +259,55 @@ async def test_a_conversation_started_by_a_persona_is_named_by_the_first_message
     assert started.conversation.title == "Hello, I'd like a latte"  # the start event already carries it
     stored = await services.store.get_conversation(alice.id, conversation.id)
     assert stored is not None and stored.title == "Hello, I'd like a latte"
+
+
+async def test_blocked_input_is_stored_as_blocked_and_never_sent(
+    services: Services, alice: User, fake_provider: FakeProvider
+):
+    from daehwa.errors import ContentBlocked
+
+    with pytest.raises(ContentBlocked) as caught:
+        await services.chat.run(TurnRequest(user=alice, content="야 이 씨@발 놈아", locale="ko"))
+    assert "부적절한 표현" in caught.value.message
+    assert fake_provider.requests == []
+    [conversation] = await services.store.list_conversations(alice.id)
+    assert "발" not in conversation.title  # the title shows the masked text
+    [message] = await services.store.list_messages(alice.id, conversation.id) or []
+    assert (message.content, message.status) == ("야 이 씨@발 놈아", MessageStatus.BLOCKED)
+    assert message.meta["moderation"]["matches"][0]["start"] == 4
+
+
+async def test_a_blocked_edit_keeps_the_original_exchange(services: Services, alice: User):
+    from daehwa.errors import ContentBlocked
+
+    started, _ = await services.chat.run(TurnRequest(user=alice, content="first question"))
+    cid = started.conversation.id
+    with pytest.raises(ContentBlocked):
+        await services.chat.run(TurnRequest(user=alice, conversation_id=cid, content="시발 뭐야", edit=True))
+    stored = await services.store.list_messages(alice.id, cid) or []
+    assert [(m.role, m.content, m.status) for m in stored] == [
+        ("user", "first question", MessageStatus.COMPLETE),
+        ("assistant", "echo: first question", MessageStatus.COMPLETE),
+        ("user", "시발 뭐야", MessageStatus.BLOCKED),
+    ]
+
+
+async def test_banned_words_in_the_reply_are_masked_even_across_chunks(settings, fake_provider: FakeProvider):
+    from daehwa.providers.registry import ProviderRegistry
+    from daehwa.services import build_services
+
+    svc = build_services(
+        settings.model_copy(update={"filter_output_action": "mask"}), providers=ProviderRegistry([fake_provider])
+    )
+    await svc.start()
+    try:
+        user = await svc.store.create_user("dora", password_hash=None)
+        fake_provider.enqueue(Script(chunks=["그건 정말 ", "씨", "발 ", "같은 일이에요."]))
+        events = await collect(svc, TurnRequest(user=user, content="어때?"))
+        shown = "".join(e.text for e in events if isinstance(e, TurnDelta))
+        finished = events[-1]
+        assert isinstance(finished, TurnFinished)
+        assert shown == "그건 정말 ** 같은 일이에요."  # the word split over two chunks never showed
+        assert finished.message.content == shown  # what was shown is what was stored
+    finally:
+        await svc.aclose()
