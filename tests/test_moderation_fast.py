@@ -99,7 +99,7 @@ def test_offsets_map_fast_text_back_to_the_text(text: str) -> None:
     units = analyze(text)
     if units.text != norm:
         return  # composition changed the units (ㄱ + a letter): the filter composes before mapping
-    offsets = Offsets(flags)
+    offsets = Offsets(flags, len(norm))
     # Forward, backward and repeated lookups all agree with the analysis.
     order = list(range(len(norm))) + list(reversed(range(len(norm)))) + [0] * bool(norm)
     for k in order:

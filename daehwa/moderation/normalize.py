@@ -179,17 +179,19 @@ def _flag_table() -> tuple[bytes, bytes]:
 class Offsets:
     """Where letter ``k`` of a text's fast form lies in the text, from the flags of ``fast_units``.
 
-    A cursor moves with C-level ``bytes.count`` over the flags: a jump of ``d`` letters lands within the number of
-    removed characters it crossed, so a lookup near the previous one costs a couple of calls. Building the whole map
-    instead would cost a Python step per character, and most texts need a handful of lookups.
+    A cursor moves with C-level ``bytes.count`` over the flags. A forward jump of ``d`` letters is stretched by the
+    text's share of removed characters (spaces, mostly), so it usually lands within a character or two; what is left
+    is closed with exact steps back. Building the whole map instead would cost a Python step per character, and most
+    texts need a handful of lookups.
     """
 
-    __slots__ = ("_k", "_p", "flags")
+    __slots__ = ("_k", "_p", "_stretch", "flags")
 
-    def __init__(self, flags: bytes) -> None:
+    def __init__(self, flags: bytes, letters: int) -> None:
         self.flags = flags
         self._k = 0  # letters in flags[:_p]; flags[_p] is letter _k
         self._p = flags.find(1)
+        self._stretch = (len(flags) - letters) / max(letters, 1)  # removed characters per letter
 
     def original(self, k: int) -> int:
         """The character offset of letter ``k`` (0-based) of the fast text."""
@@ -197,13 +199,13 @@ class Offsets:
         if kc == k:
             return self._p
         flags, p = self.flags, self._p
-        while kc != k:
-            if kc > k:
-                q = p - (kc - k)  # never below 0: there are at least kc - k characters before p
-                kc -= flags.count(1, q, p)
-            else:
-                q = p + (k - kc)
-                kc += flags.count(1, p, q)
+        while kc < k:  # forward, estimating the removed characters on the way: may overshoot
+            q = min(p + (k - kc) + int((k - kc) * self._stretch), len(flags))
+            kc += flags.count(1, p, q)
+            p = q
+        while kc > k:  # back: removing kc - k characters removes at most that many letters, so never undershoots
+            q = p - (kc - k)
+            kc -= flags.count(1, q, p)
             p = q
         p = flags.find(1, p)
         self._k, self._p = kc, p

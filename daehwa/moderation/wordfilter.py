@@ -314,7 +314,7 @@ class _FastUnits:
         self.text = text
         self.source = source
         self._flags = flags
-        self._offsets = Offsets(flags)
+        self._offsets = Offsets(flags, len(text))
         self.start = self._offsets.original
 
     def end(self, i: int) -> int:
