@@ -279,9 +279,7 @@ class _Compiled:
                 continue  # a window's hit that neither has nor touches a folded unit: the plain view has it too
             elif kind == _BAN:
                 pattern = patterns[index]
-                first, stop = units.start(start), units.end(end - 1)
-                # With one character per unit, a span as long as the match means nothing was removed inside it.
-                solid = units.one_to_one and stop - first == end - start
+                first, stop, solid = units.span(start, end)
                 if _accept(pattern[3], start, end, units, solid):
                     candidates.append((first, stop, pattern))
             elif kind == _ALLOW:
@@ -308,7 +306,6 @@ class _FastUnits:
 
     __slots__ = ("_flags", "_offsets", "source", "start", "text")
     folds = None  # a plain view has no folded units (see _Window)
-    one_to_one = True
 
     def __init__(self, text: str, source: str, flags: bytes) -> None:
         self.text = text
@@ -319,6 +316,14 @@ class _FastUnits:
 
     def end(self, i: int) -> int:
         return self._offsets.original(i) + 1
+
+    def span(self, start: int, end: int) -> tuple[int, int, bool]:
+        """Where units ``start..end-1`` lie in the source, and whether nothing was removed among them (solid)."""
+        first = self._offsets.original(start)
+        width = end - start
+        if self._flags.count(1, first, first + width) == width:
+            return first, first + width, True  # the next `width` characters are all kept: they are these units
+        return first, self._offsets.original(end - 1) + 1, False
 
     def gap(self, i: int) -> int:
         """The gap before unit ``i``: none, removed symbols, or a word boundary (space, line break, text start)."""
@@ -343,7 +348,6 @@ class _ListUnits:
 
     __slots__ = ("_ends", "_gaps", "_starts", "end", "source", "start", "text")
     folds = None
-    one_to_one = False
 
     def __init__(
         self, text: str, starts: list[int], ends: list[int], *, gaps: list[int] | None = None, source: str = ""
@@ -359,6 +363,9 @@ class _ListUnits:
     @classmethod
     def of(cls, units: Analyzed) -> _ListUnits:
         return cls(units.text, units.starts, units.ends, gaps=units.gaps)
+
+    def span(self, start: int, end: int) -> tuple[int, int, bool]:
+        return self._starts[start], self._ends[end - 1], False  # units may span several characters: not known
 
     def lists(self) -> tuple[list[int], list[int]]:
         return self._starts, self._ends
@@ -411,7 +418,6 @@ class _Window:
     """
 
     __slots__ = ("_base", "_lo", "_widths", "folds", "text")
-    one_to_one = False
 
     def __init__(self, base: _Units, text: str, lo: int, folds: list[int], widths: list[int]) -> None:
         self._base = base
@@ -439,6 +445,9 @@ class _Window:
 
     def gap(self, i: int) -> int:
         return self._base.gap(self._span(i)[0])
+
+    def span(self, start: int, end: int) -> tuple[int, int, bool]:
+        return self.start(start), self.end(end - 1), False
 
 
 def _windows(units: _Units, folds: list[int], reach: int) -> Iterator[_Window]:
