@@ -89,6 +89,8 @@ def main() -> None:
         cached = WordFilter([*LISTS, generated], cache_dir=cache)
         cache_load_cpu = time.process_time() - cpu
         assert cached.stats.cached
+        del cached
+        gc.collect()
     stats = filt.stats
     text = CORPUS.read_text(encoding="utf-8")
     samples = [text[i : i + 1000] for i in range(0, min(len(text) - 1000, args.samples * 1000), 1000)]

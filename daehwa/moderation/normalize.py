@@ -496,6 +496,7 @@ def trigger_patterns(words: Iterable[str]) -> tuple[list[str], list[str]]:
     them (and no listed word) needs no closer look. Stretch triggers are made for the syllables of the banned
     ``words`` only (씨 -> 씨이, 존 -> 조온, 조오), so most everyday pairs (재미있, 지인) do not trigger.
     """
+    _stretch_pairs()  # built here, with the filter, rather than in the first check
     jamo = [c + v for c in CHO for v in (*JUNG, *_VOWEL_LOOKALIKES)]
     syllables = set("".join(words))
     stretch: list[str] = []

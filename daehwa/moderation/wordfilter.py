@@ -227,15 +227,21 @@ class _Compiled:
 
     def evaluate(self, units: Analyzed) -> list[Match]:
         """Apply the matching rules to analysed units (and their folded view); maximal matches, original offsets."""
-        return self._evaluate(_ListUnits.of(units), self.automaton.find_overlapping(units.text))
+        return self.evaluate_views(units)[0]
 
     def evaluate_views(self, units: Analyzed) -> tuple[list[Match], Analyzed]:
-        """``evaluate``, plus the view whose units count towards the longest match (folded when anything folds)."""
-        hits = self.automaton.find_overlapping(units.text)
-        kinds = self._kinds
-        seconds = [k for start, _, index in hits if kinds[index] == _STRETCH for k in (start + 1, start + 2)]
+        """``evaluate``, plus the view whose units count towards the longest match (folded when anything folds).
+
+        Short texts (a stream's held text, a line with ﬁ or ㈜): the whole folded view is searched, no windows.
+        """
+        allowed: list[tuple[int, int]] = []
+        candidates: list[tuple[int, int, _Pattern]] = []
+        seconds = self._collect(_ListUnits.of(units), self.automaton.find_overlapping(units.text), allowed, candidates)
         folded = fold_stretches(units, seconds) if seconds else None
-        return self._evaluate(_ListUnits.of(units), hits), folded or units
+        if folded is not None:
+            hits = self.automaton.find_overlapping(folded.text)
+            self._collect(_ListUnits.of(folded), hits, allowed, candidates)
+        return _decide(allowed, candidates), folded or units
 
     def _evaluate(self, units: _Units, hits: list[tuple[int, int, int]]) -> list[Match]:
         """The rules over the hits in ``units`` and in windows of its folded view (see ``_windows``)."""
@@ -246,19 +252,7 @@ class _Compiled:
             folds = stretch_folds(units.text, units.gap, seconds)
             for window in _windows(units, folds, self.longest + 1):
                 self._collect(window, self.automaton.find_overlapping(window.text), allowed, candidates)
-        if not candidates:
-            return []
-        if allowed:
-            candidates = [c for c in candidates if not any(a <= c[0] and c[1] <= b for a, b in allowed)]
-        candidates.sort(key=_by_start_then_longest)
-        out: list[Match] = []
-        reach = -1
-        for start, end, pattern in candidates:
-            if end <= reach:
-                continue  # inside a longer match that starts no later (or the same match in the folded view)
-            reach = end
-            out.append(Match(pattern[1], pattern[2], start, end))
-        return out
+        return _decide(allowed, candidates)
 
     def _collect(
         self,
@@ -285,6 +279,23 @@ class _Compiled:
             elif kind == _ALLOW:
                 allowed.append((units.start(start), units.end(end - 1)))
         return seconds
+
+
+def _decide(allowed: list[tuple[int, int]], candidates: list[tuple[int, int, _Pattern]]) -> list[Match]:
+    """Drop candidates inside an allowed word, then keep the maximal ones (longest first at each start)."""
+    if not candidates:
+        return []
+    if allowed:
+        candidates = [c for c in candidates if not any(a <= c[0] and c[1] <= b for a, b in allowed)]
+    candidates.sort(key=_by_start_then_longest)
+    out: list[Match] = []
+    reach = -1
+    for start, end, pattern in candidates:
+        if end <= reach:
+            continue  # inside a longer match that starts no later (or the same match in the folded view)
+        reach = end
+        out.append(Match(pattern[1], pattern[2], start, end))
+    return out
 
 
 def _untouched(folds: list[int], start: int, end: int) -> bool:
