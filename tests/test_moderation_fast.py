@@ -188,3 +188,17 @@ def test_the_cache_keeps_only_the_newest_files(tmp_path) -> None:  # type: ignor
         WordFilter(builtin=False, words=[f"바보{i}"], cache_dir=cache)
     assert len(list(cache.glob("*.filter"))) == 3
     assert not list(cache.glob("*.tmp*"))
+
+
+def test_plain_list_files_read_like_parsed_ones(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from daehwa.errors import ConfigError
+    from daehwa.moderation.lists import parse_lines, read_list
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("씨발\n\n  바 보  \r\nfuck\n", encoding="utf-8")
+    text = plain.read_text(encoding="utf-8")
+    assert read_list(plain) == list(parse_lines(text.splitlines(), source=str(plain)))
+    assert [e.source for e in read_list(plain)] == [f"{plain}:1", f"{plain}:3", f"{plain}:4"]
+    plain.write_text("씨발\n" + "가" * 101 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"plain.txt:2 is 101 characters long"):
+        read_list(plain)

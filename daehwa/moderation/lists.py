@@ -57,7 +57,17 @@ def read_list(path: Path, *, default_category: str = DEFAULT_CATEGORY) -> list[L
         raise ConfigError(
             f"Word list {path} is not UTF-8 (byte {exc.start}): save it as UTF-8, e.g. `iconv -f cp949 -t utf-8`."
         ) from None
-    return list(parse_lines(text.splitlines(), source=str(path), default_category=default_category))
+    lines = text.splitlines()
+    if "\t" in text or "#" in text or "\ufeff" in text:
+        return list(parse_lines(lines, source=str(path), default_category=default_category))
+    # Plain words only (most big lists): the same entries as parse_lines, without its per-line branches.
+    source = str(path)
+    entries = [ListEntry(word, default_category, f"{source}:{number}")
+               for number, line in enumerate(lines, 1) if (word := line.strip())]  # fmt: skip
+    for entry in entries:
+        if len(entry.word) > MAX_WORD_CHARS:
+            raise _too_long(entry.source, entry.word)
+    return entries
 
 
 def parse_lines(
@@ -81,12 +91,16 @@ def parse_lines(
             word = word.strip()
             entry_category = _check_category(tagged.strip(), f"{source}:{number}")
         if len(word) > MAX_WORD_CHARS:
-            raise ConfigError(
-                f"Line {source}:{number} is {len(word)} characters long; a listed word may have at most "
-                f"{MAX_WORD_CHARS}. Is this a word list (one word per line, an optional tab and category)?"
-            )
+            raise _too_long(f"{source}:{number}", word)
         if word:
             yield ListEntry(word, entry_category, f"{source}:{number}")
+
+
+def _too_long(where: str, word: str) -> ConfigError:
+    return ConfigError(
+        f"Line {where} is {len(word)} characters long; a listed word may have at most {MAX_WORD_CHARS}. "
+        "Is this a word list (one word per line, an optional tab and category)?"
+    )
 
 
 def _check_category(value: str, where: str) -> str:

@@ -304,7 +304,10 @@ def normalize_words(words: Sequence[str]) -> list[tuple[str, bool]]:
     """``normalize_word`` for many entries at once: one ``fast_text`` over all of them, a line each."""
     if not words:
         return []
-    plains = fast_text("\n".join(word.replace("\n", " ") for word in words))
+    joined = "\n".join(words)
+    if joined.count("\n") != len(words) - 1:  # a word holds a line break (only through the API): one line each
+        joined = "\n".join(word.replace("\n", " ") for word in words)
+    plains = fast_text(joined)
     out = [(plain, False) for plain in plains.split("\n")]
     for row in lines_matching(_COMPOSABLE, plains):
         plain = out[row][0]

@@ -124,7 +124,7 @@ class _Compiled:
         stats: FilterStats,
     ) -> None:
         self.patterns = patterns
-        self._kinds = bytes(p[0] for p in patterns)
+        self._kinds = bytes(map(operator.itemgetter(0), patterns))
         self.automaton = automaton
         self.longest = longest
         self._compose_by_search = compose_by_search
@@ -161,13 +161,15 @@ class _Compiled:
                 continue
             bases.append((norm, entry))
             if norm not in table:
-                table[norm] = (_BAN, entry.word, entry.category, _edges(norm))
+                edges = 0 if norm[0] > "z" < norm[-1] else _edges(norm)  # Hangul at both ends: no call
+                table[norm] = (_BAN, entry.word, entry.category, edges)
         # Variants come after every listed word, so a listed spelling keeps its own entry and category.
         for i, variant, edges in _variants([norm for norm, _ in bases]):
             if variant not in table and variant not in allow_norms:
                 entry = bases[i][1]
                 table[variant] = (_BAN, entry.word, entry.category, edges)
         jamo_triggers, stretch_triggers = trigger_patterns([text for text, p in table.items() if p[0] == _BAN])
+        listed = len(table)  # banned and allowed spellings; the triggers come next
         # A jamo pair that is itself a listed pattern would hide its trigger; then every hit is checked for one.
         compose_by_search = any(trigger in table for trigger in jamo_triggers)
         for trigger in jamo_triggers:
@@ -182,7 +184,7 @@ class _Compiled:
             words=len(bases),
             skipped=len(skipped),
             allowed=len(allow_norms),
-            patterns=sum(1 for p in patterns if p[0] <= _ALLOW),
+            patterns=listed,
             longest=longest,
             build_seconds=time.perf_counter() - started,
             files=files,
