@@ -145,7 +145,7 @@ def chat(
 ) -> None:
     """Chat in the terminal. With standard input piped, reads one message per line and prints each reply."""
     settings = load_settings()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.ERROR)  # warnings (retries, fallbacks) would break into the streamed reply
     variables = dict(_parse_var(v) for v in var or [])
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_chat(settings, model, persona, system, variables, conversation, user, max_tokens, temperature))

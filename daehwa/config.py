@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     local_threads: int | None = Field(
         default=None, ge=1, description="CPU threads for the embedded model (default: all cores)."
     )
+    local_first_token_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds the embedded model may take to its first token (it shares your CPU, and its first token "
+        "includes reading the whole prompt); replaces DAEHWA_FIRST_TOKEN_TIMEOUT for it.",
+    )
     model_cache_dir: Path | None = Field(
         default=None,
         description="Where joined model files are cached (default: models/ in the data directory).",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -182,7 +183,13 @@ class Router:
         self.clock = clock  # breakers only; timeouts use the event loop's clock
         self.sleep = sleep
         self._breakers: dict[str, CircuitBreaker] = {}
-        self._bulkheads: dict[str, Bulkhead] = {}
+        self._bulkheads: dict[str, Bulkhead] = {}  # one per provider: as many as the providers file has
+        # A provider passes any model name on to its upstream, so breakers are kept for every configured model but
+        # only for the most recently used of the others (``metrics.unlisted_model_limit``): a client sending made-up
+        # model names must not grow memory (breakers, metric series) without end.
+        self._listed = self._listed_models()
+        self._unlisted: OrderedDict[str, None] = OrderedDict()  # least recently used first
+        metrics.pin_models(self._listed)
 
     # -- checks and state --------------------------------------------------------------------------------------
     def check(self, model: str, params: GenerationParams) -> GenerationParams:
@@ -190,8 +197,25 @@ class Router:
         provider, _ = self.providers.resolve(model)
         return check_params(provider, params)
 
+    def _listed_models(self) -> set[str]:
+        """Full names of the models the configuration names: the providers' lists and defaults, the fallbacks."""
+        names = {
+            self.providers.full_name(p, m)
+            for p in self.providers
+            for m in (*p.config.models, p.config.default_model)
+            if m
+        }
+        names.update(self.full_name(name) for name in self.config.fallback_models)
+        return names
+
     def breaker(self, model: str) -> CircuitBreaker:
         """The circuit breaker of ``model`` (a full name, ``provider/model``), created closed on first use."""
+        if model not in self._listed:
+            self._unlisted[model] = None
+            self._unlisted.move_to_end(model)
+            while len(self._unlisted) > self.metrics.unlisted_model_limit:
+                old, _ = self._unlisted.popitem(last=False)
+                self._breakers.pop(old, None)  # a call still holding it finishes with it; then it is garbage
         breaker = self._breakers.get(model)
         if breaker is None:
             c = self.config
@@ -206,7 +230,7 @@ class Router:
                 on_change=self._breaker_changed,
             )
             self._breakers[model] = breaker
-            self.metrics.breaker_state.labels(model).set(BreakerState.CLOSED)
+            self.metrics.breaker_state.labels(self.metrics.model(model)).set(BreakerState.CLOSED)
         return breaker
 
     def bulkhead(self, provider: str) -> Bulkhead:
@@ -240,8 +264,9 @@ class Router:
 
     def _breaker_changed(self, breaker: CircuitBreaker) -> None:
         state = breaker._state  # the stored state: reading .state here would recurse through the transition
-        self.metrics.breaker_state.labels(breaker.name).set(state)
-        self.metrics.breaker_transitions.labels(breaker.name, state.label).inc()
+        label = self.metrics.model(breaker.name)
+        self.metrics.breaker_state.labels(label).set(state)
+        self.metrics.breaker_transitions.labels(label, state.label).inc()
         log.warning("circuit breaker of %s is now %s", breaker.name, state.label, extra={"model": breaker.name})
 
     # -- streaming ---------------------------------------------------------------------------------------------
@@ -298,7 +323,7 @@ class Router:
                             ),
                         )
                     )
-                    self.metrics.upstream_requests.labels(name, "circuit_open").inc()
+                    self.metrics.upstream_requests.labels(self.metrics.model(name), "circuit_open").inc()
                     break
                 delivered = False  # True once a delta went out: from then on, no retry and no fallback
                 settled = False  # the breaker has been told how this call went
@@ -314,7 +339,12 @@ class Router:
                             deadline += loop.time() - warm_from
                             stream = candidate.provider.stream(request)
                             started = loop.time()
-                            first_by = min(started + self.config.first_token_timeout, deadline)
+                            own = candidate.provider.first_token_timeout  # e.g. the embedded model's, longer
+                            if own is not None:
+                                first_by = started + own
+                                deadline = max(deadline, first_by)
+                            else:
+                                first_by = min(started + self.config.first_token_timeout, deadline)
                             first: TextDelta | None = None
                             end: StreamEnd | None = None
                             while first is None and end is None:
@@ -326,7 +356,8 @@ class Router:
                                 except TimeoutError:
                                     raise FirstTokenTimeout(
                                         f"Model {name} sent no text within {first_by - started:.3g}s "
-                                        "(DAEHWA_FIRST_TOKEN_TIMEOUT, DAEHWA_FIRST_TOKEN_DEADLINE)."
+                                        "(DAEHWA_FIRST_TOKEN_TIMEOUT, DAEHWA_FIRST_TOKEN_DEADLINE, "
+                                        "DAEHWA_LOCAL_FIRST_TOKEN_TIMEOUT for the embedded model)."
                                     ) from None
                                 if isinstance(event, StreamEnd):
                                     end = event
@@ -356,7 +387,7 @@ class Router:
                     assert end is not None  # both loops above run until the stream's end
                     breaker.record_success()
                     settled = True
-                    self.metrics.upstream_requests.labels(name, "ok").inc()
+                    self.metrics.upstream_requests.labels(self.metrics.model(name), "ok").inc()
                     if position > 0:
                         self.metrics.fallbacks.labels("model").inc()
                         log.info("answered by fallback model %s", name, extra={"model": name, "primary": primary})
@@ -372,8 +403,9 @@ class Router:
                         breaker.record_failure()
                     else:
                         breaker.release()
-                    self.metrics.upstream_requests.labels(name, "error").inc()
-                    self.metrics.upstream_errors.labels(name, exc.code).inc()
+                    label = self.metrics.model(name)
+                    self.metrics.upstream_requests.labels(label, "error").inc()
+                    self.metrics.upstream_errors.labels(label, exc.code).inc()
                     if delivered:
                         raise exc from None  # text is out: the pipeline keeps it, marked interrupted
                     log.warning(
@@ -393,7 +425,7 @@ class Router:
                     wait = self.config.retry.delay(attempt, exc.retry_after)
                     if wait < 0 or loop.time() + wait >= deadline:
                         break  # asked to wait too long: the fallback answers sooner
-                    self.metrics.retries.labels(name).inc()
+                    self.metrics.retries.labels(self.metrics.model(name)).inc()
                     await self.sleep(wait)
                 finally:
                     if not settled:

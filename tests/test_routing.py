@@ -395,3 +395,37 @@ async def test_loading_a_model_does_not_count_against_the_first_token_timeout(se
         assert provider.warmed == ["echo"]
     finally:
         await svc.aclose()
+
+
+async def test_a_provider_may_set_its_own_first_token_timeout(settings):
+    """The embedded model gets DAEHWA_LOCAL_FIRST_TOKEN_TIMEOUT: slow prompt processing is not a failing upstream."""
+    from daehwa.chat import TurnRequest
+    from daehwa.providers.registry import ProviderRegistry
+    from daehwa.services import build_services
+    from daehwa.types import Outcome
+    from tests.conftest import FakeProvider, Script
+
+    patient = FakeProvider()
+    patient.first_token_timeout = 2.0
+    patient.enqueue(Script(chunks=["late ", "but here"], delay=0.5))
+    svc = build_services(
+        settings.model_copy(update={"first_token_timeout": 0.1, "first_token_deadline": 0.2}),
+        providers=ProviderRegistry([patient]),
+    )
+    await svc.start()
+    try:
+        user = await svc.store.create_user("erin", password_hash=None)
+        _, finished = await svc.chat.run(TurnRequest(user=user, content="hi"))
+        assert finished.outcome is Outcome.OK and finished.message.content == "late but here"
+    finally:
+        await svc.aclose()
+
+
+def test_the_local_provider_uses_the_local_first_token_timeout(settings):
+    from daehwa.providers.base import ProviderConfig
+    from daehwa.providers.local import LocalProvider
+
+    provider = LocalProvider(
+        ProviderConfig(name="local", type="local"), settings.model_copy(update={"local_first_token_timeout": 42.0})
+    )
+    assert provider.first_token_timeout == 42.0

@@ -56,6 +56,8 @@ class Provider(abc.ABC):
 
     #: Chat Completions parameters (wire names) this provider honours; others are rejected or dropped loudly.
     supported_params: frozenset[str] = frozenset()
+    #: Seconds this provider may take to its first token, instead of DAEHWA_FIRST_TOKEN_TIMEOUT (None: that setting).
+    first_token_timeout: float | None = None
 
     def __init__(self, config: ProviderConfig, settings: Settings) -> None:
         self.config = config

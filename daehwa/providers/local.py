@@ -209,6 +209,9 @@ class LocalProvider(Provider):
         self._errors: dict[str, DaehwaError] = {}  # model -> why it failed to load (cleared by a later success)
         self._engines: dict[str, LocalEngine] = {}  # model id -> its engine, once loaded through this provider
         self._started = False
+        # The embedded model shares this machine's CPU: its first token includes processing the whole prompt, which
+        # takes seconds on a small machine, and giving up on it only leaves the canned reply.
+        self.first_token_timeout = settings.local_first_token_timeout
 
     # -- naming ------------------------------------------------------------------------------------------------
     @property
