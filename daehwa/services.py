@@ -39,6 +39,7 @@ class Services:
         Other providers start on first use, so e.g. ``daehwa chat -m openai/...`` never loads the local model.
         """
         await self.store.open()
+        await self.store.recover_interrupted()  # replies a crashed server was streaming keep their text
         default = self.settings.default_model.partition("/")[0]
         await self.providers.start([default])
 

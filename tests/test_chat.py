@@ -311,3 +311,24 @@ async def test_banned_words_in_the_reply_are_masked_even_across_chunks(settings,
         assert finished.message.content == shown  # what was shown is what was stored
     finally:
         await svc.aclose()
+
+
+async def test_a_starting_server_recovers_replies_a_crash_left_streaming(settings, fake_provider: FakeProvider):
+    from daehwa.providers.registry import ProviderRegistry
+    from daehwa.services import build_services
+
+    first = build_services(settings, providers=ProviderRegistry([fake_provider]))
+    await first.store.open()
+    user = await first.store.create_user("frank", password_hash=None)
+    conversation = await first.store.create_conversation(user.id)
+    _, reply = await first.store.begin_turn(user.id, conversation.id, user_content="q", reply_model="fake")
+    await first.store.update_message(user.id, reply.id, content="half an ans")
+    await first.store.close()  # the process "died" mid-reply
+
+    second = build_services(settings, providers=ProviderRegistry([fake_provider]))
+    await second.start()
+    try:
+        messages = await second.store.list_messages(user.id, conversation.id) or []
+        assert (messages[-1].content, messages[-1].status) == ("half an ans", MessageStatus.INTERRUPTED)
+    finally:
+        await second.aclose()

@@ -137,7 +137,7 @@ async def test_open_is_idempotent_over_the_same_data(store: Store, store_factory
         await again.close()
 
 
-async def test_open_turns_streaming_replies_of_a_dead_process_into_interrupted(
+async def test_recovery_turns_streaming_replies_of_a_dead_process_into_interrupted(
     store: Store, store_factory: StoreFactory
 ) -> None:
     conv = await store.create_conversation("u1")
@@ -148,6 +148,10 @@ async def test_open_turns_streaming_replies_of_a_dead_process_into_interrupted(
     restarted = store_factory()
     await restarted.open()
     try:
+        # Opening alone (a one-off CLI command while a server streams) leaves live replies alone.
+        before = {m.id: m for m in await restarted.list_messages("u1", conv.id) or []}
+        assert before[reply.id].status is MessageStatus.STREAMING
+        await restarted.recover_interrupted()  # what a starting server does
         messages = await restarted.list_messages("u1", conv.id)
         assert messages is not None
         by_id = {m.id: m for m in messages}
@@ -504,6 +508,7 @@ async def test_reply_of_a_new_conversation_is_repaired_after_a_crash(store: Stor
     restarted = store_factory()
     await restarted.open()
     try:
+        await restarted.recover_interrupted()
         messages = await restarted.list_messages("u1", conv.id)
     finally:
         await restarted.close()

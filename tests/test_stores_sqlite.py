@@ -176,6 +176,7 @@ async def test_reopening_after_a_crash_marks_the_reply_interrupted(tmp_path: Pat
 
     reopened = SQLiteStore(path)
     await reopened.open()
+    await reopened.recover_interrupted()
     messages = await reopened.list_messages("u1", conv.id)
     await reopened.close()
     assert messages is not None

@@ -60,7 +60,15 @@ class Store(abc.ABC):
     # -- lifecycle ---------------------------------------------------------------------------------------------
     @abc.abstractmethod
     async def open(self) -> None:
-        """Connect and apply pending migrations. Replies left ``streaming`` by a dead process become ``interrupted``."""
+        """Connect and apply pending migrations."""
+
+    @abc.abstractmethod
+    async def recover_interrupted(self) -> None:
+        """Mark replies left ``streaming`` by a process that died as ``interrupted`` (their text so far is kept).
+
+        Only the server calls this, when it starts: a one-off command (``daehwa users``, ``daehwa usage``) opening
+        the store while a server is running must not relabel the replies that server is streaming.
+        """
 
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -150,15 +150,17 @@ class PostgresStore(Store):
         try:
             async with pool.acquire() as conn:
                 self.applied_migrations = await apply_postgres(conn)
-                await conn.execute(
-                    "UPDATE messages SET status = $1 WHERE status = $2",
-                    MessageStatus.INTERRUPTED.value,
-                    MessageStatus.STREAMING.value,
-                )
         except BaseException:
             await pool.close()
             raise
         self._pool = pool
+
+    async def recover_interrupted(self) -> None:
+        await self._p().execute(
+            "UPDATE messages SET status = $1 WHERE status = $2",
+            MessageStatus.INTERRUPTED.value,
+            MessageStatus.STREAMING.value,
+        )
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -6,7 +6,7 @@ Key layout (``P`` is the key prefix, ``daehwa`` by default)::
     P:conv:{id}:msgs       hash   message id -> message document (JSON)
     P:conv:{id}:order      zset   message id, scored by its sequence number in the conversation
     P:user:{uid}:convs     zset   the user's conversation ids, scored by updated_at (microseconds)
-    P:streaming            set    ids of replies still streaming (repaired to interrupted on open)
+    P:streaming            set    ids of replies still streaming (made interrupted by recover_interrupted)
     P:user:{id}            hash   a user (P:users zset and P:user_names hash index them)
     P:apikey:{id}          hash   an API key (P:apikeys, P:user:{uid}:apikeys zsets and P:apikey_hashes index them)
     P:session:{hash}       string a session document, expiring when the session does
@@ -196,9 +196,8 @@ class RedisStore(Store):
         self._create_api_key = client.register_script(_CREATE_API_KEY)
         self._find_api_key = client.register_script(_FIND_API_KEY)
         self._revoke_api_key = client.register_script(_REVOKE_API_KEY)
-        await self._repair_streaming()
 
-    async def _repair_streaming(self) -> None:
+    async def recover_interrupted(self) -> None:
         r = self._r()
         for message_id in await r.smembers(self._k("streaming")):
             conversation_id = _conversation_of(message_id)

@@ -91,7 +91,6 @@ class SQLiteStore(Store):
             db.execute("PRAGMA synchronous = NORMAL")  # durable at each checkpoint; safe with WAL
             db.execute("PRAGMA foreign_keys = ON")
             applied = apply_sqlite(db)
-            _in_transaction(db, _repair_streaming)
         except BaseException:
             db.close()
             raise
@@ -112,6 +111,9 @@ class SQLiteStore(Store):
         if self._db is None or self._executor is None:
             raise RuntimeError("SQLiteStore is not open: call 'await store.open()' first.")
         return self._db, self._executor
+
+    async def recover_interrupted(self) -> None:
+        await self._write(_repair_streaming)
 
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` (reads only) on the connection's thread: one hop, whatever it does."""
