@@ -19,6 +19,7 @@ from . import __version__
 from .chat import TurnDelta, TurnFinished, TurnRequest, TurnStarted
 from .cli_accounts import keys_app, users_app
 from .cli_usage import usage as usage_command
+from .moderation.cli import filter_app
 from .config import Settings, settings_table_markdown
 from .errors import DaehwaError
 from .types import Outcome, User
@@ -30,6 +31,7 @@ models_app = typer.Typer(help="List and install models.", invoke_without_command
 app.add_typer(models_app, name="models")
 app.add_typer(users_app, name="users")  # daehwa/cli_accounts.py
 app.add_typer(keys_app, name="keys")
+app.add_typer(filter_app, name="filter")  # daehwa/moderation/cli.py
 app.command("usage")(usage_command)
 
 err = Console(stderr=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import pty
 import re
@@ -230,3 +231,19 @@ def test_models_shows_breaker_states_of_a_running_server(cli_env):
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if "up/echo" in line)
     assert "open" in row
+
+
+def test_filter_check_is_mounted_and_takes_the_shared_public_lists(cli_env, shared_dir: Path):
+    lists = shared_dir / "data" / "wordlists"
+    result = subprocess.run(
+        [*DAEHWA, "filter", "check", "--words", str(lists / "doublems_korean_bad_words.txt")],
+        input="시발점에서 출발\n야 이 ㅅㅂ 뭐하냐\n",
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["blocked"] for line in lines] == [False, True]
+    assert lines[1]["matches"][0]["start"] == 4 and lines[1]["masked"].startswith("야 이 **")
