@@ -92,13 +92,18 @@ def model_progress(settings: Settings, model: str | None = None) -> Iterator[Non
     yield
 
 
+def _setting_help(name: str) -> str:
+    """A flag's help is its setting's description (one source for the CLI, the README table and the code)."""
+    return f"{Settings.model_fields[name].description} [DAEHWA_{name.upper()}]"
+
+
 # -- serve -----------------------------------------------------------------------------------------------------
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on [DAEHWA_HOST].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on [DAEHWA_PORT].")] = None,
-    model: Annotated[str | None, typer.Option(help="Default model [DAEHWA_DEFAULT_MODEL].")] = None,
-    database_url: Annotated[str | None, typer.Option(help="Database URL [DAEHWA_DATABASE_URL].")] = None,
+    host: Annotated[str | None, typer.Option(help=_setting_help("host"))] = None,
+    port: Annotated[int | None, typer.Option(help=_setting_help("port"))] = None,
+    model: Annotated[str | None, typer.Option(help=_setting_help("default_model"))] = None,
+    database_url: Annotated[str | None, typer.Option(help=_setting_help("database_url"))] = None,
 ) -> None:
     """Run the HTTP service (chat page, REST, SSE, WebSocket and the OpenAI-compatible /v1)."""
     import uvicorn
