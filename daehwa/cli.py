@@ -19,9 +19,9 @@ from . import __version__
 from .chat import TurnDelta, TurnFinished, TurnRequest, TurnStarted
 from .cli_accounts import keys_app, users_app
 from .cli_usage import usage as usage_command
-from .moderation.cli import filter_app
 from .config import Settings, settings_table_markdown
 from .errors import DaehwaError
+from .moderation.cli import filter_app
 from .types import Outcome, User
 
 app = typer.Typer(
