@@ -607,13 +607,14 @@ class ChatService:
         if self.limiter is not None:
             await self.limiter.record(request.user, tokens=usage.total_tokens)
         self.metrics.turns.labels(request.source, outcome.value).inc()
-        self.metrics.turn_latency.labels(answered_by).observe(total)
+        label = self.metrics.model(answered_by)  # any name a client sends: the series kept are bounded
+        self.metrics.turn_latency.labels(label).observe(total)
         if canned:
             self.metrics.fallbacks.labels("reply").inc()
         elif state.ttft is not None:
-            self.metrics.ttft.labels(answered_by).observe(state.ttft)
-        self.metrics.tokens.labels(answered_by, "prompt").inc(usage.prompt_tokens)
-        self.metrics.tokens.labels(answered_by, "completion").inc(usage.completion_tokens)
+            self.metrics.ttft.labels(label).observe(state.ttft)
+        self.metrics.tokens.labels(label, "prompt").inc(usage.prompt_tokens)
+        self.metrics.tokens.labels(label, "completion").inc(usage.completion_tokens)
         if error is not None:
             self.metrics.errors.labels(error.code).inc()
         log.info(

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
+
+#: How many models that are not configured anywhere keep their own series (and circuit breakers, in the router).
+#: A provider passes any model name through to its upstream, so without a bound a client sending made-up names
+#: would add series (a histogram is ~20 samples) to every scrape and to memory, forever.
+UNLISTED_MODEL_LIMIT = 256
 
 
 class Metrics:
     """The service's counters, gauges and histograms. ``render()`` gives the /metrics text."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, unlisted_model_limit: int = UNLISTED_MODEL_LIMIT) -> None:
+        self.unlisted_model_limit = unlisted_model_limit
+        self._pinned_models: set[str] = set()
+        self._unlisted_models: OrderedDict[str, None] = OrderedDict()  # least recently used first
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.turns = Counter(
@@ -73,6 +84,49 @@ class Metrics:
         self.bulkhead_active = Gauge(
             "daehwa_bulkhead_active", "Requests running against each provider right now.", ["provider"], registry=r
         )
+
+        #: Every metric with a ``model`` label (always the first label), to remove a model's series.
+        self._by_model: tuple[Counter | Gauge | Histogram, ...] = (
+            self.upstream_requests,
+            self.ttft,
+            self.turn_latency,
+            self.tokens,
+            self.breaker_state,
+            self.upstream_errors,
+            self.retries,
+            self.breaker_transitions,
+        )
+
+    def pin_models(self, names: Iterable[str]) -> None:
+        """Models whose series are always kept: the configured ones (the router pins them)."""
+        for name in names:
+            self._pinned_models.add(name)
+            self._unlisted_models.pop(name, None)
+
+    def model(self, name: str) -> str:
+        """``name`` as a ``model`` label value; call it for every labelled update. Past ``unlisted_model_limit``
+        models that are not pinned, the least recently used one's series are removed (a client may send any name)."""
+        if name in self._pinned_models:
+            return name
+        recent = self._unlisted_models
+        if name in recent:
+            recent.move_to_end(name)
+            return name
+        recent[name] = None
+        while len(recent) > self.unlisted_model_limit:
+            old, _ = recent.popitem(last=False)
+            self._remove_model(old)
+        return name
+
+    def _remove_model(self, name: str) -> None:
+        for metric in self._by_model:
+            remove_by_labels = getattr(metric, "remove_by_labels", None)
+            if remove_by_labels is not None:
+                remove_by_labels({"model": name})
+                continue
+            # Older prometheus-client: find the model's label sets among the children (cheap: no samples are built).
+            for key in [key for key in list(metric._metrics) if key[0] == name]:
+                metric.remove(*key)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
