@@ -202,3 +202,25 @@ def test_plain_list_files_read_like_parsed_ones(tmp_path) -> None:  # type: igno
     plain.write_text("씨발\n" + "가" * 101 + "\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"plain.txt:2 is 101 characters long"):
         read_list(plain)
+
+
+def test_build_priorities_allowed_then_listed_then_variants() -> None:
+    # 시발 types tlqkf; "tlqkf" listed by itself keeps its own category, a repeated word keeps its first category,
+    # and an allowed spelling beats the same banned one.
+    filt = WordFilter(
+        builtin=False, words=[("시발", "insult"), ("tlqkf", "hate"), ("바보", "insult"), ("바보", "hate"), "점"],
+        allowed=["점"],
+    )  # fmt: skip
+    found = {m.word: m.category for m in filt.check("tlqkf 바보 점").matches}
+    assert found == {"tlqkf": "hate", "바보": "insult"}
+    assert [(m.word, m.category) for m in filt.check("ㅅㅂ 시발").matches] == [("시발", "insult")]
+    assert filt.stats.words == 5 and filt.stats.allowed == 1
+
+
+def test_plain_list_with_blank_lines_and_braces_in_the_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from daehwa.moderation.lists import parse_lines, read_list
+
+    plain = tmp_path / "{odd} name.txt"
+    plain.write_text("\n씨발\n\n\n바보\n", encoding="utf-8")
+    assert read_list(plain) == list(parse_lines(plain.read_text(encoding="utf-8").splitlines(), source=str(plain)))
+    assert [e.source for e in read_list(plain)] == [f"{plain}:2", f"{plain}:5"]

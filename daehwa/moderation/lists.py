@@ -12,6 +12,8 @@ a word (very long lines, binary data, a malformed category) stop the load with a
 
 from __future__ import annotations
 
+import itertools
+import operator
 import re
 from collections.abc import Iterable, Iterator
 from importlib import resources
@@ -60,13 +62,20 @@ def read_list(path: Path, *, default_category: str = DEFAULT_CATEGORY) -> list[L
     lines = text.splitlines()
     if "\t" in text or "#" in text or "\ufeff" in text:
         return list(parse_lines(lines, source=str(path), default_category=default_category))
-    # Plain words only (most big lists): the same entries as parse_lines, without its per-line branches.
+    # Plain words only (most big lists): the same entries as parse_lines, built by C-level iterators.
     source = str(path)
-    entries = [ListEntry(word, default_category, f"{source}:{number}")
-               for number, line in enumerate(lines, 1) if (word := line.strip())]  # fmt: skip
-    for entry in entries:
-        if len(entry.word) > MAX_WORD_CHARS:
-            raise _too_long(entry.source, entry.word)
+    words = list(map(str.strip, lines))
+    numbers: Iterable[int] = range(1, len(words) + 1)
+    if "" in words:  # blank lines: drop them, keeping the line numbers of the others
+        keep = list(map(bool, words))
+        words, numbers = list(itertools.compress(words, keep)), list(itertools.compress(numbers, keep))
+    sources = map(operator.add, itertools.repeat(source + ":"), map(str, numbers))  # no format(): a path may hold {}
+    rows = zip(words, itertools.repeat(default_category), sources)
+    # tuple.__new__ makes the named tuples without a Python-level __new__ call per line
+    entries = list(map(tuple.__new__, itertools.repeat(ListEntry), rows))
+    if words and max(map(len, words)) > MAX_WORD_CHARS:
+        entry = next(e for e in entries if len(e.word) > MAX_WORD_CHARS)
+        raise _too_long(entry.source, entry.word)
     return entries
 
 

@@ -302,18 +302,29 @@ def normalize_word(word: str) -> tuple[str, bool]:
 
 def normalize_words(words: Sequence[str]) -> list[tuple[str, bool]]:
     """``normalize_word`` for many entries at once: one ``fast_text`` over all of them, a line each."""
+    norms, decomposed = normalize_many(words)
+    out = list(zip(norms, itertools.repeat(False)))
+    for row in decomposed:
+        out[row] = (norms[row], True)
+    return out
+
+
+def normalize_many(words: Sequence[str]) -> tuple[list[str], list[int]]:
+    """The normal forms of ``words`` and the rows that were written in decomposed jamo (see ``normalize_word``)."""
     if not words:
-        return []
+        return [], []
     joined = "\n".join(words)
     if joined.count("\n") != len(words) - 1:  # a word holds a line break (only through the API): one line each
         joined = "\n".join(word.replace("\n", " ") for word in words)
     plains = fast_text(joined)
-    out = [(plain, False) for plain in plains.split("\n")]
+    norms = plains.split("\n")
+    decomposed: list[int] = []
     for row in lines_matching(_COMPOSABLE, plains):
-        plain = out[row][0]
-        text = analyze(plain).text
-        out[row] = (text, text != plain)
-    return out
+        plain = norms[row]
+        norms[row] = analyze(plain).text
+        if norms[row] != plain:
+            decomposed.append(row)
+    return norms, decomposed
 
 
 def lines_matching(pattern: re.Pattern[str], text: str) -> list[int]:

@@ -53,6 +53,7 @@ from .normalize import (
     is_latin,
     keyboard_form,
     lines_matching,
+    normalize_many,
     normalize_words,
     stretch_folds,
     syllable_parts,
@@ -136,39 +137,37 @@ class _Compiled:
     ) -> tuple[_Compiled, list[tuple[int, str]]]:
         """Normalise the lists, derive the variants and build the automaton; also returns the skipped entries."""
         started = time.perf_counter()
-        table: dict[str, _Pattern] = {}
-        allow_norms: set[str] = set()
+        allowed_table: dict[str, _Pattern] = {}
         for entry, (norm, _) in zip(allowed, normalize_words([e.word for e in allowed]), strict=True):
             if norm:
-                table[norm] = (_ALLOW, entry.word, entry.category, 0)
-                allow_norms.add(norm)
-        bases: list[tuple[str, ListEntry]] = []
+                allowed_table[norm] = (_ALLOW, entry.word, entry.category, 0)
+        allow_norms = allowed_table.keys()
         skipped: list[tuple[int, str]] = []  # (index in banned, reason), logged by _log_skipped
-        words = [e.word for e in banned]
+        words = list(map(operator.itemgetter(0), banned))
         joined = "\n".join(words)
         if joined.count("\n") == len(words) - 1:
             evasive = set(lines_matching(_OTHER_LETTERS, joined))
         else:  # a word given through the API holds a line break: check one by one
             evasive = {i for i, word in enumerate(words) if _OTHER_LETTERS.search(word)}
-        for i, (entry, (norm, decomposed)) in enumerate(zip(banned, normalize_words(words), strict=True)):
-            if not norm:
-                skipped.append((i, _NO_LETTERS))
-                continue
-            if decomposed or i in evasive:
-                # "ㅆ1", "ㄷㅐ출" or "㉻㉶" are evasion spellings the normaliser undoes itself; normalised they would be
-                # plain words (씨, 대출, 하자) that fire on ordinary text. List the plain word instead.
-                skipped.append((i, _EVASION))
-                continue
-            bases.append((norm, entry))
-            if norm not in table:
-                edges = 0 if norm[0] > "z" < norm[-1] else _edges(norm)  # Hangul at both ends: no call
-                table[norm] = (_BAN, entry.word, entry.category, edges)
-        # Variants come after every listed word, so a listed spelling keeps its own entry and category.
-        for i, variant, edges in _variants([norm for norm, _ in bases]):
-            if variant not in table and variant not in allow_norms:
-                entry = bases[i][1]
-                table[variant] = (_BAN, entry.word, entry.category, edges)
-        jamo_triggers, stretch_triggers = trigger_patterns([text for text, p in table.items() if p[0] == _BAN])
+        norms, decomposed = normalize_many(words)
+        reasons = dict.fromkeys(sorted(evasive.union(decomposed)), _EVASION)
+        # "ㅆ1", "ㄷㅐ출" or "㉻㉶" are evasion spellings the normaliser undoes itself; normalised they would be plain
+        # words (씨, 대출, 하자) that fire on ordinary text. List the plain word instead.
+        reasons.update(dict.fromkeys(itertools.compress(itertools.count(), map(operator.not_, norms)), _NO_LETTERS))
+        if reasons:
+            skipped = sorted(reasons.items())
+            keep = bytearray(b"\x01") * len(norms)
+            for i in reasons:
+                keep[i] = 0
+            norms, banned = list(itertools.compress(norms, keep)), list(itertools.compress(banned, keep))
+        # Patterns, first come first served: allowed words, then listed words, then variants (so a listed spelling
+        # keeps its own entry and category). Built as dicts from reversed sequences, where the first one wins.
+        variant_owners, variants, variant_edges = _variants(norms)
+        owners = map(banned.__getitem__, variant_owners)
+        table = _first_wins(variants, _records(owners, variant_edges))
+        table.update(_first_wins(norms, _records(banned, _edges_of(norms))))
+        table.update(allowed_table)
+        jamo_triggers, stretch_triggers = trigger_patterns([text for text in table if text not in allow_norms])
         listed = len(table)  # banned and allowed spellings; the triggers come next
         # A jamo pair that is itself a listed pattern would hide its trigger; then every hit is checked for one.
         compose_by_search = any(trigger in table for trigger in jamo_triggers)
@@ -181,7 +180,7 @@ class _Compiled:
         automaton = daachorse.CharwiseDoubleArrayAhoCorasick(strings)
         longest = max(map(len, strings))
         stats = FilterStats(
-            words=len(bases),
+            words=len(norms),
             skipped=len(skipped),
             allowed=len(allow_norms),
             patterns=listed,
@@ -298,6 +297,29 @@ def _decide(allowed: list[tuple[int, int]], candidates: list[tuple[int, int, _Pa
         reach = end
         out.append(Match(pattern[1], pattern[2], start, end))
     return out
+
+
+def _first_wins(keys: list[str], values: Iterable[_Pattern]) -> dict[str, _Pattern]:
+    """``{key: value}`` where a repeated key keeps its first value (one C-level pass instead of a test per key)."""
+    return dict(zip(reversed(keys), reversed(list(values)), strict=True))
+
+
+def _records(entries: Iterable[ListEntry], edges: Iterable[int]) -> Iterator[_Pattern]:
+    """Banned pattern records for ``entries`` (word, category) with their ``edges``, built by C-level iterators."""
+    entries = list(entries)
+    words, categories = map(operator.itemgetter(0), entries), map(operator.itemgetter(1), entries)
+    return zip(itertools.repeat(_BAN), words, categories, edges)
+
+
+def _edges_of(norms: list[str]) -> list[int]:
+    """``_edges`` of every word in ``norms`` (none empty), by C-level maps over their first and last letters."""
+    left = map(_LATIN.__contains__, map(operator.itemgetter(0), norms))
+    right = map(_LATIN.__contains__, map(operator.itemgetter(-1), norms))
+    return list(map(operator.or_, left, map(operator.lshift, right, itertools.repeat(1))))
+
+
+_LATIN = frozenset("abcdefghijklmnopqrstuvwxyz")
+assert (_LEFT_LATIN, _RIGHT_LATIN) == (1, 2)  # _edges_of builds the bits as left | right << 1
 
 
 def _untouched(folds: list[int], start: int, end: int) -> bool:
@@ -548,27 +570,36 @@ def _accept(edges: int, start: int, end: int, units: _Units | _Window, solid: bo
     return True
 
 
-def _variants(norms: Sequence[str]) -> list[tuple[int, str, int]]:
-    """Spellings derived from the banned words, in the order they are added: (word's index, variant, edges).
+def _variants(norms: Sequence[str]) -> tuple[list[int], list[str], list[int]]:
+    """Spellings derived from the banned words: the word's index, the variant and its edges, as three lists.
 
-    The scans and the keyboard and initial-consonant forms run once over the joined list (C-level ``str.translate``
-    and ``re`` passes) rather than a few calls per word: a 100,000-word build spends its Python time here.
+    Look-alike spellings first, then keyboard forms, then initial consonants, each in word order. The three kinds
+    never share a spelling (a look-alike keeps a syllable, a keyboard form is Latin, initials are jamo), so only the
+    order within a kind decides which word a spelling belongs to. The scans and the keyboard and initial-consonant
+    forms run once over the joined list (C-level ``str.translate`` and ``re`` passes) rather than per word.
     """
     joined = "\n".join(norms)
-    substitutable = set(lines_matching(_SUBSTITUTABLE, joined))
+    owners: list[int] = []
+    variants: list[str] = []
+    edges: list[int] = []
+    for i in lines_matching(_SUBSTITUTABLE, joined):
+        for variant in _lookalike_variants(norms[i]):
+            owners.append(i)
+            variants.append(variant)
+            edges.append(_edges(variant))
     not_hangul = _HANGUL_RUN.sub("", joined).split("\n")  # "" for an all-Hangul word
     keys = keyboard_form(joined, strict=False).split("\n")
+    typed = [i for i, (rest, key) in enumerate(zip(not_hangul, keys, strict=True))
+             if not rest and len(key) >= _KEYBOARD_MIN_KEYS and len(norms[i]) >= 2]  # fmt: skip
+    owners += typed
+    variants += map(keys.__getitem__, typed)
+    edges += itertools.repeat(_LEFT_LATIN, len(typed))  # typed from a Korean word: a boundary on the left only
     consonants = initials(joined, strict=False).split("\n")
-    out: list[tuple[int, str, int]] = []
-    for i, (norm, rest, key, initial) in enumerate(zip(norms, not_hangul, keys, consonants, strict=True)):
-        if i in substitutable:
-            out += [(i, variant, _edges(variant)) for variant in _lookalike_variants(norm)]
-        if rest or len(norm) < 2 or len(key) < _KEYBOARD_MIN_KEYS:
-            continue
-        out.append((i, key, _LEFT_LATIN))  # typed from a Korean word: a boundary is needed on the left only
-        if len(norm) >= _INITIALS_MIN_SYLLABLES and len(set(initial)) > 1:
-            out.append((i, initial, 0))
-    return out
+    spelled = [i for i in typed if len(norms[i]) >= _INITIALS_MIN_SYLLABLES and len(set(consonants[i])) > 1]
+    owners += spelled
+    variants += map(consonants.__getitem__, spelled)
+    edges += itertools.repeat(0, len(spelled))
+    return owners, variants, edges
 
 
 # Deleting the Hangul syllables of a word leaves "" when it was all Hangul.
