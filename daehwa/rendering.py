@@ -123,9 +123,20 @@ def _renderer() -> MarkdownRenderer:
     return MarkdownRenderer()
 
 
-@functools.lru_cache(maxsize=4096)
+#: Replies up to this long are cached; with the entry limit this bounds the cache (worst case ~1024 x 16k chars in and
+#: the HTML out, some 50 MB) however long the replies users ask for.
+_CACHED_CHARS = 16_000
+
+
 def render_markdown(text: str) -> str:
     """Markdown -> sanitised HTML (cached: a conversation re-opened renders from memory)."""
+    if len(text) > _CACHED_CHARS:
+        return _renderer().render(text)
+    return _render_cached(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _render_cached(text: str) -> str:
     return _renderer().render(text)
 
 

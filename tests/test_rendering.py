@@ -184,3 +184,15 @@ def test_highlight_css_has_both_themes_and_no_backgrounds_for_the_block():
 @given(st.text(alphabet=st.sampled_from(list("<>\"'`=/()[]!:*#-|\n sjavcriptonelgxh&;")), max_size=80))
 def test_random_markup_never_yields_active_html(text):
     assert active_html(render_markdown(text)) == []
+
+
+def test_the_render_cache_is_bounded_for_long_replies():
+    from daehwa import rendering
+
+    rendering._render_cached.cache_clear()
+    long_reply = "**x** " * 5_000  # 30,000 characters
+    assert "<strong>x</strong>" in rendering.render_markdown(long_reply)
+    assert rendering._render_cached.cache_info().currsize == 0  # long replies are rendered, not kept
+    rendering.render_markdown("short **reply**")
+    assert rendering._render_cached.cache_info().currsize == 1
+    assert rendering._render_cached.cache_info().maxsize == 1024
