@@ -3,13 +3,10 @@
 One ``AsyncOpenAI`` client per provider, with the SDK's own retries off: the pipeline has the one retry layer, and it
 decides from ``ProviderError.retryable`` / ``retry_after``, which this module derives from the upstream's answer.
 
-The SDK owns the HTTP side: its httpx2 client (connection pool, timeouts, redirects), the request's URL and headers
-(auth, user agent, platform headers, the configured ones), which it builds once per client, and the errors for
-statuses (``APIStatusError`` and its body parsing). This module builds the JSON body, sends it through the SDK's
-httpx2 client and reads the SSE lines itself. ``chat.completions.create`` would run its typed request transform and
-build a pydantic model per chunk, and even the SDK's generic ``client.post`` rebuilds options, headers and URL and
-wraps the send in its retry and auth layers on every call: together they cost more CPU per request than all the rest
-of the gateway (with ``max_retries=0`` and a fixed API key, none of that does anything for us).
+The SDK does the HTTP side (auth, base URL, headers, timeouts, status errors) through its generic
+``client.post(..., cast_to=httpx2.Response, stream=True)``; this module builds the JSON body and reads the SSE lines
+itself. ``chat.completions.create`` would run its typed request transform and build a pydantic model per chunk, which
+cost more CPU per request than all the rest of the gateway together.
 """
 
 from __future__ import annotations
@@ -27,7 +24,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httpx2  # the SDK's HTTP client library: its responses and transport errors are what we handle here
 import openai
-from openai._models import FinalRequestOptions  # the SDK's own request description: it builds our headers once
 from pydantic import SecretStr
 
 from ..errors import (
@@ -80,7 +76,6 @@ class OpenAIProvider(Provider):
         # Resolved once: a key changed later needs a restart, like every other setting.
         self._api_key: SecretStr | None = settings.secret(config.api_key_env)
         self._client: openai.AsyncOpenAI | None = None
-        self._template: httpx2.Request | None = None  # the SDK's POST /chat/completions without a body
 
     def __repr__(self) -> str:
         return (
@@ -94,7 +89,6 @@ class OpenAIProvider(Provider):
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
-        self._template = None
         if client is not None:
             await client.close()
 
@@ -109,40 +103,6 @@ class OpenAIProvider(Provider):
                 default_headers=self._headers or None,
             )
         return self._client
-
-    async def _request_template(self, client: openai.AsyncOpenAI) -> httpx2.Request:
-        """The SDK's ``POST /chat/completions`` (URL, headers, timeout) without a body, built by the SDK once."""
-        if self._template is None:
-            options = FinalRequestOptions.construct(
-                method="post", url="/chat/completions", security={"bearer_auth": True}
-            )
-            # The SDK reads the platform in a thread before its first request (it may read files); the headers
-            # themselves are built here, in the event loop, where they name the async library.
-            await asyncio.to_thread(client.platform_headers)
-            template = client._build_request(options)
-            del template.headers["content-length"]  # of the empty body; each call's request has its own
-            if self._client is client:  # not closed meanwhile
-                self._template = template
-            return template
-        return self._template
-
-    async def _send(self, client: openai.AsyncOpenAI, body: dict[str, Any]) -> httpx2.Response:
-        """Send ``body`` as the SDK would, on its httpx2 client; a status that is not 2xx raises the SDK's error."""
-        template = await self._request_template(client)
-        # The SDK's serialisation (openapi_dumps): compact, UTF-8, no NaN.
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-        http = client._client
-        request = http.build_request(
-            "POST", template.url, headers=template.headers, content=content, extensions=template.extensions
-        )
-        response = await http.send(request, stream=True)
-        if not response.is_success:
-            try:
-                await response.aread()  # the error's message and code are in the body
-            finally:
-                await response.aclose()
-            raise client._make_status_error_from_response(response)
-        return response
 
     def _missing_key_reason(self) -> str | None:
         env = self.config.api_key_env
@@ -222,7 +182,13 @@ class OpenAIProvider(Provider):
         deadline = loop.time() + self.timeout
         try:
             async with asyncio.timeout_at(deadline):
-                response = await self._send(client, body)
+                response: httpx2.Response = await client.post(
+                    "/chat/completions",
+                    body=body,
+                    cast_to=httpx2.Response,
+                    stream=True,
+                    options={"security": {"bearer_auth": True}},
+                )
         except Exception as exc:
             raise self._translate(exc, request.model) from None
 
