@@ -35,9 +35,18 @@ SECRET_PATTERNS = (
     re.compile(r"(?i)\b((?:api_key|apikey|token|access_token|password)[\"']?\s*[=:]\s*[\"']?)[^\s&\"',}]+"),
 )
 MASK = "[redacted]"
+#: For each of SECRET_PATTERNS: whether it is case-sensitive, and the words a match starts with, right after a word
+#: boundary (``\b``). An ASCII line where none of them starts a word cannot match and skips the regex: a scan costs
+#: 15-30 µs per line, looking for the words about 1 µs, and most lines hold no secret.
+_PATTERN_WORDS = (
+    (True, ("sk-",)),
+    (False, ("bearer",)),
+    (False, ("api_key", "apikey", "token", "access_token", "password")),
+)
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None))) | {"message", "asctime"}
+_PLAIN = (str, int, float, bool, type(None))
 
 
 @contextlib.contextmanager
@@ -61,9 +70,34 @@ class Redactor:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        for pattern in SECRET_PATTERNS:
-            text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + MASK, text)
+        if not text.isascii():  # re.IGNORECASE matches a few non-ASCII letters to ASCII ones: scan in full
+            for pattern in SECRET_PATTERNS:
+                text = pattern.sub(_mask_match, text)
+            return text
+        lowered = text.lower()
+        for pattern, (case_sensitive, words) in zip(SECRET_PATTERNS, _PATTERN_WORDS, strict=True):
+            probe = text if case_sensitive else lowered
+            for word in words:
+                if word in probe and _starts_word(probe, word):
+                    masked = pattern.sub(_mask_match, text)
+                    if masked != text:
+                        text, lowered = masked, masked.lower()
+                    break
         return text
+
+
+def _starts_word(text: str, word: str) -> bool:
+    """Whether ``word`` (starting with a letter) occurs in the ASCII ``text`` right after a word boundary."""
+    at = text.find(word)
+    while at != -1:
+        if at == 0 or not (text[at - 1].isalnum() or text[at - 1] == "_"):
+            return True
+        at = text.find(word, at + 1)
+    return False
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    return (match.group(1) if match.groups() else "") + MASK
 
 
 class JsonFormatter(logging.Formatter):
@@ -73,6 +107,9 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self.include_text = include_text
         self.redact = redactor or Redactor()
+        # Record attributes that never become keys of their own (one set lookup per attribute), without and with text.
+        self._skip = (_STANDARD | {"request_id"} | TEXT_FIELDS, _STANDARD | {"request_id"})
+        self._encode = json.JSONEncoder(ensure_ascii=False, default=str).encode  # json.dumps(...) without the setup
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -84,17 +121,16 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None) or request_id_var.get()
         if request_id:
             data["request_id"] = request_id
+        skip = self._skip[self.include_text]
         for key, value in record.__dict__.items():
-            if key in _STANDARD or key.startswith("_") or key == "request_id":
+            if key in skip or key.startswith("_"):
                 continue
-            if key in TEXT_FIELDS and not self.include_text:
-                continue
-            data[key] = value if isinstance(value, (str, int, float, bool, type(None))) else _jsonable(value)
+            data[key] = value if isinstance(value, _PLAIN) else _jsonable(value)
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             data["exception"] = record.exc_text
-        return self.redact(json.dumps(data, ensure_ascii=False, default=str))
+        return self.redact(self._encode(data))
 
 
 def _jsonable(value: Any) -> Any:
