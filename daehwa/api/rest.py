@@ -19,7 +19,7 @@ from ..chat import TurnRequest
 from ..errors import ConfigError, InvalidRequest, NotFound
 from ..i18n import normalize_locale
 from ..services import Services
-from ..types import ChatMessage
+from ..types import ChatMessage, User
 from .auth import AdminUser, CurrentUser
 from .errors import error_response
 from .schemas import (
@@ -212,6 +212,20 @@ async def delete_conversation(conversation_id: str, request: Request, user: Curr
     return Response(status_code=204)
 
 
+async def _reply_to(request: Request, user: User, body: Any, **turn: Any) -> Any:
+    """Run a turn asked for over REST (or SSE when the body says ``stream``): the fields every such route shares."""
+    request_turn = TurnRequest(
+        user=user,
+        model=body.model,
+        params=generation_params(body),
+        source="sse" if body.stream else "rest",
+        request_id=_request_id(request),
+        locale=request.headers.get("accept-language"),
+        **turn,
+    )
+    return await reply(request, request_turn, stream=body.stream)
+
+
 @router.post(
     "/api/conversations/{conversation_id}/messages",
     response_model=TurnResultOut,
@@ -219,17 +233,7 @@ async def delete_conversation(conversation_id: str, request: Request, user: Curr
 )
 async def post_message(conversation_id: str, body: MessageIn, request: Request, user: CurrentUser) -> Any:
     """Send a message and get the reply (``"stream": true`` for SSE)."""
-    turn = TurnRequest(
-        user=user,
-        content=body.content,
-        conversation_id=conversation_id,
-        model=body.model,
-        params=generation_params(body),
-        source="sse" if body.stream else "rest",
-        request_id=_request_id(request),
-        locale=request.headers.get("accept-language"),
-    )
-    return await reply(request, turn, stream=body.stream)
+    return await _reply_to(request, user, body, content=body.content, conversation_id=conversation_id)
 
 
 @router.post(
@@ -239,17 +243,7 @@ async def post_message(conversation_id: str, body: MessageIn, request: Request, 
 )
 async def regenerate(conversation_id: str, body: RegenerateIn, request: Request, user: CurrentUser) -> Any:
     """Answer the last user message again, replacing the reply after it."""
-    turn = TurnRequest(
-        user=user,
-        conversation_id=conversation_id,
-        regenerate=True,
-        model=body.model,
-        params=generation_params(body),
-        source="sse" if body.stream else "rest",
-        request_id=_request_id(request),
-        locale=request.headers.get("accept-language"),
-    )
-    return await reply(request, turn, stream=body.stream)
+    return await _reply_to(request, user, body, conversation_id=conversation_id, regenerate=True)
 
 
 @router.post(
@@ -259,18 +253,7 @@ async def regenerate(conversation_id: str, body: RegenerateIn, request: Request,
 )
 async def edit_last(conversation_id: str, body: MessageIn, request: Request, user: CurrentUser) -> Any:
     """Replace the last user message (and everything after it) with ``content``, and answer it."""
-    turn = TurnRequest(
-        user=user,
-        content=body.content,
-        conversation_id=conversation_id,
-        edit=True,
-        model=body.model,
-        params=generation_params(body),
-        source="sse" if body.stream else "rest",
-        request_id=_request_id(request),
-        locale=request.headers.get("accept-language"),
-    )
-    return await reply(request, turn, stream=body.stream)
+    return await _reply_to(request, user, body, content=body.content, conversation_id=conversation_id, edit=True)
 
 
 @router.post("/api/conversations/{conversation_id}/stop", response_model=StoppedOut, responses=_ERRORS)
@@ -285,16 +268,7 @@ async def stateless_chat(body: StatelessChatIn, request: Request, user: CurrentU
     """One reply to a client-kept history (logged as a conversation of kind ``api``)."""
     if body.messages[-1].role != "user":
         raise InvalidRequest("The last message must be the user's.", param="messages")
-    turn = TurnRequest(
-        user=user,
-        messages=[ChatMessage(m.role, m.content) for m in body.messages],
-        model=body.model,
-        params=generation_params(body),
-        source="sse" if body.stream else "rest",
-        request_id=_request_id(request),
-        locale=request.headers.get("accept-language"),
-    )
-    return await reply(request, turn, stream=body.stream)
+    return await _reply_to(request, user, body, messages=[ChatMessage(m.role, m.content) for m in body.messages])
 
 
 # -- what the web page lists -----------------------------------------------------------------------------------
