@@ -93,7 +93,21 @@ TRAPS = [
     "지인이랑 갔어요",
     "1,800원",
     "ㅋㅋㅋㅋ ㅠㅠ",
+    "한남동 맛집",  # 한남 (a slur) inside place names and "한 남자" written together
+    "한남대교 건너서",
+    "그 한남자를 사랑했다",
+    "심장이 쿵쾅쿵쾅",  # 쿵쾅이 (a slur) is listed, the sound word is not
 ]
+
+
+@pytest.mark.parametrize(
+    ("text", "covered", "category"),
+    [("한남들 수준", "한남", "hate"), ("쿵쾅이들 몰려온다", "쿵쾅이", "hate"), ("이 노친네가", "노친네", "insult"),
+     ("짱개 소리 하지 마", "짱개", "hate"), ("듣보잡이 뭘 안다고", "듣보잡", "insult")],
+)  # fmt: skip
+def test_slurs_and_insults_of_the_product_list(builtin: WordFilter, text: str, covered: str, category: str) -> None:
+    result = builtin.check(text)
+    assert [(text[m.start : m.end], m.category) for m in result.matches] == [(covered, category)]
 
 
 @pytest.mark.parametrize("text", TRAPS)
