@@ -3,7 +3,9 @@
 Secrets are never stored or logged: API keys, session tokens and login-link tokens are kept as SHA-256 hashes (they are
 long random strings, so a fast hash is enough), passwords as argon2id hashes. An API key is shown once, when created.
 Checked keys and sessions are remembered for ``DAEHWA_AUTH_CACHE_SECONDS`` so a request costs no store round trip;
-revoking or logging out through this object forgets them at once.
+revoking, logging out or changing a password through this object forgets them at once (another process, e.g. the CLI,
+reaches a running server's memory within that time). A password change ends the user's other sessions and unused
+login links; API keys are separate credentials and stay.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ class Accounts:
         self.hasher = hasher or PasswordHasher()
         self._keys: _TTLCache[tuple[str, User]] = _TTLCache(settings.auth_cache_seconds)
         self._sessions: _TTLCache[Session] = _TTLCache(settings.auth_cache_seconds)
+        # Counts bulk session ends: a lookup that read the store before one must not cache what it read after it.
+        self._sessions_ended = 0
         self._dummy_hash: str | None = None
         # Redeeming is read-then-delete; serialised so concurrent clicks on one link log in once (per process).
         self._redeeming = asyncio.Lock()
@@ -144,11 +148,19 @@ class Accounts:
             raise NotFound(f"There is no user {name!r}: create one with 'daehwa users create {name}'.", param="user")
         return record.user
 
-    async def set_password(self, user_id: str, password: str) -> None:
+    async def set_password(self, user_id: str, password: str, *, keep_session: str | None = None) -> int:
+        """Set the password and end every other session and login link of the user: all of them, or all but the
+        browser session whose token is ``keep_session`` (the one making the change). API keys keep working.
+        Returns how many sessions and login links ended."""
         check_password_strength(password)
         password_hash = await asyncio.to_thread(self.hasher.hash, password)
         if not await self.store.set_password_hash(user_id, password_hash):
             raise NotFound("No such user.", param="user")
+        # After the new hash, not before: a login squeezed in between would need the new password to survive.
+        ended = await self.store.delete_user_sessions(user_id, keep=hash_token(keep_session) if keep_session else None)
+        self._sessions_ended += 1
+        self._sessions.drop_where(lambda session: session.user.id == user_id)
+        return ended
 
     async def has_password(self, user_id: str) -> bool:
         record = await self.store.get_user(user_id)
@@ -245,6 +257,7 @@ class Accounts:
         cached = self._sessions.get(token_hash)
         if cached is not None and cached.expires_at > datetime.now(UTC):
             return cached
+        ended_before = self._sessions_ended
         record = await self.store.get_session(token_hash)
         # Login links live in the same table with no CSRF token, and a cookie of "login-link:<token>" hashes to a
         # link's key: without this check it would be a reusable session that never spends the one-time link.
@@ -254,7 +267,8 @@ class Accounts:
         if user_record is None:
             return None
         session = Session(user=user_record.user, csrf_token=record.csrf_token, expires_at=record.expires_at)
-        self._sessions.put(token_hash, session)
+        if ended_before == self._sessions_ended:
+            self._sessions.put(token_hash, session)
         return session
 
     async def end_session(self, token: str) -> None:

@@ -93,15 +93,16 @@ def users_passwd(
     name: Annotated[str, typer.Argument(help="The user.")],
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
 ) -> None:
-    """Set a user's password."""
+    """Set a user's password; all their browser sessions and login links end (API keys keep working)."""
     password = _read_password(password_stdin)
 
-    async def work(accounts: Accounts) -> None:
+    async def work(accounts: Accounts) -> int:
         user = await accounts.user_by_name(name)
-        await accounts.set_password(user.id, password)
+        return await accounts.set_password(user.id, password)
 
-    _run(work)
-    out.print(f"Password of {name} set.")
+    ended = _run(work)
+    out.print(f"Password of {name} set.", markup=False)
+    out.print(f"Ended {ended} browser session(s) and login link(s); API keys keep working.")
 
 
 @users_app.command("login-link")

@@ -274,8 +274,9 @@ class Settings(BaseSettings):
     # -- HTTP API and accounts (api) ---------------------------------------------------------------------------
     allow_anonymous: bool = Field(
         default=False,
-        description="Let visitors without an account chat (POST /api/auth/anonymous gives them a session), with "
-        "personas that set allow_anonymous = true. Off by default: every route needs a login or an API key.",
+        description="Let visitors without an account chat (the login page shows 'Continue as guest'; POST "
+        "/api/auth/anonymous gives them a session), with personas that set allow_anonymous = true. Off by default: "
+        "every route needs a login or an API key.",
     )
     max_request_bytes: int = Field(
         default=2_097_152,
@@ -299,7 +300,8 @@ class Settings(BaseSettings):
         default=5.0,
         ge=0,
         description="Seconds a checked API key or session is remembered, to spare the store a lookup per request. "
-        "A key revoked from another process ('daehwa keys revoke') stops working within this time; 0 turns it off.",
+        "A key revoked, or a session ended by a password change, from another process ('daehwa keys revoke', "
+        "'daehwa users passwd') stops working within this time; 0 turns it off.",
     )
     login_link_hours: float = Field(
         default=24.0, gt=0, description="Hours a one-time login link ('daehwa users login-link') stays valid."

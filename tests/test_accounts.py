@@ -134,6 +134,49 @@ async def test_sessions_carry_a_csrf_token_and_end(accounts: Accounts, alice: Us
     assert await accounts.session(stale.token) is None
 
 
+async def test_set_password_ends_the_users_other_sessions_and_links(accounts: Accounts, alice: User, bob: User):
+    kept, other = await accounts.create_session(alice), await accounts.create_session(alice)
+    bobs = await accounts.create_session(bob)
+    old_link = await accounts.create_login_token(alice.id)
+    assert await accounts.session(other.token) is not None  # remembered (DAEHWA_AUTH_CACHE_SECONDS)
+
+    assert await accounts.set_password(alice.id, PASSWORD, keep_session=kept.token) == 2  # other + the link
+    assert await accounts.session(kept.token) is not None
+    assert await accounts.session(other.token) is None
+    assert await accounts.session(bobs.token) is not None
+    with pytest.raises(AuthenticationError):
+        await accounts.redeem_login_token(old_link)
+    new_link = await accounts.create_login_token(alice.id)  # a link made after the change works
+    fresh = await accounts.redeem_login_token(new_link)
+
+    assert await accounts.set_password(alice.id, NEW_PASSWORD) == 2  # no session kept: kept and fresh end
+    assert await accounts.session(kept.token) is None and await accounts.session(fresh.token) is None
+    with pytest.raises(NotFound):
+        await accounts.set_password("no-such-id", NEW_PASSWORD)
+
+
+async def test_a_session_read_during_a_password_change_is_not_remembered(
+    accounts: Accounts, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = await accounts.create_session(alice)
+    read, paused, resume = accounts.store.get_session, asyncio.Event(), asyncio.Event()
+
+    async def read_then_wait(token_hash: str):  # type: ignore[no-untyped-def]
+        record = await read(token_hash)
+        paused.set()
+        await resume.wait()
+        return record
+
+    monkeypatch.setattr(accounts.store, "get_session", read_then_wait)
+    lookup = asyncio.create_task(accounts.session(other.token))
+    await paused.wait()  # it has read the session from the store, before the change
+    monkeypatch.undo()
+    await accounts.set_password(alice.id, PASSWORD)
+    resume.set()
+    assert await lookup is not None  # that one request was already past the check
+    assert await accounts.session(other.token) is None  # but the session was not remembered for later ones
+
+
 async def test_a_login_link_works_once(accounts: Accounts, alice: User) -> None:
     token = await accounts.create_login_token(alice.id)
     link = accounts.login_link(token)
@@ -299,7 +342,11 @@ async def test_cli_users_create_list_and_refusals(cli_env: dict[str, str]) -> No
 async def test_cli_users_passwd_replaces_the_password(cli_env: dict[str, str]) -> None:
     daehwa(cli_env, "users", "create", "carol", "--password-stdin", stdin=PASSWORD + "\n")
     changed = daehwa(cli_env, "users", "passwd", "carol", "--password-stdin", stdin=NEW_PASSWORD + "\r\n")
-    assert changed.returncode == 0 and changed.stdout.strip() == "Password of carol set.", changed.stderr
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.splitlines() == [
+        "Password of carol set.",
+        "Ended 0 browser session(s) and login link(s); API keys keep working.",
+    ]
     assert NEW_PASSWORD.strip() not in changed.stdout + changed.stderr
     assert failed(
         daehwa(cli_env, "users", "passwd", "nobody", "--password-stdin", stdin=NEW_PASSWORD + "\n"),

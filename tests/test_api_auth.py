@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import subprocess
+import sys
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from daehwa.accounts import SESSION_COOKIE, Accounts, bootstrap_owner_message
 from daehwa.config import Settings
@@ -17,6 +22,7 @@ from tests.conftest import FakeProvider, Script
 pytest_plugins = ["tests.api_fixtures"]
 
 PASSWORD = "correct horse battery staple"
+NEW_PASSWORD = "a new and longer passphrase"
 
 
 async def login(client: httpx.AsyncClient, name: str, password: str) -> httpx.Response:
@@ -103,6 +109,101 @@ async def test_login_link_and_owner_bootstrap(settings: Settings, services: Serv
         r = await c.get("/auth/magic", params={"token": token})  # one time only
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_login_link"
         assert (await login(c, "owner", PASSWORD)).status_code == 200
+
+
+def browser(app: FastAPI) -> httpx.AsyncClient:
+    """A client with its own cookie jar: one browser."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+
+
+async def test_a_password_change_ends_the_other_sessions_and_keeps_this_one(app: FastAPI, accounts: Accounts) -> None:
+    carol = await accounts.create_user("carol", PASSWORD)
+    key = (await accounts.create_api_key(carol.id, "laptop")).secret
+    link = await accounts.create_login_token(carol.id)  # issued before the change, never used
+    async with browser(app) as here, browser(app) as there, browser(app) as elsewhere:
+        csrf = (await login(here, "carol", PASSWORD)).json()["csrf_token"]
+        await login(there, "carol", PASSWORD)
+        await login(elsewhere, "carol", PASSWORD)
+        assert (await there.get("/api/auth/me")).status_code == 200  # checked, so remembered for a while
+        r = await here.post(
+            "/api/auth/password",
+            json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert r.status_code == 204
+
+        for other in (there, elsewhere):
+            r = await other.get("/api/auth/me")
+            assert r.status_code == 401 and r.json()["error"]["code"] == "session_expired"
+        assert (await here.get("/api/auth/me")).json()["csrf_token"] == csrf  # the same session, same token
+        assert (await here.post("/api/conversations", json={}, headers={"X-CSRF-Token": csrf})).status_code == 201
+        assert (await here.get("/api/conversations", headers=auth(key))).status_code == 200  # API keys stay
+
+        r = await there.get("/auth/magic", params={"token": link})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_login_link"
+        assert (await login(there, "carol", PASSWORD)).status_code == 401
+        assert (await login(there, "carol", NEW_PASSWORD)).status_code == 200
+        assert (await there.get("/api/auth/me")).status_code == 200
+
+
+async def test_a_password_change_with_an_api_key_ends_every_session(app: FastAPI, accounts: Accounts) -> None:
+    carol = await accounts.create_user("carol", PASSWORD)
+    key = (await accounts.create_api_key(carol.id, "script")).secret
+    async with browser(app) as first, browser(app) as second:
+        await login(first, "carol", PASSWORD)
+        await login(second, "carol", PASSWORD)
+        r = await first.post(
+            "/api/auth/password",
+            json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+            headers=auth(key),  # the header wins over the cookie: no browser session made this change
+        )
+        assert r.status_code == 204
+        assert (await first.get("/api/auth/me")).status_code == 401
+        assert (await second.get("/api/auth/me")).status_code == 401
+        assert (await first.get("/api/auth/me", headers=auth(key))).status_code == 200
+
+
+async def test_a_wrong_current_password_ends_no_session(app: FastAPI, accounts: Accounts) -> None:
+    await accounts.create_user("carol", PASSWORD)
+    async with browser(app) as here, browser(app) as there:
+        csrf = (await login(here, "carol", PASSWORD)).json()["csrf_token"]
+        await login(there, "carol", PASSWORD)
+        r = await here.post(
+            "/api/auth/password",
+            json={"current_password": "not the password", "new_password": NEW_PASSWORD},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert r.status_code == 403
+        assert (await there.get("/api/auth/me")).status_code == 200
+
+
+async def test_an_admin_password_reset_from_the_cli_ends_every_session(
+    app: FastAPI, accounts: Accounts, settings: Settings
+) -> None:
+    carol = await accounts.create_user("carol", PASSWORD)
+    key = (await accounts.create_api_key(carol.id, "laptop")).secret
+    async with browser(app) as first, browser(app) as second:
+        await login(first, "carol", PASSWORD)
+        await login(second, "carol", PASSWORD)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DAEHWA_", "OPENAI_"))}
+        env.update(DAEHWA_DATA_DIR=str(settings.data_dir), DAEHWA_DATABASE_URL=settings.resolved_database_url())
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "daehwa", "users", "passwd", "carol", "--password-stdin"],
+            input=NEW_PASSWORD + "\n",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "Ended 2 browser session(s)" in result.stdout and "API keys keep working" in result.stdout
+        # Neither session was checked by this server yet, so nothing remembers it (DAEHWA_AUTH_CACHE_SECONDS).
+        for session in (first, second):
+            r = await session.get("/api/auth/me")
+            assert r.status_code == 401 and r.json()["error"]["code"] == "session_expired"
+        assert (await first.get("/api/auth/me", headers=auth(key))).status_code == 200
+        assert (await login(first, "carol", NEW_PASSWORD)).status_code == 200
 
 
 async def test_anonymous_only_when_allowed(client: httpx.AsyncClient, settings: Settings) -> None:

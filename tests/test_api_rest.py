@@ -40,6 +40,7 @@ async def test_conversation_lifecycle(client: httpx.AsyncClient, alice_key: str,
     r = await client.get(f"/api/conversations/{cid}", headers=auth(alice_key))
     body = r.json()
     assert [m["role"] for m in body["messages"]] == ["user", "assistant"]
+    assert body["has_more"] is False and body["next_before"] is None
     assert body["conversation"]["title"] == "hi there"  # auto title from the first message
 
     r = await client.patch(f"/api/conversations/{cid}", json={"title": "Renamed"}, headers=auth(alice_key))
@@ -53,6 +54,105 @@ async def test_conversation_lifecycle(client: httpx.AsyncClient, alice_key: str,
     assert r.status_code == 204
     r = await client.get(f"/api/conversations/{cid}", headers=auth(alice_key))
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+async def _history(services: Services, user: User, count: int) -> tuple[str, list[str]]:
+    """A conversation of ``count`` messages m0, m1, ...; its id and their ids, oldest first."""
+    conversation = await services.store.create_conversation(user.id, title="long")
+    ids = []
+    for i in range(count):
+        role = ("user", "assistant")[i % 2]
+        ids.append((await services.store.append_message(user.id, conversation.id, role=role, content=f"m{i}")).id)
+    return conversation.id, ids
+
+
+async def test_conversation_messages_come_in_pages(
+    client: httpx.AsyncClient, alice_key: str, alice: User, services: Services
+) -> None:
+    cid, ids = await _history(services, alice, 250)
+    url = f"/api/conversations/{cid}"
+    body = (await client.get(url, headers=auth(alice_key))).json()  # no parameters: the latest 200
+    assert [m["content"] for m in body["messages"]] == [f"m{i}" for i in range(50, 250)]
+    assert body["has_more"] is True and body["next_before"] == ids[50]
+    assert body["conversation"]["id"] == cid
+
+    pages: list[list[str]] = []
+    before = None
+    while True:  # backwards to the start, as the web page scrolls up
+        params: dict[str, str | int] = {"limit": 60} if before is None else {"limit": 60, "before": before}
+        r = await client.get(url, params=params, headers=auth(alice_key))
+        assert r.status_code == 200, r.text
+        page = r.json()
+        pages.insert(0, [m["id"] for m in page["messages"]])
+        if not page["has_more"]:
+            assert page["next_before"] is None
+            break
+        assert page["next_before"] == page["messages"][0]["id"]
+        before = page["next_before"]
+    assert [len(p) for p in pages] == [10, 60, 60, 60, 60]
+    assert [i for p in pages for i in p] == ids  # joined: no gap, no repeat, oldest first
+
+    exact = (await client.get(url, params={"limit": 250}, headers=auth(alice_key))).json()
+    assert len(exact["messages"]) == 250 and exact["has_more"] is False and exact["next_before"] is None
+    short = (await client.get(url, params={"limit": 249}, headers=auth(alice_key))).json()
+    assert short["has_more"] is True and short["next_before"] == ids[1]
+    first = (await client.get(url, params={"limit": 1, "before": ids[1]}, headers=auth(alice_key))).json()
+    assert [m["id"] for m in first["messages"]] == [ids[0]] and first["has_more"] is False
+    start = (await client.get(url, params={"before": ids[0]}, headers=auth(alice_key))).json()
+    assert start["messages"] == [] and start["has_more"] is False and start["next_before"] is None
+    most = (await client.get(url, params={"limit": 1000}, headers=auth(alice_key))).json()
+    assert len(most["messages"]) == 250
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": -5}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"before": ""}, "before"),
+        ({"before": "x" * 201}, "before"),
+        ({"before": "nope"}, "before"),
+    ],
+)
+async def test_bad_message_page_parameters_are_400(
+    client: httpx.AsyncClient,
+    alice_key: str,
+    alice: User,
+    services: Services,
+    params: dict[str, str | int],
+    param: str,
+) -> None:
+    cid, _ = await _history(services, alice, 3)
+    r = await client.get(f"/api/conversations/{cid}", params=params, headers=auth(alice_key))
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error" and error["code"] == "invalid_request"
+    assert error["message"].startswith(f"{param}: ") or "is not in this conversation" in error["message"]
+
+
+async def test_a_cursor_from_another_conversation_is_400(
+    client: httpx.AsyncClient, alice_key: str, alice: User, bob: User, services: Services
+) -> None:
+    cid, _ = await _history(services, alice, 3)
+    _, [sibling] = await _history(services, alice, 1)
+    _, [bobs] = await _history(services, bob, 1)
+    for before in (sibling, bobs):
+        r = await client.get(f"/api/conversations/{cid}", params={"before": before}, headers=auth(alice_key))
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == "before" and "is not in this conversation" in error["message"]
+
+
+async def test_message_pages_of_a_foreign_conversation_are_404(
+    client: httpx.AsyncClient, alice: User, bob_key: str, services: Services
+) -> None:
+    cid, ids = await _history(services, alice, 3)
+    for params in ({}, {"limit": 1}, {"before": ids[2]}, {"before": "nope"}, {"limit": 2, "before": ids[1]}):
+        r = await client.get(f"/api/conversations/{cid}", params=params, headers=auth(bob_key))
+        assert r.status_code == 404, (params, r.text)
+        assert r.json()["error"]["code"] == "not_found" and "m0" not in r.text
 
 
 async def test_persona_speaking_first_and_variables(client: httpx.AsyncClient, alice_key: str) -> None:

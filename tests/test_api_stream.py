@@ -8,15 +8,22 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+import uvicorn
 import websockets
 
-from daehwa.services import Services
+from daehwa.api.app import create_app
+from daehwa.config import Settings
+from daehwa.providers.registry import ProviderRegistry
+from daehwa.services import Services, build_services
+from daehwa.stores import Store
 from daehwa.types import MessageStatus, StoredMessage, User
-from tests.api_helpers import LiveServer, auth, wait_for
+from tests.api_helpers import LiveServer, auth, free_port, wait_for
 from tests.conftest import FakeProvider, Script
+from tests.test_stores import _postgres_namespace, _redis_namespace
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -242,3 +249,65 @@ async def test_websocket_cookie_from_foreign_origin_is_refused(
     async with websockets.connect(f"{live_server.ws_url}/api/ws", additional_headers=headers) as ws:
         await ws.send(json.dumps({"type": "ping"}))
         assert await recv(ws) == {"type": "pong"}
+
+
+# -- several server processes sharing a store ------------------------------------------------------------------------
+@asynccontextmanager
+async def _server(settings: Settings, store: Store, provider: FakeProvider) -> AsyncIterator[LiveServer]:
+    """One "server process": its own services, app, turn registry and uvicorn, on a store shared with others."""
+    services = build_services(settings, store=store, providers=ProviderRegistry([provider]))
+    await services.start()
+    app = create_app(settings, services)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_for(lambda: _true(server.started))
+        yield LiveServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        await task
+        await services.aclose()
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [pytest.param("redis", marks=pytest.mark.redis), pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+async def test_stop_reaches_a_reply_streaming_in_another_server_process(backend: str, settings: Settings) -> None:
+    namespace = _redis_namespace() if backend == "redis" else _postgres_namespace()
+    async with namespace as stores:
+        model_a, model_b = FakeProvider(), FakeProvider()
+        async with _server(settings, stores(), model_a) as a, _server(settings, stores(), model_b) as b:
+            store = a.app.state.services.store
+            user = await store.create_user("carol", password_hash=None)
+            key = (await a.app.state.accounts.create_api_key(user.id, "tests")).secret
+            cid = await new_conversation(a.base_url, key)
+            model_a.enqueue(HANGING)
+            events = []
+            async with (
+                httpx.AsyncClient() as c,
+                c.stream(
+                    "POST",
+                    f"{a.base_url}/api/conversations/{cid}/messages",
+                    json={"content": "story", "stream": True},
+                    headers=auth(key),
+                ) as r,
+            ):
+                async for kind, data in sse_events(r):
+                    events.append((kind, data))
+                    if kind == "delta" and len(events) == 2:
+                        # Process B does not run this turn: it must reach process A through the store's signals.
+                        stop = await c.post(f"{b.base_url}/api/conversations/{cid}/stop", headers=auth(key))
+                        assert stop.json() == {"stopped": True}
+            kind, done = events[-1]
+            assert kind == "done" and done["outcome"] == "interrupted" and done["finish_reason"] == "stopped"
+            text = "".join(d["text"] for k, d in events if k == "delta")
+            reply = (await store.list_messages(user.id, cid))[-1]
+            assert reply.status == MessageStatus.INTERRUPTED and reply.content == text
+            assert model_a.cancelled == 1 and not model_b.requests
+
+            # Nothing streaming any more: B says so at once, without waiting for anyone.
+            async with httpx.AsyncClient(base_url=b.base_url) as c:
+                r = await c.post(f"/api/conversations/{cid}/stop", headers=auth(key))
+                assert r.json() == {"stopped": False}

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from daehwa.errors import ConfigError, Conflict, NotFound
+from daehwa.errors import ConfigError, Conflict, InvalidRequest, NotFound
 from daehwa.stores import ApiKeyRecord, SessionRecord, Store, open_store
-from daehwa.types import MessageStatus, Outcome, Usage, UsageRecord
+from daehwa.types import MessageStatus, Outcome, StoredMessage, Usage, UsageRecord
 
 REDIS_URL = os.environ.get("DAEHWA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("DAEHWA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -319,6 +319,90 @@ async def test_append_and_list_messages(store: Store) -> None:
     assert await store.list_messages("u1", empty.id) == []
     with pytest.raises(NotFound):
         await store.append_message("u1", "missing", role="user", content="x")
+
+
+async def _numbered(
+    store: Store, user_id: str, conversation_id: str, count: int, start: int = 0
+) -> list[StoredMessage]:
+    return [
+        await store.append_message(user_id, conversation_id, role=("user", "assistant")[i % 2], content=f"m{i}")
+        for i in range(start, start + count)
+    ]
+
+
+async def test_message_pages_join_to_the_whole_history(store: Store) -> None:
+    conv = await store.create_conversation("u1")
+    written = await _numbered(store, "u1", conv.id, 23)  # appended within a few milliseconds: order is by sequence
+    for size in (1, 2, 5, 7, 22, 23, 24, 500):
+        pages: list[list[StoredMessage]] = []
+        before: str | None = None
+        while True:  # backwards from the latest, as the API and the web page read it
+            page = await store.list_messages("u1", conv.id, limit=size, before=before)
+            assert page is not None
+            if not page:
+                break
+            pages.insert(0, page)
+            before = page[0].id
+        assert [m for page in pages for m in page] == written, size  # no gap, no repeat, oldest first
+        assert [len(page) for page in pages[1:]] == [size] * (len(pages) - 1)  # only the oldest page is short
+
+
+async def test_a_long_history_lists_whole_and_by_pages(store: Store) -> None:
+    conv = await store.create_conversation("u1")
+    written = await _numbered(store, "u1", conv.id, 1_234)
+    assert await store.list_messages("u1", conv.id) == written
+    assert await store.list_messages("u1", conv.id, limit=1_000) == written[-1_000:]
+    assert await store.list_messages("u1", conv.id, limit=600, before=written[1_100].id) == written[500:1_100]
+    assert await store.list_messages("u1", conv.id, before=written[1_001].id) == written[:1_001]
+
+
+async def test_message_pages_by_cursor_and_limit(store: Store) -> None:
+    conv = await store.create_conversation("u1")
+    written = await _numbered(store, "u1", conv.id, 12)
+    cursor = written[8].id
+    assert await store.list_messages("u1", conv.id, before=cursor) == written[:8]  # no limit: everything older
+    assert await store.list_messages("u1", conv.id, limit=3, before=cursor) == written[5:8]
+    assert await store.list_messages("u1", conv.id, limit=1, before=cursor) == [written[7]]
+    assert await store.list_messages("u1", conv.id, limit=8, before=cursor) == written[:8]
+    assert await store.list_messages("u1", conv.id, limit=9, before=cursor) == written[:8]
+    assert await store.list_messages("u1", conv.id, limit=0, before=cursor) == []
+    assert await store.list_messages("u1", conv.id, limit=-4, before=cursor) == []
+    assert await store.list_messages("u1", conv.id, limit=5, before=written[0].id) == []  # the start of the history
+    assert await store.list_messages("u1", conv.id, before=written[0].id) == []
+    assert await store.list_messages("u1", conv.id, limit=2, before=written[1].id) == [written[0]]
+    assert await store.list_messages("u1", conv.id, limit=-1) == []
+
+    # A cursor is a message, not an offset: new messages and a regenerated last reply move no page.
+    latest = await store.list_messages("u1", conv.id, limit=4)
+    assert latest == written[8:]
+    more = await _numbered(store, "u1", conv.id, 3, start=12)
+    await store.delete_messages_from("u1", conv.id, more[-1].id)
+    assert await store.list_messages("u1", conv.id, limit=4, before=latest[0].id) == written[4:8]
+    assert await store.list_messages("u1", conv.id, limit=4, before=more[0].id) == written[-4:]
+
+
+async def test_message_pages_refuse_a_cursor_from_elsewhere(store: Store) -> None:
+    conv = await store.create_conversation("u1")
+    mine = await _numbered(store, "u1", conv.id, 3)
+    sibling = await store.create_conversation("u1")
+    [theirs] = await _numbered(store, "u1", sibling.id, 1)
+    foreign = await store.create_conversation("u2")
+    [bobs] = await _numbered(store, "u2", foreign.id, 1)
+    await store.delete_messages_from("u1", conv.id, mine[2].id)
+    # Unknown, in another conversation of the same user, in someone else's, deleted, empty: one error, naming the
+    # parameter (an empty page would look like the start of the history).
+    for before in ("nope", theirs.id, bobs.id, mine[2].id, ""):
+        for limit in (None, 0, 5):
+            with pytest.raises(InvalidRequest) as caught:
+                await store.list_messages("u1", conv.id, limit=limit, before=before)
+            assert caught.value.param == "before", (before, limit)
+            assert caught.value.status == 400
+    # Not the user's conversation: None whatever the cursor, exactly as without one.
+    assert await store.list_messages("u2", conv.id, limit=5, before=mine[1].id) is None
+    assert await store.list_messages("u2", conv.id, before="nope") is None
+    assert await store.list_messages("u1", "missing", limit=5, before=mine[1].id) is None
+    assert await store.list_messages("u1", foreign.id, before=bobs.id) is None
+    assert await store.list_messages("u1", conv.id, limit=5, before=mine[1].id) == [mine[0]]
 
 
 async def test_every_status_round_trips(store: Store) -> None:
@@ -693,6 +777,33 @@ async def test_expired_sessions_are_not_returned(store: Store) -> None:
     assert await store.get_session("soon") is None
 
 
+async def test_delete_user_sessions_ends_all_of_a_users_sessions_but_the_kept_one(store: Store) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    await store.create_session("a1", SessionRecord(user_id="alice", csrf_token="c1", expires_at=later))
+    await store.create_session("a2", SessionRecord(user_id="alice", csrf_token="c2", expires_at=later))
+    await store.create_session("link", SessionRecord(user_id="alice", csrf_token="", expires_at=later))  # login link
+    await store.create_session("b1", SessionRecord(user_id="bob", csrf_token="c", expires_at=later))
+    await store.create_session("gone", SessionRecord(user_id="alice", csrf_token="c", expires_at=later))
+    await store.delete_session("gone")
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    await store.create_session("expired", SessionRecord(user_id="alice", csrf_token="c", expires_at=past))
+
+    assert await store.delete_user_sessions("alice", keep="a1") == 2  # a2 and the link; not the deleted or expired
+    assert await store.get_session("a1") is not None
+    assert await store.get_session("a2") is None and await store.get_session("link") is None
+    assert await store.get_session("b1") is not None  # another user's session is untouched
+
+    # Sessions made afterwards are reached as well; without ``keep`` none stays.
+    await store.create_session("a3", SessionRecord(user_id="alice", csrf_token="c3", expires_at=later))
+    assert await store.delete_user_sessions("alice") == 2
+    assert await store.get_session("a1") is None and await store.get_session("a3") is None
+    assert await store.delete_user_sessions("alice") == 0
+    assert await store.delete_user_sessions("nobody") == 0
+    assert await store.get_session("b1") is not None
+    await store.create_session("a4", SessionRecord(user_id="alice", csrf_token="c4", expires_at=later))
+    assert await store.get_session("a4") is not None  # and alice can log in again
+
+
 # -- usage -------------------------------------------------------------------------------------------------------
 async def test_usage_totals_per_user_and_model(store: Store) -> None:
     alice = await store.create_user("alice", password_hash=None)
@@ -859,6 +970,68 @@ async def test_redis_sessions_expire_in_redis_too(short_lived_redis: Any) -> Non
     expires = datetime.now(UTC) + timedelta(minutes=10)
     await store.create_session("t", SessionRecord(user_id="u1", csrf_token="c", expires_at=expires))
     assert 590_000 < await r.pttl(store._k("session", "t")) <= 600_000
+
+
+@pytest.mark.redis
+async def test_redis_session_index_follows_its_sessions(short_lived_redis: Any) -> None:
+    store, r = short_lived_redis, short_lived_redis._r()
+    index = store._k("user", "u1", "sessions")
+    now = datetime.now(UTC)
+
+    def lasting(minutes: int, user_id: str = "u1") -> SessionRecord:
+        return SessionRecord(user_id=user_id, csrf_token="c", expires_at=now + timedelta(minutes=minutes))
+
+    await store.create_session("long", lasting(20))
+    await store.create_session("short", lasting(5))
+    assert set(await r.zrange(index, 0, -1)) == {"long", "short"}
+    assert 1_190_000 < await r.pttl(index) <= 1_200_000  # the index lasts as long as its longest-lived session
+    await store.delete_session("long")
+    assert await r.zrange(index, 0, -1) == ["short"]  # a logout leaves the index too
+    await r.zadd(index, {"lapsed": 1})  # the entry of a session that expired long ago
+    await store.create_session("new", lasting(9))
+    assert set(await r.zrange(index, 0, -1)) == {"short", "new"}  # expired entries leave as sessions come
+    # A hash in the index whose key now holds another user's session is not that session's to end.
+    await r.zadd(index, {"bobs": (now + timedelta(minutes=9)).timestamp() * 1000})
+    await store.create_session("bobs", lasting(9, user_id="bob"))
+    assert await store.delete_user_sessions("u1") == 2
+    assert await store.get_session("bobs") is not None
+    assert await r.exists(index) == 0
+
+
+@pytest.mark.redis
+async def test_redis_sessions_written_before_the_index_are_indexed_on_open() -> None:
+    """Schema 1 (no per-user index) -> 2: open() indexes the sessions already there, so a password change ends them."""
+    async with _redis_namespace() as factory:
+        from daehwa.stores.redis import RedisStore
+
+        # Glob characters in the prefix are matched literally: the sibling prefix's session is not picked up.
+        prefix = f"{factory().prefix}:g*"  # type: ignore[attr-defined]
+        later = datetime.now(UTC) + timedelta(hours=1)
+        old = RedisStore(REDIS_URL, prefix=prefix)
+        await old.open()
+        sibling = RedisStore(REDIS_URL, prefix=prefix.replace("*", "X"))
+        await sibling.open()
+        try:
+            await old.create_session("s1", SessionRecord(user_id="u1", csrf_token="c", expires_at=later))
+            await old.create_session("link", SessionRecord(user_id="u1", csrf_token="", expires_at=later))
+            await sibling.create_session("other", SessionRecord(user_id="u1", csrf_token="c", expires_at=later))
+            r = old._r()
+            await r.delete(old._k("user", "u1", "sessions"))  # what a version 1 daehwa left: sessions, no index
+            await r.set(old._k("schema"), 1)
+        finally:
+            await old.close()
+        upgraded = RedisStore(REDIS_URL, prefix=prefix)
+        await upgraded.open()
+        try:
+            r = upgraded._r()
+            assert await r.get(upgraded._k("schema")) == "2"
+            assert set(await r.zrange(upgraded._k("user", "u1", "sessions"), 0, -1)) == {"s1", "link"}
+            assert await upgraded.delete_user_sessions("u1") == 2
+            assert await upgraded.get_session("s1") is None and await upgraded.get_session("link") is None
+            assert await sibling.get_session("other") is not None
+        finally:
+            await upgraded.close()
+            await sibling.close()
 
 
 # -- PostgreSQL only: its migrations and native types ------------------------------------------------------------

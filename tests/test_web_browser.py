@@ -44,6 +44,7 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 USER, PASSWORD = "alice", "correct-horse-battery"
 LONG_CONVERSATION_MESSAGES = 1000
+WEB_MESSAGE_PAGE = 100  # MESSAGE_PAGE in app.js: messages per request
 
 RICH_REPLY = """## 서울 여행 팁
 
@@ -101,27 +102,22 @@ async def _seed(settings: Settings) -> str:
         await store.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    require(CHROMIUM.is_file(), f"{CHROMIUM} is missing: apt-get install chromium")
-    tmp = tmp_path_factory.mktemp("web")
-    upstream = FakeUpstream(models=["echo"]).start()
+@contextlib.contextmanager
+def _serve(tmp: Path, upstream: FakeUpstream, **settings: str) -> Iterator[tuple[str, Path]]:
+    """``daehwa serve`` on a free port with ``upstream`` as its model and extra DAEHWA_ settings; (url, log)."""
     providers = tmp / "providers.toml"
     providers.write_text(f'[providers.fake]\ntype = "openai"\nbase_url = "{upstream.base_url}"\nmodels = ["echo"]\n')
-    database = f"sqlite:///{tmp / 'daehwa.db'}"
-    settings = Settings(data_dir=tmp, database_url=database, _env_file=None)  # type: ignore[call-arg]
-    long_id = asyncio.run(_seed(settings))
-
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAEHWA_", "OPENAI_"))}
     env.update(
         DAEHWA_DATA_DIR=str(tmp),
-        DAEHWA_DATABASE_URL=database,
+        DAEHWA_DATABASE_URL=f"sqlite:///{tmp / 'daehwa.db'}",
         DAEHWA_PROVIDERS_FILE=str(providers),
         DAEHWA_DEFAULT_MODEL="fake/echo",
         DAEHWA_STREAM_FLUSH_SECONDS="0.1",
         DAEHWA_LOG_LEVEL="warning",
     )
+    env.update({f"DAEHWA_{name.upper()}": value for name, value in settings.items()})
     log = tmp / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -143,7 +139,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             if time.monotonic() > deadline:
                 pytest.fail(f"daehwa serve did not answer /healthz within 60 s:\n{log.read_text()}")
             time.sleep(0.1)
-        yield Server(url=url, upstream=upstream, long_conversation=long_id, log=log)
+        yield url, log
     finally:
         proc.terminate()
         try:
@@ -151,6 +147,43 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    require(CHROMIUM.is_file(), f"{CHROMIUM} is missing: apt-get install chromium")
+    tmp = tmp_path_factory.mktemp("web")
+    upstream = FakeUpstream(models=["echo"]).start()
+    settings = Settings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'daehwa.db'}", _env_file=None)  # type: ignore[call-arg]
+    try:
+        long_id = asyncio.run(_seed(settings))
+        with _serve(tmp, upstream) as (url, log):
+            yield Server(url=url, upstream=upstream, long_conversation=long_id, log=log)
+    finally:
+        upstream.stop()
+
+
+MEMBERS_PERSONA = """name = "members"
+title = { ko = "회원 전용", en = "Members only" }
+allow_anonymous = false
+system = "You help signed-in members."
+"""
+
+
+@pytest.fixture(scope="module")
+def guest_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with DAEHWA_ALLOW_ANONYMOUS on, whose default persona is closed to guests."""
+    require(CHROMIUM.is_file(), f"{CHROMIUM} is missing: apt-get install chromium")
+    tmp = tmp_path_factory.mktemp("web-guest")
+    personas = tmp / "personas"
+    personas.mkdir()
+    (personas / "members.toml").write_text(MEMBERS_PERSONA, encoding="utf-8")
+    upstream = FakeUpstream(models=["echo"]).start()
+    try:
+        settings = {"allow_anonymous": "true", "personas_dir": str(personas), "default_persona": "members"}
+        with _serve(tmp, upstream, **settings) as (url, log):
+            yield Server(url=url, upstream=upstream, long_conversation="", log=log)
+    finally:
         upstream.stop()
 
 
@@ -225,8 +258,8 @@ class Tab:
         assert self.errors == []
 
 
-@pytest.fixture
-def tab(browser: Any, server: Server) -> Iterator[Tab]:
+@contextlib.contextmanager
+def _open_tab(browser: Any, server: Server) -> Iterator[Tab]:
     context = browser.new_context(locale="ko-KR", viewport={"width": 1280, "height": 860})
     page = context.new_page()
     page.set_default_timeout(10_000)
@@ -244,6 +277,18 @@ def tab(browser: Any, server: Server) -> Iterator[Tab]:
         yield t
     finally:
         context.close()
+
+
+@pytest.fixture
+def tab(browser: Any, server: Server) -> Iterator[Tab]:
+    with _open_tab(browser, server) as t:
+        yield t
+
+
+@pytest.fixture
+def guest_tab(browser: Any, guest_server: Server) -> Iterator[Tab]:
+    with _open_tab(browser, guest_server) as t:
+        yield t
 
 
 def body_text(locator: Any) -> str:
@@ -609,19 +654,139 @@ def test_conversations_personas_models_and_language(tab: Tab, server: Server) ->
     tab.assert_clean()
 
 
-def test_a_1000_message_conversation_opens_and_renders(tab: Tab, server: Server) -> None:
+def test_no_guest_button_when_anonymous_chat_is_off(tab: Tab) -> None:
+    tab.goto("/")
+    tab.page.wait_for_selector("#login-view:not([hidden])")
+    assert tab.page.locator("#login-submit").is_visible()
+    assert tab.page.locator("#guest-login").count() == 0
+    tab.assert_clean()
+
+
+def test_a_guest_chats_with_the_personas_open_to_guests(guest_tab: Tab, guest_server: Server) -> None:
+    tab, page = guest_tab, guest_tab.page
+    tab.goto("/")
+    guest = page.locator("#guest-login")
+    assert guest.inner_text() == "게스트로 시작"
+    page.select_option("#login-lang", "en")
+    assert guest.inner_text() == "Continue as guest"
+    page.select_option("#login-lang", "ko")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-login-guest.png"))
+    guest.click()
+    page.wait_for_selector("#app:not([hidden])")
+    page.wait_for_selector("#new-chat-panel:not([hidden])")
+    me = page.evaluate("fetch('/api/auth/me').then((r) => r.json())")
+    assert me["user"]["anonymous"] is True
+
+    # The server's default persona ("members") is closed to guests: it is not offered, and an open one is chosen.
+    personas = page.locator("#persona-select option").all_inner_texts()
+    assert "회원 전용" not in personas and "대화 도우미" in personas and "회화 튜터" in personas
+    assert page.input_value("#persona-select") == "assistant"
+
+    # Long enough to show growth: the output filter holds back the last few letters of a stream while it checks them.
+    words = [f"게스트도 대화할 수 있어요 ({i}). " for i in range(8)]
+    guest_server.upstream.enqueue(Reply("".join(words), chunks=words, chunk_delay=0.15))
+    page.evaluate(
+        """() => { window.__seen = new Set(); const tick = () => {
+             const m = [...document.querySelectorAll('.msg-assistant .msg-body.plain')].pop();
+             if (m) window.__seen.add(m.textContent.length);
+             requestAnimationFrame(tick); }; tick(); }"""
+    )
+    tab.send("안녕하세요, 게스트예요")
+    reply = tab.wait_final()
+    assert body_text(reply) == "".join(words).strip()
+    assert reply.get_attribute("data-status") == "complete"
+    seen = page.evaluate("[...window.__seen]")
+    assert len([n for n in seen if 0 < n < len("".join(words))]) >= 3, seen  # it streamed in, piece by piece
+    sent = guest_server.upstream.last.json["messages"]
+    assert sent[-1]["content"] == "안녕하세요, 게스트예요"
+    assert sent[0]["role"] == "system" and "You are Daehwa" in sent[0]["content"]  # the assistant persona's prompt
+    page.wait_for_url("**/c/*")
+    tab.assert_clean()
+
+
+def _older_page_request(url: str) -> bool:
+    return "/api/conversations/" in url and "before=" in url
+
+
+def _user_question(i: int) -> str:
+    return f"질문 {i}: 이건 몇 번째 메시지인가요?"
+
+
+def test_a_1000_message_conversation_opens_at_its_latest_messages(tab: Tab, server: Server) -> None:
     page = tab.page
     tab.login()
     tab.goto(f"/c/{server.long_conversation}")
-    page.wait_for_function(f"() => document.querySelectorAll('.msg').length === {LONG_CONVERSATION_MESSAGES}")
+    page.wait_for_function(f"() => document.querySelectorAll('.msg').length === {WEB_MESSAGE_PAGE}")
     # Rendered in batches, newest first: eventually no reply is left as plain text.
     page.wait_for_function("() => !document.querySelector('.msg-assistant .msg-body.plain')", timeout=30_000)
     last = page.locator(".msg-assistant").last
     assert last.locator("strong").inner_text() == f"{LONG_CONVERSATION_MESSAGES // 2 - 1}번째"
-    assert last.is_visible()
+    assert last.is_visible()  # opened at the bottom
+    first_turn = (LONG_CONVERSATION_MESSAGES - WEB_MESSAGE_PAGE) // 2
+    assert page.locator(".msg-user .msg-body").first.text_content() == _user_question(first_turn)
+    assert [u for u in tab.requests if _older_page_request(u)] == []  # nothing older fetched while at the bottom
+    assert page.locator(".older-status").is_hidden()
     assert page.evaluate("getComputedStyle(document.querySelector('.msg')).contentVisibility") == "auto"
     page.fill("#composer-input", "아직 빠른가요?")
     assert page.input_value("#composer-input") == "아직 빠른가요?"
+    tab.assert_clean()
+
+
+def test_scrolling_up_loads_older_messages_in_order_and_keeps_the_place(tab: Tab, server: Server) -> None:
+    page = tab.page
+    tab.login()
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:  # the first older page waits until the test lets it through
+        held.append(route)
+
+    page.route(_older_page_request, hold)
+    tab.goto(f"/c/{server.long_conversation}")
+    page.wait_for_function(f"() => document.querySelectorAll('.msg').length === {WEB_MESSAGE_PAGE}")
+    page.locator("#messages").hover()
+    with page.expect_request(lambda r: _older_page_request(r.url)):
+        page.mouse.wheel(0, -200_000)
+
+    # While the page is on its way: a visible "loading older messages" line at the top of the list.
+    status = page.locator(".older-status")
+    status.wait_for(state="visible")
+    assert status.inner_text() == "이전 메시지를 불러오는 중…"
+    page.wait_for_function("() => document.getElementById('messages').scrollTop === 0")
+    anchor_id, anchor_top = page.evaluate(
+        "() => { const m = document.querySelector('.msg'); return [m.dataset.id, m.getBoundingClientRect().top]; }"
+    )
+    assert len(held) == 1
+    held[0].continue_()
+    page.unroute(_older_page_request, hold)
+    page.wait_for_function(f"() => document.querySelectorAll('.msg').length === {2 * WEB_MESSAGE_PAGE}")
+    assert status.is_hidden()
+    # The message the reader was looking at stays where it was; the older ones are above it, off screen.
+    page.wait_for_function("() => !document.querySelector('.msg-assistant .msg-body.plain')", timeout=30_000)
+    top_now = page.evaluate(
+        f"() => document.querySelector('.msg[data-id=\"{anchor_id}\"]').getBoundingClientRect().top"
+    )
+    assert abs(top_now - anchor_top) <= 2, (anchor_top, top_now)
+    assert page.evaluate("document.getElementById('messages').scrollTop") > 1000
+
+    # On up to the first message: every page arrives once, in order, with no message twice.
+    for shown in range(3 * WEB_MESSAGE_PAGE, LONG_CONVERSATION_MESSAGES + 1, WEB_MESSAGE_PAGE):
+        page.mouse.wheel(0, -200_000)
+        page.wait_for_function(f"() => document.querySelectorAll('.msg').length >= {shown}", timeout=15_000)
+    page.mouse.wheel(0, -200_000)  # at the first message: nothing more to fetch
+    page.wait_for_function("() => document.getElementById('messages').scrollTop === 0")
+    assert page.locator(".msg-user .msg-body").first.is_visible()
+    ids = page.eval_on_selector_all(".msg", "nodes => nodes.map((n) => n.dataset.id)")
+    assert len(ids) == LONG_CONVERSATION_MESSAGES == len(set(ids))
+    roles = page.eval_on_selector_all(".msg", "nodes => nodes.map((n) => n.classList.contains('msg-user'))")
+    assert roles == [True, False] * (LONG_CONVERSATION_MESSAGES // 2)
+    questions = page.locator(".msg-user .msg-body").all_text_contents()
+    assert questions == [_user_question(i) for i in range(LONG_CONVERSATION_MESSAGES // 2)]
+    answers = page.locator(".msg-assistant .msg-body").all_text_contents()
+    assert all(f"{i}번째 답이에요" in text for i, text in enumerate(answers)), answers[:3]
+    cursors = [u for u in tab.requests if _older_page_request(u)]
+    assert len(cursors) == len(set(cursors)) == LONG_CONVERSATION_MESSAGES // WEB_MESSAGE_PAGE - 1
+    assert status.is_hidden()
     tab.assert_clean()
 
 

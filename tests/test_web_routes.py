@@ -12,6 +12,7 @@ import pytest
 
 from daehwa.accounts import Accounts
 from daehwa.api.web import CONTENT_SECURITY_POLICY, MAX_RENDER_ITEMS, load_assets
+from daehwa.config import Settings
 from daehwa.types import User
 from tests.api_helpers import auth
 
@@ -58,6 +59,18 @@ async def test_the_page_has_no_inline_script_or_style_and_no_foreign_url(client:
     assert not re.search(r"(src|href)=\"(https?:)?//", html)
     # Korean is the home language when the browser names none of ours.
     assert '<html lang="ko"' in (await client.get("/", headers={"Accept-Language": "fr"})).text
+
+
+async def test_the_guest_button_is_on_the_page_only_while_anonymous_chat_is_allowed(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    assert 'id="guest-login"' not in (await client.get("/login")).text
+    settings.allow_anonymous = True  # read for each page, like POST /api/auth/anonymous reads it
+    html = (await client.get("/login")).text
+    assert 'id="guest-login"' in html and 'data-i18n="guest_login"' in html
+    assert not re.search(r"\son[a-z]+=", html)  # the button is wired up by app.js, not inline
+    settings.allow_anonymous = False
+    assert 'id="guest-login"' not in (await client.get("/")).text
 
 
 async def test_static_files_are_versioned_immutable_and_revalidated(client: httpx.AsyncClient) -> None:

@@ -38,9 +38,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             if owned:
                 await services.start()
             try:
-                yield
+                await app.state.turns.open()
+                try:
+                    yield
+                finally:
+                    app.state.turns.stop_all()  # replies still streaming are stored as interrupted
+                    await app.state.turns.close()
             finally:
-                app.state.turns.stop_all()  # replies still streaming are stored as interrupted
                 if owned:
                     await services.aclose()
         finally:
@@ -56,7 +60,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.services = services
     app.state.accounts = Accounts(services.store, settings)
-    app.state.turns = ActiveTurns()
+    app.state.turns = ActiveTurns(services.store)
     app.state.started_at = time.time()
 
     install_error_handlers(app)

@@ -212,7 +212,10 @@ async def me(principal: CurrentPrincipal) -> dict[str, Any]:
 
 @router.post("/api/auth/password", status_code=204)
 async def change_password(body: PasswordIn, principal: CurrentPrincipal, request: Request) -> Response:
-    """Set your password; the current one is required once a password is set."""
+    """Set your password; the current one is required once a password is set.
+
+    Your other browser sessions and unused login links end; the session making the change stays. API keys stay.
+    """
     accounts = accounts_of(request)
     if await accounts.has_password(principal.user.id) and not (
         body.current_password and await accounts.verify_user_password(principal.user.id, body.current_password)
@@ -220,7 +223,8 @@ async def change_password(body: PasswordIn, principal: CurrentPrincipal, request
         raise PermissionDenied("The current password is wrong.", code="invalid_credentials")
     if principal.user.anonymous:
         raise PermissionDenied("Anonymous users have no password.")
-    await accounts.set_password(principal.user.id, body.new_password)
+    # principal.token is None for an API key: then every session ends.
+    await accounts.set_password(principal.user.id, body.new_password, keep_session=principal.token)
     return Response(status_code=204)
 
 

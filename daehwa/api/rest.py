@@ -35,6 +35,10 @@ from .stream import ActiveTurns, TurnHandle, sse_turn_response
 
 router = APIRouter(tags=["conversations"])
 
+# GET /api/conversations/{id}: the latest MESSAGE_PAGE_DEFAULT messages unless the caller asks for more.
+MESSAGE_PAGE_DEFAULT = 200
+MESSAGE_PAGE_MAX = 1000
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422, 429, 502, 503, 504)
 }
@@ -109,6 +113,11 @@ class ConversationDetailOut(BaseModel):
     messages: list[MessageOut]
 
 
+class ConversationPageOut(ConversationDetailOut):
+    has_more: bool = Field(description="Older messages exist: ask again with before=next_before.")
+    next_before: str | None = Field(description="The id of the page's first message when has_more, else null.")
+
+
 class StoppedOut(BaseModel):
     stopped: bool
 
@@ -177,15 +186,30 @@ async def _owned(request: Request, user_id: str, conversation_id: str) -> Any:
     return conversation
 
 
-@router.get("/api/conversations/{conversation_id}", response_model=ConversationDetailOut, responses=_ERRORS)
-async def get_conversation(conversation_id: str, request: Request, user: CurrentUser) -> dict[str, Any]:
-    """A conversation with all its messages, oldest first (interrupted replies included, marked so)."""
+@router.get("/api/conversations/{conversation_id}", response_model=ConversationPageOut, responses=_ERRORS)
+async def get_conversation(
+    conversation_id: str,
+    request: Request,
+    user: CurrentUser,
+    limit: Annotated[int, Query(ge=1, le=MESSAGE_PAGE_MAX, description="Messages per page")] = MESSAGE_PAGE_DEFAULT,
+    before: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="Page: the messages before this message id")
+    ] = None,
+) -> dict[str, Any]:
+    """A conversation and a page of its messages, oldest first: the latest ones, or those before ``before``."""
     store = services_of(request).store
     conversation = await _owned(request, user.id, conversation_id)
-    messages = await store.list_messages(user.id, conversation_id)
-    if messages is None:
+    found = await store.list_messages(user.id, conversation_id, limit=limit + 1, before=before)
+    if found is None:
         raise NotFound("No such conversation.", param="conversation_id")
-    return {"conversation": conversation_json(conversation), "messages": [message_json(m) for m in messages]}
+    has_more = len(found) > limit
+    page = found[-limit:]
+    return {
+        "conversation": conversation_json(conversation),
+        "messages": [message_json(m) for m in page],
+        "has_more": has_more,
+        "next_before": page[0].id if has_more else None,
+    }
 
 
 @router.patch("/api/conversations/{conversation_id}", response_model=ConversationOut, responses=_ERRORS)
@@ -206,7 +230,7 @@ async def rename_conversation(
 @router.delete("/api/conversations/{conversation_id}", status_code=204, responses=_ERRORS)
 async def delete_conversation(conversation_id: str, request: Request, user: CurrentUser) -> Response:
     """Delete a conversation and its messages (usage records stay)."""
-    turns_of(request).stop(user.id, conversation_id)
+    await turns_of(request).stop(user.id, conversation_id, wait=False)
     if not await services_of(request).store.delete_conversation(user.id, conversation_id):
         raise NotFound("No such conversation.", param="conversation_id")
     return Response(status_code=204)
@@ -260,7 +284,7 @@ async def edit_last(conversation_id: str, body: MessageIn, request: Request, use
 async def stop(conversation_id: str, request: Request, user: CurrentUser) -> dict[str, Any]:
     """Stop the reply being generated for this conversation; the partial reply is stored as interrupted."""
     await _owned(request, user.id, conversation_id)
-    return {"stopped": turns_of(request).stop(user.id, conversation_id)}
+    return {"stopped": await turns_of(request).stop(user.id, conversation_id)}
 
 
 @router.post("/api/chat", response_model=TurnResultOut, responses=_TURN_RESPONSES, tags=["chat"])

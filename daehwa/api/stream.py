@@ -26,7 +26,9 @@ from starlette.types import Receive, Scope, Send
 
 from ..chat import ChatService, TurnDelta, TurnEvent, TurnFinished, TurnRequest, TurnStarted
 from ..errors import AuthenticationError, DaehwaError, InvalidRequest
-from ..types import StoredMessage, User
+from ..stores.base import Store
+from ..stores.signals import LocalSignals, StopSignals
+from ..types import MessageStatus, StoredMessage, User
 from .auth import resolve_principal
 from .errors import retry_after_seconds, validation_message
 from .schemas import generation_params, started_json, turn_result_json
@@ -48,10 +50,27 @@ class TurnOutcome:
 
 
 class ActiveTurns:
-    """The turns running in this process, by (user, conversation), so ``stop`` can reach them from any request."""
+    """The turns running in this process, by (user, conversation), so ``stop`` can reach them from any request.
 
-    def __init__(self) -> None:
+    A turn running in another process that shares the store is reached through the store's stop signals
+    (``Store.stop_signals``): ``stop`` sends one when the store shows the conversation's reply still streaming and
+    waits until it is stored as stopped.
+    """
+
+    _POLL_SECONDS = 0.05
+
+    def __init__(self, store: Store | None = None, *, stop_wait_seconds: float = 3.0) -> None:
         self._turns: dict[tuple[str, str], set[TurnHandle]] = {}
+        self._store = store
+        self._signals: StopSignals = store.stop_signals() if store is not None else LocalSignals()
+        self._stop_wait = stop_wait_seconds
+
+    async def open(self) -> None:
+        """Start listening for stop signals from other processes (in the app's lifespan, after the store opened)."""
+        await self._signals.open(self.stop_here)
+
+    async def close(self) -> None:
+        await self._signals.close()
 
     def add(self, handle: TurnHandle) -> None:
         self._turns.setdefault(handle.key, set()).add(handle)
@@ -63,11 +82,49 @@ class ActiveTurns:
             if not handles:
                 del self._turns[handle.key]
 
-    def stop(self, user_id: str, conversation_id: str) -> bool:
+    def stop_here(self, user_id: str, conversation_id: str) -> bool:
+        """Stop the conversation's turns running in this process; whether there were any."""
         handles = list(self._turns.get((user_id, conversation_id), ()))
         for handle in handles:
             handle.stop()
         return bool(handles)
+
+    async def stop(self, user_id: str, conversation_id: str, *, wait: bool = True) -> bool:
+        """Stop the conversation's running turn, in this process or another one sharing the store.
+
+        Returns whether a turn was stopped. Without ``wait`` a signal to other processes is sent and not followed.
+        """
+        if self.stop_here(user_id, conversation_id):
+            return True
+        if self._store is None or isinstance(self._signals, LocalSignals):
+            return False  # no other process can be running it
+        reply = await self._streaming_reply(user_id, conversation_id)
+        if reply is None:
+            return False
+        await self._signals.publish(user_id, conversation_id)
+        if not wait:
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._stop_wait
+        while loop.time() < deadline:
+            await asyncio.sleep(self._POLL_SECONDS)
+            if await self._streaming_reply(user_id, conversation_id, reply.id) is None:
+                return True
+        log.warning("stop: no server process stopped the reply %s within %.1fs", reply.id, self._stop_wait)
+        return False
+
+    async def _streaming_reply(
+        self, user_id: str, conversation_id: str, reply_id: str | None = None
+    ) -> StoredMessage | None:
+        """The conversation's last message if it is a reply still streaming (and ``reply_id``, when given)."""
+        assert self._store is not None
+        messages = await self._store.list_messages(user_id, conversation_id, limit=1) or []
+        if not messages:
+            return None
+        last = messages[-1]
+        if last.role != "assistant" or last.status != MessageStatus.STREAMING:
+            return None
+        return last if reply_id is None or last.id == reply_id else None
 
     def stop_all(self) -> None:
         for handles in list(self._turns.values()):

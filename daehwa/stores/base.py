@@ -24,6 +24,7 @@ from ..types import (
     UsageTotal,
     User,
 )
+from .signals import LocalSignals, StopSignals
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,7 @@ class ApiKeyRecord:
 
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
-    """A browser login session. Only the hash of its token is stored."""
+    """A browser login session, or a one-time login link (``csrf_token`` empty). Only the token's hash is stored."""
 
     user_id: str
     csrf_token: str
@@ -76,6 +77,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> None:
         """Raise if the store cannot be reached."""
+
+    def stop_signals(self) -> StopSignals:
+        """How server processes sharing this store tell each other to stop a turn (see ``signals``).
+
+        The default suits a store that one process uses; a store shared by several processes returns a channel
+        they all listen to.
+        """
+        return LocalSignals()
 
     # -- conversations -----------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -150,9 +159,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_messages(
-        self, user_id: str, conversation_id: str, *, limit: int | None = None
+        self, user_id: str, conversation_id: str, *, limit: int | None = None, before: str | None = None
     ) -> list[StoredMessage] | None:
-        """Oldest first (the last ``limit`` ones if given); ``None`` if the conversation is not the user's."""
+        """Oldest first; ``None`` if the conversation is not the user's.
+
+        ``limit`` keeps the last ``limit`` of them (none when it is 0 or less). ``before`` (a message id) pages
+        backwards: only the messages older than that one, so the first id of one page is ``before`` of the next, and
+        the pages join with no gap or repeat. A ``before`` that is not a message of this conversation raises
+        ``InvalidRequest`` (``param="before"``): an empty page would look like the start of the history.
+        Backends find a page by the messages' sequence index, whatever its depth.
+        """
 
     async def begin_turn(
         self,
@@ -267,6 +283,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def delete_session(self, token_hash: str) -> None: ...
+
+    @abc.abstractmethod
+    async def delete_user_sessions(self, user_id: str, *, keep: str | None = None) -> int:
+        """End every session and login link of the user but the one whose token hash is ``keep``; return how many
+        unexpired ones ended. A password change calls this, so it must reach all of them, however old."""
 
     # -- usage -------------------------------------------------------------------------------------------------
     @abc.abstractmethod

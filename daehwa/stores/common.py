@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ..errors import InvalidRequest
+
 
 def new_id() -> str:
     """A sortable, unguessable id: 12 hex digits of milliseconds since the epoch, then 64 random bits.
@@ -51,6 +53,15 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def title_key(title: str) -> str:
     """The form titles are searched in: Unicode case folding, so 'ÄBC' finds 'äbc' and Korean matches as is."""
     return title.casefold()
+
+
+def unknown_before(message_id: str) -> InvalidRequest:
+    """What ``list_messages`` raises for a ``before`` that is not a message of the conversation."""
+    return InvalidRequest(
+        f"Message {message_id!r} is not in this conversation: set 'before' to the id of one of its messages "
+        "(the first message of the page you have), or leave it out for the latest messages.",
+        param="before",
+    )
 
 
 def merged(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> dict[str, Any]:

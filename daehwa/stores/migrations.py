@@ -149,6 +149,12 @@ def m004_usage(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX usage_by_time ON usage (created_at)")
 
 
+@sqlite_migrations
+def m005_sessions_by_user(db: sqlite3.Connection) -> None:
+    # A password change ends all of a user's sessions and login links at once.
+    db.execute("CREATE INDEX sessions_by_user ON sessions (user_id)")
+
+
 def apply_sqlite(db: sqlite3.Connection) -> list[str]:
     """Apply pending SQLite migrations in one ``BEGIN IMMEDIATE`` transaction; return the names applied now."""
     # IMMEDIATE takes the write lock first, so a second process waits (busy_timeout) and then sees them recorded.
@@ -270,6 +276,11 @@ async def p004_usage(conn: Any) -> None:
         CREATE INDEX usage_by_user ON usage (user_id, created_at);
         CREATE INDEX usage_by_time ON usage (created_at);"""
     )
+
+
+@postgres_migrations
+async def p005_sessions_by_user(conn: Any) -> None:
+    await conn.execute("CREATE INDEX sessions_by_user ON sessions (user_id)")
 
 
 async def apply_postgres(conn: Any) -> list[str]:

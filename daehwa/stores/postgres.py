@@ -21,8 +21,9 @@ import asyncpg
 from ..errors import ConfigError, Conflict, NotFound
 from ..types import Conversation, MessageStatus, Outcome, Role, StoredMessage, UsageRecord, UsageTotal, User
 from .base import ApiKeyRecord, SessionRecord, Store, UserRecord
-from .common import as_utc, new_id, title_key, utcnow
+from .common import as_utc, new_id, title_key, unknown_before, utcnow
 from .migrations import apply_postgres
+from .signals import PostgresSignals, StopSignals
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _CONVERSATION_COLUMNS = "id, user_id, title, persona, model, kind, meta, created_at, updated_at"
+_MESSAGE_COLUMNS = "seq, id, conversation_id, role, content, status, model, meta, created_at"
 _API_KEY_COLUMNS = "id, user_id, name, prefix, created_at, last_used_at, revoked_at"
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -169,6 +171,9 @@ class PostgresStore(Store):
 
     async def ping(self) -> None:
         await self._p().fetchval("SELECT 1")
+
+    def stop_signals(self) -> StopSignals:
+        return PostgresSignals(self.dsn, self.schema)
 
     def _p(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -446,19 +451,43 @@ class PostgresStore(Store):
         return _count(status)
 
     async def list_messages(
-        self, user_id: str, conversation_id: str, *, limit: int | None = None
+        self, user_id: str, conversation_id: str, *, limit: int | None = None, before: str | None = None
     ) -> list[StoredMessage] | None:
+        count = None if limit is None else max(limit, 0)  # LIMIT NULL is no limit
         async with self._p().acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
-            owned = await conn.fetchval(
-                "SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2", conversation_id, user_id
-            )
-            if owned is None:
-                return None
-            rows = await conn.fetch(
-                "SELECT * FROM (SELECT seq, id, conversation_id, role, content, status, model, meta, created_at "
-                "FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2) last ORDER BY seq",
+            if before is None:
+                owned = await conn.fetchval(
+                    "SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2", conversation_id, user_id
+                )
+                if owned is None:
+                    return None
+                rows = await conn.fetch(
+                    f"SELECT * FROM (SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 "
+                    "ORDER BY seq DESC LIMIT $2) last ORDER BY seq",
+                    conversation_id,
+                    count,
+                )
+                return [_message(row) for row in rows]
+            # One round trip for the ownership check and the cursor: no row means not the user's conversation,
+            # a NULL bound means ``before`` is not one of its messages.
+            found = await conn.fetchrow(
+                "SELECT (SELECT seq FROM messages WHERE id = $3 AND conversation_id = $1) AS bound "
+                "FROM conversations WHERE id = $1 AND user_id = $2",
                 conversation_id,
-                None if limit is None else max(limit, 0),
+                user_id,
+                before,
+            )
+            if found is None:
+                return None
+            if found["bound"] is None:
+                raise unknown_before(before)
+            # Separate statements (not "$3 IS NULL OR seq < $3"): a cached generic plan keeps this an index range.
+            rows = await conn.fetch(
+                f"SELECT * FROM (SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq < $3 "
+                "ORDER BY seq DESC LIMIT $2) page ORDER BY seq",
+                conversation_id,
+                count,
+                found["bound"],
             )
         return [_message(row) for row in rows]
 
@@ -578,6 +607,18 @@ class PostgresStore(Store):
 
     async def delete_session(self, token_hash: str) -> None:
         await self._write(lambda: self._p().execute("DELETE FROM sessions WHERE token_hash = $1", token_hash))
+
+    async def delete_user_sessions(self, user_id: str, *, keep: str | None = None) -> int:
+        ended = await self._write(
+            lambda: self._p().fetchval(
+                "WITH gone AS (DELETE FROM sessions WHERE user_id = $1 AND token_hash IS DISTINCT FROM $2 "
+                "RETURNING expires_at) SELECT count(*) FROM gone WHERE expires_at > $3",
+                user_id,
+                keep,
+                utcnow(),
+            )
+        )
+        return int(ended)
 
     # -- usage -------------------------------------------------------------------------------------------------
     async def record_usage(self, record: UsageRecord) -> None:

@@ -9,7 +9,9 @@ Key layout (``P`` is the key prefix, ``daehwa`` by default)::
     P:streaming            set    ids of replies still streaming (made interrupted by recover_interrupted)
     P:user:{id}            hash   a user (P:users zset and P:user_names hash index them)
     P:apikey:{id}          hash   an API key (P:apikeys, P:user:{uid}:apikeys zsets and P:apikey_hashes index them)
-    P:session:{hash}       string a session document, expiring when the session does
+    P:session:{hash}       string a session or login-link document, expiring when it does
+    P:user:{uid}:sessions  zset   hashes of the user's sessions and login links, scored by expiry (ms); expires with
+                                  the last of them (a password change ends them all through it)
     P:usage, P:user:{uid}:usage   zsets of usage documents, scored by created_at (microseconds)
 
 Conversation keys carry a TTL (``redis_ttl_days``) that every write to the conversation restarts; accounts, API keys
@@ -21,6 +23,7 @@ would outlive the expiring conversation. Keys are not hash-tagged, so this targe
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,7 +35,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..errors import ConfigError, Conflict, NotFound
 from ..types import Conversation, MessageStatus, Outcome, Role, StoredMessage, UsageRecord, UsageTotal, User
 from .base import ApiKeyRecord, SessionRecord, Store, UserRecord
-from .common import from_iso, iso, merged, micros, new_id, title_key, utcnow
+from .common import from_iso, iso, merged, micros, new_id, title_key, unknown_before, utcnow
+from .signals import RedisSignals, StopSignals
 
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
@@ -41,7 +45,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+# 2: every session is in its user's P:user:{uid}:sessions index (open() indexes those a version 1 daehwa wrote).
+SCHEMA_VERSION = 2
 
 # KEYS: conv, msgs, order, user_index, streaming
 # ARGV: user_id, conversation_id, updated_at (iso), updated_at (micros), ttl_ms, then per message: id, doc, streaming
@@ -82,6 +87,41 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], seq, '+inf')
 for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[4]) end
 return #ids
+"""
+
+# KEYS: conv, msgs, order. ARGV: user_id, '1' if a before id is given else '0', before id, limit (-1 for all).
+# Returns nil if the conversation is not the user's, {0} if before is not one of its messages, else
+# {1, id, doc, id, doc, ...} oldest first. Ranks in the order zset find the page, so its depth costs O(log n).
+_LIST_MESSAGES = """
+if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return false end
+local stop = -1
+if ARGV[2] == '1' then
+  local rank = redis.call('ZRANK', KEYS[3], ARGV[3])
+  if not rank then return {0} end
+  if rank == 0 then return {1} end
+  stop = rank - 1
+end
+local limit = tonumber(ARGV[4])
+local start = 0
+if limit == 0 then return {1} end
+if limit > 0 then
+  if stop < 0 then start = -limit else start = math.max(0, stop - limit + 1) end
+end
+local ids = redis.call('ZRANGE', KEYS[3], start, stop)
+local out = {1}
+-- HMGET in slices: unpack() of a whole long conversation would overflow Lua's stack.
+for i = 1, #ids, 500 do
+  local j = math.min(i + 499, #ids)
+  local docs = redis.call('HMGET', KEYS[2], unpack(ids, i, j))
+  for k = i, j do
+    local doc = docs[k - i + 1]
+    if doc then
+      out[#out + 1] = ids[k]
+      out[#out + 1] = doc
+    end
+  end
+end
+return out
 """
 
 # KEYS: conv, user_index. ARGV: user_id, conversation_id, title, title_key, updated_at (iso), (micros), ttl_ms
@@ -137,6 +177,44 @@ redis.call('HSETNX', KEYS[1], 'revoked_at', ARGV[2])
 return 1
 """
 
+# KEYS: the user's session index. ARGV: token hash, expires (ms), now (ms). Entries of expired sessions leave as we go,
+# and the index expires with the last of its sessions, so it never outlives them.
+_INDEX_SESSION = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+"""
+
+# KEYS: the user's session index, session. ARGV: token hash, expires (ms), now (ms), document
+_CREATE_SESSION = "redis.call('SET', KEYS[2], ARGV[4], 'PXAT', ARGV[2])" + _INDEX_SESSION
+
+# KEYS: session. ARGV: prefix, token hash. Also takes the hash out of its user's index.
+_DELETE_SESSION = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+redis.call('DEL', KEYS[1])
+local user_id = cjson.decode(raw)['user_id']
+redis.call('ZREM', ARGV[1] .. ':user:' .. user_id .. ':sessions', ARGV[2])
+return 1
+"""
+
+# KEYS: the user's session index. ARGV: prefix, user_id, token hash to keep ('' for none), now (ms).
+# Returns how many live sessions ended. A session key is deleted only if it still names this user.
+_DELETE_USER_SESSIONS = """
+local ended = 0
+for _, hash in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[4], '+inf')) do
+  if hash ~= ARGV[3] then
+    local key = ARGV[1] .. ':session:' .. hash
+    local raw = redis.call('GET', key)
+    if raw and cjson.decode(raw)['user_id'] == ARGV[2] then ended = ended + redis.call('DEL', key) end
+    redis.call('ZREM', KEYS[1], hash)
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
+return ended
+"""
+
 
 class RedisStore(Store):
     """Conversation history that expires after ``ttl_seconds`` without writes; accounts and usage that do not."""
@@ -190,12 +268,36 @@ class RedisStore(Store):
         self._append = client.register_script(_APPEND)
         self._delete_conversation = client.register_script(_DELETE_CONVERSATION)
         self._delete_messages_from = client.register_script(_DELETE_MESSAGES_FROM)
+        self._list_messages = client.register_script(_LIST_MESSAGES)
         self._rename = client.register_script(_RENAME)
         self._create_user = client.register_script(_CREATE_USER)
         self._hset_if_exists = client.register_script(_HSET_IF_EXISTS)
         self._create_api_key = client.register_script(_CREATE_API_KEY)
         self._find_api_key = client.register_script(_FIND_API_KEY)
         self._revoke_api_key = client.register_script(_REVOKE_API_KEY)
+        self._index_session = client.register_script(_INDEX_SESSION)
+        self._create_session = client.register_script(_CREATE_SESSION)
+        self._delete_session = client.register_script(_DELETE_SESSION)
+        self._delete_user_sessions = client.register_script(_DELETE_USER_SESSIONS)
+        if found < 2:
+            await self._index_old_sessions()
+            await client.set(self._k("schema"), SCHEMA_VERSION)
+
+    async def _index_old_sessions(self) -> None:
+        """Schema 1 -> 2: put the sessions written before the per-user index into it (idempotent, so two processes
+        upgrading at once do no harm)."""
+        r = self._r()
+        start = self._k("session", "")
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", start) + "*"  # the prefix is literal, even with glob characters
+        now_ms = micros(utcnow()) // 1000
+        async for key in r.scan_iter(match=pattern, count=1000):
+            raw = await r.get(key)
+            if raw is None:
+                continue
+            doc = json.loads(raw)
+            expires_ms = micros(from_iso(doc["expires_at"])) // 1000
+            keys = [self._k("user", doc["user_id"], "sessions")]
+            await self._index_session(keys=keys, args=[key[len(start) :], expires_ms, now_ms])
 
     async def recover_interrupted(self) -> None:
         r = self._r()
@@ -222,6 +324,9 @@ class RedisStore(Store):
 
     async def ping(self) -> None:
         await self._r().ping()
+
+    def stop_signals(self) -> StopSignals:
+        return RedisSignals(self.url, self.prefix)
 
     def _r(self) -> Any:
         if self._client is None:
@@ -490,21 +595,18 @@ class RedisStore(Store):
         return int(deleted)
 
     async def list_messages(
-        self, user_id: str, conversation_id: str, *, limit: int | None = None
+        self, user_id: str, conversation_id: str, *, limit: int | None = None, before: str | None = None
     ) -> list[StoredMessage] | None:
         key, msgs, order, _, _ = self._conv_keys(user_id, conversation_id)
-        r = self._r()
-        start = 0 if limit is None else -max(limit, 0)
-        async with r.pipeline(transaction=True) as pipe:
-            pipe.hget(key, "user_id")
-            pipe.zrange(order, start, -1)
-            owner, ids = await pipe.execute()
-        if owner != user_id:
+        # One script: the ownership check, the page and its documents in one round trip and one consistent view.
+        args = [user_id, "0" if before is None else "1", before or "", -1 if limit is None else max(limit, 0)]
+        found = await self._list_messages(keys=[key, msgs, order], args=args)
+        if found is None:
             return None
-        if limit == 0 or not ids:
-            return []
-        docs = await r.hmget(msgs, ids)
-        return [_message(mid, conversation_id, json.loads(raw)) for mid, raw in zip(ids, docs, strict=True) if raw]
+        if found[0] == 0:
+            raise unknown_before(before or "")
+        flat = found[1:]
+        return [_message(mid, conversation_id, json.loads(raw)) for mid, raw in zip(flat[::2], flat[1::2], strict=True)]
 
     # -- accounts ----------------------------------------------------------------------------------------------
     async def create_user(
@@ -581,13 +683,13 @@ class RedisStore(Store):
         return bool(done)
 
     async def create_session(self, token_hash: str, record: SessionRecord) -> None:
-        key = self._k("session", token_hash)
-        expires_ms = micros(record.expires_at) // 1000
-        if expires_ms <= micros(utcnow()) // 1000:
-            await self._r().delete(key)  # already expired: nothing to keep
+        expires_ms, now_ms = micros(record.expires_at) // 1000, micros(utcnow()) // 1000
+        if expires_ms <= now_ms:
+            await self.delete_session(token_hash)  # already expired: nothing to keep
             return
         doc = {"user_id": record.user_id, "csrf_token": record.csrf_token, "expires_at": iso(record.expires_at)}
-        await self._r().set(key, _dumps(doc), pxat=expires_ms)
+        keys = [self._k("user", record.user_id, "sessions"), self._k("session", token_hash)]
+        await self._create_session(keys=keys, args=[token_hash, expires_ms, now_ms, _dumps(doc)])
 
     async def get_session(self, token_hash: str) -> SessionRecord | None:
         raw = await self._r().get(self._k("session", token_hash))
@@ -598,7 +700,14 @@ class RedisStore(Store):
         return record if record.expires_at > utcnow() else None  # Redis expires to the millisecond only
 
     async def delete_session(self, token_hash: str) -> None:
-        await self._r().delete(self._k("session", token_hash))
+        await self._delete_session(keys=[self._k("session", token_hash)], args=[self.prefix, token_hash])
+
+    async def delete_user_sessions(self, user_id: str, *, keep: str | None = None) -> int:
+        keys = [self._k("user", user_id, "sessions")]
+        ended = await self._delete_user_sessions(
+            keys=keys, args=[self.prefix, user_id, keep or "", micros(utcnow()) // 1000]
+        )
+        return int(ended)
 
     # -- usage -------------------------------------------------------------------------------------------------
     def _queue_usage(self, pipe: Pipeline, r: UsageRecord) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import ConfigError, Conflict, NotFound
 from ..types import Conversation, MessageStatus, Outcome, Role, StoredMessage, UsageRecord, UsageTotal, User
 from .base import ApiKeyRecord, SessionRecord, Store, UserRecord
-from .common import from_iso, iso, merged, new_id, title_key, utcnow
+from .common import from_iso, iso, merged, new_id, title_key, unknown_before, utcnow
 from .migrations import apply_sqlite
 
 if TYPE_CHECKING:
@@ -255,7 +255,7 @@ class SQLiteStore(Store):
         return await self._write(work)
 
     async def list_messages(
-        self, user_id: str, conversation_id: str, *, limit: int | None = None
+        self, user_id: str, conversation_id: str, *, limit: int | None = None, before: str | None = None
     ) -> list[StoredMessage] | None:
         def work(db: sqlite3.Connection) -> list[sqlite3.Row] | None:
             # Both reads in one hop and one implicit read transaction: the check and the list see the same data.
@@ -264,15 +264,24 @@ class SQLiteStore(Store):
             ).fetchone()
             if owned is None:
                 return None
+            where = "m.conversation_id = ?"
+            params: list[str | int] = [conversation_id]
+            if before is not None:
+                bound = db.execute(
+                    "SELECT seq FROM messages WHERE id = ? AND conversation_id = ?", (before, conversation_id)
+                ).fetchone()
+                if bound is None:
+                    raise unknown_before(before)
+                where += " AND m.seq < ?"  # a range of the (conversation_id, seq) index: no scan of later messages
+                params.append(bound[0])
             if limit is None:
                 return db.execute(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.conversation_id = ? ORDER BY m.seq",
-                    (conversation_id,),
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE {where} ORDER BY m.seq", params
                 ).fetchall()
             return db.execute(
-                f"SELECT * FROM (SELECT m.seq, {_MESSAGE_COLUMNS} FROM messages m WHERE m.conversation_id = ? "
+                f"SELECT * FROM (SELECT m.seq, {_MESSAGE_COLUMNS} FROM messages m WHERE {where} "
                 "ORDER BY m.seq DESC LIMIT ?) ORDER BY seq",
-                (conversation_id, max(limit, 0)),
+                (*params, max(limit, 0)),
             ).fetchall()
 
         rows = await self._read(work)
@@ -445,6 +454,15 @@ class SQLiteStore(Store):
 
     async def delete_session(self, token_hash: str) -> None:
         await self._write(lambda db: db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,)))
+
+    async def delete_user_sessions(self, user_id: str, *, keep: str | None = None) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            db.execute("DELETE FROM sessions WHERE user_id = ? AND expires_at <= ?", (user_id, iso(utcnow())))
+            # ``IS NOT NULL`` when nothing is kept: every row goes.
+            cursor = db.execute("DELETE FROM sessions WHERE user_id = ? AND token_hash IS NOT ?", (user_id, keep))
+            return cursor.rowcount
+
+        return await self._write(work)
 
     # -- usage -------------------------------------------------------------------------------------------------
     async def record_usage(self, record: UsageRecord) -> None:

@@ -26,6 +26,8 @@ const state = {
   query: "",
   current: null, // the open Conversation, or null for the "new chat" screen
   messages: [], // its messages, oldest first
+  olderBefore: null, // cursor of the page before the oldest message shown; null once the start is shown
+  olderLoad: null, // the request for that page while it runs
   personas: [],
   defaultPersona: null,
   models: [],
@@ -36,6 +38,8 @@ const state = {
 
 const htmlCache = new Map(); // assistant text -> sanitised HTML from the server
 const RENDER_BATCH = 100;
+const MESSAGE_PAGE = 100; // messages per request: the latest when a conversation opens, then older ones on scroll
+const OLDER_MARGIN = 400; // px from the top of the list at which the page before is fetched
 
 let composer;
 let errorRetry = null;
@@ -155,6 +159,22 @@ async function onLogin(event) {
     $("login-password").focus();
   } finally {
     $("login-submit").disabled = false;
+  }
+}
+
+// "Continue as guest": only on the page when the server allows anonymous chat (the template leaves it out otherwise).
+async function onGuest() {
+  const error = $("login-error");
+  $("guest-login").disabled = true;
+  try {
+    const me = await api("POST", "/api/auth/anonymous");
+    error.hidden = true;
+    await signedIn(me);
+  } catch (e) {
+    error.textContent = e instanceof ApiError && e.status === 403 ? t("guest_unavailable") : reasonOf(e);
+    error.hidden = false;
+  } finally {
+    $("guest-login").disabled = false;
   }
 }
 
@@ -340,7 +360,10 @@ function fillPickers() {
   const personaSelect = $("persona-select");
   const chosen = personaSelect.value || state.defaultPersona;
   personaSelect.replaceChildren(...state.personas.map((p) => new Option(personaTitle(p), p.name)));
-  personaSelect.value = state.personas.some((p) => p.name === chosen) ? chosen : state.defaultPersona;
+  // A guest is offered only the personas open to guests, which need not include the server's default.
+  const offered = (name) => state.personas.some((p) => p.name === name);
+  const fallback = offered(state.defaultPersona) ? state.defaultPersona : state.personas[0]?.name;
+  personaSelect.value = offered(chosen) ? chosen : fallback || "";
 
   const modelSelect = $("model-select");
   const model = modelSelect.value;
@@ -403,6 +426,7 @@ async function createConversation() {
   const created = await api("POST", "/api/conversations", body);
   state.current = created.conversation;
   state.messages = created.messages || [];
+  setOlder(null);
   history.pushState(null, "", `/c/${encodeURIComponent(created.conversation.id)}`);
   $("new-chat-panel").hidden = true;
   bumpConversation(created.conversation);
@@ -429,6 +453,7 @@ async function onStartChat() {
 function showNewChat({ push }) {
   state.current = null;
   state.messages = [];
+  setOlder(null);
   if (push) history.pushState(null, "", "/");
   $("messages").replaceChildren();
   $("new-chat-panel").hidden = false;
@@ -456,7 +481,7 @@ async function openConversation(id, { push }) {
   hideError();
   let data;
   try {
-    data = await api("GET", `/api/conversations/${encodeURIComponent(id)}`);
+    data = await api("GET", messagesPath(id));
   } catch (e) {
     if (sessionEnded(e)) return;
     showNewChat({ push: false });
@@ -467,6 +492,7 @@ async function openConversation(id, { push }) {
   if (push) history.pushState(null, "", `/c/${encodeURIComponent(id)}`);
   state.current = data.conversation;
   state.messages = data.messages;
+  setOlder(data);
   $("new-chat-panel").hidden = true;
   renderHeader();
   renderConversations();
@@ -475,6 +501,7 @@ async function openConversation(id, { push }) {
   const last = data.messages[data.messages.length - 1];
   if (last && last.status === "streaming" && !state.turns.has(id)) followStreaming(id);
   $("composer-input").focus();
+  maybeLoadOlder(); // a short latest page may not fill the screen
 }
 
 async function followStreaming(id) {
@@ -485,13 +512,20 @@ async function followStreaming(id) {
     if (!state.current || state.current.id !== id || state.turns.has(id)) return;
     let data;
     try {
-      data = await api("GET", `/api/conversations/${encodeURIComponent(id)}`);
+      data = await api("GET", messagesPath(id));
     } catch {
       continue;
     }
     if (!state.current || state.current.id !== id || state.turns.has(id)) return;
     const last = data.messages[data.messages.length - 1];
-    state.messages = data.messages;
+    // The fresh latest page replaces its own messages; older pages already loaded stay.
+    const at = data.messages.length ? state.messages.findIndex((m) => m.id === data.messages[0].id) : -1;
+    if (at >= 0) {
+      state.messages = state.messages.slice(0, at).concat(data.messages);
+    } else {
+      state.messages = data.messages;
+      setOlder(data);
+    }
     if (!last || last.status !== "streaming") {
       renderMessages();
       return;
@@ -499,6 +533,92 @@ async function followStreaming(id) {
     const node = messageNode(last.id);
     if (node) node.querySelector(".msg-body").textContent = last.content;
   }
+}
+
+// -- older messages: one page at a time, fetched when the list is scrolled near its top ----------------------------
+
+function messagesPath(id, before) {
+  const params = new URLSearchParams({ limit: String(MESSAGE_PAGE) });
+  if (before) params.set("before", before);
+  return `/api/conversations/${encodeURIComponent(id)}?${params}`;
+}
+
+/** Remember where the page before the shown messages starts (`page` is an API answer, or null for none). */
+function setOlder(page) {
+  state.olderBefore = page && page.has_more ? page.next_before : null;
+  state.olderLoad = null; // a request still running for another conversation is ignored when it answers
+  showOlderStatus(false);
+}
+
+function maybeLoadOlder() {
+  if ($("messages").scrollTop < OLDER_MARGIN) loadOlder();
+}
+
+async function loadOlder() {
+  if (!state.current || !state.olderBefore || state.olderLoad) return;
+  const load = { id: state.current.id, before: state.olderBefore };
+  state.olderLoad = load;
+  const box = $("messages");
+  showOlderStatus(true);
+  let page = null;
+  let error = null;
+  try {
+    page = await api("GET", messagesPath(load.id, load.before));
+    // Their Markdown before they are shown: a reply turning from plain text into HTML just above the reader would
+    // move the page under them. If it fails they come as plain text, rendered later.
+    const replies = page.messages.filter((m) => m.role === "assistant" && m.status !== "streaming");
+    await fetchHTML(replies.map((m) => m.content));
+  } catch (e) {
+    error = e;
+  }
+  if (state.olderLoad !== load) return; // another conversation was opened meanwhile
+  state.olderLoad = null;
+  if (error) {
+    showOlderStatus(false);
+    if (sessionEnded(error)) return;
+    // The cursor was deleted (regenerate or edit from another tab): start again from the latest page.
+    if (error instanceof ApiError && error.param === "before") return openConversation(load.id, { push: false });
+    showError(t("load_failed", { reason: reasonOf(error) }), loadOlder);
+    return;
+  }
+  const known = new Set(state.messages.map((m) => m.id));
+  const older = page.messages.filter((m) => !known.has(m.id));
+  state.messages = older.concat(state.messages);
+  state.olderBefore = page.has_more ? page.next_before : null;
+  // Keep the reader's place: the oldest message shown stays where it is on screen, the new ones go above it.
+  const anchor = box.querySelector(".msg");
+  const top = anchor ? anchor.getBoundingClientRect().top : 0;
+  const fragment = document.createDocumentFragment();
+  const pending = [];
+  for (const m of older) {
+    if (m.role === "system") continue;
+    const node = messageElement(m);
+    fragment.append(node);
+    if (m.role === "assistant" && m.status !== "streaming" && !htmlCache.has(m.content)) pending.push(node);
+  }
+  showOlderStatus(false);
+  const status = box.querySelector(".older-status");
+  if (status) status.after(fragment);
+  else box.prepend(fragment);
+  if (anchor) box.scrollTop += anchor.getBoundingClientRect().top - top;
+  renderLater(pending.reverse());
+  maybeLoadOlder();
+}
+
+function olderStatus() {
+  const box = el("div", "older-status");
+  box.setAttribute("role", "status");
+  const dots = el("span", "dots");
+  dots.setAttribute("aria-hidden", "true");
+  dots.append(el("i"), el("i"), el("i"));
+  box.append(dots, el("span", "older-status-text", t("loading_older")));
+  box.hidden = !state.olderLoad;
+  return box;
+}
+
+function showOlderStatus(visible) {
+  const status = $("messages").querySelector(".older-status");
+  if (status) status.hidden = !visible;
 }
 
 // -- messages --------------------------------------------------------------------------------------------------
@@ -530,7 +650,7 @@ function renderMessages() {
     fragment.append(node);
     if (m.role === "assistant" && m.status !== "streaming" && !htmlCache.has(m.content)) pending.push(node);
   }
-  box.replaceChildren(fragment);
+  box.replaceChildren(olderStatus(), fragment);
   refreshActions();
   scrollToBottom();
   // Incremental rendering: everything shows at once as plain text, then the Markdown arrives in batches, newest
@@ -541,21 +661,26 @@ function renderMessages() {
 async function renderLater(nodes) {
   for (let i = 0; i < nodes.length; i += RENDER_BATCH) {
     const batch = nodes.slice(i, i + RENDER_BATCH).filter((n) => n.isConnected);
-    const texts = [...new Set(batch.map((n) => n.message.content).filter((c) => !htmlCache.has(c)))];
-    if (texts.length) {
-      let result;
-      try {
-        result = await api("POST", "/api/web/render", { items: texts.map((content) => ({ role: "assistant", content })) });
-      } catch (e) {
-        sessionEnded(e);
-        return; // the plain text stays: still readable, still safe
-      }
-      texts.forEach((text, j) => htmlCache.set(text, result.html[j]));
-    }
+    if (!(await fetchHTML(batch.map((n) => n.message.content)))) return; // the plain text stays: still readable, still safe
     const stick = nearBottom();
     for (const node of batch) if (node.isConnected) fillBody(node);
     if (stick) scrollToBottom();
   }
+}
+
+/** Put the server's HTML for these replies' Markdown into htmlCache; false if the server could not be asked. */
+async function fetchHTML(contents) {
+  const texts = [...new Set(contents.filter((c) => !htmlCache.has(c)))];
+  if (!texts.length) return true;
+  let result;
+  try {
+    result = await api("POST", "/api/web/render", { items: texts.map((content) => ({ role: "assistant", content })) });
+  } catch (e) {
+    sessionEnded(e);
+    return false;
+  }
+  texts.forEach((text, j) => htmlCache.set(text, result.html[j]));
+  return true;
 }
 
 function messageElement(m) {
@@ -1009,6 +1134,7 @@ function bind() {
   $("theme-select").value = window.daehwaTheme ? window.daehwaTheme.choice() : "auto";
 
   $("login-form").addEventListener("submit", onLogin);
+  $("guest-login")?.addEventListener("click", onGuest);
   $("logout").addEventListener("click", onLogout);
   $("lang-select").addEventListener("change", onLanguage);
   $("login-lang").addEventListener("change", onLanguage);
@@ -1041,6 +1167,7 @@ function bind() {
     }, 200);
   });
   $("conv-more").addEventListener("click", () => loadConversations({ append: true }));
+  $("messages").addEventListener("scroll", maybeLoadOlder, { passive: true });
   $("error-retry").addEventListener("click", () => {
     const retry = errorRetry;
     hideError();
