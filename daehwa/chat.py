@@ -445,6 +445,7 @@ class ChatService:
         return self.settings.fallback_reply and isinstance(error, (ProviderError, ModelUnavailable))
 
     def _checked_content(self, request: TurnRequest) -> str | None:
+        _reject_nul(request)
         if request.messages is not None:
             if request.content is not None or request.conversation_id is not None:
                 raise InvalidRequest("Give either messages (client-kept history) or content, not both.")
@@ -517,6 +518,8 @@ class ChatService:
 
     def _emit(self, state: _Reply, guard: StreamGuard | None, event: TextDelta, clock: float) -> TurnDelta | None:
         text = guard.feed(event.text) if guard is not None else event.text
+        if "\x00" in text:
+            text = text.replace("\x00", "")  # never text, and PostgreSQL cannot store it
         if not text:
             return None
         if state.ttft is None:
@@ -685,3 +688,21 @@ class _Flusher:
 def _title_from(content: str) -> str:
     line = " ".join(content.split())
     return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def _reject_nul(request: TurnRequest) -> None:
+    """A NUL character (U+0000) in any text of the request is an error: no store can keep it the same way."""
+    fields: list[tuple[str, str | None]] = [
+        ("content", request.content),
+        ("system", request.system),
+        ("title", request.title),
+    ]
+    fields += [("messages", m.content) for m in request.messages or ()]
+    fields += [("variables", str(v)) for v in (request.variables or {}).values()]
+    for param, value in fields:
+        if value is not None and "\x00" in value:
+            raise InvalidRequest(
+                f"The {param} contains a NUL character (U+0000), which cannot be stored: remove it.",
+                param=param,
+                code="invalid_text",
+            )

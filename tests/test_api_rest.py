@@ -5,11 +5,15 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from daehwa.api.app import create_app
+from daehwa.config import Settings
 from daehwa.errors import ProviderError, RateLimited
-from daehwa.services import Services
+from daehwa.providers.registry import ProviderRegistry
+from daehwa.services import Services, build_services
 from daehwa.types import MessageStatus, User
 from tests.api_helpers import auth
 from tests.conftest import FakeProvider, Script
+from tests.test_stores import _postgres_namespace
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -354,3 +358,53 @@ async def test_readyz_shows_circuit_breakers(client: httpx.AsyncClient, services
     r = await client.get("/readyz")
     assert r.status_code == 200  # an open breaker informs; fallbacks still answer
     assert {b["name"]: b for b in r.json()["breakers"]}["fake/echo"]["state"] == "open"
+
+
+# -- NUL characters (U+0000): refused the same way whatever the store ------------------------------------------------
+async def test_nul_characters_in_text_or_url_are_400_and_nothing_is_stored(
+    client: httpx.AsyncClient, alice_key: str, alice: User, services: Services, fake_provider: FakeProvider
+) -> None:
+    cid = (await client.post("/api/conversations", json={}, headers=auth(alice_key))).json()["conversation"]["id"]
+    r = await client.post(f"/api/conversations/{cid}/messages", json={"content": "a\u0000b"}, headers=auth(alice_key))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "content"
+    assert r.json()["error"]["code"] == "invalid_text" and "U+0000" in r.json()["error"]["message"]
+    r = await client.post(
+        "/v1/chat/completions",
+        json={"model": "fake", "messages": [{"role": "user", "content": "x\u0000"}]},
+        headers=auth(alice_key),
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+    for url in (f"/api/conversations/{cid}%00", f"/api/conversations/{cid}?before=a%00b"):
+        r = await client.get(url, headers=auth(alice_key))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_text", url
+    assert not fake_provider.requests
+    assert await services.store.list_messages(alice.id, cid) == []
+
+
+async def test_nul_characters_from_the_model_are_dropped(
+    client: httpx.AsyncClient, alice_key: str, fake_provider: FakeProvider
+) -> None:
+    fake_provider.enqueue(Script(chunks=["he\u0000llo", "\u0000", " there"]))
+    cid = (await create(client, alice_key))["conversation"]["id"]
+    r = await client.post(f"/api/conversations/{cid}/messages", json={"content": "hi"}, headers=auth(alice_key))
+    assert r.status_code == 200 and r.json()["message"]["content"] == "hello there"
+
+
+@pytest.mark.postgres
+async def test_a_nul_character_postgresql_refuses_is_a_400_not_a_500(settings: Settings) -> None:
+    async with _postgres_namespace() as stores:
+        services = build_services(settings, store=stores(), providers=ProviderRegistry([FakeProvider()]))
+        await services.start()
+        try:
+            app = create_app(settings, services)
+            user = await services.store.create_user("dora", password_hash=None)
+            key = (await app.state.accounts.create_api_key(user.id, "tests")).secret
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+                cid = (await c.post("/api/conversations", json={}, headers=auth(key))).json()["conversation"]["id"]
+                r = await c.patch(f"/api/conversations/{cid}", json={"title": "a\u0000b"}, headers=auth(key))
+                assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_text"
+                r = await c.get(f"/api/conversations/{cid}", headers=auth(key))
+                assert r.status_code == 200  # the store and the conversation are fine afterwards
+        finally:
+            await services.aclose()

@@ -108,6 +108,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if getattr(exc, "sqlstate", None) == _SQLSTATE_UNTRANSLATABLE:
+            # PostgreSQL refused a NUL character in some text the pipeline does not check (a name, a rename).
+            message = "The request contains a NUL character (U+0000), which cannot be stored: remove it."
+            return JSONResponse(error_body(message, "invalid_request_error", "invalid_text"), status_code=400)
         rid = _request_id(request)
         log.error("unexpected error in request %s", rid, exc_info=exc)
         return JSONResponse(
@@ -118,6 +122,9 @@ def install_error_handlers(app: FastAPI) -> None:
             ),
             status_code=500,
         )
+
+
+_SQLSTATE_UNTRANSLATABLE = "22021"  # character_not_in_repertoire: asyncpg's error for U+0000 in text
 
 
 def _request_id(request: Request) -> str:

@@ -2,7 +2,8 @@
 
 - ``RequestIdMiddleware``: takes a sane ``X-Request-ID`` or makes one, exposes it as ``request.state.request_id`` and
   returns it on every response.
-- ``BodyLimitMiddleware``: refuses bodies over ``DAEHWA_MAX_REQUEST_BYTES`` with 413 before the app reads them.
+- ``BodyLimitMiddleware``: refuses bodies over ``DAEHWA_MAX_REQUEST_BYTES`` with 413 before the app reads them, and a
+  NUL character in the URL's path or query with 400.
 - ``SecretRedactingFilter``: server logs print request paths, and two paths carry secrets in the query string
   (``/api/ws?api_key=``, ``/auth/magic?token=``); the filter blanks them in uvicorn's log lines.
 """
@@ -62,6 +63,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            # No id, title or cursor holds one, and PostgreSQL cannot even look one up: refuse it here, for every store.
+            await self._reject(send, 400, "The URL contains a NUL character (%00): remove it.", "invalid_text")
+            return
         length = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
@@ -95,20 +100,18 @@ class BodyLimitMiddleware:
         await self.app(scope, _replay(chunks, None, receive), send)
 
     async def _too_large(self, send: Send) -> None:
+        message = f"The request body is larger than {self.max_bytes} bytes (DAEHWA_MAX_REQUEST_BYTES)."
+        await self._reject(send, 413, message, "request_too_large")
+
+    @staticmethod
+    async def _reject(send: Send, status: int, message: str, code: str) -> None:
         body = json.dumps(
-            {
-                "error": {
-                    "message": f"The request body is larger than {self.max_bytes} bytes (DAEHWA_MAX_REQUEST_BYTES).",
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": "request_too_large",
-                }
-            }
+            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
         ).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
             }
         )
