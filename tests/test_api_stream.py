@@ -251,6 +251,41 @@ async def test_websocket_cookie_from_foreign_origin_is_refused(
         assert await recv(ws) == {"type": "pong"}
 
 
+
+async def _one_turn(ws) -> dict:  # type: ignore[no-untyped-def]
+    await ws.send(json.dumps({"type": "message", "content": "hi"}))
+    frame = await recv(ws)
+    while frame["type"] not in ("done", "error"):
+        frame = await recv(ws)
+    return frame
+
+
+async def test_a_websocket_stops_working_when_its_login_ends(live_server: LiveServer, accounts, alice: User) -> None:
+    # Opened with a browser session: a password change made elsewhere ends it before the socket's next turn.
+    session = await accounts.create_session(alice)
+    host = live_server.ws_url.removeprefix("ws://")
+    headers = {"Cookie": f"daehwa_session={session.token}", "Origin": f"http://{host}"}
+    async with websockets.connect(f"{live_server.ws_url}/api/ws", additional_headers=headers) as ws:
+        assert (await _one_turn(ws))["type"] == "done"
+        await accounts.set_password(alice.id, "a new long password")
+        error = await _one_turn(ws)
+        assert error["type"] == "error" and error["error"]["code"] == "session_expired"
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+            await recv(ws)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+
+    # Opened with an API key: revoking the key ends it.
+    created = await accounts.create_api_key(alice.id, "ws")
+    async with await ws_connect(live_server, created.secret) as ws:
+        assert (await _one_turn(ws))["type"] == "done"
+        assert await accounts.revoke_api_key(created.record.id)
+        error = await _one_turn(ws)
+        assert error["type"] == "error" and error["error"]["type"] == "authentication_error"
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+            await recv(ws)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4401
+
+
 # -- several server processes sharing a store ------------------------------------------------------------------------
 @asynccontextmanager
 async def _server(settings: Settings, store: Store, provider: FakeProvider) -> AsyncIterator[LiveServer]:

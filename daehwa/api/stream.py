@@ -29,7 +29,7 @@ from ..errors import AuthenticationError, DaehwaError, InvalidRequest
 from ..stores.base import Store
 from ..stores.signals import LocalSignals, StopSignals
 from ..types import MessageStatus, StoredMessage, User
-from .auth import resolve_principal
+from .auth import Principal, resolve_principal
 from .errors import retry_after_seconds, validation_message
 from .schemas import generation_params, started_json, turn_result_json
 
@@ -330,6 +330,7 @@ async def websocket_chat(ws: WebSocket) -> None:
         principal = await resolve_principal(ws)
         if principal is None and ws.query_params.get("api_key"):
             user = await app.state.accounts.user_for_api_key(ws.query_params["api_key"])
+            principal = Principal(user, "api_key")
         elif principal is None:
             raise AuthenticationError("Log in, or connect with ?api_key=<key> or an Authorization header.")
         else:
@@ -345,7 +346,24 @@ async def websocket_chat(ws: WebSocket) -> None:
         return
     await ws.accept()
     session = _WsSession(ws, user, app.state.services.chat, app.state.turns, app.state.settings.max_request_bytes)
+    session.recheck = lambda: _still_valid(ws, principal)
     await session.serve()
+
+
+async def _still_valid(ws: WebSocket, principal: Principal) -> None:
+    """Raise AuthenticationError when the socket's credentials ended (logout, password change, revoked key).
+
+    Checked before every turn: a socket outlives the login it was opened with. Lookups are cached for
+    DAEHWA_AUTH_CACHE_SECONDS, as for HTTP requests, so this costs no store round trip per turn.
+    """
+    accounts = ws.app.state.accounts
+    if principal.via == "session":
+        assert principal.token is not None
+        if await accounts.session(principal.token) is None:
+            raise AuthenticationError("Your session has ended: log in again.", code="session_expired")
+    else:
+        key = ws.query_params.get("api_key") or ws.headers.get("authorization", "").partition(" ")[2].strip()
+        await accounts.user_for_api_key(key)
 
 
 class _WsSession:
@@ -359,6 +377,7 @@ class _WsSession:
         self.task: asyncio.Task[None] | None = None
         self.handle: TurnHandle | None = None
         self.request_id = ws.scope.get("state", {}).get("request_id")
+        self.recheck: Callable[[], Awaitable[None]] | None = None  # raises when the credentials ended
 
     async def send(self, data: dict[str, Any]) -> None:
         async with self.lock:
@@ -412,6 +431,13 @@ class _WsSession:
             )
 
     async def start_turn(self, data: dict[str, Any]) -> None:
+        if self.recheck is not None:
+            try:
+                await self.recheck()
+            except AuthenticationError as exc:
+                await self.send_error(exc, data.get("request_id"))
+                await self.ws.close(code=WS_UNAUTHENTICATED, reason=exc.message[:120])
+                return
         try:
             frame = WsTurnIn.model_validate(data)
         except ValidationError as exc:
