@@ -251,7 +251,6 @@ async def test_websocket_cookie_from_foreign_origin_is_refused(
         assert await recv(ws) == {"type": "pong"}
 
 
-
 async def _one_turn(ws) -> dict:  # type: ignore[no-untyped-def]
     await ws.send(json.dumps({"type": "message", "content": "hi"}))
     frame = await recv(ws)
