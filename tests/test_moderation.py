@@ -19,7 +19,7 @@ from daehwa.moderation import (
 )
 from daehwa.moderation.normalize import analyze, fast_text
 
-from .conftest import SHARED
+from .conftest import SHARED, require
 
 WORDLISTS = SHARED / "data" / "wordlists"
 SHARED_LISTS = [WORDLISTS / n for n in ("doublems_korean_bad_words.txt", "ldnoobw_ko.txt", "ldnoobw_en.txt")]
@@ -32,8 +32,7 @@ def builtin() -> WordFilter:
 
 @pytest.fixture(scope="module")
 def with_shared() -> WordFilter:
-    if not all(p.is_file() for p in SHARED_LISTS):
-        pytest.skip(f"the shared word lists in {WORDLISTS} are missing")
+    require(all(p.is_file() for p in SHARED_LISTS), f"the shared word lists in {WORDLISTS} are missing")
     return WordFilter(SHARED_LISTS)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -88,24 +89,34 @@ async def test_malformed_messages_are_ignored(backend: str, caplog: pytest.LogCa
     assert "malformed" in caplog.text
 
 
-async def _send_raw(signals: StopSignals, raw: str) -> None:
+@asynccontextmanager
+async def _admin(signals: StopSignals) -> AsyncIterator[Any]:
+    """A plain connection to the server behind ``signals`` (Redis client or asyncpg connection), for the test."""
     if isinstance(signals, RedisSignals):
         import redis.asyncio as aioredis
 
-        client = aioredis.from_url(REDIS_URL)
+        client = aioredis.from_url(REDIS_URL, decode_responses=True)
         try:
-            await client.publish(signals.channel, raw)
+            yield client
         finally:
             await client.aclose()
     else:
         import asyncpg
 
-        assert isinstance(signals, PostgresSignals)
         conn = await asyncpg.connect(POSTGRES_URL)
         try:
-            await conn.execute("SELECT pg_notify($1, $2)", signals.channel, raw)
+            yield conn
         finally:
             await conn.close()
+
+
+async def _send_raw(signals: StopSignals, raw: str) -> None:
+    async with _admin(signals) as admin:
+        if isinstance(signals, RedisSignals):
+            await admin.publish(signals.channel, raw)
+        else:
+            assert isinstance(signals, PostgresSignals)
+            await admin.execute("SELECT pg_notify($1, $2)", signals.channel, raw)
 
 
 @pytest.mark.parametrize("backend", SHARED)
@@ -124,28 +135,18 @@ async def test_the_subscription_comes_back_after_its_connection_is_killed(backen
 
 
 async def _kill_subscription(signals: StopSignals) -> None:
-    if isinstance(signals, RedisSignals):
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(REDIS_URL, decode_responses=True)
-        try:
-            listed = await client.client_list()
+    async with _admin(signals) as admin:
+        if isinstance(signals, RedisSignals):
+            # By name: every "process" of the namespace has one, so all of them have to come back.
+            listed = await admin.client_list()
             clients = [c for c in listed if c.get("name") == signals.client_name and c["sub"] != "0"]
             assert clients, "no subscribed connection with the signals' client name"
             for c in clients:
-                await client.client_kill_filter(_id=c["id"])
-        finally:
-            await client.aclose()
-    else:
-        import asyncpg
-
-        assert isinstance(signals, PostgresSignals)
-        conn = await asyncpg.connect(POSTGRES_URL)
-        try:
+                await admin.client_kill_filter(_id=c["id"])
+        else:
+            assert isinstance(signals, PostgresSignals)
             pid = signals._conn.get_server_pid()  # the listening connection of this "process" only
-            assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
-        finally:
-            await conn.close()
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
 
 
 async def test_local_signals_deliver_in_place() -> None:

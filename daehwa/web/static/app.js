@@ -606,12 +606,7 @@ async function loadOlder() {
 }
 
 function olderStatus() {
-  const box = el("div", "older-status");
-  box.setAttribute("role", "status");
-  const dots = el("span", "dots");
-  dots.setAttribute("aria-hidden", "true");
-  dots.append(el("i"), el("i"), el("i"));
-  box.append(dots, el("span", "older-status-text", t("loading_older")));
+  const box = dotsStatus("older-status", "loading_older");
   box.hidden = !state.olderLoad;
   return box;
 }
@@ -745,12 +740,17 @@ function statusNote(m) {
 }
 
 function thinking() {
-  const box = el("div", "thinking");
+  return dotsStatus("thinking", "thinking");
+}
+
+// A live status line with three animated dots: <div class="NAME"><span class="dots"/><span class="NAME-text"/>.
+function dotsStatus(name, textKey) {
+  const box = el("div", name);
   box.setAttribute("role", "status");
   const dots = el("span", "dots");
   dots.setAttribute("aria-hidden", "true");
   dots.append(el("i"), el("i"), el("i"));
-  box.append(dots, el("span", "thinking-text", t("thinking")));
+  box.append(dots, el("span", `${name}-text`, t(textKey)));
   return box;
 }
 
