@@ -49,6 +49,26 @@ async def new_conversation(base: str, key: str) -> str:
         return r.json()["conversation"]["id"]
 
 
+async def stream_then_stop(stream_base: str, stop_base: str, cid: str, key: str) -> list[tuple[str, dict]]:
+    """Stream a reply from ``stream_base`` and, at its second event, stop it through ``stop_base``; all the events."""
+    events = []
+    async with (
+        httpx.AsyncClient() as c,
+        c.stream(
+            "POST",
+            f"{stream_base}/api/conversations/{cid}/messages",
+            json={"content": "story", "stream": True},
+            headers=auth(key),
+        ) as r,
+    ):
+        async for kind, data in sse_events(r):
+            events.append((kind, data))
+            if kind == "delta" and len(events) == 2:
+                stop = await c.post(f"{stop_base}/api/conversations/{cid}/stop", headers=auth(key))
+                assert stop.json() == {"stopped": True}
+    return events
+
+
 async def stored_reply(services: Services, user: User, cid: str) -> StoredMessage | None:
     messages = await services.store.list_messages(user.id, cid) or []
     replies = [m for m in messages if m.role == "assistant"]
@@ -121,21 +141,7 @@ async def test_sse_stop_endpoint_ends_stream_with_done(
 ) -> None:
     cid = await new_conversation(live_server.base_url, alice_key)
     fake_provider.enqueue(HANGING)
-    events = []
-    async with (
-        httpx.AsyncClient(base_url=live_server.base_url) as c,
-        c.stream(
-            "POST",
-            f"/api/conversations/{cid}/messages",
-            json={"content": "story", "stream": True},
-            headers=auth(alice_key),
-        ) as r,
-    ):
-        async for kind, data in sse_events(r):
-            events.append((kind, data))
-            if kind == "delta" and len(events) == 2:
-                stop = await c.post(f"/api/conversations/{cid}/stop", headers=auth(alice_key))
-                assert stop.json() == {"stopped": True}
+    events = await stream_then_stop(live_server.base_url, live_server.base_url, cid, alice_key)
     kind, done = events[-1]
     assert kind == "done" and done["outcome"] == "interrupted" and done["finish_reason"] == "stopped"
     text = "".join(d["text"] for k, d in events if k == "delta")
@@ -318,22 +324,8 @@ async def test_stop_reaches_a_reply_streaming_in_another_server_process(backend:
             key = (await a.app.state.accounts.create_api_key(user.id, "tests")).secret
             cid = await new_conversation(a.base_url, key)
             model_a.enqueue(HANGING)
-            events = []
-            async with (
-                httpx.AsyncClient() as c,
-                c.stream(
-                    "POST",
-                    f"{a.base_url}/api/conversations/{cid}/messages",
-                    json={"content": "story", "stream": True},
-                    headers=auth(key),
-                ) as r,
-            ):
-                async for kind, data in sse_events(r):
-                    events.append((kind, data))
-                    if kind == "delta" and len(events) == 2:
-                        # Process B does not run this turn: it must reach process A through the store's signals.
-                        stop = await c.post(f"{b.base_url}/api/conversations/{cid}/stop", headers=auth(key))
-                        assert stop.json() == {"stopped": True}
+            # Process B does not run this turn: it must reach process A through the store's signals.
+            events = await stream_then_stop(a.base_url, b.base_url, cid, key)
             kind, done = events[-1]
             assert kind == "done" and done["outcome"] == "interrupted" and done["finish_reason"] == "stopped"
             text = "".join(d["text"] for k, d in events if k == "delta")
