@@ -15,6 +15,7 @@ from ..types import ProviderEvent, ProviderRequest
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..context.tokens import Tokenizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,8 @@ class ProviderConfig:
     unsupported_params: tuple[str, ...] = ()
     unsupported_action: str = "reject"  # "reject" (400) or "drop" (logged warning)
     options: Mapping[str, Any] = field(default_factory=dict)
+    context_window: int | None = None  # tokens (prompt + reply) of every model of this provider, overriding the table
+    context_windows: Mapping[str, int] = field(default_factory=dict)  # per model id, overriding both
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,20 @@ class Provider(abc.ABC):
 
     async def warm(self, model: str) -> None:  # noqa: B027 - optional hook
         """Make ``model`` ready to answer (load it); the router calls this before its first-token clock starts."""
+
+    def tokenizer(self, model: str) -> Tokenizer | None:
+        """The exact tokenizer of ``model``, or None (context budgets then use the estimate, marked as such)."""
+        return None
+
+    def config_context_window(self, model: str) -> int | None:
+        """The window the providers file gives ``model`` (``context_windows``, else ``context_window``)."""
+        return self.config.context_windows.get(model) or self.config.context_window
+
+    def context_window(self, model: str) -> int | None:
+        """Tokens (prompt + reply) ``model`` holds: the providers file, else the known-models table, else None."""
+        from ..context.limits import known_window
+
+        return self.config_context_window(model) or known_window(model)
 
     @abc.abstractmethod
     def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:

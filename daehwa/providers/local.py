@@ -22,13 +22,14 @@ import functools
 import logging
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..context.tokenizers import LocalTokenizer
 from ..errors import (
     DaehwaError,
     InvalidRequest,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     import xllamacpp
 
     from ..config import Settings
+    from ..context.tokens import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +110,7 @@ class LocalEngine:
         """Run one streaming Chat Completions request; blocks until done. ``on_chunk`` returns True to stop."""
         self.server.handle_chat_completions(dict(body), on_chunk)
 
-    def tokenize(self, text: str) -> list[int]:
-        """The model's token ids for ``text`` (no special tokens added)."""
+    def _client(self) -> httpx.Client:
         with self._http_lock:
             if self._http is None:
                 self._http = httpx.Client(
@@ -118,8 +119,11 @@ class LocalEngine:
                     timeout=30.0,
                     trust_env=False,  # a proxy from the environment must never see loopback traffic
                 )
-            client = self._http
-        response = client.post("/tokenize", json={"content": text})
+            return self._http
+
+    def tokenize(self, text: str) -> list[int]:
+        """The model's token ids for ``text`` (no special tokens added)."""
+        response = self._client().post("/tokenize", json={"content": text})
         if response.status_code != 200:
             raise ProviderError(f"llama.cpp could not tokenize ({response.status_code}): {response.text[:200]}")
         tokens = response.json()["tokens"]
@@ -128,6 +132,17 @@ class LocalEngine:
     def count_tokens(self, text: str) -> int:
         """Number of tokens in ``text``; cached, as the same messages are counted on every turn."""
         return self._count_cached(text)
+
+    def apply_template(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """The prompt text ``messages`` make through the model's chat template."""
+        response = self._client().post("/apply-template", json={"messages": [dict(m) for m in messages]})
+        if response.status_code != 200:
+            raise ProviderError(f"llama.cpp could not apply its chat template ({response.status_code})")
+        return str(response.json()["prompt"])
+
+    def count_prompt(self, messages: Sequence[Mapping[str, str]]) -> int:
+        """Tokens of the whole prompt ``messages`` make (the ``prompt_tokens`` the model reports for them)."""
+        return len(self.tokenize(self.apply_template(messages)))
 
     def _count_uncached(self, text: str) -> int:
         return len(self.tokenize(text))
@@ -208,6 +223,7 @@ class LocalProvider(Provider):
         self._spec = config.default_model or settings.local_model  # catalog name or a .gguf path
         self._errors: dict[str, DaehwaError] = {}  # model -> why it failed to load (cleared by a later success)
         self._engines: dict[str, LocalEngine] = {}  # model id -> its engine, once loaded through this provider
+        self._tokenizers: dict[str, LocalTokenizer] = {}
         self._started = False
         # The embedded model shares this machine's CPU: its first token includes processing the whole prompt, which
         # takes seconds on a small machine, and giving up on it only leaves the canned reply.
@@ -428,6 +444,21 @@ class LocalProvider(Provider):
             return ProviderStatus(available=False, reason=exc.message, detail=detail)
         # Not loaded yet: available if its packages are there (the first request joins and loads it).
         return ProviderStatus(available=avail.available, reason=avail.reason, loaded=False, detail=detail)
+
+    def tokenizer(self, model: str) -> Tokenizer | None:
+        """The loaded model's own tokenizer (None until the model is loaded: budgets then use the estimate)."""
+        name = self._model_name(self._resolve(model)) if model else self.default_model
+        engine = self._engines.get(name)
+        if engine is None:
+            return None
+        tokenizer = self._tokenizers.get(name)
+        if tokenizer is None:
+            tokenizer = self._tokenizers[name] = LocalTokenizer(engine, name=f"local/{name}")
+        return tokenizer
+
+    def context_window(self, model: str) -> int | None:
+        """Each slot of the embedded model holds DAEHWA_LOCAL_CONTEXT_SIZE tokens, prompt and reply together."""
+        return self.config_context_window(model) or self.settings.local_context_size
 
     def count_tokens(self, text: str, model: str | None = None) -> int:
         """Tokens of ``text`` by the model's own tokenizer. The model must be loaded (``start`` or a first turn)."""

@@ -41,6 +41,7 @@ from .base import ModelInfo, Provider, ProviderConfig, ProviderStatus
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..context.tokens import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,12 @@ class OpenAIProvider(Provider):
         # Resolved once: a key changed later needs a restart, like every other setting.
         self._api_key: SecretStr | None = settings.secret(config.api_key_env)
         self._client: openai.AsyncOpenAI | None = None
+
+    def tokenizer(self, model: str) -> Tokenizer | None:
+        """OpenAI's own BPE for OpenAI-family model ids (on any server); None for others (Qwen on vLLM, GLM, ...)."""
+        from ..context.tokenizers import openai_tokenizer
+
+        return openai_tokenizer(model)
 
     def __repr__(self) -> str:
         return (

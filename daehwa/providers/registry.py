@@ -57,6 +57,8 @@ _CONFIG_KEYS = {
     "unsupported_params",
     "unsupported_action",
     "options",
+    "context_window",
+    "context_windows",
 }
 
 
@@ -97,6 +99,8 @@ def load_provider_file(path: Path) -> list[ProviderConfig]:
                 unsupported_params=tuple(table.get("unsupported_params", ())),
                 unsupported_action=action,
                 options=dict(table.get("options", {})),
+                context_window=table.get("context_window"),
+                context_windows=dict(table.get("context_windows", {})),
             )
         )
     return configs
@@ -115,6 +119,17 @@ def _check_table_values(path: Path, name: str, table: dict[str, object]) -> None
         value = table.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f'{where}.{key} must be a list of strings, e.g. {key} = ["a", "b"].')
+    window = table.get("context_window")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 256):
+        raise ConfigError(f"{where}.context_window must be a whole number of tokens (at least 256), e.g. 32768.")
+    windows = table.get("context_windows", {})
+    if not isinstance(windows, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 256 for v in windows.values()
+    ):
+        raise ConfigError(
+            f"{where}.context_windows must map model ids to token counts (at least 256), "
+            'e.g. { "glm-4-flash" = 128000 }.'
+        )
     if not isinstance(table.get("options", {}), dict):
         raise ConfigError(f"{where}.options must be a table.")
     base_url = table.get("base_url")

@@ -1,0 +1,79 @@
+"""The context report: what one reply's model was sent, and why. Stored on the reply's ``meta["context"]``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    id: str | None  # None for a message that is not stored (the stateless API)
+    role: str
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryUse:
+    first_id: str
+    last_id: str
+    messages: int  # how many messages it covers
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecalledTurn:
+    ids: tuple[str, ...]  # the turn: the user's message and the reply to it
+    score: float
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContextReport:
+    """Counts and token costs of everything a reply's prompt held.
+
+    ``tokens`` is the prompt's size by ``tokenizer`` (``exact`` False means it is an estimate); ``budget`` says how the
+    limit was reached (window, reply tokens, cap). ``dropped`` counts the older messages not sent verbatim.
+    ``notes`` say why something was left out (e.g. "recall: the embedding model is not installed").
+    """
+
+    policy: str
+    tokenizer: str
+    exact: bool
+    tokens: int
+    budget: Mapping[str, int | None]
+    system_tokens: int
+    messages: tuple[SentMessage, ...]
+    dropped: int
+    summary: SummaryUse | None = None
+    recalled: tuple[RecalledTurn, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["recalled"] = [{**r, "ids": list(r["ids"])} for r in data["recalled"]]
+        data["messages"] = list(data["messages"])
+        data["notes"] = list(data["notes"])
+        data["budget"] = dict(self.budget)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ContextReport:
+        summary = data.get("summary")
+        return cls(
+            policy=str(data["policy"]),
+            tokenizer=str(data["tokenizer"]),
+            exact=bool(data["exact"]),
+            tokens=int(data["tokens"]),
+            budget=dict(data["budget"]),
+            system_tokens=int(data["system_tokens"]),
+            messages=tuple(SentMessage(**m) for m in data["messages"]),
+            dropped=int(data["dropped"]),
+            summary=SummaryUse(**summary) if summary else None,
+            recalled=tuple(
+                RecalledTurn(ids=tuple(r["ids"]), score=float(r["score"]), tokens=int(r["tokens"]))
+                for r in data.get("recalled", ())
+            ),
+            notes=tuple(data.get("notes", ())),
+        )
