@@ -46,7 +46,7 @@ async def test_local_counts_equal_the_prompt_tokens_the_model_reports(tmp_path: 
     assert tokenizer is not None and tokenizer.exact and tokenizer.name == f"local/{model}"
     for messages in CONVERSATIONS:
         request = ProviderRequest(model=model, messages=tuple(messages), params=GenerationParams(max_tokens=1))
-        end = [e async for e in provider.stream(request) if isinstance(e, StreamEnd)][0]
+        end = [e async for e in provider.stream(request) if isinstance(e, StreamEnd)][0]  # noqa: RUF015
         assert end.usage is not None
         assert count_message_tokens(messages, tokenizer) == end.usage.prompt_tokens, messages
     assert tokenizer.count("hello world") == provider.count_tokens("hello world", model)

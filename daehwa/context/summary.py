@@ -96,12 +96,8 @@ def summary_prompt(previous: Summary | None, entries: Sequence[Entry], *, langua
             "당신은 대화를 요약합니다. 나중에 대화를 이어 갈 때 필요한 사실, 이름, 숫자, 결정, 사용자의 요청과 "
             "선호를 빠짐없이 남기고, 인사나 잡담은 뺍니다. 한국어로, 5문장 이내로 씁니다. 요약만 답합니다."
         )
-        head = "지금까지의 요약:\n" + previous.text + "\n\n" if previous else ""
-        ask = (
-            head
-            + "이어진 대화:\n{lines}\n\n"
-            + ("위 요약에 이어진 대화를 합쳐 새 요약을 쓰세요." if previous else "이 대화를 요약하세요.")
-        )
+        head = f"지금까지의 요약:\n{previous.text}\n\n이어진 대화:\n" if previous else "대화:\n"
+        tail = "위 요약에 이어진 대화를 합쳐 새 요약을 쓰세요." if previous else "이 대화를 요약하세요."
     else:
         names = {"user": "User", "assistant": "Assistant"}
         system = (
@@ -109,18 +105,14 @@ def summary_prompt(previous: Summary | None, entries: Sequence[Entry], *, langua
             "preferences that a later reply may need; leave out greetings and small talk. Write at most five "
             "sentences, in English. Answer with the summary only."
         )
-        head = "Summary so far:\n" + previous.text + "\n\n" if previous else ""
-        ask = (
-            head
-            + "The conversation continued:\n{lines}\n\n"
-            + (
-                "Write a new summary that merges the summary so far with what followed."
-                if previous
-                else "Summarise this conversation."
-            )
+        head = f"Summary so far:\n{previous.text}\n\nThe conversation continued:\n" if previous else "Conversation:\n"
+        tail = (
+            "Write a new summary that merges the summary so far with what followed."
+            if previous
+            else "Summarise this conversation."
         )
     lines = "\n".join(f"{names.get(e.role, e.role)}: {cut(e.content)}" for e in entries)
-    return [ChatMessage("system", system), ChatMessage("user", ask.replace("{lines}", lines))]
+    return [ChatMessage("system", system), ChatMessage("user", f"{head}{lines}\n\n{tail}")]
 
 
 def extended(

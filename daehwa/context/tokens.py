@@ -11,6 +11,7 @@ A ``Tokenizer`` counts a text's tokens and knows what the chat template adds aro
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
@@ -54,14 +55,20 @@ def estimate_tokens(text: str) -> int:
     return wide + math.ceil(other / 3.5)
 
 
+@functools.lru_cache(maxsize=16384)
+def _cached_estimate(text: str) -> int:
+    return estimate_tokens(text)
+
+
 class EstimateTokenizer:
     """The fallback for models whose tokenizer daehwa does not have."""
 
     name = "estimate"
     exact = False
+    blocking = False
 
     def count(self, text: str) -> int:
-        return estimate_tokens(text)
+        return _cached_estimate(text)
 
     def message_overhead(self, role: str) -> int:
         return MESSAGE_OVERHEAD
