@@ -110,7 +110,7 @@ def test_the_recent_only_policy_sends_neither_summary_nor_excerpts():
 
 def test_excerpts_that_do_not_fit_are_left_out_with_a_note():
     h = history(20, text="{i} " + "긴 문장 " * 60)
-    messages, report = assemble(
+    _, report = assemble(
         None,
         h,
         window_start=16,
@@ -145,7 +145,7 @@ def test_policies_parse_and_name_the_setting_when_wrong():
     assert ContextPolicy.parse("summary+recall+recent") == ContextPolicy()
     assert ContextPolicy.parse("recall").summary is False
     assert ContextPolicy.parse("recent, summary").name == "summary+recent"
-    with pytest.raises(ConfigError, match="DAEHWA_CONTEXT_POLICY.*summary, recall, recent"):
+    with pytest.raises(ConfigError, match=r"DAEHWA_CONTEXT_POLICY.*summary, recall, recent"):
         ContextPolicy.parse("everything", where="DAEHWA_CONTEXT_POLICY")
 
 
