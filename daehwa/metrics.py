@@ -85,6 +85,13 @@ class Metrics:
             "daehwa_bulkhead_active", "Requests running against each provider right now.", ["provider"], registry=r
         )
 
+        self.context_failures = Counter(
+            "daehwa_context_failures",
+            "Background context work that failed and is retried after the next turn (embedding, summary, ...).",
+            ["task"],
+            registry=r,
+        )
+
         #: Every metric with a ``model`` label (always the first label), to remove a model's series.
         self._by_model: tuple[Counter | Gauge | Histogram, ...] = (
             self.upstream_requests,

@@ -10,12 +10,13 @@ from __future__ import annotations
 import string
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from ..context.policy import ContextPolicy
 from ..errors import ConfigError, InvalidRequest, NotFound
 from ..moderation.base import Action, ModerationPolicy
 from ..types import GenerationParams
@@ -37,6 +38,8 @@ _KEYS = {
     "moderation_input",
     "moderation_output",
     "variables",
+    "context",
+    "context_recent_messages",
 }
 
 
@@ -66,6 +69,19 @@ class Persona:
     moderation_output: Action | None = None
     variables: Mapping[str, Variable] = field(default_factory=dict)
     source: str = ""
+    context: str | None = None  # context policy, e.g. "recent" (default: DAEHWA_CONTEXT_POLICY)
+    context_recent_messages: int | None = None
+
+    def context_policy(self, default: ContextPolicy) -> ContextPolicy:
+        """The global context policy with this persona's overrides."""
+        base = (
+            ContextPolicy.parse(self.context, recent_messages=default.recent_messages, recall_k=default.recall_k)
+            if self.context
+            else default
+        )
+        if self.context_recent_messages is not None:
+            base = replace(base, recent_messages=self.context_recent_messages)
+        return base
 
     def localized_title(self, locale: str) -> str:
         return self.title.get(locale[:2]) or self.title.get("en") or self.name
@@ -165,6 +181,14 @@ def parse_persona(data: Mapping[str, Any], source: str) -> Persona:
         missing = fields - allowed
         if missing:
             raise fail(f"{label} uses undeclared variable(s) {sorted(missing)}: declare them under [variables.NAME].")
+    context = data.get("context")
+    if context is not None:
+        if not isinstance(context, str):
+            raise fail('context must be a string such as "summary+recall+recent" or "recent".')
+        ContextPolicy.parse(context, where=f"Persona file {source}: context")
+    recent = data.get("context_recent_messages")
+    if recent is not None and (isinstance(recent, bool) or not isinstance(recent, int) or recent < 0):
+        raise fail("context_recent_messages must be a whole number, 0 or more (0: as many as fit).")
     for key in ("moderation_input", "moderation_output"):
         if key in data and data[key] not in _ACTIONS:
             raise fail(f"{key} must be one of {', '.join(_ACTIONS)}.")
@@ -190,6 +214,8 @@ def parse_persona(data: Mapping[str, Any], source: str) -> Persona:
         moderation_output=data.get("moderation_output"),
         variables=variables,
         source=source,
+        context=context,
+        context_recent_messages=recent,
     )
 
 
