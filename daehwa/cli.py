@@ -196,7 +196,7 @@ async def _chat(
             for message in first:
                 out.print(f"[bold cyan]{_bot_label(conv.persona)}[/] {message.content}\n", highlight=False)
         if interactive:
-            err.print("[dim]exit / quit / Ctrl-D: 끝내기 · Ctrl-C: 답변 멈추기[/]")
+            err.print("[dim]exit / quit / Ctrl-D: 끝내기 · Ctrl-C: 답변 멈추기 · /context: 마지막 답변의 맥락[/]")
         lines = _prompt_lines() if interactive else _stdin_lines()
         async for line in lines:
             text = line.strip()
@@ -204,6 +204,9 @@ async def _chat(
                 continue
             if interactive and text.lower() in {"exit", "quit", "/exit", "/quit"}:
                 break
+            if text.lower() == "/context":
+                await _show_context(services, user, conversation_id)
+                continue
             request = TurnRequest(
                 user=user,
                 content=text,
@@ -220,6 +223,22 @@ async def _chat(
             system = None  # the system prompt is part of the first request; later turns keep the conversation
     finally:
         await services.aclose()
+
+
+async def _show_context(services: Any, user: User, conversation_id: str | None) -> None:
+    """``/context``: what the last reply's model was sent (recent messages, summary, recalled turns, tokens)."""
+    from .context.report import ContextReport
+
+    messages = await services.store.list_messages(user.id, conversation_id) if conversation_id else None
+    report = next(
+        (m.meta.get("context") for m in reversed(messages or []) if m.role == "assistant" and m.meta.get("context")),
+        None,
+    )
+    if not isinstance(report, dict):
+        err.print("[dim]아직 맥락 기록이 없어요 (no reply with a context report yet).[/]")
+        return
+    for line in ContextReport.from_dict(report).describe():
+        err.print(line, markup=False, highlight=False)
 
 
 def _terminal_locale() -> str | None:

@@ -25,6 +25,7 @@ from .errors import error_response
 from .schemas import (
     ConversationOut,
     ErrorOut,
+    MessageContextOut,
     MessageOut,
     TurnResultOut,
     conversation_json,
@@ -210,6 +211,22 @@ async def get_conversation(
         "has_more": has_more,
         "next_before": page[0].id if has_more else None,
     }
+
+
+@router.get(
+    "/api/conversations/{conversation_id}/messages/{message_id}/context",
+    response_model=MessageContextOut,
+    responses=_ERRORS,
+)
+async def message_context(conversation_id: str, message_id: str, request: Request, user: CurrentUser) -> dict[str, Any]:
+    """What the model was sent for this reply, and why: recent messages, summary, recalled turns, token costs."""
+    await _owned(request, user.id, conversation_id)
+    messages = await services_of(request).store.list_messages(user.id, conversation_id) or []
+    found = next((m for m in messages if m.id == message_id), None)
+    if found is None or found.role != "assistant":
+        raise NotFound("No such reply in this conversation.", param="message_id")
+    report = found.meta.get("context")
+    return {"message_id": found.id, "context": report if isinstance(report, dict) else None}
 
 
 @router.patch("/api/conversations/{conversation_id}", response_model=ConversationOut, responses=_ERRORS)

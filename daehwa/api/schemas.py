@@ -74,6 +74,44 @@ class MessageOut(BaseModel):
     error: MessageError | None
 
 
+class ContextMessageOut(BaseModel):
+    id: str | None
+    role: str
+    tokens: int
+
+
+class ContextSummaryOut(BaseModel):
+    first_id: str
+    last_id: str
+    messages: int = Field(description="How many of the oldest messages the summary covers")
+    tokens: int
+
+
+class ContextRecalledOut(BaseModel):
+    ids: list[str] = Field(description="The recalled turn: the user's message and the reply to it")
+    score: float
+    tokens: int
+
+
+class ContextReportOut(BaseModel):
+    policy: str = Field(description="e.g. summary+recall+recent")
+    tokenizer: str = Field(description="What counted the tokens: o200k_base, local/<model>, or estimate")
+    exact: bool = Field(description="False when the counts are the tokenizer-free estimate")
+    tokens: int = Field(description="Prompt tokens of everything sent")
+    budget: dict[str, int | None] = Field(description="tokens, window, reply_tokens, cap")
+    system_tokens: int
+    messages: list[ContextMessageOut] = Field(description="The recent messages sent word for word, oldest first")
+    dropped: int = Field(description="Older messages not sent word for word")
+    summary: ContextSummaryOut | None
+    recalled: list[ContextRecalledOut]
+    notes: list[str] = Field(description="Why something was left out")
+
+
+class MessageContextOut(BaseModel):
+    message_id: str
+    context: ContextReportOut | None = Field(description="None for replies stored before context reports existed")
+
+
 class UsageOut(BaseModel):
     prompt_tokens: int
     completion_tokens: int

@@ -77,3 +77,23 @@ class ContextReport:
             ),
             notes=tuple(data.get("notes", ())),
         )
+
+    def describe(self) -> list[str]:
+        """The report as a few lines of text (``daehwa chat``'s ``/context``)."""
+        b = self.budget
+        count = "exact" if self.exact else "estimated"
+        lines = [
+            f"context ({self.policy}): {self.tokens} of {b.get('tokens')} tokens, {count} by {self.tokenizer} "
+            f"(window {b.get('window')}, {b.get('reply_tokens')} kept for the reply"
+            + (f", capped at {b.get('cap')})" if b.get("cap") is not None else ")"),
+            f"  system prompt: {self.system_tokens} tokens",
+            f"  recent messages: {len(self.messages)} sent ({sum(m.tokens for m in self.messages)} tokens), "
+            f"{self.dropped} older not sent word for word",
+        ]
+        if self.summary is not None:
+            s = self.summary
+            lines.append(f"  summary: the first {s.messages} messages ({s.first_id} .. {s.last_id}), {s.tokens} tokens")
+        for r in self.recalled:
+            lines.append(f"  recalled: {' + '.join(r.ids)} (score {r.score:.3f}, {r.tokens} tokens)")
+        lines += [f"  note: {n}" for n in self.notes]
+        return lines

@@ -720,6 +720,60 @@ function fillBody(node) {
   const text = statusNote(m);
   note.hidden = !text;
   note.textContent = text;
+  if (m.role === "assistant" && CONTEXT_STATUSES.has(m.status) && !node.querySelector(".msg-context")) {
+    note.after(contextDisclosure(node));
+  }
+}
+
+// -- the "context" disclosure under a reply: what the model was sent for it (loaded when first opened) ----------
+
+const CONTEXT_STATUSES = new Set(["complete", "interrupted", "fallback"]);
+
+function contextDisclosure(node) {
+  const box = el("details", "msg-context");
+  const summary = el("summary", "msg-context-toggle", t("context"));
+  const list = el("ul", "msg-context-lines");
+  box.append(summary, list);
+  box.addEventListener("toggle", async () => {
+    if (!box.open || box.dataset.loaded) return;
+    box.dataset.loaded = "1";
+    const m = node.message;
+    try {
+      const path = `/api/conversations/${encodeURIComponent(m.conversation_id)}/messages/${encodeURIComponent(m.id)}/context`;
+      const result = await api("GET", path);
+      fillContext(list, result.context);
+    } catch (e) {
+      delete box.dataset.loaded;
+      if (!sessionEnded(e)) list.replaceChildren(el("li", "", t("context_failed")));
+    }
+  });
+  return box;
+}
+
+function fillContext(list, report) {
+  if (!report) {
+    list.replaceChildren(el("li", "", t("context_none")));
+    return;
+  }
+  const byId = new Map(visibleMessages().map((m) => [m.id, m]));
+  const sum = (items) => items.reduce((n, item) => n + item.tokens, 0);
+  const lines = [
+    t("context_tokens", {
+      used: report.tokens,
+      budget: report.budget.tokens,
+      how: t(report.exact ? "context_exact" : "context_estimate"),
+      tokenizer: report.tokenizer,
+    }),
+    t("context_recent", { count: report.messages.length, tokens: sum(report.messages), dropped: report.dropped }),
+  ];
+  if (report.summary) lines.push(t("context_summary", { count: report.summary.messages, tokens: report.summary.tokens }));
+  for (const r of report.recalled) {
+    const first = byId.get(r.ids[0]);
+    const text = first ? first.content.slice(0, 80) : r.ids.join(" + ");
+    lines.push(t("context_recalled", { score: r.score.toFixed(2), tokens: r.tokens, text }));
+  }
+  for (const n of report.notes) lines.push(t("context_note", { text: n }));
+  list.replaceChildren(...lines.map((line) => el("li", "", line)));
 }
 
 function statusNote(m) {
