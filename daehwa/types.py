@@ -184,6 +184,19 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    """A rolling summary of a conversation's first ``messages`` messages, ``first_id`` .. ``last_id``."""
+
+    conversation_id: str
+    first_id: str
+    last_id: str
+    messages: int
+    text: str
+    model: str
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UsageRecord:
     """One accounted model call (a turn, or a /v1 request)."""
 

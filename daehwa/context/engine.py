@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -45,22 +45,20 @@ LOCKS = 1024
 
 @runtime_checkable
 class ContextMemory(Protocol):
-    """What a store keeps for the context engine: message vectors and one rolling summary per conversation.
+    """What a store keeps for the context engine (``daehwa.stores.base.ContextStore``): message vectors and one
+    rolling summary per conversation, owned like the conversation (another user's reads as missing)."""
 
-    Vectors are float32 bytes (little-endian), stored with the name of the embedder that made them; ``load_vectors``
-    returns only those of ``model``. Deleting a message deletes its vector; deleting a conversation deletes its
-    vectors and summary.
-    """
+    async def save_vectors(
+        self, user_id: str, conversation_id: str, vectors: Mapping[str, bytes], *, model: str
+    ) -> bool: ...
 
-    async def save_vectors(self, conversation_id: str, vectors: dict[str, bytes], *, model: str) -> None: ...
+    async def load_vectors(self, user_id: str, conversation_id: str, *, model: str) -> dict[str, bytes]: ...
 
-    async def load_vectors(self, conversation_id: str, *, model: str) -> dict[str, bytes]: ...
+    async def load_summary(self, user_id: str, conversation_id: str) -> Summary | None: ...
 
-    async def load_summary(self, conversation_id: str) -> Summary | None: ...
+    async def save_summary(self, user_id: str, summary: Summary) -> bool: ...
 
-    async def save_summary(self, summary: Summary) -> None: ...
-
-    async def delete_summary(self, conversation_id: str) -> None: ...
+    async def delete_summary(self, user_id: str, conversation_id: str) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -129,6 +127,7 @@ class ContextEngine:
     async def build(
         self,
         *,
+        user_id: str,
         conversation_id: str,
         history: Sequence[StoredMessage],
         system: str | None,
@@ -158,7 +157,7 @@ class ContextEngine:
         language = language_of([e.content for e in entries[-6:]])
         if start > 0:
             if policy.summary:
-                summary, note = await self._summary_for(conversation_id, entries, start)
+                summary, note = await self._summary_for(user_id, conversation_id, entries, start)
                 if note:
                     notes.append(note)
             reserve = 0
@@ -168,7 +167,7 @@ class ContextEngine:
                 reserve += int(budget.tokens * RECALL_SHARE)
             start = select_window(costs, roles, room=room, recent_messages=policy.recent_messages, reserve=reserve)
             if policy.recall:
-                recalled, query, embed_ms, note = await self._recall(conversation_id, entries, start, policy)
+                recalled, query, embed_ms, note = await self._recall(user_id, conversation_id, entries, start, policy)
                 if note:
                     notes.append(note)
         messages, report = assemble(
@@ -186,12 +185,12 @@ class ContextEngine:
         return BuiltContext(messages, report, query, embed_ms, (time.perf_counter() - clock) * 1000)
 
     async def _summary_for(
-        self, conversation_id: str, entries: Sequence[Entry], start: int
+        self, user_id: str, conversation_id: str, entries: Sequence[Entry], start: int
     ) -> tuple[Summary | None, str | None]:
         if self.memory is None:
             return None, "summary: this store does not keep summaries"
         try:
-            summary = await self.memory.load_summary(conversation_id)
+            summary = await self.memory.load_summary(user_id, conversation_id)
         except Exception as exc:
             self._failed("summary_load", exc)
             return None, "summary: could not be read"
@@ -199,14 +198,14 @@ class ContextEngine:
             return None, f"summary: not written yet ({start} older messages are not sent)"
         if not still_valid(summary, entries):
             # An edit or a regenerate deleted messages it covered: it no longer describes this history.
-            await self._quietly(self.memory.delete_summary(conversation_id), "summary_delete")
+            await self._quietly(self.memory.delete_summary(user_id, conversation_id), "summary_delete")
             return None, "summary: discarded, the messages it covered were edited; a new one follows"
         if summary.messages < start:
             return summary, f"summary: covers {summary.messages} of {start} older messages (the rest follows)"
         return summary, None
 
     async def _recall(
-        self, conversation_id: str, entries: Sequence[Entry], start: int, policy: ContextPolicy
+        self, user_id: str, conversation_id: str, entries: Sequence[Entry], start: int, policy: ContextPolicy
     ) -> tuple[list[Recalled], bytes | None, float | None, str | None]:
         if self.embedder is None:
             return [], None, None, f"recall: off, {self.embedder_missing}"
@@ -226,7 +225,7 @@ class ContextEngine:
         embed_ms = (time.perf_counter() - t0) * 1000
         query = np.asarray(query_vec, dtype="<f4").tobytes()
         try:
-            stored = await self.memory.load_vectors(conversation_id, model=self.embedder.name)
+            stored = await self.memory.load_vectors(user_id, conversation_id, model=self.embedder.name)
         except Exception as exc:
             self._failed("vectors_load", exc)
             return [], query, embed_ms, "recall: skipped, the vectors could not be read"
@@ -250,6 +249,7 @@ class ContextEngine:
     async def after_turn(
         self,
         *,
+        user_id: str,
         conversation_id: str,
         history: Sequence[StoredMessage],
         model: str,
@@ -263,16 +263,18 @@ class ContextEngine:
         async with self._lock(conversation_id):
             entries = [Entry(m.id, m.role, m.content) for m in history]
             if policy.recall and self.embedder is not None:
-                await self._embed_missing(conversation_id, entries, query_vector)
+                await self._embed_missing(user_id, conversation_id, entries, query_vector)
             if policy.summary:
-                await self._update_summary(conversation_id, entries, model, policy)
+                await self._update_summary(user_id, conversation_id, entries, model, policy)
 
-    async def _embed_missing(self, conversation_id: str, entries: Sequence[Entry], query_vector: bytes | None) -> None:
+    async def _embed_missing(
+        self, user_id: str, conversation_id: str, entries: Sequence[Entry], query_vector: bytes | None
+    ) -> None:
         assert self.memory is not None and self.embedder is not None
         import numpy as np
 
         try:
-            stored = await self.memory.load_vectors(conversation_id, model=self.embedder.name)
+            stored = await self.memory.load_vectors(user_id, conversation_id, model=self.embedder.name)
             new: dict[str, bytes] = {}
             last_user = next((e for e in reversed(entries) if e.role == "user"), None)
             if query_vector is not None and last_user is not None and last_user.id not in stored:
@@ -290,12 +292,12 @@ class ContextEngine:
                     assert t.reply is not None
                     new[entries[t.reply].id] = np.asarray(vector, dtype="<f4").tobytes()
             if new:
-                await self.memory.save_vectors(conversation_id, new, model=self.embedder.name)
+                await self.memory.save_vectors(user_id, conversation_id, new, model=self.embedder.name)
         except Exception as exc:
             self._failed("embedding", exc)
 
     async def _update_summary(
-        self, conversation_id: str, entries: Sequence[Entry], model: str, policy: ContextPolicy
+        self, user_id: str, conversation_id: str, entries: Sequence[Entry], model: str, policy: ContextPolicy
     ) -> None:
         assert self.memory is not None
         try:
@@ -310,9 +312,9 @@ class ContextEngine:
             except Exception:
                 return
             start = min(start, len(entries))
-            previous = await self.memory.load_summary(conversation_id)
+            previous = await self.memory.load_summary(user_id, conversation_id)
             if previous is not None and not still_valid(previous, entries):
-                await self.memory.delete_summary(conversation_id)
+                await self.memory.delete_summary(user_id, conversation_id)
                 previous = None
             todo = pending(entries, start, previous)
             if not todo:
@@ -325,7 +327,7 @@ class ContextEngine:
             summary = extended(
                 previous, todo, conversation_id=conversation_id, text=text, model=self.summary_model or model
             )
-            await self.memory.save_summary(summary)
+            await self.memory.save_summary(user_id, summary)
             log.info(
                 "summary updated",
                 extra={"conversation_id": conversation_id, "messages": summary.messages, "model": summary.model},

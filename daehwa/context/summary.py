@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
-from ..types import ChatMessage, Role
+from ..types import ChatMessage, ConversationSummary, Role
 
 #: Messages that must have left the window before a summary is (re)written: fewer is not worth a model call.
 MIN_BATCH = 4
@@ -26,17 +25,8 @@ SUMMARY_MAX_TOKENS = 300
 MESSAGE_CHARS = 1_500
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """A stored summary of the messages ``first_id`` .. ``last_id`` (``messages`` of them) of one conversation."""
-
-    conversation_id: str
-    first_id: str
-    last_id: str
-    messages: int
-    text: str
-    model: str
-    created_at: datetime | None = None
+#: A stored summary (the type lives in ``daehwa.types``: stores return it).
+Summary = ConversationSummary
 
 
 @dataclass(frozen=True, slots=True)
