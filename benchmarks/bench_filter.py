@@ -24,7 +24,11 @@ import daachorse
 
 from daehwa.moderation import WordFilter
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data next to the checkout; from a worktree (/work/wt/<name>) it is one level further up.
+SHARED = next(
+    (p / "shared" / "data" for p in Path(__file__).resolve().parents[1:4] if (p / "shared" / "data").is_dir()),
+    Path(__file__).resolve().parents[2] / "shared" / "data",
+)
 LISTS = [SHARED / "wordlists" / n for n in ("doublems_korean_bad_words.txt", "ldnoobw_ko.txt", "ldnoobw_en.txt")]
 CORPUS = SHARED / "corpus" / "ko_comments.txt"
 
