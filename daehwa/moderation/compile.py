@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import daachorse
 
 from .lists import ListEntry
-from .matching import ALLOW, BAN, STRETCH, TRIGGER, CompiledFilter, FilterStats, Pattern
+from .matching import ALLOW, BAN, STRETCH, TRIGGER, CompiledFilter, FilterStats, Pattern, prefix_reach
 from .normalize import lines_matching, normalize_many, normalize_words, trigger_patterns
 from .variants import derive_variants, edges_of
 
@@ -71,6 +71,7 @@ def compile_lists(
     patterns = list(table.values())
     automaton = daachorse.CharwiseDoubleArrayAhoCorasick(strings)
     longest = max(map(len, strings))
+    reach = prefix_reach(strings[:listed])  # banned and allowed spellings: what a stream guard waits for
     stats = FilterStats(
         words=len(norms),
         skipped=len(skipped),
@@ -80,7 +81,7 @@ def compile_lists(
         build_seconds=time.perf_counter() - started,
         files=files,
     )
-    return CompiledFilter(patterns, automaton, longest, compose_by_search, stats), skipped
+    return CompiledFilter(patterns, automaton, longest, compose_by_search, stats, reach), skipped
 
 
 def _first_wins(keys: list[str], values: Iterable[Pattern]) -> dict[str, Pattern]:

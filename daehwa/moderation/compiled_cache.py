@@ -21,7 +21,7 @@ from .matching import CompiledFilter, FilterStats
 log = logging.getLogger(__name__)
 
 # Bump when the cache file layout changes; changes to the code are covered by hashing its source (see code_version).
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 CACHE_KEEP = 3  # compiled filters kept in the cache directory (each is about 25 MB for 100k words)
 
 
@@ -29,18 +29,19 @@ def dump(compiled: CompiledFilter, skipped: list[tuple[int, str]]) -> bytes:
     """A compiled filter as bytes for ``load`` (marshal and daachorse's own format: no code is unpickled)."""
     stats = compiled.stats
     meta = (stats.words, stats.allowed, stats.patterns, skipped, compiled.longest, compiled.compose_by_search)
-    return marshal.dumps((CACHE_FORMAT, meta, compiled.patterns, compiled.automaton.serialize()))
+    return marshal.dumps((CACHE_FORMAT, meta, compiled.patterns, compiled.reach, compiled.automaton.serialize()))
 
 
 def load(data: bytes, files: tuple[str, ...], started: float) -> tuple[CompiledFilter, list[tuple[int, str]]]:
     """The inverse of ``dump``; raises ValueError (or what marshal or daachorse raise) on foreign data."""
-    version, meta, patterns, automaton = marshal.loads(data)
-    if version != CACHE_FORMAT:
-        raise ValueError(f"cache format {version}")
+    loaded = marshal.loads(data)
+    if loaded[0] != CACHE_FORMAT:
+        raise ValueError(f"cache format {loaded[0]}")
+    _, meta, patterns, reach, automaton = loaded
     words, allowed, count, skipped, longest, compose_by_search = meta
     stats = FilterStats(words, len(skipped), allowed, count, longest, time.perf_counter() - started, files, True)
     automaton = daachorse.CharwiseDoubleArrayAhoCorasick.deserialize(automaton)
-    return CompiledFilter(patterns, automaton, longest, compose_by_search, stats), skipped
+    return CompiledFilter(patterns, automaton, longest, compose_by_search, stats, reach), skipped
 
 
 class CompiledCache:

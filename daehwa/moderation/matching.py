@@ -89,6 +89,7 @@ class CompiledFilter:
         longest: int,
         compose_by_search: bool,
         stats: FilterStats,
+        reach: dict[str, int],
     ) -> None:
         self.patterns = patterns
         self._kinds = bytes(map(operator.itemgetter(0), patterns))
@@ -96,6 +97,7 @@ class CompiledFilter:
         self.longest = longest
         self.compose_by_search = compose_by_search
         self.stats = stats
+        self.reach = reach  # see prefix_reach: how far a listed word starting with these letters may reach
 
     def find(self, text: str) -> list[Match]:
         """Matches in ``text``: normalised in C-level passes, offsets and context looked up only around hits."""
@@ -170,6 +172,21 @@ class CompiledFilter:
             elif kind == ALLOW:
                 allowed.append((units.start(start), units.end(end - 1)))
         return seconds
+
+
+def prefix_reach(strings: list[str]) -> dict[str, int]:
+    """The longest listed spelling that starts with each first letter and each first two letters.
+
+    What a stream guard needs to know whether a word may still be under way at the end of the text so far, without
+    keeping every spelling: a few ten thousand keys, built by C-level passes (sorted by length, so that ``dict``,
+    which keeps the last value of a repeated key, keeps the longest).
+    """
+    by_length = sorted(strings, key=len)
+    lengths = list(map(len, by_length))
+    reach = dict(zip(map(operator.itemgetter(slice(0, 2)), by_length), lengths, strict=True))
+    # Second: a one-letter spelling's own key ("x"[:2] == "x") then gets the longest spelling starting with it.
+    reach.update(zip(map(operator.itemgetter(slice(0, 1)), by_length), lengths, strict=True))
+    return reach
 
 
 def _decide(allowed: list[tuple[int, int]], candidates: list[tuple[int, int, Pattern]]) -> list[Match]:

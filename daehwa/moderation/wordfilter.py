@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .base import Action, ModerationResult, Moderator, StreamGuard
+from .base import Action, Match, ModerationResult, Moderator, StreamGuard
 from .compile import compile_lists, log_skipped
 from .compiled_cache import CompiledCache
 from .lists import DEFAULT_CATEGORY, ListEntry, builtin_lists, parse_lines, read_list
@@ -104,9 +104,14 @@ class WordFilter(Moderator):
 class WordStreamGuard(StreamGuard):
     """Checks a streamed reply against one automaton (a reload does not change a running stream).
 
-    Text is released once no banned word can still reach into it: everything before the last ``longest + 2``
-    normalised units (a unit is a letter or syllable; spaces and symbols between units are held with them).
-    A match found before that point is final; when one reaches past it, the release extends to the match's end.
+    Text is released as soon as no listed word (banned or allowed) can still start in it. The units (letters or
+    syllables) at the end that the next chunk may still change are *unsettled*: the last one when it is jamo, an
+    open syllable (조 + 온 may fold to 존) or composed from several characters (ㄱㅏㄴ + ㅏ -> 가나), and a run of
+    digits after a Latin letter (sh1 + t -> shit). Before them, the release stops at the first unit from which the
+    settled text could still be the beginning of a listed spelling (``CompiledFilter.reach``: the longest spelling
+    per first one or two letters), in the plain and in the folded view. A match starting before that point is final
+    (its right-hand context is settled text); when one reaches past it, the release extends to the match's end.
+    So the guard holds at most ``longest`` units plus the unsettled ones, and usually far less.
     """
 
     _MAX_HOLD = 4096  # characters; beyond this (a flood of symbols) text is released as it is checked
@@ -119,6 +124,8 @@ class WordStreamGuard(StreamGuard):
         self._base = 0
         self._decided = 0  # absolute offset up to which matches are final and text is released (or passed)
         self._seen: set[tuple[int, int]] = set()
+        self._settled = 0  # every match that starts before this offset is in self.matches
+        self._reach = 0  # the end of the furthest match in self.matches
         self._blocked = False
         self._done = False
 
@@ -152,22 +159,28 @@ class WordStreamGuard(StreamGuard):
         if final:
             boundary = end
         else:
-            # Count units in the folded view: a stretched word (조오오오온나) is few folded units but many plain ones.
-            hold = len(view.text) - self._compiled.longest - 2
-            boundary = view.starts[hold] if hold > 0 else base
+            boundary = self._open_from(units, end)
+            if view is not units:  # a stretched word (조오오오온나) may be under way in the folded view only
+                boundary = min(boundary, self._open_from(view, end))
             newline = text.rfind("\n")
             if newline >= 0:
                 boundary = max(boundary, base + newline + 1)  # no match crosses a line break
             if end - max(boundary, self._decided) > self._MAX_HOLD:
                 boundary = end - self._MAX_HOLD
-        decided = [m for m in found if m.start < boundary]
+        # Every match that starts before the point settled in an earlier step is known: one found again now is the
+        # same match, or one that only looks new because the text before it was trimmed (fucking inside a released
+        # motherfucking, 새끼 inside a released 새끼 고양이); a new one inside a known match is not maximal.
+        seen = self._seen
+        decided = [m for m in found if m.start < boundary and ((m.start, m.end) in seen or self._unknown(m))]
+        self._settled = max(self._settled, boundary)
         boundary = max([boundary, self._decided, *(m.end for m in decided)])
         released_from = self._decided
         out = ""
-        fresh = [m for m in decided if (m.start, m.end) not in self._seen]
+        fresh = [m for m in decided if (m.start, m.end) not in seen]
         for m in fresh:
-            self._seen.add((m.start, m.end))
+            seen.add((m.start, m.end))
             self.matches.append(m)
+            self._reach = max(self._reach, m.end)
         if self._action == "block" and fresh:
             self._blocked = True
             stop = max(min(m.start for m in fresh), released_from)
@@ -179,14 +192,49 @@ class WordStreamGuard(StreamGuard):
         self._trim(units)
         return out
 
+    def _unknown(self, m: Match) -> bool:
+        return m.start >= self._settled and m.end > self._reach
+
+    def _open_from(self, units: Analyzed, end: int) -> int:
+        """The offset of the first unit at which a listed spelling may still be under way (``end`` if at none)."""
+        text = units.text
+        settled = len(text) - _unsettled(units)
+        reach = self._compiled.reach
+        for start in range(max(settled - self._compiled.longest, 0), settled):
+            known = settled - start
+            # A spelling this long or longer may begin with text[start:settled] (a complete one still needs the
+            # unit after it: its right-hand context). Keyed by at most two letters: sound, if not always tight.
+            if reach.get(text[start : start + 2] if known > 1 else text[start], 0) >= known:
+                return units.starts[start]
+        return units.starts[settled] if settled < len(text) else end
+
     def _trim(self, units: Analyzed) -> None:
-        """Drop text well before the decided point, keeping enough units for context."""
-        first_open = bisect.bisect_left(units.starts, self._decided)
+        """Drop text well before the settled point, keeping enough units for context (allowed words, rules)."""
+        first_open = bisect.bisect_left(units.starts, self._settled)
         keep_from = first_open - self._compiled.longest - 4
         if keep_from > 0:
             new_base = units.starts[keep_from]
             self._text = self._text[new_base - self._base :]
             self._base = new_base
+
+
+def _unsettled(units: Analyzed) -> int:
+    """How many units at the end of ``units`` the next characters may still change (see ``WordStreamGuard``)."""
+    text = units.text
+    if not text:
+        return 0
+    digits = len(text) - len(text.rstrip(_LEET_DIGITS))
+    if digits and digits < len(text) and "a" <= text[-digits - 1] <= "z":
+        return digits  # digits after a Latin letter read as letters once a letter follows (normalize._LEET_RUN)
+    last = text[-1]
+    code = ord(last) - _SYLLABLE_BASE
+    if "\u3131" <= last <= "\u3163" or units.ends[-1] - units.starts[-1] > 1 or (0 <= code < 11172 and code % 28 == 0):
+        return 1  # jamo, composed or folded from several characters, or an open syllable
+    return 0
+
+
+_LEET_DIGITS = "013457"
+_SYLLABLE_BASE = 0xAC00
 
 
 __all__ = ["FilterStats", "WordFilter", "WordStreamGuard", "mask_text"]
