@@ -1,7 +1,7 @@
 """Token counting for context budgets.
 
-Budgets only need a close, slightly high estimate; exact usage always comes from the provider. Providers that can count
-with the model's own tokenizer (the embedded model) are used when they offer ``count_tokens``.
+Budgets only need a close, slightly high estimate; exact usage always comes from the provider. Every budget today uses
+``estimate_tokens``: providers' own ``count_tokens`` (the embedded model has one) are not consulted yet.
 """
 
 from __future__ import annotations
