@@ -182,10 +182,17 @@ def prefix_reach(strings: list[str]) -> dict[str, int]:
     which keeps the last value of a repeated key, keeps the longest).
     """
     by_length = sorted(strings, key=len)
-    lengths = list(map(len, by_length))
-    reach = dict(zip(map(operator.itemgetter(slice(0, 2)), by_length), lengths, strict=True))
-    # Second: a one-letter spelling's own key ("x"[:2] == "x") then gets the longest spelling starting with it.
-    reach.update(zip(map(operator.itemgetter(slice(0, 1)), by_length), lengths, strict=True))
+    reach = dict(zip(map(operator.itemgetter(slice(0, 2)), by_length), map(len, by_length), strict=True))
+    # First letters from the two-letter keys (fewer than the spellings), by ascending reach so the longest wins; a
+    # one-letter spelling's own key ("x"[:2] == "x") then holds the longest spelling that starts with it.
+    pairs = sorted(reach.items(), key=operator.itemgetter(1))
+    reach.update(
+        zip(
+            map(operator.itemgetter(0), map(operator.itemgetter(0), pairs)),
+            map(operator.itemgetter(1), pairs),
+            strict=True,
+        )
+    )
     return reach
 
 
