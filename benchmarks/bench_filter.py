@@ -24,7 +24,11 @@ import daachorse
 
 from daehwa.moderation import WordFilter
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data next to the checkout; from a worktree (/work/wt/<name>) it is one level further up.
+SHARED = next(
+    (p / "shared" / "data" for p in Path(__file__).resolve().parents[1:4] if (p / "shared" / "data").is_dir()),
+    Path(__file__).resolve().parents[2] / "shared" / "data",
+)
 LISTS = [SHARED / "wordlists" / n for n in ("doublems_korean_bad_words.txt", "ldnoobw_ko.txt", "ldnoobw_en.txt")]
 CORPUS = SHARED / "corpus" / "ko_comments.txt"
 
@@ -149,6 +153,19 @@ def main() -> None:
     guard.finish()
     per_chunk = (time.process_time() - started) / (len(guard_text) / 4) * 1e6
     print(f"stream guard        {per_chunk:.0f} µs CPU per 4-character chunk")
+
+    # How much a stream holds back: characters fed but not yet shown after each 4-character chunk (mask keeps the
+    # length, so shown + held = fed), over the first 200 samples as streams of their own.
+    held: list[int] = []
+    for sample in samples[:200]:
+        guard, fed, shown = filt.guard("mask"), 0, 0
+        for i in range(0, len(sample), 4):
+            shown += len(guard.feed(sample[i : i + 4]))
+            fed = min(i + 4, len(sample))
+            held.append(fed - shown)
+    held.sort()
+    print(f"stream guard holds  median {held[len(held) // 2]}, p99 {held[int(len(held) * 0.99)]}, max {held[-1]} "
+          f"characters after a 4-character chunk ({len(held):,} chunks)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from . import __version__
 from .chat import TurnDelta, TurnFinished, TurnRequest, TurnStarted
 from .cli_accounts import keys_app, users_app
 from .cli_usage import usage as usage_command
-from .config import Settings, settings_table_markdown
+from .config import Settings, load_settings, settings_table_markdown
 from .errors import DaehwaError
 from .moderation.cli import filter_app
 from .types import Outcome, User
@@ -44,15 +44,6 @@ def main() -> None:
     except DaehwaError as exc:
         err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
         sys.exit(2)
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment / .env, with command-line overrides (None means "not given")."""
-    given = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        return Settings(**given)
-    except Exception as exc:  # pydantic's ValidationError names the field; keep it, drop the traceback
-        raise DaehwaError(f"Invalid settings: {exc}") from None
 
 
 def _setup_logging(settings: Settings) -> None:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .config import load_settings
 from .errors import NotFound
 from .pricing import parse_since, usage_report
 
@@ -24,8 +25,6 @@ def usage(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Tokens, turns and cost per user and model (every user unless --user)."""
-    from .cli import load_settings
-
     settings = load_settings()
     report = asyncio.run(_report(settings, user, since))
     if as_json:

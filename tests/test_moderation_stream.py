@@ -141,3 +141,47 @@ def test_a_stream_keeps_its_automaton_across_a_reload(tmp_path) -> None:  # type
     filt.reload()
     assert first + guard.feed("보야") + guard.finish() == "너 **야"
     assert filt.check("너 바보야").matches == ()
+
+
+def test_safe_text_is_released_while_the_stream_stalls() -> None:
+    """Issue 15: eight characters then a stall showed nothing; no listed word can start in "안녕하세요 반갑"."""
+    guard = word_filter().guard("mask")
+    shown = guard.feed("안녕하세요 반갑")
+    assert shown.startswith("안녕하세요 ")
+    assert shown + guard.feed("습니다") + guard.finish() == "안녕하세요 반갑습니다"
+
+
+def test_a_word_that_may_still_be_under_way_is_held() -> None:
+    guard = word_filter().guard("mask")
+    assert guard.feed("그냥 씨") == "그냥 "  # 씨발 may follow
+    assert guard.feed("발") == ""  # a complete match waits for the letter after it (씨발점 is allowed)
+    assert guard.feed(" 진짜") + guard.finish() == "** 진짜"
+
+
+@pytest.mark.parametrize(
+    ("fed", "held"),
+    [
+        ("너 ㄱ", "ㄱ"),  # jamo: ㄱ + ㅐ composes to 개
+        ("조", "조"),  # an open syllable: 조 + 온 folds to 존
+        ("ㄱㅏㄴ", "ㄱㅏㄴ"),  # composed from jamo: 간 + ㅏ reads 가나
+        ("sh1", "sh1"),  # a digit after a Latin letter reads as one once a letter follows (sh1t)
+    ],
+)
+def test_the_end_that_the_next_chunk_may_change_is_held(fed: str, held: str) -> None:
+    guard = word_filter().guard("mask")
+    assert guard.feed(fed) == fed[: len(fed) - len(held)]
+
+
+@pytest.mark.parametrize(
+    ("text", "cuts"),
+    [
+        ("motherfucking집잉옘바아알먹젓라도미 친놈ㄲ", [9, 10]),
+        ("bullshit개줌마만미개인ㅂㅅj엉ㅏ!\n노", [0, 8, 12, 17, 18, 20, 21]),
+    ],
+)
+def test_a_match_found_again_after_trimming_is_not_counted_twice(text: str, cuts: list[int]) -> None:
+    """Released text is trimmed: shit inside an already shown bullshit must not become a second match."""
+    pieces, guard = stream(text, cuts)
+    whole = word_filter().check(text)
+    assert "".join(pieces) == whole.masked
+    assert guard.matches == list(whole.matches)  # type: ignore[attr-defined]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +22,8 @@ from daehwa.providers.base import ProviderConfig
 from daehwa.providers.local import LocalProvider
 from daehwa.providers.modelfiles import ModelFiles, ModelSpec, PackagedFile
 from daehwa.types import ChatMessage, GenerationParams, ProviderEvent, ProviderRequest, StreamEnd, TextDelta
+
+from .conftest import require
 
 SMOL = "smollm2-135m"
 QWEN_SMALL = "qwen2.5-0.5b"
@@ -39,11 +40,7 @@ def model_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 
 def require_model(name: str, cache: Path) -> None:
     avail = ModelFiles(cache).availability(name)
-    if not avail.available:
-        message = f"local model {name} is not available: {avail.reason}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require(avail.available, f"local model {name} is not available: {avail.reason}")
 
 
 def make_provider(
