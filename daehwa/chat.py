@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from .config import Settings
-from .context import build_context, count_message_tokens, estimate_tokens
+from .context import count_message_tokens, estimate_tokens
+from .context.engine import BuiltContext, ContextEngine, ContextMemory
 from .context.tokens import TokenCounter
 from .errors import (
     ContentBlocked,
@@ -132,6 +133,7 @@ class _Reply:
 
     parts: dict[int, list[str]] = field(default_factory=dict)
     ttft: float | None = None
+    context: BuiltContext | None = None  # what the model was sent, and why (stored on the reply's meta)
 
     def add(self, index: int, text: str) -> None:
         self.parts.setdefault(index, []).append(text)
@@ -159,6 +161,7 @@ class ChatService:
         limiter: Limiter | None = None,
         pricing: Pricing | None = None,
         token_counter: TokenCounter = estimate_tokens,
+        context: ContextEngine | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -170,6 +173,16 @@ class ChatService:
         self.limiter = limiter
         self.pricing = pricing
         self.count_tokens = token_counter
+        self.context = context or ContextEngine(
+            router=router,
+            metrics=metrics,
+            memory=store if isinstance(store, ContextMemory) else None,
+            embedder=None,
+            policy=settings.context_policy_default(),
+            max_tokens_cap=settings.context_max_tokens,
+            reply_tokens=settings.context_reply_tokens,
+            summary_model=settings.context_summary_model,
+        )
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- conversations -----------------------------------------------------------------------------------------
@@ -362,7 +375,10 @@ class ChatService:
                     if content is not None:
                         context_messages[-1] = ChatMessage("user", content)
                 else:
-                    context_messages = await self._context(user, conversation, persona, variables, request.system)
+                    state.context = await self._context(
+                        user, conversation, persona, variables, request.system, model, params
+                    )
+                    context_messages = state.context.messages
             except DaehwaError as exc:
                 await flusher.wait()
                 yield await finish(Outcome.ERROR, exc, None)
@@ -534,17 +550,59 @@ class ChatService:
         persona: Persona | None,
         variables: Mapping[str, str],
         system_override: str | None,
-    ) -> list[ChatMessage]:
+        model: str,
+        params: GenerationParams,
+    ) -> BuiltContext:
         history = await self.store.list_messages(user.id, conversation.id) or []
-        turns = [
-            m.as_chat_message()
-            for m in history
-            if m.status in CONTEXT_STATUSES and m.role in ("user", "assistant") and m.content
-        ]
+        turns = [m for m in history if m.status in CONTEXT_STATUSES and m.role in ("user", "assistant") and m.content]
         system = system_override
         if system is None and persona is not None:
             system = persona.render_system(variables, user_name=user.name)
-        return build_context(system, turns, budget=self.settings.context_max_tokens, counter=self.count_tokens)
+        policy = persona.context_policy(self.context.policy) if persona else self.context.policy
+        return await self.context.build(
+            user_id=user.id,
+            conversation_id=conversation.id,
+            history=turns,
+            system=system,
+            model=model,
+            params=params,
+            policy=policy,
+        )
+
+    def _remember(self, user: User, conversation: Conversation, model: str, built: BuiltContext | None) -> None:
+        """After a reply: vectors and the summary are brought up to date in the background, off the reply's path."""
+        if self.context.memory is None:
+            return
+        persona = (
+            self.personas.get(conversation.persona)
+            if conversation.persona and conversation.persona in self.personas
+            else None
+        )
+        policy = persona.context_policy(self.context.policy) if persona else self.context.policy
+
+        async def work() -> None:
+            history = await self.store.list_messages(user.id, conversation.id) or []
+            turns = [
+                m for m in history if m.status in CONTEXT_STATUSES and m.role in ("user", "assistant") and m.content
+            ]
+            await self.context.after_turn(
+                user_id=user.id,
+                conversation_id=conversation.id,
+                history=turns,
+                model=model,
+                query_vector=built.query_vector if built else None,
+                policy=policy,
+            )
+
+        async def guarded() -> None:
+            try:
+                await work()
+            except Exception as exc:  # after_turn counts its own failures; this is the store read before it
+                self.context._failed("after_turn", exc)
+
+        task = asyncio.ensure_future(guarded())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _finish(
         self,
@@ -591,6 +649,8 @@ class ChatService:
             meta["fallback_reply"] = {"code": cause.code, "message": cause.message}
         if len(texts) > 1:
             meta["choices"] = len(texts)
+        if state.context is not None:
+            meta["context"] = state.context.report.as_dict()
         record = UsageRecord(
             user_id=request.user.id,
             model=answered_by,
@@ -609,6 +669,8 @@ class ChatService:
         )
         if self.limiter is not None:
             await self.limiter.record(request.user, tokens=usage.total_tokens)
+        if state.context is not None and status in CONTEXT_STATUSES:
+            self._remember(request.user, conversation, model, state.context)
         self.metrics.turns.labels(request.source, outcome.value).inc()
         label = self.metrics.model(answered_by)  # any name a client sends: the series kept are bounded
         self.metrics.turn_latency.labels(label).observe(total)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from .chat import ChatService
 from .config import Settings
+from .context.embeddings import load_embedder
+from .context.engine import ContextEngine, ContextMemory
 from .metrics import Metrics
 from .moderation import build_moderator
 from .moderation.base import ModerationPolicy, Moderator
@@ -45,6 +47,9 @@ class Services:
 
     async def aclose(self) -> None:
         await self.chat.drain()
+        close = getattr(self.chat.context.embedder, "close", None)
+        if close is not None:
+            close()
         await self.providers.aclose()
         if self.limiter is not None:
             await self.limiter.aclose()
@@ -69,6 +74,17 @@ def build_services(
     quotas = QuotaLimiter.from_settings(settings, store=store, metrics=metrics)
     limiter = quotas if quotas.enabled else None
     policy = ModerationPolicy(input=settings.filter_input_action, output=settings.filter_output_action)
+    context = ContextEngine(
+        router=router,
+        metrics=metrics,
+        memory=store if isinstance(store, ContextMemory) else None,
+        embedder=load_embedder(settings.context_embedder, threads=settings.context_embed_threads),
+        policy=settings.context_policy_default(),
+        max_tokens_cap=settings.context_max_tokens,
+        reply_tokens=settings.context_reply_tokens,
+        summary_model=settings.context_summary_model,
+        embedder_missing=None if settings.context_embedder != "off" else "DAEHWA_CONTEXT_EMBEDDER is off",
+    )
     chat = ChatService(
         settings=settings,
         store=store,
@@ -79,6 +95,7 @@ def build_services(
         metrics=metrics,
         limiter=limiter,
         pricing=PriceTable.from_settings(settings.prices_file),
+        context=context,
     )
     return Services(
         settings=settings,
