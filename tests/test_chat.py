@@ -10,6 +10,7 @@ import pytest
 from daehwa.chat import TurnDelta, TurnFinished, TurnRequest, TurnStarted
 from daehwa.errors import InvalidRequest, ModelNotFound, NotFound, ProviderError, UnsupportedParameter
 from daehwa.services import Services
+from daehwa.stores import MessageChange, NewTurn
 from daehwa.types import ChatMessage, GenerationParams, MessageStatus, Outcome, User
 
 from .conftest import FakeProvider, Script
@@ -321,8 +322,8 @@ async def test_a_starting_server_recovers_replies_a_crash_left_streaming(setting
     await first.store.open()
     user = await first.store.create_user("frank", password_hash=None)
     conversation = await first.store.create_conversation(user.id)
-    _, reply = await first.store.begin_turn(user.id, conversation.id, user_content="q", reply_model="fake")
-    await first.store.update_message(user.id, reply.id, content="half an ans")
+    _, reply = await first.store.begin_turn(user.id, conversation.id, NewTurn(user_content="q", reply_model="fake"))
+    await first.store.update_message(user.id, reply.id, MessageChange(content="half an ans"))
     await first.store.close()  # the process "died" mid-reply
 
     second = build_services(settings, providers=ProviderRegistry([fake_provider]))
