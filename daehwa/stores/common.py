@@ -176,9 +176,20 @@ def usage_row(r: UsageRecord) -> dict[str, Any]:
     }
 
 
-USAGE_FIELDS = tuple(
-    "user_id model prompt_tokens completion_tokens outcome ttft_ms total_ms cost source conversation_id message_id "
-    "request_id created_at".split()
+USAGE_FIELDS = (
+    "user_id",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "outcome",
+    "ttft_ms",
+    "total_ms",
+    "cost",
+    "source",
+    "conversation_id",
+    "message_id",
+    "request_id",
+    "created_at",
 )
 USAGE_COLUMNS = ", ".join(USAGE_FIELDS)  # the order of ``usage_row``
 
