@@ -20,7 +20,9 @@ import pytest
 
 from daehwa.errors import ConfigError, Conflict, InvalidRequest, NotFound
 from daehwa.stores import (
+    AccountStore,
     ApiKeyRecord,
+    ConversationStore,
     MessageChange,
     NewConversation,
     NewMessage,
@@ -28,20 +30,24 @@ from daehwa.stores import (
     SessionRecord,
     Store,
     TurnResult,
+    UsageStore,
     open_store,
 )
+from daehwa.stores.common import (
+    USAGE_FIELDS,
+    api_key_from_row,
+    conversation_from_row,
+    usage_row,
+    user_record_from_row,
+)
 from daehwa.types import MessageStatus, Outcome, StoredMessage, Usage, UsageRecord
+
+from .conftest import require
 
 REDIS_URL = os.environ.get("DAEHWA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("DAEHWA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 StoreFactory = Callable[[], Store]
-
-
-def _service_missing(name: str, exc: BaseException) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{name} is required when CI=true but cannot be reached: {exc!r}")
-    pytest.skip(f"{name} not reachable: {exc!r}")
 
 
 @asynccontextmanager
@@ -55,7 +61,7 @@ async def _redis_namespace(**options: Any) -> AsyncIterator[StoreFactory]:
         await client.ping()
     except Exception as exc:
         await client.aclose()
-        _service_missing("Redis", exc)
+        require(False, f"Redis is not reachable at {REDIS_URL}: {exc!r}")
     prefix = f"daehwa-test-{uuid.uuid4().hex}"
     try:
         yield lambda: RedisStore(REDIS_URL, prefix=prefix, **options)
@@ -75,7 +81,7 @@ async def _postgres_namespace() -> AsyncIterator[StoreFactory]:
     try:
         admin = await asyncpg.connect(POSTGRES_URL, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
-        _service_missing("PostgreSQL", exc)
+        require(False, f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc!r}")
     schema = f"daehwa_test_{uuid.uuid4().hex}"
     try:
         yield lambda: PostgresStore(POSTGRES_URL, schema=schema, pool_size=4)
@@ -129,6 +135,40 @@ def _usage(user_id: str, model: str, prompt: int, completion: int, **kw: object)
 
 def _aware_utc(value: datetime | None) -> bool:
     return value is not None and value.utcoffset() == timedelta(0)
+
+
+# -- interfaces and shared helpers -------------------------------------------------------------------------------
+async def test_every_backend_is_the_three_interfaces(store: Store) -> None:
+    assert isinstance(store, ConversationStore) and isinstance(store, AccountStore) and isinstance(store, UsageStore)
+    # Each domain lives in its own module of the backend's package, so a new capability has an obvious home.
+    backend = type(store).__module__
+    owners = {name: getattr(type(store), name).__module__ for name in ("list_messages", "find_api_key", "record_usage")}
+    assert owners == {
+        "list_messages": f"{backend}.conversations",
+        "find_api_key": f"{backend}.accounts",
+        "record_usage": f"{backend}.usage",
+    }
+
+
+def test_usage_row_is_laid_out_as_the_usage_columns() -> None:
+    row = usage_row(_usage("u1", "m", 3, 4, conversation_id="c", message_id="r", request_id="q", cost=0.5))
+    assert tuple(row) == USAGE_FIELDS
+    assert (row["prompt_tokens"], row["completion_tokens"], row["outcome"], row["cost"]) == (3, 4, "ok", 0.5)
+    assert _aware_utc(row["created_at"])
+
+
+def test_rows_map_alike_whatever_form_the_backend_returns() -> None:
+    when = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    native = {"id": "c1", "user_id": "u1", "title": "제목", "persona": None, "model": "m", "kind": "api"}
+    as_text = {**native, "created_at": when.isoformat(), "updated_at": when.isoformat(), "meta": '{"한": [1]}'}
+    as_values = {**native, "created_at": when, "updated_at": when, "meta": {"한": [1]}}
+    assert conversation_from_row(as_text) == conversation_from_row(as_values)
+    assert conversation_from_row(as_text).meta == {"한": [1]}
+    key = {"id": "k", "user_id": "u1", "name": "n", "prefix": "dh_", "created_at": when, "revoked_at": ""}
+    assert api_key_from_row(key).revoked_at is None and api_key_from_row(key).last_used_at is None
+    flags = {"id": "u1", "name": "n", "created_at": when.isoformat()}
+    assert user_record_from_row({**flags, "is_admin": "1", "anonymous": "0"}).user.is_admin is True
+    assert user_record_from_row({**flags, "is_admin": False, "anonymous": 1}).user.anonymous is True
 
 
 # -- lifecycle ---------------------------------------------------------------------------------------------------
