@@ -10,7 +10,7 @@ from daehwa.config import Settings
 from daehwa.errors import ProviderError, RateLimited
 from daehwa.providers.registry import ProviderRegistry
 from daehwa.services import Services, build_services
-from daehwa.stores import NewConversation, NewMessage
+from daehwa.stores import ConversationQuery, NewConversation, NewMessage
 from daehwa.types import MessageStatus, User
 from tests.api_helpers import auth
 from tests.conftest import FakeProvider, Script
@@ -208,7 +208,7 @@ async def test_stateless_chat_is_logged(
     assert r.json()["message"]["content"] == "4"
     sent = fake_provider.requests[-1].messages
     assert [(m.role, m.content) for m in sent] == [("system", "Be brief."), ("user", "2+2?")]
-    logged = await services.store.list_conversations(alice.id, kind="api")
+    logged = await services.store.list_conversations(alice.id, ConversationQuery(kind="api"))
     assert len(logged) == 1 and logged[0].id == r.json()["conversation_id"]
     # The stateless log is not mixed into the chat list.
     assert (await client.get("/api/conversations", headers=auth(alice_key))).json()["data"] == []

@@ -10,7 +10,7 @@ import pytest
 from daehwa.chat import TurnDelta, TurnFinished, TurnRequest, TurnStarted
 from daehwa.errors import InvalidRequest, ModelNotFound, NotFound, ProviderError, UnsupportedParameter
 from daehwa.services import Services
-from daehwa.stores import MessageChange, NewTurn
+from daehwa.stores import ConversationQuery, MessageChange, NewTurn
 from daehwa.types import ChatMessage, GenerationParams, MessageStatus, Outcome, User
 
 from .conftest import FakeProvider, Script
@@ -166,7 +166,7 @@ async def test_bad_requests_store_nothing(services: Services, alice: User):
         await services.chat.run(TurnRequest(user=alice, content="hi", model="nosuch/model"))
     with pytest.raises(NotFound):
         await services.chat.run(TurnRequest(user=alice, content="hi", conversation_id="missing"))
-    assert await services.store.list_conversations(alice.id, kind=None) == []
+    assert await services.store.list_conversations(alice.id, ConversationQuery(kind=None)) == []
 
 
 async def test_another_users_conversation_is_not_found(services: Services, alice: User, bob: User):
@@ -224,7 +224,7 @@ async def test_stateless_messages_are_logged_as_an_api_conversation(
     assert fake_provider.requests[-1].params.seed == 7
     assert started.conversation.kind == "api"
     assert await services.store.list_conversations(alice.id) == []  # not in the chat list
-    assert len(await services.store.list_conversations(alice.id, kind="api")) == 1
+    assert len(await services.store.list_conversations(alice.id, ConversationQuery(kind="api"))) == 1
     assert finished.message.content == "echo: 2+2?"
 
 
@@ -234,7 +234,7 @@ async def test_unsupported_parameter_is_rejected_before_anything_is_stored(servi
     provider.supported_params = frozenset({"temperature", "max_tokens"})
     with pytest.raises(UnsupportedParameter, match="seed"):
         await services.chat.run(TurnRequest(user=alice, content="hi", params=GenerationParams(seed=1)))
-    assert await services.store.list_conversations(alice.id, kind=None) == []
+    assert await services.store.list_conversations(alice.id, ConversationQuery(kind=None)) == []
 
 
 async def test_conversation_is_titled_from_the_first_message(services: Services, alice: User):

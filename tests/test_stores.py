@@ -22,6 +22,7 @@ from daehwa.errors import ConfigError, Conflict, InvalidRequest, NotFound
 from daehwa.stores import (
     AccountStore,
     ApiKeyRecord,
+    ConversationQuery,
     ConversationStore,
     MessageChange,
     NewConversation,
@@ -277,8 +278,8 @@ async def test_list_conversations_kind_filter(store: Store) -> None:
     chat = await store.create_conversation("u1", NewConversation(title="chat"))
     api = await store.create_conversation("u1", NewConversation(title="api", kind="api"))
     assert [x.id for x in await store.list_conversations("u1")] == [chat.id]
-    assert [x.id for x in await store.list_conversations("u1", kind="api")] == [api.id]
-    assert {x.id for x in await store.list_conversations("u1", kind=None)} == {chat.id, api.id}
+    assert [x.id for x in await store.list_conversations("u1", ConversationQuery(kind="api"))] == [api.id]
+    assert {x.id for x in await store.list_conversations("u1", ConversationQuery(kind=None))} == {chat.id, api.id}
 
 
 async def test_list_conversations_title_search(store: Store) -> None:
@@ -289,7 +290,7 @@ async def test_list_conversations_title_search(store: Store) -> None:
     await store.create_conversation("u2", NewConversation(title="python too, but not yours"))
 
     async def search(q: str) -> set[str]:
-        return {x.id for x in await store.list_conversations("u1", query=q)}
+        return {x.id for x in await store.list_conversations("u1", ConversationQuery(title=q))}
 
     assert await search("질문") == {korean.id}
     assert await search("python") == {english.id}
@@ -306,14 +307,14 @@ async def test_list_conversations_pages_by_before(store: Store) -> None:
     seen: list[str] = []
     before = None
     while True:
-        page = await store.list_conversations("u1", limit=3, before=before)
+        page = await store.list_conversations("u1", ConversationQuery(limit=3, before=before))
         if not page:
             break
         assert len(page) <= 3
         seen.extend(c.id for c in page)
         before = page[-1].updated_at
     assert seen == newest_first
-    assert len(await store.list_conversations("u1", limit=2)) == 2
+    assert len(await store.list_conversations("u1", ConversationQuery(limit=2))) == 2
 
 
 async def test_rename_and_update_conversation(store: Store) -> None:
@@ -324,7 +325,7 @@ async def test_rename_and_update_conversation(store: Store) -> None:
     assert got is not None
     assert got.title == "새 제목"
     assert dict(got.meta) == {"a": 1, "b": 3, "summary": "요약"}
-    assert [c.id for c in await store.list_conversations("u1", query="새")] == [conv.id]
+    assert [c.id for c in await store.list_conversations("u1", ConversationQuery(title="새"))] == [conv.id]
     assert await store.rename_conversation("u1", "missing", "x") is False
     assert await store.update_conversation("u1", "missing", meta={"x": 1}) is False
 
@@ -565,7 +566,7 @@ async def test_begin_turn_without_user_message_and_blocked_user_message(store: S
 async def test_begin_turn_on_a_missing_conversation_stores_nothing(store: Store) -> None:
     with pytest.raises(NotFound):
         await store.begin_turn("u1", "missing", NewTurn(user_content="x", reply_model="m"))
-    assert await store.list_conversations("u1", kind=None) == []
+    assert await store.list_conversations("u1", ConversationQuery(kind=None)) == []
 
 
 async def test_create_conversation_with_turn(store: Store) -> None:
@@ -624,7 +625,7 @@ async def test_create_conversation_with_turn_api_log_without_or_with_blocked_inp
     )
     assert none_msg is None and api.kind == "api" and dict(api.meta) == {}
     assert await store.list_messages("u1", api.id) == [reply]
-    assert [c.id for c in await store.list_conversations("u1", kind="api")] == [api.id]
+    assert [c.id for c in await store.list_conversations("u1", ConversationQuery(kind="api"))] == [api.id]
     assert await store.list_conversations("u1") == []  # kind "chat" only
 
     _, blocked, _ = await store.create_conversation_with_turn(
@@ -640,7 +641,7 @@ async def test_create_conversation_with_turn_is_all_or_nothing(store: Store) -> 
             NewConversation(title="never"),
             NewTurn(user_content="x", user_meta={"bad": object()}, reply_model="m"),
         )
-    assert await store.list_conversations("u1", kind=None) == []
+    assert await store.list_conversations("u1", ConversationQuery(kind=None)) == []
 
 
 async def test_reply_of_a_new_conversation_is_repaired_after_a_crash(store: Store, store_factory: StoreFactory) -> None:

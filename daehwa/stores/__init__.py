@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from .base import (
     AccountStore,
     ApiKeyRecord,
+    ConversationQuery,
     ConversationStore,
     MessageChange,
     NewConversation,
@@ -40,6 +41,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "AccountStore",
     "ApiKeyRecord",
+    "ConversationQuery",
     "ConversationStore",
     "MessageChange",
     "NewConversation",

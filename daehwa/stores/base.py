@@ -71,6 +71,16 @@ class NewConversation:
 
 
 @dataclass(frozen=True, slots=True)
+class ConversationQuery:
+    """Which conversations ``list_conversations`` returns: one page of one kind, newest-updated first."""
+
+    kind: str | None = "chat"  # None: every kind
+    title: str | None = None  # words of the title, matched case-insensitively (Unicode case folding)
+    limit: int = 50
+    before: datetime | None = None  # the page after the one that ended with a conversation updated at this time
+
+
+@dataclass(frozen=True, slots=True)
 class NewMessage:
     """What ``append_message`` stores; the id and time are the store's."""
 
@@ -134,16 +144,8 @@ class ConversationStore(abc.ABC):
     async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation | None: ...
 
     @abc.abstractmethod
-    async def list_conversations(
-        self,
-        user_id: str,
-        *,
-        kind: str | None = "chat",
-        query: str | None = None,
-        limit: int = 50,
-        before: datetime | None = None,
-    ) -> list[Conversation]:
-        """Newest-updated first; ``query`` matches titles case-insensitively; ``before`` pages by ``updated_at``."""
+    async def list_conversations(self, user_id: str, query: ConversationQuery | None = None) -> list[Conversation]:
+        """The user's conversations that match ``query``, newest-updated first (see ``ConversationQuery``)."""
 
     @abc.abstractmethod
     async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> bool: ...

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from ...types import Conversation, MessageStatus, StoredMessage
-from ..base import ConversationStore, MessageChange, NewConversation, NewMessage, NewTurn, TurnResult
+from ..base import ConversationQuery, ConversationStore, MessageChange, NewConversation, NewMessage, NewTurn, TurnResult
 from ..common import (
     USAGE_COLUMNS,
     as_utc,
@@ -96,15 +95,9 @@ class PostgresConversations(PostgresConnection, ConversationStore):
         )
         return conversation_from_row(row) if row else None
 
-    async def list_conversations(
-        self,
-        user_id: str,
-        *,
-        kind: str | None = "chat",
-        query: str | None = None,
-        limit: int = 50,
-        before: datetime | None = None,
-    ) -> list[Conversation]:
+    async def list_conversations(self, user_id: str, query: ConversationQuery | None = None) -> list[Conversation]:
+        q = query or ConversationQuery()
+        kind, title, limit, before = q.kind, q.title, q.limit, q.before
         rows = await self._p().fetch(
             f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE user_id = $1 "
             "AND ($2::text IS NULL OR kind = $2) "
@@ -113,7 +106,7 @@ class PostgresConversations(PostgresConnection, ConversationStore):
             "ORDER BY updated_at DESC, id DESC LIMIT $5",
             user_id,
             kind,
-            title_key(query) if query else None,
+            title_key(title) if title else None,
             as_utc(before) if before is not None else None,
             max(limit, 0),
         )

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...types import Conversation, MessageStatus, StoredMessage, UsageRecord
-from ..base import ConversationStore, MessageChange, NewConversation, NewMessage, NewTurn, TurnResult
+from ..base import ConversationQuery, ConversationStore, MessageChange, NewConversation, NewMessage, NewTurn, TurnResult
 from ..common import (
     changed,
     conversation_from_row,
@@ -162,19 +161,13 @@ class RedisConversations(RedisConnection, ConversationStore):
         fields = await self._owned(user_id, conversation_id)
         return _conversation(conversation_id, fields) if fields else None
 
-    async def list_conversations(
-        self,
-        user_id: str,
-        *,
-        kind: str | None = "chat",
-        query: str | None = None,
-        limit: int = 50,
-        before: datetime | None = None,
-    ) -> list[Conversation]:
+    async def list_conversations(self, user_id: str, query: ConversationQuery | None = None) -> list[Conversation]:
+        q = query or ConversationQuery()
+        kind, title, limit, before = q.kind, q.title, q.limit, q.before
         r = self._r()
         index = self._k("user", user_id, "convs")
         top: str | int = f"({micros(before)}" if before is not None else "+inf"
-        wanted = title_key(query) if query else None
+        wanted = title_key(title) if title else None
         found: list[Conversation] = []
         offset, batch = 0, max(limit, 1) * 2
         while len(found) < limit:

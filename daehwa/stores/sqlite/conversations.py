@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from ...types import Conversation, MessageStatus, StoredMessage
-from ..base import ConversationStore, MessageChange, NewConversation, NewMessage, NewTurn, TurnResult
+from ..base import ConversationQuery, ConversationStore, MessageChange, NewConversation, NewMessage, NewTurn, TurnResult
 from ..common import (
     changed,
     conversation_from_row,
@@ -47,22 +46,16 @@ class SQLiteConversations(SQLiteConnection, ConversationStore):
         )
         return conversation_from_row(dict(row)) if row else None
 
-    async def list_conversations(
-        self,
-        user_id: str,
-        *,
-        kind: str | None = "chat",
-        query: str | None = None,
-        limit: int = 50,
-        before: datetime | None = None,
-    ) -> list[Conversation]:
+    async def list_conversations(self, user_id: str, query: ConversationQuery | None = None) -> list[Conversation]:
+        q = query or ConversationQuery()
+        kind, title, limit, before = q.kind, q.title, q.limit, q.before
         where, params = ["user_id = ?"], [user_id]
         if kind is not None:
             where.append("kind = ?")
             params.append(kind)
-        if query:
-            where.append("instr(title_key, ?) > 0")  # instr, not LIKE: '%' and '_' in a query are plain text
-            params.append(title_key(query))
+        if title:
+            where.append("instr(title_key, ?) > 0")  # instr, not LIKE: '%' and '_' in a title are plain text
+            params.append(title_key(title))
         if before is not None:
             where.append("updated_at < ?")
             params.append(iso(before))
