@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from daehwa.stores import NewConversation, NewTurn, TurnResult
 from daehwa.stores.base import Store
 from daehwa.types import MessageStatus, Outcome, Usage, UsageRecord
 
@@ -77,13 +78,19 @@ async def one_turn(store: Store, conversation_id: str | None, i: int) -> float:
     started = time.perf_counter()
     if conversation_id is None:
         _, _, reply = await store.create_conversation_with_turn(
-            "bench", title=f"question {i}", model="m", kind="api", user_content=f"question {i}", reply_model="m"
+            "bench",
+            NewConversation(title=f"question {i}", model="m", kind="api"),
+            NewTurn(user_content=f"question {i}", reply_model="m"),
         )
     else:
-        _, reply = await store.begin_turn("bench", conversation_id, user_content=f"question {i}", reply_model="m")
+        _, reply = await store.begin_turn(
+            "bench", conversation_id, NewTurn(user_content=f"question {i}", reply_model="m")
+        )
     usage = UsageRecord(user_id="bench", model="m", usage=Usage(50, 100), outcome=Outcome.OK, ttft_ms=1, total_ms=9)
     await store.finish_turn(
-        "bench", reply.id, content="answer " * 40, status=MessageStatus.COMPLETE, model="m", meta=None, usage=usage
+        "bench",
+        reply.id,
+        TurnResult(content="answer " * 40, status=MessageStatus.COMPLETE, model="m", meta=None, usage=usage),
     )
     return time.perf_counter() - started
 

@@ -28,7 +28,7 @@ import httpx
 from daehwa.accounts import Accounts
 from daehwa.config import Settings
 from daehwa.rendering import render_markdown
-from daehwa.stores import open_store
+from daehwa.stores import NewConversation, NewMessage, open_store
 
 REPLY = """**{i}번째** 답이에요. 요점은 다음과 같아요:
 
@@ -68,10 +68,12 @@ async def seed(settings: Settings, messages: int) -> str:
     await store.open()
     try:
         user = await Accounts(store, settings).create_user("bench", "bench-password-1")
-        conv = await store.create_conversation(user.id, title="bench", persona="assistant")
+        conv = await store.create_conversation(user.id, NewConversation(title="bench", persona="assistant"))
         for i in range(messages // 2):
-            await store.append_message(user.id, conv.id, role="user", content=f"질문 {i}: 다음 역은 어디인가요?")
-            await store.append_message(user.id, conv.id, role="assistant", content=REPLY.format(i=i))
+            await store.append_message(
+                user.id, conv.id, NewMessage(role="user", content=f"질문 {i}: 다음 역은 어디인가요?")
+            )
+            await store.append_message(user.id, conv.id, NewMessage(role="assistant", content=REPLY.format(i=i)))
         return conv.id
     finally:
         await store.close()

@@ -36,7 +36,7 @@ from .metrics import Metrics
 from .moderation.base import Action, ModerationPolicy, Moderator, NullModerator, StreamGuard
 from .personas import Persona, PersonaCatalog
 from .routing import RouteEnd, Router
-from .stores.base import Store
+from .stores.base import MessageChange, NewConversation, NewMessage, NewTurn, Store, TurnResult
 from .types import (
     ChatMessage,
     Conversation,
@@ -203,17 +203,19 @@ class ChatService:
         resolved = chosen.resolve_variables(variables)
         conversation = await self.store.create_conversation(
             user.id,
-            title=(title or "").strip() or chosen.localized_title(normalize_locale(locale)),
-            persona=chosen.name,
-            model=model,
-            meta={"variables": resolved, "auto_title": not (title or "").strip()},
+            NewConversation(
+                title=(title or "").strip() or chosen.localized_title(normalize_locale(locale)),
+                persona=chosen.name,
+                model=model,
+                meta={"variables": resolved, "auto_title": not (title or "").strip()},
+            ),
         )
         messages = []
         first = chosen.render_first_message(resolved, user_name=user.name)
         if first:
             messages.append(
                 await self.store.append_message(
-                    user.id, conversation.id, role="assistant", content=first, meta={"first_message": True}
+                    user.id, conversation.id, NewMessage(role="assistant", content=first, meta={"first_message": True})
                 )
             )
         return conversation, messages
@@ -295,23 +297,23 @@ class ChatService:
 
         # A new conversation is created together with its first turn (one store transaction) unless the input is
         # blocked: then it is created alone, to hold the blocked message.
-        new_conversation: dict[str, Any] | None = None
+        new_conversation: NewConversation | None = None
         if conversation is None:
             # A blocked message never names a conversation: its title shows the masked text.
             shown = self.moderator.check(content).masked if blocked and content else content
             title = request.title or _title_from(shown or "")
             if stateless:
-                new_conversation = {"title": title, "model": model, "kind": "api"}
+                new_conversation = NewConversation(title=title, model=model, kind="api")
             else:
                 assert persona is not None
-                new_conversation = {
-                    "title": title,
-                    "persona": persona.name,
-                    "model": model,
-                    "meta": {"variables": variables, "auto_title": request.title is None},
-                }
+                new_conversation = NewConversation(
+                    title=title,
+                    persona=persona.name,
+                    model=model,
+                    meta={"variables": variables, "auto_title": request.title is None},
+                )
             if blocked:
-                conversation = await self.store.create_conversation(user.id, **new_conversation)
+                conversation = await self.store.create_conversation(user.id, new_conversation)
         elif conversation.meta.get("auto_title") and content and not request.regenerate and not blocked:
             # A conversation started without a title (a persona that spoke first) is named by the first message.
             title = _title_from(content)
@@ -322,7 +324,9 @@ class ChatService:
         if blocked:
             assert content is not None and conversation is not None
             await self.store.append_message(
-                user.id, conversation.id, role="user", content=content, status=MessageStatus.BLOCKED, meta=user_meta
+                user.id,
+                conversation.id,
+                NewMessage(role="user", content=content, status=MessageStatus.BLOCKED, meta=user_meta),
             )
             await self.store.record_usage(
                 UsageRecord(
@@ -343,11 +347,11 @@ class ChatService:
         if conversation is None:
             assert new_conversation is not None
             conversation, user_message, reply = await self.store.create_conversation_with_turn(
-                user.id, **new_conversation, user_content=content, user_meta=user_meta or None, reply_model=model
+                user.id, new_conversation, NewTurn(user_content=content, user_meta=user_meta or None, reply_model=model)
             )
         else:
             user_message, reply = await self.store.begin_turn(
-                user.id, conversation.id, user_content=content, user_meta=user_meta or None, reply_model=model
+                user.id, conversation.id, NewTurn(user_content=content, user_meta=user_meta or None, reply_model=model)
             )
         state = _Reply()
 
@@ -665,7 +669,9 @@ class ChatService:
             request_id=request.request_id,
         )
         stored = await self.store.finish_turn(
-            request.user.id, reply.id, content=text, status=status, model=answered_by, meta=meta or None, usage=record
+            request.user.id,
+            reply.id,
+            TurnResult(content=text, status=status, model=answered_by, meta=meta or None, usage=record),
         )
         if self.limiter is not None:
             await self.limiter.record(request.user, tokens=usage.total_tokens)
@@ -732,7 +738,9 @@ class _Flusher:
         if now - self.last < self.interval or (self.task is not None and not self.task.done()):
             return
         self.last = now
-        self.task = asyncio.ensure_future(self.store.update_message(self.user_id, self.message_id, content=text))
+        self.task = asyncio.ensure_future(
+            self.store.update_message(self.user_id, self.message_id, MessageChange(content=text))
+        )
 
     async def wait(self) -> None:
         """Let an in-flight save finish, so it cannot land after (and overwrite) the final one."""

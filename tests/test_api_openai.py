@@ -15,6 +15,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from daehwa.services import Services
+from daehwa.stores import ConversationQuery
 from daehwa.types import User
 from tests.api_helpers import auth
 from tests.conftest import FakeProvider, Script
@@ -60,7 +61,7 @@ async def test_completion_shape_and_logging(
     assert [(m.role, m.content) for m in sent.messages] == [("system", "Be nice."), ("user", "hello")]
     assert sent.params.seed == 7 and sent.params.stop == ("END",) and sent.params.user == "end-user-1"
     assert sent.params.response_format == {"type": "json_object"} and sent.params.presence_penalty == 0.5
-    [logged] = await services.store.list_conversations(alice.id, kind="api")
+    [logged] = await services.store.list_conversations(alice.id, ConversationQuery(kind="api"))
     messages = await services.store.list_messages(alice.id, logged.id)
     assert [m.content for m in messages] == ["hello", "Hi!"]
 
@@ -116,7 +117,9 @@ async def test_bad_requests_are_openai_errors(
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert set(error) == ERROR_KEYS and error["param"] == param and error["message"]
-    assert await services.store.list_conversations(alice.id, kind="api") == []  # nothing stored half-way
+    assert (
+        await services.store.list_conversations(alice.id, ConversationQuery(kind="api")) == []
+    )  # nothing stored half-way
 
 
 async def test_upstream_failure_is_an_openai_error_not_a_canned_reply(
@@ -130,7 +133,7 @@ async def test_upstream_failure_is_an_openai_error_not_a_canned_reply(
     assert r.status_code == 502, r.text
     assert r.json()["error"]["code"] == "upstream_error"
     assert "늦어지고" not in r.text
-    logged = await services.store.list_conversations(alice.id, kind="api")
+    logged = await services.store.list_conversations(alice.id, ConversationQuery(kind="api"))
     messages = await services.store.list_messages(alice.id, logged[0].id) or []
     assert [m.content for m in messages if m.role == "user"] == ["hi"]  # the request is still logged
 

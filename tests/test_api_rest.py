@@ -10,6 +10,7 @@ from daehwa.config import Settings
 from daehwa.errors import ProviderError, RateLimited
 from daehwa.providers.registry import ProviderRegistry
 from daehwa.services import Services, build_services
+from daehwa.stores import ConversationQuery, NewConversation, NewMessage
 from daehwa.types import MessageStatus, User
 from tests.api_helpers import auth
 from tests.conftest import FakeProvider, Script
@@ -62,11 +63,13 @@ async def test_conversation_lifecycle(client: httpx.AsyncClient, alice_key: str,
 
 async def _history(services: Services, user: User, count: int) -> tuple[str, list[str]]:
     """A conversation of ``count`` messages m0, m1, ...; its id and their ids, oldest first."""
-    conversation = await services.store.create_conversation(user.id, title="long")
+    conversation = await services.store.create_conversation(user.id, NewConversation(title="long"))
     ids = []
     for i in range(count):
         role = ("user", "assistant")[i % 2]
-        ids.append((await services.store.append_message(user.id, conversation.id, role=role, content=f"m{i}")).id)
+        ids.append(
+            (await services.store.append_message(user.id, conversation.id, NewMessage(role=role, content=f"m{i}"))).id
+        )
     return conversation.id, ids
 
 
@@ -205,7 +208,7 @@ async def test_stateless_chat_is_logged(
     assert r.json()["message"]["content"] == "4"
     sent = fake_provider.requests[-1].messages
     assert [(m.role, m.content) for m in sent] == [("system", "Be brief."), ("user", "2+2?")]
-    logged = await services.store.list_conversations(alice.id, kind="api")
+    logged = await services.store.list_conversations(alice.id, ConversationQuery(kind="api"))
     assert len(logged) == 1 and logged[0].id == r.json()["conversation_id"]
     # The stateless log is not mixed into the chat list.
     assert (await client.get("/api/conversations", headers=auth(alice_key))).json()["data"] == []
@@ -334,9 +337,9 @@ async def test_stop_of_idle_conversation(client: httpx.AsyncClient, alice_key: s
 async def test_partial_reply_status_listed(
     client: httpx.AsyncClient, alice_key: str, alice: User, services: Services
 ) -> None:
-    conversation = await services.store.create_conversation(alice.id, title="t")
+    conversation = await services.store.create_conversation(alice.id, NewConversation(title="t"))
     await services.store.append_message(
-        alice.id, conversation.id, role="assistant", content="half", status=MessageStatus.INTERRUPTED
+        alice.id, conversation.id, NewMessage(role="assistant", content="half", status=MessageStatus.INTERRUPTED)
     )
     messages = (await client.get(f"/api/conversations/{conversation.id}", headers=auth(alice_key))).json()["messages"]
     assert messages[0]["status"] == "interrupted" and messages[0]["content"] == "half"

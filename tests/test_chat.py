@@ -10,6 +10,7 @@ import pytest
 from daehwa.chat import TurnDelta, TurnFinished, TurnRequest, TurnStarted
 from daehwa.errors import InvalidRequest, ModelNotFound, NotFound, ProviderError, UnsupportedParameter
 from daehwa.services import Services
+from daehwa.stores import ConversationQuery, MessageChange, NewTurn
 from daehwa.types import ChatMessage, GenerationParams, MessageStatus, Outcome, User
 
 from .conftest import FakeProvider, Script
@@ -165,7 +166,7 @@ async def test_bad_requests_store_nothing(services: Services, alice: User):
         await services.chat.run(TurnRequest(user=alice, content="hi", model="nosuch/model"))
     with pytest.raises(NotFound):
         await services.chat.run(TurnRequest(user=alice, content="hi", conversation_id="missing"))
-    assert await services.store.list_conversations(alice.id, kind=None) == []
+    assert await services.store.list_conversations(alice.id, ConversationQuery(kind=None)) == []
 
 
 async def test_another_users_conversation_is_not_found(services: Services, alice: User, bob: User):
@@ -223,7 +224,7 @@ async def test_stateless_messages_are_logged_as_an_api_conversation(
     assert fake_provider.requests[-1].params.seed == 7
     assert started.conversation.kind == "api"
     assert await services.store.list_conversations(alice.id) == []  # not in the chat list
-    assert len(await services.store.list_conversations(alice.id, kind="api")) == 1
+    assert len(await services.store.list_conversations(alice.id, ConversationQuery(kind="api"))) == 1
     assert finished.message.content == "echo: 2+2?"
 
 
@@ -233,7 +234,7 @@ async def test_unsupported_parameter_is_rejected_before_anything_is_stored(servi
     provider.supported_params = frozenset({"temperature", "max_tokens"})
     with pytest.raises(UnsupportedParameter, match="seed"):
         await services.chat.run(TurnRequest(user=alice, content="hi", params=GenerationParams(seed=1)))
-    assert await services.store.list_conversations(alice.id, kind=None) == []
+    assert await services.store.list_conversations(alice.id, ConversationQuery(kind=None)) == []
 
 
 async def test_conversation_is_titled_from_the_first_message(services: Services, alice: User):
@@ -321,8 +322,8 @@ async def test_a_starting_server_recovers_replies_a_crash_left_streaming(setting
     await first.store.open()
     user = await first.store.create_user("frank", password_hash=None)
     conversation = await first.store.create_conversation(user.id)
-    _, reply = await first.store.begin_turn(user.id, conversation.id, user_content="q", reply_model="fake")
-    await first.store.update_message(user.id, reply.id, content="half an ans")
+    _, reply = await first.store.begin_turn(user.id, conversation.id, NewTurn(user_content="q", reply_model="fake"))
+    await first.store.update_message(user.id, reply.id, MessageChange(content="half an ans"))
     await first.store.close()  # the process "died" mid-reply
 
     second = build_services(settings, providers=ProviderRegistry([fake_provider]))

@@ -19,19 +19,36 @@ from typing import Any
 import pytest
 
 from daehwa.errors import ConfigError, Conflict, InvalidRequest, NotFound
-from daehwa.stores import ApiKeyRecord, SessionRecord, Store, open_store
+from daehwa.stores import (
+    AccountStore,
+    ApiKeyRecord,
+    ConversationQuery,
+    ConversationStore,
+    MessageChange,
+    NewConversation,
+    NewMessage,
+    NewTurn,
+    SessionRecord,
+    Store,
+    TurnResult,
+    UsageStore,
+    open_store,
+)
+from daehwa.stores.common import (
+    USAGE_FIELDS,
+    api_key_from_row,
+    conversation_from_row,
+    usage_row,
+    user_record_from_row,
+)
 from daehwa.types import MessageStatus, Outcome, StoredMessage, Usage, UsageRecord
+
+from .conftest import require
 
 REDIS_URL = os.environ.get("DAEHWA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("DAEHWA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 StoreFactory = Callable[[], Store]
-
-
-def _service_missing(name: str, exc: BaseException) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{name} is required when CI=true but cannot be reached: {exc!r}")
-    pytest.skip(f"{name} not reachable: {exc!r}")
 
 
 @asynccontextmanager
@@ -45,7 +62,7 @@ async def _redis_namespace(**options: Any) -> AsyncIterator[StoreFactory]:
         await client.ping()
     except Exception as exc:
         await client.aclose()
-        _service_missing("Redis", exc)
+        require(False, f"Redis is not reachable at {REDIS_URL}: {exc!r}")
     prefix = f"daehwa-test-{uuid.uuid4().hex}"
     try:
         yield lambda: RedisStore(REDIS_URL, prefix=prefix, **options)
@@ -65,7 +82,7 @@ async def _postgres_namespace() -> AsyncIterator[StoreFactory]:
     try:
         admin = await asyncpg.connect(POSTGRES_URL, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
-        _service_missing("PostgreSQL", exc)
+        require(False, f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc!r}")
     schema = f"daehwa_test_{uuid.uuid4().hex}"
     try:
         yield lambda: PostgresStore(POSTGRES_URL, schema=schema, pool_size=4)
@@ -121,13 +138,47 @@ def _aware_utc(value: datetime | None) -> bool:
     return value is not None and value.utcoffset() == timedelta(0)
 
 
+# -- interfaces and shared helpers -------------------------------------------------------------------------------
+async def test_every_backend_is_the_three_interfaces(store: Store) -> None:
+    assert isinstance(store, ConversationStore) and isinstance(store, AccountStore) and isinstance(store, UsageStore)
+    # Each domain lives in its own module of the backend's package, so a new capability has an obvious home.
+    backend = type(store).__module__
+    owners = {name: getattr(type(store), name).__module__ for name in ("list_messages", "find_api_key", "record_usage")}
+    assert owners == {
+        "list_messages": f"{backend}.conversations",
+        "find_api_key": f"{backend}.accounts",
+        "record_usage": f"{backend}.usage",
+    }
+
+
+def test_usage_row_is_laid_out_as_the_usage_columns() -> None:
+    row = usage_row(_usage("u1", "m", 3, 4, conversation_id="c", message_id="r", request_id="q", cost=0.5))
+    assert tuple(row) == USAGE_FIELDS
+    assert (row["prompt_tokens"], row["completion_tokens"], row["outcome"], row["cost"]) == (3, 4, "ok", 0.5)
+    assert _aware_utc(row["created_at"])
+
+
+def test_rows_map_alike_whatever_form_the_backend_returns() -> None:
+    when = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    native = {"id": "c1", "user_id": "u1", "title": "제목", "persona": None, "model": "m", "kind": "api"}
+    as_text = {**native, "created_at": when.isoformat(), "updated_at": when.isoformat(), "meta": '{"한": [1]}'}
+    as_values = {**native, "created_at": when, "updated_at": when, "meta": {"한": [1]}}
+    assert conversation_from_row(as_text) == conversation_from_row(as_values)
+    assert conversation_from_row(as_text).meta == {"한": [1]}
+    key = {"id": "k", "user_id": "u1", "name": "n", "prefix": "dh_", "created_at": when, "revoked_at": ""}
+    assert api_key_from_row(key).revoked_at is None and api_key_from_row(key).last_used_at is None
+    flags = {"id": "u1", "name": "n", "created_at": when.isoformat()}
+    assert user_record_from_row({**flags, "is_admin": "1", "anonymous": "0"}).user.is_admin is True
+    assert user_record_from_row({**flags, "is_admin": False, "anonymous": 1}).user.anonymous is True
+
+
 # -- lifecycle ---------------------------------------------------------------------------------------------------
 async def test_ping(store: Store) -> None:
     await store.ping()
 
 
 async def test_open_is_idempotent_over_the_same_data(store: Store, store_factory: StoreFactory) -> None:
-    conv = await store.create_conversation("u1", title="kept")
+    conv = await store.create_conversation("u1", NewConversation(title="kept"))
     again = store_factory()
     await again.open()
     try:
@@ -141,9 +192,9 @@ async def test_recovery_turns_streaming_replies_of_a_dead_process_into_interrupt
     store: Store, store_factory: StoreFactory
 ) -> None:
     conv = await store.create_conversation("u1")
-    user_msg, reply = await store.begin_turn("u1", conv.id, user_content="안녕", reply_model="local")
-    await store.update_message("u1", reply.id, content="partial ans")
-    done = await store.append_message("u1", conv.id, role="assistant", content="fine")
+    user_msg, reply = await store.begin_turn("u1", conv.id, NewTurn(user_content="안녕", reply_model="local"))
+    await store.update_message("u1", reply.id, MessageChange(content="partial ans"))
+    done = await store.append_message("u1", conv.id, NewMessage(role="assistant", content="fine"))
 
     restarted = store_factory()
     await restarted.open()
@@ -167,7 +218,7 @@ async def test_recovery_turns_streaming_replies_of_a_dead_process_into_interrupt
 async def test_create_and_get_conversation(store: Store) -> None:
     before = datetime.now(UTC)
     conv = await store.create_conversation(
-        "u1", title="제목", persona="tutor", model="local", meta={"vars": {"level": 3}}
+        "u1", NewConversation(title="제목", persona="tutor", model="local", meta={"vars": {"level": 3}})
     )
     assert re.fullmatch(r"[0-9a-f]{28}", conv.id)
     assert conv.user_id == "u1" and conv.kind == "chat"
@@ -188,8 +239,8 @@ async def test_ids_sort_by_creation_time_and_do_not_repeat(store: Store) -> None
 
 
 async def test_another_users_conversation_behaves_as_missing(store: Store) -> None:
-    conv = await store.create_conversation("alice", title="secret")
-    msg = await store.append_message("alice", conv.id, role="user", content="hello")
+    conv = await store.create_conversation("alice", NewConversation(title="secret"))
+    msg = await store.append_message("alice", conv.id, NewMessage(role="user", content="hello"))
     assert await store.get_conversation("bob", conv.id) is None
     assert await store.get_conversation("bob", "nope") is None
     assert await store.list_messages("bob", conv.id) is None
@@ -197,12 +248,12 @@ async def test_another_users_conversation_behaves_as_missing(store: Store) -> No
     assert await store.rename_conversation("bob", conv.id, "mine") is False
     assert await store.update_conversation("bob", conv.id, meta={"x": 1}) is False
     assert await store.delete_conversation("bob", conv.id) is False
-    assert await store.update_message("bob", msg.id, content="changed") is None
+    assert await store.update_message("bob", msg.id, MessageChange(content="changed")) is None
     assert await store.delete_messages_from("bob", conv.id, msg.id) == 0
     with pytest.raises(NotFound):
-        await store.append_message("bob", conv.id, role="user", content="intrusion")
+        await store.append_message("bob", conv.id, NewMessage(role="user", content="intrusion"))
     with pytest.raises(NotFound):
-        await store.begin_turn("bob", conv.id, user_content="intrusion", reply_model=None)
+        await store.begin_turn("bob", conv.id, NewTurn(user_content="intrusion", reply_model=None))
     assert await store.list_conversations("bob") == []
     # ... and nothing of alice's changed.
     got = await store.get_conversation("alice", conv.id)
@@ -212,34 +263,34 @@ async def test_another_users_conversation_behaves_as_missing(store: Store) -> No
 
 
 async def test_list_conversations_newest_updated_first(store: Store) -> None:
-    a = await store.create_conversation("u1", title="a")
-    b = await store.create_conversation("u1", title="b")
-    c = await store.create_conversation("u1", title="c")
-    await store.create_conversation("u2", title="other user's")
+    a = await store.create_conversation("u1", NewConversation(title="a"))
+    b = await store.create_conversation("u1", NewConversation(title="b"))
+    c = await store.create_conversation("u1", NewConversation(title="c"))
+    await store.create_conversation("u2", NewConversation(title="other user's"))
     assert [x.id for x in await store.list_conversations("u1")] == [c.id, b.id, a.id]
-    await store.append_message("u1", a.id, role="user", content="bump")  # a message makes it the newest
+    await store.append_message("u1", a.id, NewMessage(role="user", content="bump"))  # a message makes it the newest
     listed = await store.list_conversations("u1")
     assert [x.id for x in listed] == [a.id, c.id, b.id]
     assert listed[0].updated_at > listed[1].updated_at
 
 
 async def test_list_conversations_kind_filter(store: Store) -> None:
-    chat = await store.create_conversation("u1", title="chat")
-    api = await store.create_conversation("u1", title="api", kind="api")
+    chat = await store.create_conversation("u1", NewConversation(title="chat"))
+    api = await store.create_conversation("u1", NewConversation(title="api", kind="api"))
     assert [x.id for x in await store.list_conversations("u1")] == [chat.id]
-    assert [x.id for x in await store.list_conversations("u1", kind="api")] == [api.id]
-    assert {x.id for x in await store.list_conversations("u1", kind=None)} == {chat.id, api.id}
+    assert [x.id for x in await store.list_conversations("u1", ConversationQuery(kind="api"))] == [api.id]
+    assert {x.id for x in await store.list_conversations("u1", ConversationQuery(kind=None))} == {chat.id, api.id}
 
 
 async def test_list_conversations_title_search(store: Store) -> None:
-    korean = await store.create_conversation("u1", title="파이썬 질문 모음")
-    english = await store.create_conversation("u1", title="Python Questions")
-    german = await store.create_conversation("u1", title="ÜBER straße")
-    percent = await store.create_conversation("u1", title="100% done")
-    await store.create_conversation("u2", title="python too, but not yours")
+    korean = await store.create_conversation("u1", NewConversation(title="파이썬 질문 모음"))
+    english = await store.create_conversation("u1", NewConversation(title="Python Questions"))
+    german = await store.create_conversation("u1", NewConversation(title="ÜBER straße"))
+    percent = await store.create_conversation("u1", NewConversation(title="100% done"))
+    await store.create_conversation("u2", NewConversation(title="python too, but not yours"))
 
     async def search(q: str) -> set[str]:
-        return {x.id for x in await store.list_conversations("u1", query=q)}
+        return {x.id for x in await store.list_conversations("u1", ConversationQuery(title=q))}
 
     assert await search("질문") == {korean.id}
     assert await search("python") == {english.id}
@@ -251,50 +302,52 @@ async def test_list_conversations_title_search(store: Store) -> None:
 
 
 async def test_list_conversations_pages_by_before(store: Store) -> None:
-    made = [await store.create_conversation("u1", title=f"c{i}") for i in range(7)]
+    made = [await store.create_conversation("u1", NewConversation(title=f"c{i}")) for i in range(7)]
     newest_first = [c.id for c in reversed(made)]
     seen: list[str] = []
     before = None
     while True:
-        page = await store.list_conversations("u1", limit=3, before=before)
+        page = await store.list_conversations("u1", ConversationQuery(limit=3, before=before))
         if not page:
             break
         assert len(page) <= 3
         seen.extend(c.id for c in page)
         before = page[-1].updated_at
     assert seen == newest_first
-    assert len(await store.list_conversations("u1", limit=2)) == 2
+    assert len(await store.list_conversations("u1", ConversationQuery(limit=2))) == 2
 
 
 async def test_rename_and_update_conversation(store: Store) -> None:
-    conv = await store.create_conversation("u1", title="old", meta={"a": 1, "b": 2})
+    conv = await store.create_conversation("u1", NewConversation(title="old", meta={"a": 1, "b": 2}))
     assert await store.rename_conversation("u1", conv.id, "새 제목") is True
     assert await store.update_conversation("u1", conv.id, meta={"b": 3, "summary": "요약"}) is True
     got = await store.get_conversation("u1", conv.id)
     assert got is not None
     assert got.title == "새 제목"
     assert dict(got.meta) == {"a": 1, "b": 3, "summary": "요약"}
-    assert [c.id for c in await store.list_conversations("u1", query="새")] == [conv.id]
+    assert [c.id for c in await store.list_conversations("u1", ConversationQuery(title="새"))] == [conv.id]
     assert await store.rename_conversation("u1", "missing", "x") is False
     assert await store.update_conversation("u1", "missing", meta={"x": 1}) is False
 
 
 async def test_delete_conversation_deletes_messages_but_keeps_usage(store: Store) -> None:
     conv = await store.create_conversation("u1")
-    _, reply = await store.begin_turn("u1", conv.id, user_content="hi", reply_model="m")
+    _, reply = await store.begin_turn("u1", conv.id, NewTurn(user_content="hi", reply_model="m"))
     await store.finish_turn(
         "u1",
         reply.id,
-        content="hello",
-        status=MessageStatus.COMPLETE,
-        model="m",
-        meta=None,
-        usage=_usage("u1", "m", 10, 5, conversation_id=conv.id, message_id=reply.id),
+        TurnResult(
+            content="hello",
+            status=MessageStatus.COMPLETE,
+            model="m",
+            meta=None,
+            usage=_usage("u1", "m", 10, 5, conversation_id=conv.id, message_id=reply.id),
+        ),
     )
     assert await store.delete_conversation("u1", conv.id) is True
     assert await store.get_conversation("u1", conv.id) is None
     assert await store.list_messages("u1", conv.id) is None
-    assert await store.update_message("u1", reply.id, content="ghost") is None
+    assert await store.update_message("u1", reply.id, MessageChange(content="ghost")) is None
     assert await store.list_conversations("u1") == []
     assert await store.delete_conversation("u1", conv.id) is False
     totals = await store.usage_totals(user_id="u1")
@@ -304,9 +357,9 @@ async def test_delete_conversation_deletes_messages_but_keeps_usage(store: Store
 # -- messages ----------------------------------------------------------------------------------------------------
 async def test_append_and_list_messages(store: Store) -> None:
     conv = await store.create_conversation("u1")
-    system = await store.append_message("u1", conv.id, role="system", content="be brief")
-    user = await store.append_message("u1", conv.id, role="user", content="안녕하세요", meta={"ip": "x"})
-    reply = await store.append_message("u1", conv.id, role="assistant", content="네", model="local/qwen")
+    system = await store.append_message("u1", conv.id, NewMessage(role="system", content="be brief"))
+    user = await store.append_message("u1", conv.id, NewMessage(role="user", content="안녕하세요", meta={"ip": "x"}))
+    reply = await store.append_message("u1", conv.id, NewMessage(role="assistant", content="네", model="local/qwen"))
     assert user.conversation_id == conv.id and user.role == "user" and user.status is MessageStatus.COMPLETE
     assert _aware_utc(user.created_at)
     assert reply.model == "local/qwen"
@@ -318,14 +371,16 @@ async def test_append_and_list_messages(store: Store) -> None:
     empty = await store.create_conversation("u1")
     assert await store.list_messages("u1", empty.id) == []
     with pytest.raises(NotFound):
-        await store.append_message("u1", "missing", role="user", content="x")
+        await store.append_message("u1", "missing", NewMessage(role="user", content="x"))
 
 
 async def _numbered(
     store: Store, user_id: str, conversation_id: str, count: int, start: int = 0
 ) -> list[StoredMessage]:
     return [
-        await store.append_message(user_id, conversation_id, role=("user", "assistant")[i % 2], content=f"m{i}")
+        await store.append_message(
+            user_id, conversation_id, NewMessage(role=("user", "assistant")[i % 2], content=f"m{i}")
+        )
         for i in range(start, start + count)
     ]
 
@@ -408,7 +463,7 @@ async def test_message_pages_refuse_a_cursor_from_elsewhere(store: Store) -> Non
 async def test_every_status_round_trips(store: Store) -> None:
     conv = await store.create_conversation("u1")
     for status in MessageStatus:
-        await store.append_message("u1", conv.id, role="assistant", content=status.value, status=status)
+        await store.append_message("u1", conv.id, NewMessage(role="assistant", content=status.value, status=status))
     messages = await store.list_messages("u1", conv.id)
     assert messages is not None
     assert [(m.content, m.status) for m in messages] == [(s.value, s) for s in MessageStatus]
@@ -418,12 +473,12 @@ async def test_every_status_round_trips(store: Store) -> None:
 async def test_update_message(store: Store) -> None:
     conv = await store.create_conversation("u1")
     msg = await store.append_message(
-        "u1", conv.id, role="assistant", content="", status=MessageStatus.STREAMING, meta={"a": 1}
+        "u1", conv.id, NewMessage(role="assistant", content="", status=MessageStatus.STREAMING, meta={"a": 1})
     )
-    updated = await store.update_message("u1", msg.id, content="partial")
+    updated = await store.update_message("u1", msg.id, MessageChange(content="partial"))
     assert updated is not None and updated.content == "partial" and updated.status is MessageStatus.STREAMING
     final = await store.update_message(
-        "u1", msg.id, content="done", status=MessageStatus.COMPLETE, model="m", meta={"b": 2}
+        "u1", msg.id, MessageChange(content="done", status=MessageStatus.COMPLETE, model="m", meta={"b": 2})
     )
     assert final is not None
     assert (final.content, final.status, final.model, dict(final.meta)) == (
@@ -437,30 +492,30 @@ async def test_update_message(store: Store) -> None:
     )
     assert final.id == msg.id and final.created_at == msg.created_at
     assert await store.list_messages("u1", conv.id) == [final]
-    assert await store.update_message("u1", "missing", content="x") is None
+    assert await store.update_message("u1", "missing", MessageChange(content="x")) is None
 
 
 async def test_delete_messages_from(store: Store) -> None:
     conv = await store.create_conversation("u1")
     other = await store.create_conversation("u1")
-    msgs = [await store.append_message("u1", conv.id, role="user", content=str(i)) for i in range(5)]
-    foreign = await store.append_message("u1", other.id, role="user", content="elsewhere")
+    msgs = [await store.append_message("u1", conv.id, NewMessage(role="user", content=str(i))) for i in range(5)]
+    foreign = await store.append_message("u1", other.id, NewMessage(role="user", content="elsewhere"))
     assert await store.delete_messages_from("u1", conv.id, foreign.id) == 0  # not in this conversation
     assert await store.delete_messages_from("u1", conv.id, "missing") == 0
     assert await store.delete_messages_from("u1", conv.id, msgs[2].id) == 3
     remaining = await store.list_messages("u1", conv.id)
     assert remaining is not None and [m.content for m in remaining] == ["0", "1"]
-    again = await store.append_message("u1", conv.id, role="user", content="edited")
+    again = await store.append_message("u1", conv.id, NewMessage(role="user", content="edited"))
     remaining = await store.list_messages("u1", conv.id)
     assert remaining is not None and [m.id for m in remaining] == [msgs[0].id, msgs[1].id, again.id]
     assert await store.list_messages("u1", other.id) == [foreign]
 
 
 async def test_begin_and_finish_turn(store: Store) -> None:
-    conv = await store.create_conversation("u1", title="t")
-    older = await store.create_conversation("u1", title="newer until the turn")
+    conv = await store.create_conversation("u1", NewConversation(title="t"))
+    older = await store.create_conversation("u1", NewConversation(title="newer until the turn"))
     user_msg, reply = await store.begin_turn(
-        "u1", conv.id, user_content="질문", user_meta={"lang": "ko"}, reply_model="local"
+        "u1", conv.id, NewTurn(user_content="질문", user_meta={"lang": "ko"}, reply_model="local")
     )
     assert user_msg is not None
     assert (user_msg.role, user_msg.content, user_msg.status) == ("user", "질문", MessageStatus.COMPLETE)
@@ -476,11 +531,13 @@ async def test_begin_and_finish_turn(store: Store) -> None:
     finished = await store.finish_turn(
         "u1",
         reply.id,
-        content="답변",
-        status=MessageStatus.COMPLETE,
-        model="local/qwen",
-        meta={"finish_reason": "stop"},
-        usage=_usage("u1", "local/qwen", 7, 3, conversation_id=conv.id, message_id=reply.id),
+        TurnResult(
+            content="답변",
+            status=MessageStatus.COMPLETE,
+            model="local/qwen",
+            meta={"finish_reason": "stop"},
+            usage=_usage("u1", "local/qwen", 7, 3, conversation_id=conv.id, message_id=reply.id),
+        ),
     )
     assert finished is not None
     assert (finished.content, finished.status, finished.model) == ("답변", MessageStatus.COMPLETE, "local/qwen")
@@ -491,10 +548,10 @@ async def test_begin_and_finish_turn(store: Store) -> None:
 
 async def test_begin_turn_without_user_message_and_blocked_user_message(store: Store) -> None:
     conv = await store.create_conversation("u1")
-    none_msg, reply = await store.begin_turn("u1", conv.id, user_content=None, reply_model=None)
+    none_msg, reply = await store.begin_turn("u1", conv.id, NewTurn(user_content=None, reply_model=None))
     assert none_msg is None and reply.model is None
     blocked, _ = await store.begin_turn(
-        "u1", conv.id, user_content="bad", user_status=MessageStatus.BLOCKED, reply_model="m"
+        "u1", conv.id, NewTurn(user_content="bad", user_status=MessageStatus.BLOCKED, reply_model="m")
     )
     assert blocked is not None and blocked.status is MessageStatus.BLOCKED
     messages = await store.list_messages("u1", conv.id)
@@ -508,21 +565,18 @@ async def test_begin_turn_without_user_message_and_blocked_user_message(store: S
 
 async def test_begin_turn_on_a_missing_conversation_stores_nothing(store: Store) -> None:
     with pytest.raises(NotFound):
-        await store.begin_turn("u1", "missing", user_content="x", reply_model="m")
-    assert await store.list_conversations("u1", kind=None) == []
+        await store.begin_turn("u1", "missing", NewTurn(user_content="x", reply_model="m"))
+    assert await store.list_conversations("u1", ConversationQuery(kind=None)) == []
 
 
 async def test_create_conversation_with_turn(store: Store) -> None:
-    older = await store.create_conversation("u1", title="older")
+    older = await store.create_conversation("u1", NewConversation(title="older"))
     conv, user_msg, reply = await store.create_conversation_with_turn(
         "u1",
-        title="첫 질문",
-        persona="tutor",
-        model="local",
-        meta={"variables": {"level": 2}, "auto_title": True},
-        user_content="첫 질문입니다",
-        user_meta={"lang": "ko"},
-        reply_model="local/qwen",
+        NewConversation(
+            title="첫 질문", persona="tutor", model="local", meta={"variables": {"level": 2}, "auto_title": True}
+        ),
+        NewTurn(user_content="첫 질문입니다", user_meta={"lang": "ko"}, reply_model="local/qwen"),
     )
     assert re.fullmatch(r"[0-9a-f]{28}", conv.id) and _aware_utc(conv.created_at)
     assert (conv.user_id, conv.title, conv.persona, conv.model, conv.kind) == (
@@ -550,14 +604,16 @@ async def test_create_conversation_with_turn(store: Store) -> None:
     finished = await store.finish_turn(
         "u1",
         reply.id,
-        content="답",
-        status=MessageStatus.COMPLETE,
-        model="local/qwen",
-        meta={"finish_reason": "stop"},
-        usage=_usage("u1", "local/qwen", 5, 1, conversation_id=conv.id, message_id=reply.id),
+        TurnResult(
+            content="답",
+            status=MessageStatus.COMPLETE,
+            model="local/qwen",
+            meta={"finish_reason": "stop"},
+            usage=_usage("u1", "local/qwen", 5, 1, conversation_id=conv.id, message_id=reply.id),
+        ),
     )
     assert finished is not None and finished.status is MessageStatus.COMPLETE
-    second, second_reply = await store.begin_turn("u1", conv.id, user_content="또", reply_model="local")
+    second, second_reply = await store.begin_turn("u1", conv.id, NewTurn(user_content="또", reply_model="local"))
     messages = await store.list_messages("u1", conv.id)
     assert messages == [user_msg, finished, second, second_reply]
     assert await store.tokens_used_since("u1", datetime.now(UTC) - timedelta(minutes=1)) == 6
@@ -565,15 +621,15 @@ async def test_create_conversation_with_turn(store: Store) -> None:
 
 async def test_create_conversation_with_turn_api_log_without_or_with_blocked_input(store: Store) -> None:
     api, none_msg, reply = await store.create_conversation_with_turn(
-        "u1", title="v1", model="m", kind="api", user_content=None, reply_model="m"
+        "u1", NewConversation(title="v1", model="m", kind="api"), NewTurn(user_content=None, reply_model="m")
     )
     assert none_msg is None and api.kind == "api" and dict(api.meta) == {}
     assert await store.list_messages("u1", api.id) == [reply]
-    assert [c.id for c in await store.list_conversations("u1", kind="api")] == [api.id]
+    assert [c.id for c in await store.list_conversations("u1", ConversationQuery(kind="api"))] == [api.id]
     assert await store.list_conversations("u1") == []  # kind "chat" only
 
     _, blocked, _ = await store.create_conversation_with_turn(
-        "u1", user_content="bad", user_status=MessageStatus.BLOCKED, reply_model="m"
+        "u1", NewConversation(), NewTurn(user_content="bad", user_status=MessageStatus.BLOCKED, reply_model="m")
     )
     assert blocked is not None and blocked.status is MessageStatus.BLOCKED
 
@@ -581,14 +637,18 @@ async def test_create_conversation_with_turn_api_log_without_or_with_blocked_inp
 async def test_create_conversation_with_turn_is_all_or_nothing(store: Store) -> None:
     with pytest.raises(TypeError):  # meta that cannot be stored fails the turn after the conversation was built
         await store.create_conversation_with_turn(
-            "u1", title="never", user_content="x", user_meta={"bad": object()}, reply_model="m"
+            "u1",
+            NewConversation(title="never"),
+            NewTurn(user_content="x", user_meta={"bad": object()}, reply_model="m"),
         )
-    assert await store.list_conversations("u1", kind=None) == []
+    assert await store.list_conversations("u1", ConversationQuery(kind=None)) == []
 
 
 async def test_reply_of_a_new_conversation_is_repaired_after_a_crash(store: Store, store_factory: StoreFactory) -> None:
-    conv, _, reply = await store.create_conversation_with_turn("u1", user_content="q", reply_model="m")
-    await store.update_message("u1", reply.id, content="half")
+    conv, _, reply = await store.create_conversation_with_turn(
+        "u1", NewConversation(), NewTurn(user_content="q", reply_model="m")
+    )
+    await store.update_message("u1", reply.id, MessageChange(content="half"))
     restarted = store_factory()
     await restarted.open()
     try:
@@ -605,7 +665,7 @@ async def test_reply_of_a_new_conversation_is_repaired_after_a_crash(store: Stor
 async def test_concurrent_new_conversations_each_get_their_own_turn(store: Store) -> None:
     async def start(i: int) -> tuple[str, str, str]:
         conv, _, reply = await store.create_conversation_with_turn(
-            "u1", title=f"t{i}", kind="api", user_content=f"q{i}", reply_model="m"
+            "u1", NewConversation(title=f"t{i}", kind="api"), NewTurn(user_content=f"q{i}", reply_model="m")
         )
         return conv.id, f"q{i}", reply.id
 
@@ -621,7 +681,7 @@ async def test_concurrent_new_conversations_each_get_their_own_turn(store: Store
 async def test_the_default_create_conversation_with_turn_composes_the_primitives(store: Store) -> None:
     # What a third-party backend gets without overriding it: the same results, in two steps.
     conv, user_msg, reply = await Store.create_conversation_with_turn(
-        store, "u1", title="plugin", kind="api", user_content="q", reply_model="m"
+        store, "u1", NewConversation(title="plugin", kind="api"), NewTurn(user_content="q", reply_model="m")
     )
     got = await store.get_conversation("u1", conv.id)
     assert got is not None and (got.title, got.kind, got.created_at) == ("plugin", "api", conv.created_at)
@@ -631,16 +691,18 @@ async def test_the_default_create_conversation_with_turn_composes_the_primitives
 
 async def test_finish_turn_records_usage_even_when_the_reply_is_gone(store: Store) -> None:
     conv = await store.create_conversation("u1")
-    _, reply = await store.begin_turn("u1", conv.id, user_content="x", reply_model="m")
+    _, reply = await store.begin_turn("u1", conv.id, NewTurn(user_content="x", reply_model="m"))
     await store.delete_conversation("u1", conv.id)  # deleted while the reply streamed
     result = await store.finish_turn(
         "u1",
         reply.id,
-        content="late",
-        status=MessageStatus.INTERRUPTED,
-        model="m",
-        meta=None,
-        usage=_usage("u1", "m", 4, 4, outcome=Outcome.INTERRUPTED),
+        TurnResult(
+            content="late",
+            status=MessageStatus.INTERRUPTED,
+            model="m",
+            meta=None,
+            usage=_usage("u1", "m", 4, 4, outcome=Outcome.INTERRUPTED),
+        ),
     )
     assert result is None
     assert await store.tokens_used_since("u1", datetime.now(UTC) - timedelta(minutes=1)) == 8
@@ -648,9 +710,9 @@ async def test_finish_turn_records_usage_even_when_the_reply_is_gone(store: Stor
 
 async def test_finish_turn_without_usage(store: Store) -> None:
     conv = await store.create_conversation("u1")
-    _, reply = await store.begin_turn("u1", conv.id, user_content="x", reply_model="m")
+    _, reply = await store.begin_turn("u1", conv.id, NewTurn(user_content="x", reply_model="m"))
     done = await store.finish_turn(
-        "u1", reply.id, content="blocked", status=MessageStatus.BLOCKED, model=None, meta=None, usage=None
+        "u1", reply.id, TurnResult(content="blocked", status=MessageStatus.BLOCKED, model=None, meta=None, usage=None)
     )
     assert done is not None and done.status is MessageStatus.BLOCKED and done.model == "m"
     assert await store.usage_totals() == []
@@ -662,7 +724,7 @@ async def test_concurrent_appends_lose_nothing_and_keep_order(store: Store) -> N
 
     async def writer(w: int) -> None:
         for i in range(per_writer):
-            await store.append_message("u1", conv.id, role="user", content=f"{w}:{i}")
+            await store.append_message("u1", conv.id, NewMessage(role="user", content=f"{w}:{i}"))
 
     await asyncio.gather(*(writer(w) for w in range(writers)))
     messages = await store.list_messages("u1", conv.id)
@@ -678,15 +740,13 @@ async def test_concurrent_turns_stay_paired(store: Store) -> None:
     conv = await store.create_conversation("u1")
 
     async def turn(i: int) -> None:
-        _, reply = await store.begin_turn("u1", conv.id, user_content=f"q{i}", reply_model="m")
+        _, reply = await store.begin_turn("u1", conv.id, NewTurn(user_content=f"q{i}", reply_model="m"))
         await store.finish_turn(
             "u1",
             reply.id,
-            content=f"a{i}",
-            status=MessageStatus.COMPLETE,
-            model="m",
-            meta=None,
-            usage=_usage("u1", "m", 1, 1),
+            TurnResult(
+                content=f"a{i}", status=MessageStatus.COMPLETE, model="m", meta=None, usage=_usage("u1", "m", 1, 1)
+            ),
         )
 
     await asyncio.gather(*(turn(i) for i in range(20)))
@@ -914,14 +974,14 @@ async def short_lived_redis() -> AsyncIterator[Any]:
 @pytest.mark.redis
 async def test_redis_conversation_data_expires_and_writes_renew_it(short_lived_redis: Any) -> None:
     store, r = short_lived_redis, short_lived_redis._r()
-    conv = await store.create_conversation("u1", title="t")
-    await store.append_message("u1", conv.id, role="user", content="x")
+    conv = await store.create_conversation("u1", NewConversation(title="t"))
+    await store.append_message("u1", conv.id, NewMessage(role="user", content="x"))
     conv_keys = [store._k("conv", conv.id), *(store._k("conv", conv.id, part) for part in ("msgs", "order"))]
     conv_keys.append(store._k("user", "u1", "convs"))
     for key in conv_keys:
         assert 55_000 < await r.pttl(key) <= 60_000, key
         await r.pexpire(key, 5_000)
-    await store.append_message("u1", conv.id, role="assistant", content="y")  # a write restarts the clock
+    await store.append_message("u1", conv.id, NewMessage(role="assistant", content="y"))  # a write restarts the clock
     for key in conv_keys:
         assert await r.pttl(key) > 55_000, key
 
@@ -953,10 +1013,10 @@ async def test_redis_expired_conversations_vanish_everywhere() -> None:
         store = factory()
         await store.open()
         try:
-            gone = await store.create_conversation("u1", title="old")
-            await store.append_message("u1", gone.id, role="user", content="x")
+            gone = await store.create_conversation("u1", NewConversation(title="old"))
+            await store.append_message("u1", gone.id, NewMessage(role="user", content="x"))
             await asyncio.sleep(0.5)
-            kept = await store.create_conversation("u1", title="new")
+            kept = await store.create_conversation("u1", NewConversation(title="new"))
             assert await store.get_conversation("u1", gone.id) is None
             assert await store.list_messages("u1", gone.id) is None
             assert [c.id for c in await store.list_conversations("u1")] == [kept.id]
@@ -1047,7 +1107,7 @@ async def test_postgres_migrations_recorded_once_and_meta_is_jsonb() -> None:
         try:
             applied = sorted([first.applied_migrations, second.applied_migrations], key=len)  # type: ignore[attr-defined]
             assert applied == [[], postgres_migrations.names]
-            conv = await first.create_conversation("u1", meta={"n": 1, "deep": {"한": "글"}})
+            conv = await first.create_conversation("u1", NewConversation(meta={"n": 1, "deep": {"한": "글"}}))
             again = factory()
             await again.open()
             assert again.applied_migrations == []  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from daehwa.stores import NewConversation, NewMessage, NewTurn, TurnResult
 from daehwa.stores.migrations import MIGRATIONS_TABLE, sqlite_migrations
 from daehwa.stores.sqlite import SQLiteStore
 from daehwa.types import MessageStatus, Outcome, Usage, UsageRecord
@@ -32,6 +33,7 @@ def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.Complet
 
 WRITER = """
 import asyncio, sys
+from daehwa.stores import NewConversation, NewTurn, TurnResult
 from daehwa.stores.sqlite import SQLiteStore
 from daehwa.types import MessageStatus
 
@@ -39,10 +41,10 @@ async def main(path):
     store = SQLiteStore(path)
     await store.open()
     user = await store.create_user("민수", password_hash="h")
-    conv = await store.create_conversation(user.id, title="재시작 테스트", meta={"k": [1, 2]})
-    _, reply = await store.begin_turn(user.id, conv.id, user_content="안녕?", reply_model="local")
-    await store.finish_turn(user.id, reply.id, content="안녕하세요!", status=MessageStatus.COMPLETE,
-                            model="local", meta=None, usage=None)
+    conv = await store.create_conversation(user.id, NewConversation(title="재시작 테스트", meta={"k": [1, 2]}))
+    _, reply = await store.begin_turn(user.id, conv.id, NewTurn(user_content="안녕?", reply_model="local"))
+    await store.finish_turn(user.id, reply.id, TurnResult(content="안녕하세요!", status=MessageStatus.COMPLETE,
+                                                          model="local"))
     await store.close()
     print(user.id, conv.id)
 
@@ -84,6 +86,7 @@ def test_data_survives_a_process_restart(tmp_path: Path) -> None:
 
 CONCURRENT_WRITER = """
 import asyncio, sys
+from daehwa.stores import NewTurn, TurnResult
 from daehwa.stores.sqlite import SQLiteStore
 from daehwa.types import MessageStatus, Outcome, Usage, UsageRecord
 
@@ -91,10 +94,10 @@ async def main(path, conv_id, worker, turns):
     store = SQLiteStore(path)
     await store.open()
     for i in range(int(turns)):
-        _, reply = await store.begin_turn("u1", conv_id, user_content=f"{worker}:{i}", reply_model="m")
+        _, reply = await store.begin_turn("u1", conv_id, NewTurn(user_content=f"{worker}:{i}", reply_model="m"))
         usage = UsageRecord(user_id="u1", model="m", usage=Usage(1, 2), outcome=Outcome.OK, ttft_ms=1.0, total_ms=2.0)
-        await store.finish_turn("u1", reply.id, content=f"{worker}:{i}!", status=MessageStatus.COMPLETE,
-                                model="m", meta=None, usage=usage)
+        await store.finish_turn("u1", reply.id, TurnResult(content=f"{worker}:{i}!", status=MessageStatus.COMPLETE,
+                                                           model="m", usage=usage))
     await store.close()
 
 asyncio.run(main(*sys.argv[1:]))
@@ -123,7 +126,7 @@ async def test_several_processes_write_one_file_without_losing_anything(tmp_path
     ]
     # The parent writes too, through its own open connection, while the children run.
     for i in range(turns):
-        await store.append_message("u1", conv.id, role="system", content=f"parent:{i}")
+        await store.append_message("u1", conv.id, NewMessage(role="system", content=f"parent:{i}"))
     results = [await asyncio.wait_for(p.communicate(), timeout=120) for p in procs]
     for proc, (_, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err.decode()
@@ -147,13 +150,14 @@ async def test_several_processes_write_one_file_without_losing_anything(tmp_path
 
 DIES_MID_STREAM = """
 import asyncio, os, sys
+from daehwa.stores import MessageChange, NewTurn
 from daehwa.stores.sqlite import SQLiteStore
 
 async def main(path, conv_id):
     store = SQLiteStore(path)
     await store.open()
-    _, reply = await store.begin_turn("u1", conv_id, user_content="long question", reply_model="m")
-    await store.update_message("u1", reply.id, content="the first half of")
+    _, reply = await store.begin_turn("u1", conv_id, NewTurn(user_content="long question", reply_model="m"))
+    await store.update_message("u1", reply.id, MessageChange(content="the first half of"))
     print(reply.id, flush=True)
     os._exit(9)  # killed mid-stream: no close(), no finish_turn()
 
@@ -191,7 +195,7 @@ async def test_migrations_are_recorded_and_applied_once(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     await store.open()
     assert store.applied_migrations == sqlite_migrations.names
-    await store.create_conversation("u1", title="kept")
+    await store.create_conversation("u1", NewConversation(title="kept"))
     await store.close()
 
     with sqlite3.connect(path) as raw:
@@ -276,7 +280,7 @@ async def test_memory_database_works_for_quick_scripts() -> None:
     store = SQLiteStore(":memory:")
     await store.open()
     conv = await store.create_conversation("u1")
-    await store.append_message("u1", conv.id, role="user", content="x")
+    await store.append_message("u1", conv.id, NewMessage(role="user", content="x"))
     assert len(await store.list_messages("u1", conv.id) or []) == 1
     await store.close()
 
@@ -302,14 +306,16 @@ async def test_each_operation_is_one_hop_to_the_connections_thread(tmp_path: Pat
     await store._read(lambda db: db.set_trace_callback(statements.append))
     hops.clear()
 
-    conv, _, reply = await store.create_conversation_with_turn("u1", kind="api", user_content="q", reply_model="m")
+    conv, _, reply = await store.create_conversation_with_turn(
+        "u1", NewConversation(kind="api"), NewTurn(user_content="q", reply_model="m")
+    )
     assert len(hops) == 1 and statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
     assert len(statements) == 5  # BEGIN, conversation, user message, reply, COMMIT
     usage = UsageRecord(user_id="u1", model="m", usage=Usage(1, 2), outcome=Outcome.OK, ttft_ms=1.0, total_ms=2.0)
     await store.finish_turn(
-        "u1", reply.id, content="a", status=MessageStatus.COMPLETE, model="m", meta=None, usage=usage
+        "u1", reply.id, TurnResult(content="a", status=MessageStatus.COMPLETE, model="m", meta=None, usage=usage)
     )
-    await store.begin_turn("u1", conv.id, user_content="q2", reply_model="m")
+    await store.begin_turn("u1", conv.id, NewTurn(user_content="q2", reply_model="m"))
     await store.list_messages("u1", conv.id)
     assert len(hops) == 4  # one per call, however many statements each ran
     await store.close()
@@ -322,7 +328,9 @@ async def test_a_write_queued_behind_others_is_stored_even_if_its_caller_is_canc
     assert store._executor is not None
     gate = threading.Event()
     blocker = asyncio.get_running_loop().run_in_executor(store._executor, gate.wait, 10)  # keeps the thread busy
-    writer = asyncio.create_task(store.append_message("u1", conv.id, role="assistant", content="partial reply"))
+    writer = asyncio.create_task(
+        store.append_message("u1", conv.id, NewMessage(role="assistant", content="partial reply"))
+    )
     await asyncio.sleep(0.05)  # the write is queued, not started
     writer.cancel()
     with pytest.raises(asyncio.CancelledError):

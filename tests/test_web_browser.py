@@ -24,7 +24,7 @@ import pytest
 
 from daehwa.accounts import Accounts
 from daehwa.config import Settings
-from daehwa.stores import open_store
+from daehwa.stores import NewConversation, NewMessage, open_store
 from daehwa.types import MessageStatus
 
 from .conftest import require
@@ -92,11 +92,15 @@ async def _seed(settings: Settings) -> str:
     await store.open()
     try:
         user = await Accounts(store, settings).create_user(USER, PASSWORD)
-        conv = await store.create_conversation(user.id, title="긴 대화 (1,000)", persona="assistant")
+        conv = await store.create_conversation(user.id, NewConversation(title="긴 대화 (1,000)", persona="assistant"))
         for i in range(LONG_CONVERSATION_MESSAGES // 2):
-            await store.append_message(user.id, conv.id, role="user", content=f"질문 {i}: 이건 몇 번째 메시지인가요?")
+            await store.append_message(
+                user.id, conv.id, NewMessage(role="user", content=f"질문 {i}: 이건 몇 번째 메시지인가요?")
+            )
             reply = f"**{i}번째** 답이에요.\n\n- 항목 a\n- 항목 b\n\n```python\nprint({i})\n```"
-            await store.append_message(user.id, conv.id, role="assistant", content=reply, status=MessageStatus.COMPLETE)
+            await store.append_message(
+                user.id, conv.id, NewMessage(role="assistant", content=reply, status=MessageStatus.COMPLETE)
+            )
         return conv.id
     finally:
         await store.close()

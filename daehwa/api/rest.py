@@ -19,6 +19,7 @@ from ..chat import TurnRequest
 from ..errors import ConfigError, InvalidRequest, NotFound
 from ..i18n import normalize_locale
 from ..services import Services
+from ..stores.base import ConversationQuery
 from ..types import ChatMessage, User
 from .auth import AdminUser, CurrentUser
 from .errors import error_response
@@ -155,7 +156,7 @@ async def list_conversations(
 ) -> dict[str, Any]:
     """Your conversations, most recently updated first."""
     found = await services_of(request).store.list_conversations(
-        user.id, kind=kind, query=q or None, limit=limit + 1, before=before
+        user.id, ConversationQuery(kind=kind, title=q or None, limit=limit + 1, before=before)
     )
     page = found[:limit]
     has_more = len(found) > limit

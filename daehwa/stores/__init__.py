@@ -17,7 +17,21 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .base import ApiKeyRecord, SessionRecord, Store, UserRecord
+from .base import (
+    AccountStore,
+    ApiKeyRecord,
+    ConversationQuery,
+    ConversationStore,
+    MessageChange,
+    NewConversation,
+    NewMessage,
+    NewTurn,
+    SessionRecord,
+    Store,
+    TurnResult,
+    UsageStore,
+    UserRecord,
+)
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -25,10 +39,19 @@ if TYPE_CHECKING:
 __all__ = [
     "BUILTIN_BACKENDS",
     "ENTRY_POINT_GROUP",
+    "AccountStore",
     "ApiKeyRecord",
+    "ConversationQuery",
+    "ConversationStore",
+    "MessageChange",
+    "NewConversation",
+    "NewMessage",
+    "NewTurn",
     "SessionRecord",
     "Store",
     "StoreBackend",
+    "TurnResult",
+    "UsageStore",
     "UserRecord",
     "open_store",
     "store_backends",

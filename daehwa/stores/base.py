@@ -1,7 +1,10 @@
-"""The Store interface: conversations and their messages, accounts, and usage.
+"""The store interfaces: conversations (with their messages and turns), accounts, and usage.
 
-Every method is async and speaks the project's own types; no SQL, keys or cursors leak out, so SQLite, Redis and
-PostgreSQL implement the same contract (``tests/test_stores.py`` runs one suite over all of them).
+Each interface is a small ABC that every backend implements in its own module (``sqlite/conversations.py``,
+``redis/accounts.py``...); ``Store`` is all three plus the lifecycle, so callers keep one object
+(``services.store``). Every method is async and speaks the project's own types; no SQL, keys or cursors leak out,
+so SQLite, Redis and PostgreSQL implement the same contract (``tests/test_stores.py`` runs one suite over all of
+them). How to add a capability: ``docs/stores.md``.
 
 Ownership is part of every read and write: a conversation that exists but belongs to another user is reported
 exactly like one that does not exist (``None`` / ``False``), so no caller can tell the two apart.
@@ -27,6 +30,7 @@ from ..types import (
 from .signals import LocalSignals, StopSignals
 
 
+# -- records -----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class UserRecord:
     """A user as stored, with the password hash the API never returns."""
@@ -55,64 +59,93 @@ class SessionRecord:
     expires_at: datetime
 
 
-class Store(abc.ABC):
-    """Persistent state of the service. Implementations must allow concurrent use from one event loop."""
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    """What ``create_conversation`` stores; the id and times are the store's."""
 
-    # -- lifecycle ---------------------------------------------------------------------------------------------
+    title: str = ""
+    persona: str | None = None
+    model: str | None = None
+    kind: str = "chat"  # "chat" (the web page's), "api" (a stateless /v1 request's)...
+    meta: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationQuery:
+    """Which conversations ``list_conversations`` returns: one page of one kind, newest-updated first."""
+
+    kind: str | None = "chat"  # None: every kind
+    title: str | None = None  # words of the title, matched case-insensitively (Unicode case folding)
+    limit: int = 50
+    before: datetime | None = None  # the page after the one that ended with a conversation updated at this time
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """What ``append_message`` stores; the id and time are the store's."""
+
+    role: Role
+    content: str
+    status: MessageStatus = MessageStatus.COMPLETE
+    model: str | None = None
+    meta: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChange:
+    """What ``update_message`` changes: the fields that are not ``None``; ``meta`` is merged into the old one."""
+
+    content: str | None = None
+    status: MessageStatus | None = None
+    model: str | None = None
+    meta: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewTurn:
+    """The start of a turn: the user's message (none when regenerating) and an empty ``streaming`` reply."""
+
+    user_content: str | None
+    reply_model: str | None
+    user_status: MessageStatus = MessageStatus.COMPLETE
+    user_meta: Mapping[str, Any] | None = None
+
+    def user_message(self) -> NewMessage | None:
+        if self.user_content is None:
+            return None
+        return NewMessage("user", self.user_content, MessageStatus(self.user_status), meta=self.user_meta)
+
+    def reply(self) -> NewMessage:
+        return NewMessage("assistant", "", MessageStatus.STREAMING, model=self.reply_model)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """The end of a turn: the reply's final text and status (``meta`` merged) and the usage to record with it."""
+
+    content: str
+    status: MessageStatus
+    model: str | None = None
+    meta: Mapping[str, Any] | None = None
+    usage: UsageRecord | None = None
+
+    def change(self) -> MessageChange:
+        return MessageChange(self.content, self.status, self.model, self.meta)
+
+
+# -- interfaces --------------------------------------------------------------------------------------------------
+class ConversationStore(abc.ABC):
+    """Conversations, their messages, and the two writes of a turn."""
+
     @abc.abstractmethod
-    async def open(self) -> None:
-        """Connect and apply pending migrations."""
-
-    @abc.abstractmethod
-    async def recover_interrupted(self) -> None:
-        """Mark replies left ``streaming`` by a process that died as ``interrupted`` (their text so far is kept).
-
-        Only the server calls this, when it starts: a one-off command (``daehwa users``, ``daehwa usage``) opening
-        the store while a server is running must not relabel the replies that server is streaming.
-        """
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
-
-    @abc.abstractmethod
-    async def ping(self) -> None:
-        """Raise if the store cannot be reached."""
-
-    def stop_signals(self) -> StopSignals:
-        """How server processes sharing this store tell each other to stop a turn (see ``signals``).
-
-        The default suits a store that one process uses; a store shared by several processes returns a channel
-        they all listen to.
-        """
-        return LocalSignals()
-
-    # -- conversations -----------------------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def create_conversation(
-        self,
-        user_id: str,
-        *,
-        title: str = "",
-        persona: str | None = None,
-        model: str | None = None,
-        kind: str = "chat",
-        meta: Mapping[str, Any] | None = None,
-    ) -> Conversation: ...
+    async def create_conversation(self, user_id: str, new: NewConversation | None = None) -> Conversation: ...
 
     @abc.abstractmethod
     async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation | None: ...
 
     @abc.abstractmethod
-    async def list_conversations(
-        self,
-        user_id: str,
-        *,
-        kind: str | None = "chat",
-        query: str | None = None,
-        limit: int = 50,
-        before: datetime | None = None,
-    ) -> list[Conversation]:
-        """Newest-updated first; ``query`` matches titles case-insensitively; ``before`` pages by ``updated_at``."""
+    async def list_conversations(self, user_id: str, query: ConversationQuery | None = None) -> list[Conversation]:
+        """The user's conversations that match ``query``, newest-updated first (see ``ConversationQuery``)."""
 
     @abc.abstractmethod
     async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> bool: ...
@@ -125,32 +158,12 @@ class Store(abc.ABC):
     async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
         """Delete the conversation and its messages. Usage records stay (accounting outlives history)."""
 
-    # -- messages ----------------------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def append_message(
-        self,
-        user_id: str,
-        conversation_id: str,
-        *,
-        role: Role,
-        content: str,
-        status: MessageStatus = MessageStatus.COMPLETE,
-        model: str | None = None,
-        meta: Mapping[str, Any] | None = None,
-    ) -> StoredMessage:
+    async def append_message(self, user_id: str, conversation_id: str, message: NewMessage) -> StoredMessage:
         """Append and return the stored message; raises ``NotFound`` if the conversation is not the user's."""
 
     @abc.abstractmethod
-    async def update_message(
-        self,
-        user_id: str,
-        message_id: str,
-        *,
-        content: str | None = None,
-        status: MessageStatus | None = None,
-        model: str | None = None,
-        meta: Mapping[str, Any] | None = None,
-    ) -> StoredMessage | None:
+    async def update_message(self, user_id: str, message_id: str, change: MessageChange) -> StoredMessage | None:
         """Change a message in place (a streaming reply's text and final status); ``meta`` is merged."""
 
     @abc.abstractmethod
@@ -171,78 +184,37 @@ class Store(abc.ABC):
         """
 
     async def begin_turn(
-        self,
-        user_id: str,
-        conversation_id: str,
-        *,
-        user_content: str | None,
-        user_status: MessageStatus = MessageStatus.COMPLETE,
-        user_meta: Mapping[str, Any] | None = None,
-        reply_model: str | None,
+        self, user_id: str, conversation_id: str, turn: NewTurn
     ) -> tuple[StoredMessage | None, StoredMessage]:
         """Store the user's message (if any) and an empty ``streaming`` reply, before the model is called.
 
         Backends override this to do both in one transaction (one round trip on the hot path).
         """
-        user_msg = None
-        if user_content is not None:
-            user_msg = await self.append_message(
-                user_id, conversation_id, role="user", content=user_content, status=user_status, meta=user_meta
-            )
-        reply = await self.append_message(
-            user_id, conversation_id, role="assistant", content="", status=MessageStatus.STREAMING, model=reply_model
-        )
-        return user_msg, reply
+        question = turn.user_message()
+        user_msg = None if question is None else await self.append_message(user_id, conversation_id, question)
+        return user_msg, await self.append_message(user_id, conversation_id, turn.reply())
 
     async def create_conversation_with_turn(
-        self,
-        user_id: str,
-        *,
-        title: str = "",
-        persona: str | None = None,
-        model: str | None = None,
-        kind: str = "chat",
-        meta: Mapping[str, Any] | None = None,
-        user_content: str | None,
-        user_status: MessageStatus = MessageStatus.COMPLETE,
-        user_meta: Mapping[str, Any] | None = None,
-        reply_model: str | None,
+        self, user_id: str, new: NewConversation, turn: NewTurn
     ) -> tuple[Conversation, StoredMessage | None, StoredMessage]:
         """``create_conversation`` then ``begin_turn`` in it: a new chat's first message, a stateless /v1 request.
 
         Backends override this to do it in one transaction, so no conversation is ever left without its turn.
         """
-        conversation = await self.create_conversation(
-            user_id, title=title, persona=persona, model=model, kind=kind, meta=meta
-        )
-        user_msg, reply = await self.begin_turn(
-            user_id,
-            conversation.id,
-            user_content=user_content,
-            user_status=user_status,
-            user_meta=user_meta,
-            reply_model=reply_model,
-        )
+        conversation = await self.create_conversation(user_id, new)
+        user_msg, reply = await self.begin_turn(user_id, conversation.id, turn)
         return conversation, user_msg, reply
 
-    async def finish_turn(
-        self,
-        user_id: str,
-        message_id: str,
-        *,
-        content: str,
-        status: MessageStatus,
-        model: str | None,
-        meta: Mapping[str, Any] | None,
-        usage: UsageRecord | None,
-    ) -> StoredMessage | None:
-        """Finalise the reply and record its usage; backends override this to do both in one transaction."""
-        message = await self.update_message(user_id, message_id, content=content, status=status, model=model, meta=meta)
-        if usage is not None:
-            await self.record_usage(usage)
-        return message
+    @abc.abstractmethod
+    async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
+        """Finalise the reply and record its usage (``Store`` composes the two; backends do it in one transaction).
 
-    # -- accounts ----------------------------------------------------------------------------------------------
+        The usage is recorded even when the reply is gone (its conversation deleted while it streamed)."""
+
+
+class AccountStore(abc.ABC):
+    """Users, their API keys, and browser sessions (and one-time login links)."""
+
     @abc.abstractmethod
     async def create_user(
         self, name: str, *, password_hash: str | None, is_admin: bool = False, anonymous: bool = False
@@ -289,7 +261,10 @@ class Store(abc.ABC):
         """End every session and login link of the user but the one whose token hash is ``keep``; return how many
         unexpired ones ended. A password change calls this, so it must reach all of them, however old."""
 
-    # -- usage -------------------------------------------------------------------------------------------------
+
+class UsageStore(abc.ABC):
+    """One record per turn (tokens, latency, cost, outcome), kept when the conversation is deleted."""
+
     @abc.abstractmethod
     async def record_usage(self, record: UsageRecord) -> None: ...
 
@@ -300,3 +275,44 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def tokens_used_since(self, user_id: str, since: datetime) -> int:
         """Total tokens the user consumed since ``since`` (for daily token quotas)."""
+
+
+class Store(ConversationStore, AccountStore, UsageStore):
+    """Persistent state of the service: every interface above, plus the lifecycle.
+
+    Implementations must allow concurrent use from one event loop.
+    """
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    @abc.abstractmethod
+    async def recover_interrupted(self) -> None:
+        """Mark replies left ``streaming`` by a process that died as ``interrupted`` (their text so far is kept).
+
+        Only the server calls this, when it starts: a one-off command (``daehwa users``, ``daehwa usage``) opening
+        the store while a server is running must not relabel the replies that server is streaming.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+
+    def stop_signals(self) -> StopSignals:
+        """How server processes sharing this store tell each other to stop a turn (see ``signals``).
+
+        The default suits a store that one process uses; a store shared by several processes returns a channel
+        they all listen to.
+        """
+        return LocalSignals()
+
+    async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
+        """The update and the usage in two steps; backends override this to do both in one transaction."""
+        message = await self.update_message(user_id, message_id, result.change())
+        if result.usage is not None:
+            await self.record_usage(result.usage)
+        return message

@@ -1,14 +1,24 @@
-"""Small helpers every store backend shares: ids, UTC time, and turning rows into the project's types."""
+"""Small helpers every store backend shares: ids, UTC time, new records, and turning rows into the project's types.
+
+The ``*_from_row`` functions take any mapping of column (or hash field, or JSON key) to value: a SQLite row
+(``dict(row)``), an asyncpg record, a Redis hash or document. Times may be datetimes or ISO text, metadata a dict or
+JSON text, flags booleans or ``"1"``/``"0"``, so one function serves all three backends.
+"""
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, NotFound
+from ..types import Conversation, MessageStatus, Outcome, StoredMessage, UsageRecord, UsageTotal, User
+from .base import ApiKeyRecord, MessageChange, NewConversation, NewMessage, NewTurn, UserRecord
+
+Row = Mapping[str, Any]
 
 
 def new_id() -> str:
@@ -70,3 +80,197 @@ def merged(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> dict
     if new:
         out.update(new)
     return out
+
+
+def no_conversation(conversation_id: str) -> NotFound:
+    """What a write to a conversation that is not the user's raises."""
+    return NotFound(f"Conversation {conversation_id!r} does not exist: list your conversations to find its id.")
+
+
+def to_json(value: Mapping[str, Any]) -> str:
+    """Compact JSON, Korean kept as is: how SQLite columns and Redis documents hold metadata."""
+    return json.dumps(dict(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and reprs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}"
+
+
+# -- new records -------------------------------------------------------------------------------------------------
+def new_conversation(user_id: str, new: NewConversation | None = None, *, now: datetime | None = None) -> Conversation:
+    new = new or NewConversation()
+    now = now or utcnow()
+    return Conversation(
+        id=new_id(),
+        user_id=user_id,
+        title=new.title,
+        persona=new.persona,
+        model=new.model,
+        created_at=now,
+        updated_at=now,
+        kind=new.kind,
+        meta=dict(new.meta or {}),
+    )
+
+
+def new_message(
+    conversation_id: str, new: NewMessage, *, message_id: str | None = None, now: datetime | None = None
+) -> StoredMessage:
+    return StoredMessage(
+        id=message_id or new_id(),
+        conversation_id=conversation_id,
+        role=new.role,
+        content=new.content,
+        status=MessageStatus(new.status),
+        created_at=now or utcnow(),
+        model=new.model,
+        meta=dict(new.meta or {}),
+    )
+
+
+def turn_messages(
+    conversation_id: str, turn: NewTurn, *, message_id: Callable[[], str] = new_id, now: datetime | None = None
+) -> tuple[StoredMessage | None, StoredMessage]:
+    """The user's message (if any) and the empty reply of a turn, with ids from ``message_id``."""
+    question = turn.user_message()
+    user_msg = None
+    if question is not None:
+        user_msg = new_message(conversation_id, question, message_id=message_id(), now=now)
+    return user_msg, new_message(conversation_id, turn.reply(), message_id=message_id(), now=now)
+
+
+def changed(message: StoredMessage, change: MessageChange) -> StoredMessage:
+    """``message`` with ``change`` applied: the fields it sets replaced, its ``meta`` merged."""
+    return StoredMessage(
+        id=message.id,
+        conversation_id=message.conversation_id,
+        role=message.role,
+        content=message.content if change.content is None else change.content,
+        status=message.status if change.status is None else MessageStatus(change.status),
+        created_at=message.created_at,
+        model=message.model if change.model is None else change.model,
+        meta=merged(message.meta, change.meta),
+    )
+
+
+def usage_row(r: UsageRecord) -> dict[str, Any]:
+    """A usage record as its columns (``USAGE_COLUMNS`` order); ``created_at`` is a datetime."""
+    return {
+        "user_id": r.user_id,
+        "model": r.model,
+        "prompt_tokens": r.usage.prompt_tokens,
+        "completion_tokens": r.usage.completion_tokens,
+        "outcome": Outcome(r.outcome).value,
+        "ttft_ms": r.ttft_ms,
+        "total_ms": r.total_ms,
+        "cost": r.cost,
+        "source": r.source,
+        "conversation_id": r.conversation_id,
+        "message_id": r.message_id,
+        "request_id": r.request_id,
+        "created_at": as_utc(r.created_at) if r.created_at else utcnow(),
+    }
+
+
+USAGE_FIELDS = (
+    "user_id",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "outcome",
+    "ttft_ms",
+    "total_ms",
+    "cost",
+    "source",
+    "conversation_id",
+    "message_id",
+    "request_id",
+    "created_at",
+)
+USAGE_COLUMNS = ", ".join(USAGE_FIELDS)  # the order of ``usage_row``
+
+
+# -- rows -> types -----------------------------------------------------------------------------------------------
+def _time(value: datetime | str) -> datetime:
+    return as_utc(value) if isinstance(value, datetime) else from_iso(value)
+
+
+def _maybe_time(value: datetime | str | None) -> datetime | None:
+    return _time(value) if value else None
+
+
+def _meta(value: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    if isinstance(value, str):
+        loaded: dict[str, Any] = json.loads(value or "{}")
+        return loaded
+    return dict(value or {})
+
+
+def _flag(value: bool | int | str | None) -> bool:
+    return value in (True, 1, "1")
+
+
+def conversation_from_row(row: Row) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        user_id=row["user_id"],
+        title=row.get("title") or "",
+        persona=row.get("persona"),
+        model=row.get("model"),
+        created_at=_time(row["created_at"]),
+        updated_at=_time(row["updated_at"]),
+        kind=row.get("kind") or "chat",
+        meta=_meta(row.get("meta")),
+    )
+
+
+def message_from_row(row: Row) -> StoredMessage:
+    return StoredMessage(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"],
+        status=MessageStatus(row["status"]),
+        created_at=_time(row["created_at"]),
+        model=row.get("model"),
+        meta=_meta(row.get("meta")),
+    )
+
+
+def user_record_from_row(row: Row) -> UserRecord:
+    user = User(
+        id=row["id"],
+        name=row["name"],
+        is_admin=_flag(row.get("is_admin")),
+        anonymous=_flag(row.get("anonymous")),
+        created_at=_time(row["created_at"]),
+    )
+    return UserRecord(user=user, password_hash=row.get("password_hash"))
+
+
+def api_key_from_row(row: Row) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row["id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        created_at=_time(row["created_at"]),
+        last_used_at=_maybe_time(row.get("last_used_at")),
+        revoked_at=_maybe_time(row.get("revoked_at")),
+    )
+
+
+def usage_total_from_row(row: Row) -> UsageTotal:
+    return UsageTotal(
+        user_id=row["user_id"],
+        user_name=row["user_name"],
+        model=row["model"],
+        turns=int(row["turns"]),
+        prompt_tokens=int(row["prompt_tokens"]),
+        completion_tokens=int(row["completion_tokens"]),
+        cost=float(row["cost"] or 0.0),
+    )

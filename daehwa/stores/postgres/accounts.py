@@ -1,0 +1,143 @@
+"""PostgreSQL accounts: ``users``, ``api_keys`` (only the key's hash) and ``sessions`` (only the token's hash)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ...errors import Conflict
+from ...types import User
+from ..base import AccountStore, ApiKeyRecord, SessionRecord, UserRecord
+from ..common import api_key_from_row, as_utc, new_id, user_record_from_row, utcnow
+from .connection import PostgresConnection, count
+
+_API_KEY_COLUMNS = "id, user_id, name, prefix, created_at, last_used_at, revoked_at"
+
+
+class PostgresAccounts(PostgresConnection, AccountStore):
+    async def create_user(
+        self, name: str, *, password_hash: str | None, is_admin: bool = False, anonymous: bool = False
+    ) -> User:
+        user = User(id=new_id(), name=name, is_admin=is_admin, anonymous=anonymous, created_at=utcnow())
+        try:
+            await self._write(
+                lambda: self._p().execute(
+                    "INSERT INTO users (id, name, password_hash, is_admin, anonymous, created_at) "
+                    "VALUES ($1, $2, $3, $4, $5, $6)",
+                    user.id,
+                    name,
+                    password_hash,
+                    is_admin,
+                    anonymous,
+                    user.created_at,
+                )
+            )
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"The user name {name!r} is taken: choose another name.") from None
+        return user
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        row = await self._p().fetchrow("SELECT * FROM users WHERE id = $1", user_id)
+        return user_record_from_row(row) if row else None
+
+    async def get_user_by_name(self, name: str) -> UserRecord | None:
+        row = await self._p().fetchrow("SELECT * FROM users WHERE name = $1", name)
+        return user_record_from_row(row) if row else None
+
+    async def list_users(self) -> list[User]:
+        rows = await self._p().fetch("SELECT * FROM users ORDER BY created_at, id")
+        return [user_record_from_row(row).user for row in rows]
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> bool:
+        status = await self._write(
+            lambda: self._p().execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)
+        )
+        return count(status) > 0
+
+    async def create_api_key(self, user_id: str, *, name: str, prefix: str, key_hash: str) -> ApiKeyRecord:
+        record = ApiKeyRecord(id=new_id(), user_id=user_id, name=name, prefix=prefix, created_at=utcnow())
+        try:
+            await self._write(
+                lambda: self._p().execute(
+                    "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at) "
+                    "VALUES ($1, $2, $3, $4, $5, $6)",
+                    record.id,
+                    user_id,
+                    name,
+                    prefix,
+                    key_hash,
+                    record.created_at,
+                )
+            )
+        except asyncpg.UniqueViolationError:
+            raise Conflict("An API key with this hash exists already: generate a new key.") from None
+        return record
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        row = await self._write(
+            lambda: self._p().fetchrow(
+                f"UPDATE api_keys SET last_used_at = $2 WHERE key_hash = $1 RETURNING {_API_KEY_COLUMNS}",
+                key_hash,
+                utcnow(),
+            )
+        )
+        return api_key_from_row(row) if row else None
+
+    async def list_api_keys(self, user_id: str | None = None) -> list[ApiKeyRecord]:
+        rows = await self._p().fetch(
+            f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE $1::text IS NULL OR user_id = $1 ORDER BY created_at, id",
+            user_id,
+        )
+        return [api_key_from_row(row) for row in rows]
+
+    async def revoke_api_key(self, key_id: str, *, user_id: str | None = None) -> bool:
+        status = await self._write(
+            lambda: self._p().execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) "
+                "WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)",
+                key_id,
+                user_id,
+                utcnow(),
+            )
+        )
+        return count(status) > 0
+
+    async def create_session(self, token_hash: str, record: SessionRecord) -> None:
+        async def work() -> None:
+            async with self._p().acquire() as conn, conn.transaction():
+                await conn.execute("DELETE FROM sessions WHERE expires_at <= now()")  # sweep as we go
+                await conn.execute(
+                    "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4) "
+                    "ON CONFLICT (token_hash) DO UPDATE SET user_id = EXCLUDED.user_id, "
+                    "csrf_token = EXCLUDED.csrf_token, expires_at = EXCLUDED.expires_at",
+                    token_hash,
+                    record.user_id,
+                    record.csrf_token,
+                    as_utc(record.expires_at),
+                )
+
+        await self._write(work)
+
+    async def get_session(self, token_hash: str) -> SessionRecord | None:
+        row = await self._p().fetchrow(
+            "SELECT user_id, csrf_token, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2",
+            token_hash,
+            utcnow(),
+        )
+        if row is None:
+            return None
+        return SessionRecord(user_id=row["user_id"], csrf_token=row["csrf_token"], expires_at=row["expires_at"])
+
+    async def delete_session(self, token_hash: str) -> None:
+        await self._write(lambda: self._p().execute("DELETE FROM sessions WHERE token_hash = $1", token_hash))
+
+    async def delete_user_sessions(self, user_id: str, *, keep: str | None = None) -> int:
+        ended = await self._write(
+            lambda: self._p().fetchval(
+                "WITH gone AS (DELETE FROM sessions WHERE user_id = $1 AND token_hash IS DISTINCT FROM $2 "
+                "RETURNING expires_at) SELECT count(*) FROM gone WHERE expires_at > $3",
+                user_id,
+                keep,
+                utcnow(),
+            )
+        )
+        return int(ended)

@@ -1,0 +1,40 @@
+"""The asyncpg pool of a PostgreSQL store; every domain module runs its statements through it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+T = TypeVar("T")
+
+
+class PostgresConnection:
+    _pool: asyncpg.Pool | None = None
+
+    def _p(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("PostgresStore is not open: call 'await store.open()' first.")
+        return self._pool
+
+    async def _write(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Shield a write from the caller's cancellation, so a client that leaves does not lose what was stored."""
+        return await asyncio.shield(work())
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    # JSONB in and out as Python dicts.
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: json.dumps(value, ensure_ascii=False),
+        decoder=json.loads,
+        schema="pg_catalog",
+    )
+
+
+def count(status: str) -> int:
+    """Rows touched, from a command status such as ``UPDATE 1`` or ``DELETE 3``."""
+    return int(status.rsplit(" ", 1)[-1])

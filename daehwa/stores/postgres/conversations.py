@@ -1,0 +1,269 @@
+"""PostgreSQL conversations and messages; the hot-path writes are single statements.
+
+``begin_turn`` bumps the conversation and inserts both messages in one ``WITH ... INSERT``
+(``create_conversation_with_turn`` inserts the conversation too), ``finish_turn`` updates the reply and inserts its
+usage in one statement, so each is one round trip and atomic without an explicit transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ...types import Conversation, MessageStatus, StoredMessage
+from ..base import ConversationQuery, ConversationStore, MessageChange, NewConversation, NewMessage, NewTurn, TurnResult
+from ..common import (
+    USAGE_COLUMNS,
+    as_utc,
+    conversation_from_row,
+    message_from_row,
+    new_conversation,
+    new_message,
+    no_conversation,
+    title_key,
+    turn_messages,
+    unknown_before,
+    utcnow,
+)
+from .connection import PostgresConnection, count
+from .usage import usage_args, usage_values
+
+_CONVERSATION_COLUMNS = "id, user_id, title, persona, model, kind, meta, created_at, updated_at"
+_MESSAGE_COLUMNS = "seq, id, conversation_id, role, content, status, model, meta, created_at"
+
+# The messages of a turn as arrays ($n..$n+5 of _message_arrays), unnested in their order.
+_NEW_MESSAGES = """new AS (
+    SELECT * FROM unnest(${0}::text[], ${1}::text[], ${2}::text[], ${3}::text[], ${4}::text[], ${5}::text[])
+        WITH ORDINALITY AS r (id, role, content, status, model, meta, n)
+)
+INSERT INTO messages (id, conversation_id, role, content, status, model, meta, created_at)
+SELECT new.id, conv.id, new.role, new.content, new.status, new.model, new.meta::jsonb, ${6}
+FROM conv, new ORDER BY new.n
+RETURNING id
+"""
+
+# $1 conversation id, $2 user id, $3 now, $4-$9 the messages
+_INSERT_MESSAGES = (
+    "WITH conv AS (UPDATE conversations SET updated_at = $3 WHERE id = $1 AND user_id = $2 RETURNING id), "
+    + _NEW_MESSAGES.format(4, 5, 6, 7, 8, 9, 3)
+)
+
+# A new conversation and its first messages in one statement; the messages' foreign key is checked at its end.
+# $1-$8 the conversation (id, user_id, title, title_key, persona, model, kind, meta), $9 created_at, $10-$15 the
+# messages.
+_INSERT_CONVERSATION = (
+    "INSERT INTO conversations (id, user_id, title, title_key, persona, model, kind, meta, created_at, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
+)
+_INSERT_CONVERSATION_WITH_MESSAGES = f"WITH conv AS ({_INSERT_CONVERSATION} RETURNING id), " + _NEW_MESSAGES.format(
+    10, 11, 12, 13, 14, 15, 9
+)
+
+# $1 message id, $2 user id, $3 content, $4 status, $5 model, $6 meta to merge (jsonb, shallow like dict.update)
+_UPDATE_MESSAGE = """
+UPDATE messages m SET
+    content = COALESCE($3, m.content),
+    status = COALESCE($4, m.status),
+    model = COALESCE($5, m.model),
+    meta = m.meta || $6::jsonb
+FROM conversations c
+WHERE m.id = $1 AND c.id = m.conversation_id AND c.user_id = $2
+RETURNING m.id, m.conversation_id, m.role, m.content, m.status, m.model, m.meta, m.created_at
+"""
+
+# The reply's final state and its usage together (data-modifying CTEs always run, so the usage row is written even
+# when the reply is gone).
+_FINISH_TURN = (
+    f"WITH updated AS ({_UPDATE_MESSAGE}), "
+    f"accounted AS (INSERT INTO usage ({USAGE_COLUMNS}) VALUES ({usage_values(7)})) "
+    "SELECT * FROM updated"
+)
+
+
+class PostgresConversations(PostgresConnection, ConversationStore):
+    async def create_conversation(self, user_id: str, new: NewConversation | None = None) -> Conversation:
+        conv = new_conversation(user_id, new)
+        await self._write(lambda: self._p().execute(_INSERT_CONVERSATION, *_conversation_args(conv)))
+        return conv
+
+    async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation | None:
+        row = await self._p().fetchrow(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND user_id = $2",
+            conversation_id,
+            user_id,
+        )
+        return conversation_from_row(row) if row else None
+
+    async def list_conversations(self, user_id: str, query: ConversationQuery | None = None) -> list[Conversation]:
+        q = query or ConversationQuery()
+        kind, title, limit, before = q.kind, q.title, q.limit, q.before
+        rows = await self._p().fetch(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE user_id = $1 "
+            "AND ($2::text IS NULL OR kind = $2) "
+            "AND ($3::text IS NULL OR strpos(title_key, $3) > 0) "
+            "AND ($4::timestamptz IS NULL OR updated_at < $4) "
+            "ORDER BY updated_at DESC, id DESC LIMIT $5",
+            user_id,
+            kind,
+            title_key(title) if title else None,
+            as_utc(before) if before is not None else None,
+            max(limit, 0),
+        )
+        return [conversation_from_row(row) for row in rows]
+
+    async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> bool:
+        status = await self._write(
+            lambda: self._p().execute(
+                "UPDATE conversations SET title = $3, title_key = $4, updated_at = $5 WHERE id = $1 AND user_id = $2",
+                conversation_id,
+                user_id,
+                title,
+                title_key(title),
+                utcnow(),
+            )
+        )
+        return count(status) > 0
+
+    async def update_conversation(self, user_id: str, conversation_id: str, *, meta: Mapping[str, Any]) -> bool:
+        status = await self._write(
+            lambda: self._p().execute(
+                "UPDATE conversations SET meta = meta || $3::jsonb WHERE id = $1 AND user_id = $2",
+                conversation_id,
+                user_id,
+                dict(meta),
+            )
+        )
+        return count(status) > 0
+
+    async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
+        status = await self._write(
+            lambda: self._p().execute(
+                "DELETE FROM conversations WHERE id = $1 AND user_id = $2", conversation_id, user_id
+            )
+        )
+        return count(status) > 0
+
+    # -- messages ----------------------------------------------------------------------------------------------
+    async def _insert(self, user_id: str, conversation_id: str, messages: list[StoredMessage]) -> None:
+        created = await self._write(
+            lambda: self._p().fetch(
+                _INSERT_MESSAGES, conversation_id, user_id, messages[0].created_at, *_message_arrays(messages)
+            )
+        )
+        if not created:
+            raise no_conversation(conversation_id)
+
+    async def append_message(self, user_id: str, conversation_id: str, message: NewMessage) -> StoredMessage:
+        stored = new_message(conversation_id, message)
+        await self._insert(user_id, conversation_id, [stored])
+        return stored
+
+    async def update_message(self, user_id: str, message_id: str, change: MessageChange) -> StoredMessage | None:
+        row = await self._write(lambda: self._p().fetchrow(_UPDATE_MESSAGE, *_change_args(message_id, user_id, change)))
+        return message_from_row(row) if row else None
+
+    async def delete_messages_from(self, user_id: str, conversation_id: str, message_id: str) -> int:
+        status = await self._write(
+            lambda: self._p().execute(
+                """DELETE FROM messages WHERE conversation_id = $1 AND seq >= (
+                       SELECT m.seq FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                       WHERE m.id = $2 AND m.conversation_id = $1 AND c.user_id = $3)""",
+                conversation_id,
+                message_id,
+                user_id,
+            )
+        )
+        return count(status)
+
+    async def list_messages(
+        self, user_id: str, conversation_id: str, *, limit: int | None = None, before: str | None = None
+    ) -> list[StoredMessage] | None:
+        limit = None if limit is None else max(limit, 0)  # LIMIT NULL is no limit
+        async with self._p().acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
+            if before is None:
+                owned = await conn.fetchval(
+                    "SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2", conversation_id, user_id
+                )
+                if owned is None:
+                    return None
+                rows = await conn.fetch(
+                    f"SELECT * FROM (SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 "
+                    "ORDER BY seq DESC LIMIT $2) last ORDER BY seq",
+                    conversation_id,
+                    limit,
+                )
+                return [message_from_row(row) for row in rows]
+            # One round trip for the ownership check and the cursor: no row means not the user's conversation,
+            # a NULL bound means ``before`` is not one of its messages.
+            found = await conn.fetchrow(
+                "SELECT (SELECT seq FROM messages WHERE id = $3 AND conversation_id = $1) AS bound "
+                "FROM conversations WHERE id = $1 AND user_id = $2",
+                conversation_id,
+                user_id,
+                before,
+            )
+            if found is None:
+                return None
+            if found["bound"] is None:
+                raise unknown_before(before)
+            # Separate statements (not "$3 IS NULL OR seq < $3"): a cached generic plan keeps this an index range.
+            rows = await conn.fetch(
+                f"SELECT * FROM (SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq < $3 "
+                "ORDER BY seq DESC LIMIT $2) page ORDER BY seq",
+                conversation_id,
+                limit,
+                found["bound"],
+            )
+        return [message_from_row(row) for row in rows]
+
+    # -- turns -------------------------------------------------------------------------------------------------
+    async def begin_turn(
+        self, user_id: str, conversation_id: str, turn: NewTurn
+    ) -> tuple[StoredMessage | None, StoredMessage]:
+        user_msg, reply = turn_messages(conversation_id, turn, now=utcnow())
+        await self._insert(user_id, conversation_id, [m for m in (user_msg, reply) if m is not None])
+        return user_msg, reply
+
+    async def create_conversation_with_turn(
+        self, user_id: str, new: NewConversation, turn: NewTurn
+    ) -> tuple[Conversation, StoredMessage | None, StoredMessage]:
+        conv = new_conversation(user_id, new)
+        user_msg, reply = turn_messages(conv.id, turn, now=conv.created_at)
+        messages = [m for m in (user_msg, reply) if m is not None]
+        await self._write(
+            lambda: self._p().fetch(
+                _INSERT_CONVERSATION_WITH_MESSAGES, *_conversation_args(conv), *_message_arrays(messages)
+            )
+        )
+        return conv, user_msg, reply
+
+    async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
+        if result.usage is None:
+            return await self.update_message(user_id, message_id, result.change())
+        args = [*_change_args(message_id, user_id, result.change()), *usage_args(result.usage)]
+        row = await self._write(lambda: self._p().fetchrow(_FINISH_TURN, *args))
+        return message_from_row(row) if row else None
+
+
+def _conversation_args(c: Conversation) -> list[Any]:
+    """$1-$9 of ``_INSERT_CONVERSATION``."""
+    return [c.id, c.user_id, c.title, title_key(c.title), c.persona, c.model, c.kind, dict(c.meta), c.created_at]
+
+
+def _change_args(message_id: str, user_id: str, change: MessageChange) -> list[Any]:
+    """$1-$6 of ``_UPDATE_MESSAGE``."""
+    status = None if change.status is None else MessageStatus(change.status).value
+    return [message_id, user_id, change.content, status, change.model, dict(change.meta or {})]
+
+
+def _message_arrays(messages: list[StoredMessage]) -> list[list[Any]]:
+    """The columns of ``messages`` as arrays, for the ``unnest`` of the insert statements."""
+    return [
+        [m.id for m in messages],
+        [m.role for m in messages],
+        [m.content for m in messages],
+        [m.status.value for m in messages],
+        [m.model for m in messages],
+        [json.dumps(dict(m.meta), ensure_ascii=False) for m in messages],
+    ]

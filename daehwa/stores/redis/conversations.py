@@ -1,0 +1,383 @@
+"""Redis conversations and messages: hashes and JSON documents that expire.
+
+Keys (``P`` is the prefix)::
+
+    P:conv:{id}            hash   user_id, kind, title, persona, model, meta (JSON), created_at, updated_at, seq
+    P:conv:{id}:msgs       hash   message id -> message document (JSON)
+    P:conv:{id}:order      zset   message id, scored by its sequence number in the conversation
+    P:user:{uid}:convs     zset   the user's conversation ids, scored by updated_at (microseconds)
+    P:streaming            set    ids of replies still streaming (made interrupted by recover_interrupted)
+
+Conversation keys carry a TTL (``redis_ttl_days``) that every write to the conversation restarts. A message id is
+``<conversation id>-<random id>``: it finds its conversation without an index that would outlive the expiring
+conversation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ...types import Conversation, MessageStatus, StoredMessage, UsageRecord
+from ..base import ConversationQuery, ConversationStore, MessageChange, NewConversation, NewMessage, NewTurn, TurnResult
+from ..common import (
+    changed,
+    conversation_from_row,
+    iso,
+    merged,
+    message_from_row,
+    micros,
+    new_conversation,
+    new_id,
+    new_message,
+    no_conversation,
+    title_key,
+    to_json,
+    turn_messages,
+    unknown_before,
+    utcnow,
+)
+from .connection import RedisConnection
+from .usage import queue_usage
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline
+
+# KEYS: conv, msgs, order, user_index, streaming
+# ARGV: user_id, conversation_id, updated_at (iso), updated_at (micros), ttl_ms, then per message: id, doc, streaming
+_APPEND = """
+if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
+for i = 6, #ARGV, 3 do
+  local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[3], seq, ARGV[i])
+  if ARGV[i + 2] == '1' then redis.call('SADD', KEYS[5], ARGV[i]) end
+end
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
+for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
+return 1
+"""
+
+# KEYS: conv, msgs, order, user_index, streaming. ARGV: user_id, conversation_id
+_DELETE_CONVERSATION = """
+if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return 0 end
+local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
+for _, id in ipairs(ids) do redis.call('SREM', KEYS[5], id) end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[2])
+return 1
+"""
+
+# KEYS: conv, msgs, order, user_index, streaming. ARGV: user_id, conversation_id, message_id, ttl_ms
+_DELETE_MESSAGES_FROM = """
+if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return 0 end
+local seq = redis.call('ZSCORE', KEYS[3], ARGV[3])
+if not seq then return 0 end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], seq, '+inf')
+for _, id in ipairs(ids) do
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('SREM', KEYS[5], id)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], seq, '+inf')
+for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[4]) end
+return #ids
+"""
+
+# KEYS: conv, msgs, order. ARGV: user_id, '1' if a before id is given else '0', before id, limit (-1 for all).
+# Returns nil if the conversation is not the user's, {0} if before is not one of its messages, else
+# {1, id, doc, id, doc, ...} oldest first. Ranks in the order zset find the page, so its depth costs O(log n).
+_LIST_MESSAGES = """
+if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return false end
+local stop = -1
+if ARGV[2] == '1' then
+  local rank = redis.call('ZRANK', KEYS[3], ARGV[3])
+  if not rank then return {0} end
+  if rank == 0 then return {1} end
+  stop = rank - 1
+end
+local limit = tonumber(ARGV[4])
+local start = 0
+if limit == 0 then return {1} end
+if limit > 0 then
+  if stop < 0 then start = -limit else start = math.max(0, stop - limit + 1) end
+end
+local ids = redis.call('ZRANGE', KEYS[3], start, stop)
+local out = {1}
+-- HMGET in slices: unpack() of a whole long conversation would overflow Lua's stack.
+for i = 1, #ids, 500 do
+  local j = math.min(i + 499, #ids)
+  local docs = redis.call('HMGET', KEYS[2], unpack(ids, i, j))
+  for k = i, j do
+    local doc = docs[k - i + 1]
+    if doc then
+      out[#out + 1] = ids[k]
+      out[#out + 1] = doc
+    end
+  end
+end
+return out
+"""
+
+# KEYS: conv, user_index. ARGV: user_id, conversation_id, title, title_key, updated_at (iso), (micros), ttl_ms
+_RENAME = """
+if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'title', ARGV[3], 'title_key', ARGV[4], 'updated_at', ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+return 1
+"""
+
+
+class RedisConversations(RedisConnection, ConversationStore):
+    SCRIPTS: ClassVar[Mapping[str, str]] = {
+        "append": _APPEND,
+        "delete_conversation": _DELETE_CONVERSATION,
+        "delete_messages_from": _DELETE_MESSAGES_FROM,
+        "list_messages": _LIST_MESSAGES,
+        "rename": _RENAME,
+    }
+
+    async def create_conversation(self, user_id: str, new: NewConversation | None = None) -> Conversation:
+        conv = new_conversation(user_id, new)
+        key, _, _, index, _ = self._conv_keys(user_id, conv.id)
+        async with self._r().pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=_conversation_fields(conv, seq=0))
+            pipe.zadd(index, {conv.id: micros(conv.updated_at)})
+            pipe.pexpire(key, self.ttl_ms)
+            pipe.pexpire(index, self.ttl_ms)
+            await pipe.execute()
+        return conv
+
+    async def _owned(self, user_id: str, conversation_id: str) -> dict[str, str] | None:
+        fields: dict[str, str] = await self._r().hgetall(self._k("conv", conversation_id))
+        if not fields or fields.get("user_id") != user_id:
+            return None
+        return fields
+
+    async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation | None:
+        fields = await self._owned(user_id, conversation_id)
+        return _conversation(conversation_id, fields) if fields else None
+
+    async def list_conversations(self, user_id: str, query: ConversationQuery | None = None) -> list[Conversation]:
+        q = query or ConversationQuery()
+        kind, title, limit, before = q.kind, q.title, q.limit, q.before
+        r = self._r()
+        index = self._k("user", user_id, "convs")
+        top: str | int = f"({micros(before)}" if before is not None else "+inf"
+        wanted = title_key(title) if title else None
+        found: list[Conversation] = []
+        offset, batch = 0, max(limit, 1) * 2
+        while len(found) < limit:
+            ids: list[str] = await r.zrevrangebyscore(index, top, "-inf", start=offset, num=batch)
+            if not ids:
+                break
+            offset += len(ids)
+            async with r.pipeline(transaction=False) as pipe:
+                for conversation_id in ids:
+                    pipe.hgetall(self._k("conv", conversation_id))
+                rows: list[dict[str, str]] = await pipe.execute()
+            expired = [cid for cid, fields in zip(ids, rows, strict=True) if not fields]
+            if expired:  # the index outlives conversations that expired on their own: tidy it as we go
+                await r.zrem(index, *expired)
+                offset -= len(expired)
+            for conversation_id, fields in zip(ids, rows, strict=True):
+                if not fields or fields.get("user_id") != user_id:
+                    continue
+                if kind is not None and fields.get("kind") != kind:
+                    continue
+                if wanted is not None and wanted not in fields.get("title_key", ""):
+                    continue
+                found.append(_conversation(conversation_id, fields))
+                if len(found) == limit:
+                    break
+        return found
+
+    async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> bool:
+        key, _, _, index, _ = self._conv_keys(user_id, conversation_id)
+        now = utcnow()
+        done = await self._script("rename")(
+            keys=[key, index],
+            args=[user_id, conversation_id, title, title_key(title), iso(now), micros(now), self.ttl_ms],
+        )
+        return bool(done)
+
+    async def update_conversation(self, user_id: str, conversation_id: str, *, meta: Mapping[str, Any]) -> bool:
+        key, msgs, order, index, _ = self._conv_keys(user_id, conversation_id)
+
+        async def work(pipe: Pipeline) -> bool:
+            owner, old = await pipe.hmget(key, ["user_id", "meta"])
+            if owner != user_id:
+                pipe.multi()
+                return False
+            pipe.multi()
+            pipe.hset(key, "meta", to_json(merged(json.loads(old or "{}"), meta)))
+            for k in (key, msgs, order, index):
+                pipe.pexpire(k, self.ttl_ms)
+            return True
+
+        return await self._transaction(work, key)
+
+    async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
+        keys = self._conv_keys(user_id, conversation_id)
+        return bool(await self._script("delete_conversation")(keys=keys, args=[user_id, conversation_id]))
+
+    # -- messages ----------------------------------------------------------------------------------------------
+    async def _store_messages(self, user_id: str, conversation_id: str, messages: list[StoredMessage]) -> None:
+        now = utcnow()
+        args: list[Any] = [user_id, conversation_id, iso(now), micros(now), self.ttl_ms]
+        for m in messages:
+            args += [m.id, to_json(_message_doc(m)), "1" if m.status is MessageStatus.STREAMING else "0"]
+        if not await self._script("append")(keys=self._conv_keys(user_id, conversation_id), args=args):
+            raise no_conversation(conversation_id)
+
+    async def append_message(self, user_id: str, conversation_id: str, message: NewMessage) -> StoredMessage:
+        stored = new_message(conversation_id, message, message_id=_message_id(conversation_id))
+        await self._store_messages(user_id, conversation_id, [stored])
+        return stored
+
+    async def update_message(self, user_id: str, message_id: str, change: MessageChange) -> StoredMessage | None:
+        return await self._update_message(user_id, message_id, change)
+
+    async def _update_message(
+        self, user_id: str, message_id: str, change: MessageChange, usage: UsageRecord | None = None
+    ) -> StoredMessage | None:
+        conversation_id = _conversation_of(message_id)
+        key, msgs, order, index, streaming = self._conv_keys(user_id, conversation_id)
+
+        async def work(pipe: Pipeline) -> StoredMessage | None:
+            owner = await pipe.hget(key, "user_id")
+            raw = await pipe.hget(msgs, message_id) if owner == user_id else None
+            pipe.multi()
+            if usage is not None:
+                queue_usage(pipe, self._k, usage)  # in the reply's transaction
+            if raw is None:
+                return None
+            message = changed(_message(message_id, conversation_id, json.loads(raw)), change)
+            pipe.hset(msgs, message_id, to_json(_message_doc(message)))
+            if message.status is not MessageStatus.STREAMING:
+                pipe.srem(streaming, message_id)
+            for k in (key, msgs, order, index):
+                pipe.pexpire(k, self.ttl_ms)
+            return message
+
+        return await self._transaction(work, key, msgs)
+
+    async def delete_messages_from(self, user_id: str, conversation_id: str, message_id: str) -> int:
+        keys = self._conv_keys(user_id, conversation_id)
+        deleted = await self._script("delete_messages_from")(
+            keys=keys, args=[user_id, conversation_id, message_id, self.ttl_ms]
+        )
+        return int(deleted)
+
+    async def list_messages(
+        self, user_id: str, conversation_id: str, *, limit: int | None = None, before: str | None = None
+    ) -> list[StoredMessage] | None:
+        key, msgs, order, _, _ = self._conv_keys(user_id, conversation_id)
+        # One script: the ownership check, the page and its documents in one round trip and one consistent view.
+        args = [user_id, "0" if before is None else "1", before or "", -1 if limit is None else max(limit, 0)]
+        found = await self._script("list_messages")(keys=[key, msgs, order], args=args)
+        if found is None:
+            return None
+        if found[0] == 0:
+            raise unknown_before(before or "")
+        flat = found[1:]
+        return [_message(mid, conversation_id, json.loads(raw)) for mid, raw in zip(flat[::2], flat[1::2], strict=True)]
+
+    # -- turns -------------------------------------------------------------------------------------------------
+    async def begin_turn(
+        self, user_id: str, conversation_id: str, turn: NewTurn
+    ) -> tuple[StoredMessage | None, StoredMessage]:
+        user_msg, reply = turn_messages(conversation_id, turn, message_id=lambda: _message_id(conversation_id))
+        await self._store_messages(user_id, conversation_id, [m for m in (user_msg, reply) if m is not None])
+        return user_msg, reply
+
+    async def create_conversation_with_turn(
+        self, user_id: str, new: NewConversation, turn: NewTurn
+    ) -> tuple[Conversation, StoredMessage | None, StoredMessage]:
+        conv = new_conversation(user_id, new)
+        user_msg, reply = turn_messages(conv.id, turn, message_id=lambda: _message_id(conv.id))
+        messages = [m for m in (user_msg, reply) if m is not None]
+        key, msgs, order, index, streaming = self._conv_keys(user_id, conv.id)
+        # One MULTI, no ownership check to make: the conversation is new, so nobody else can write to it yet.
+        async with self._r().pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=_conversation_fields(conv, seq=len(messages)))
+            pipe.hset(msgs, mapping={m.id: to_json(_message_doc(m)) for m in messages})
+            pipe.zadd(order, {m.id: seq for seq, m in enumerate(messages, start=1)})
+            pipe.zadd(index, {conv.id: micros(conv.updated_at)})
+            pipe.sadd(streaming, reply.id)
+            for k in (key, msgs, order, index):
+                pipe.pexpire(k, self.ttl_ms)
+            await pipe.execute()
+        return conv, user_msg, reply
+
+    async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
+        # One MULTI: the final reply and its usage are stored together or not at all.
+        return await self._update_message(user_id, message_id, result.change(), result.usage)
+
+    async def _repair_streaming(self) -> None:
+        """Make every reply still marked streaming interrupted (``recover_interrupted``)."""
+        r = self._r()
+        for message_id in await r.smembers(self._k("streaming")):
+            msgs = self._k("conv", _conversation_of(message_id), "msgs")
+
+            async def repair(pipe: Pipeline, message_id: str = message_id, msgs: str = msgs) -> None:
+                raw = await pipe.hget(msgs, message_id)
+                pipe.multi()
+                if raw is not None:
+                    doc = json.loads(raw)
+                    if doc["status"] == MessageStatus.STREAMING:
+                        doc["status"] = MessageStatus.INTERRUPTED.value
+                        pipe.hset(msgs, message_id, to_json(doc))
+                pipe.srem(self._k("streaming"), message_id)
+
+            await r.transaction(repair, msgs)
+
+
+# -- documents ---------------------------------------------------------------------------------------------------
+def _message_id(conversation_id: str) -> str:
+    return f"{conversation_id}-{new_id()}"
+
+
+def _conversation_of(message_id: str) -> str:
+    return message_id.partition("-")[0]
+
+
+def _conversation_fields(c: Conversation, *, seq: int) -> dict[str, Any]:
+    """The conversation hash of a new conversation; ``seq`` is the number of messages stored with it."""
+    fields: dict[str, Any] = {
+        "user_id": c.user_id,
+        "kind": c.kind,
+        "title": c.title,
+        "title_key": title_key(c.title),
+        "meta": to_json(c.meta),
+        "created_at": iso(c.created_at),
+        "updated_at": iso(c.updated_at),
+        "seq": seq,
+    }
+    if c.persona is not None:
+        fields["persona"] = c.persona
+    if c.model is not None:
+        fields["model"] = c.model
+    return fields
+
+
+def _message_doc(m: StoredMessage) -> dict[str, Any]:
+    return {
+        "role": m.role,
+        "content": m.content,
+        "status": m.status.value,
+        "model": m.model,
+        "meta": dict(m.meta),
+        "created_at": iso(m.created_at),
+    }
+
+
+def _message(message_id: str, conversation_id: str, doc: Mapping[str, Any]) -> StoredMessage:
+    return message_from_row({**doc, "id": message_id, "conversation_id": conversation_id})
+
+
+def _conversation(conversation_id: str, fields: Mapping[str, str]) -> Conversation:
+    return conversation_from_row({**fields, "id": conversation_id})
