@@ -20,6 +20,7 @@ from typing import Any
 
 from ..types import (
     Conversation,
+    ConversationSummary,
     MessageStatus,
     Role,
     StoredMessage,
@@ -277,7 +278,37 @@ class UsageStore(abc.ABC):
         """Total tokens the user consumed since ``since`` (for daily token quotas)."""
 
 
-class Store(ConversationStore, AccountStore, UsageStore):
+class ContextStore(abc.ABC):
+    """What the context engine keeps per conversation (``daehwa.context.engine``): a vector per message and one
+    rolling summary. Both go with their conversation: deleting it deletes them, and deleting messages
+    (``delete_messages_from``: edit, regenerate) deletes their vectors. A conversation that is not the user's reads
+    as empty (``{}`` / ``None``) and is never written (``False``)."""
+
+    @abc.abstractmethod
+    async def save_vectors(
+        self, user_id: str, conversation_id: str, vectors: Mapping[str, bytes], *, model: str
+    ) -> bool:
+        """Store (or replace) the vectors of messages of the conversation: message id -> float32 bytes, made by the
+        embedder ``model``. Ids that are not messages of the conversation are ignored."""
+
+    @abc.abstractmethod
+    async def load_vectors(self, user_id: str, conversation_id: str, *, model: str) -> dict[str, bytes]:
+        """The conversation's message vectors made by ``model`` (others are not comparable), by message id."""
+
+    @abc.abstractmethod
+    async def load_summary(self, user_id: str, conversation_id: str) -> ConversationSummary | None:
+        """The conversation's rolling summary, if one was written."""
+
+    @abc.abstractmethod
+    async def save_summary(self, user_id: str, summary: ConversationSummary) -> bool:
+        """Store the conversation's summary, replacing the previous one."""
+
+    @abc.abstractmethod
+    async def delete_summary(self, user_id: str, conversation_id: str) -> bool:
+        """Forget the summary (it covered messages that were edited away)."""
+
+
+class Store(ConversationStore, AccountStore, UsageStore, ContextStore):
     """Persistent state of the service: every interface above, plus the lifecycle.
 
     Implementations must allow concurrent use from one event loop.

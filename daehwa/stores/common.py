@@ -15,7 +15,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import InvalidRequest, NotFound
-from ..types import Conversation, MessageStatus, Outcome, StoredMessage, UsageRecord, UsageTotal, User
+from ..types import (
+    Conversation,
+    ConversationSummary,
+    MessageStatus,
+    Outcome,
+    StoredMessage,
+    UsageRecord,
+    UsageTotal,
+    User,
+)
 from .base import ApiKeyRecord, MessageChange, NewConversation, NewMessage, NewTurn, UserRecord
 
 Row = Mapping[str, Any]
@@ -273,4 +282,16 @@ def usage_total_from_row(row: Row) -> UsageTotal:
         prompt_tokens=int(row["prompt_tokens"]),
         completion_tokens=int(row["completion_tokens"]),
         cost=float(row["cost"] or 0.0),
+    )
+
+
+def summary_from_row(row: Row) -> ConversationSummary:
+    return ConversationSummary(
+        conversation_id=row["conversation_id"],
+        first_id=row["first_id"],
+        last_id=row["last_id"],
+        messages=int(row["messages"]),
+        text=row["text"],
+        model=row["model"],
+        created_at=_maybe_time(row.get("created_at")),
     )

@@ -155,6 +155,32 @@ def m005_sessions_by_user(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX sessions_by_user ON sessions (user_id)")
 
 
+@sqlite_migrations
+def m006_context(db: sqlite3.Connection) -> None:
+    # One vector per message (float32 bytes, by the embedder ``model``) and one rolling summary per conversation;
+    # both go with their message / conversation.
+    db.execute(
+        """CREATE TABLE message_vectors (
+            message_id TEXT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+            conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            model TEXT NOT NULL,
+            vector BLOB NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX message_vectors_by_conversation ON message_vectors (conversation_id, model)")
+    db.execute(
+        """CREATE TABLE conversation_summaries (
+            conversation_id TEXT PRIMARY KEY REFERENCES conversations (id) ON DELETE CASCADE,
+            first_id TEXT NOT NULL,
+            last_id TEXT NOT NULL,
+            messages INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            model TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )"""
+    )
+
+
 def apply_sqlite(db: sqlite3.Connection) -> list[str]:
     """Apply pending SQLite migrations in one ``BEGIN IMMEDIATE`` transaction; return the names applied now."""
     # IMMEDIATE takes the write lock first, so a second process waits (busy_timeout) and then sees them recorded.
@@ -281,6 +307,30 @@ async def p004_usage(conn: Any) -> None:
 @postgres_migrations
 async def p005_sessions_by_user(conn: Any) -> None:
     await conn.execute("CREATE INDEX sessions_by_user ON sessions (user_id)")
+
+
+@postgres_migrations
+async def p006_context(conn: Any) -> None:
+    # Vectors as real[] (float4, what the embedder makes): the engine compares a conversation's own vectors, a few
+    # hundred at most, in memory, so no index over vectors (pgvector) is needed.
+    await conn.execute(
+        """CREATE TABLE message_vectors (
+            message_id text PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+            conversation_id text NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            model text NOT NULL,
+            vector real[] NOT NULL
+        );
+        CREATE INDEX message_vectors_by_conversation ON message_vectors (conversation_id, model);
+        CREATE TABLE conversation_summaries (
+            conversation_id text PRIMARY KEY REFERENCES conversations (id) ON DELETE CASCADE,
+            first_id text NOT NULL,
+            last_id text NOT NULL,
+            messages integer NOT NULL,
+            text text NOT NULL,
+            model text NOT NULL,
+            created_at timestamptz NOT NULL
+        );"""
+    )
 
 
 async def apply_postgres(conn: Any) -> list[str]:

@@ -23,6 +23,7 @@ from ..base import Store
 from ..common import redact
 from ..signals import RedisSignals, StopSignals
 from .accounts import RedisAccounts
+from .context import RedisContext
 from .conversations import RedisConversations
 from .usage import RedisUsage
 
@@ -35,7 +36,7 @@ __all__ = ["SCHEMA_VERSION", "RedisStore"]
 SCHEMA_VERSION = 2
 
 
-class RedisStore(RedisConversations, RedisAccounts, RedisUsage, Store):
+class RedisStore(RedisConversations, RedisAccounts, RedisUsage, RedisContext, Store):
     """Conversation history that expires after ``ttl_seconds`` without writes; accounts and usage that do not."""
 
     def __init__(self, url: str, *, prefix: str = "daehwa", ttl_seconds: float = 30 * 86_400) -> None:

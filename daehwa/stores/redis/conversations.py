@@ -60,17 +60,17 @@ for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
 return 1
 """
 
-# KEYS: conv, msgs, order, user_index, streaming. ARGV: user_id, conversation_id
+# KEYS: conv, msgs, order, user_index, streaming, vectors, summary. ARGV: user_id, conversation_id
 _DELETE_CONVERSATION = """
 if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return 0 end
 local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
 for _, id in ipairs(ids) do redis.call('SREM', KEYS[5], id) end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7])
 redis.call('ZREM', KEYS[4], ARGV[2])
 return 1
 """
 
-# KEYS: conv, msgs, order, user_index, streaming. ARGV: user_id, conversation_id, message_id, ttl_ms
+# KEYS: conv, msgs, order, user_index, streaming, vectors. ARGV: user_id, conversation_id, message_id, ttl_ms
 _DELETE_MESSAGES_FROM = """
 if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return 0 end
 local seq = redis.call('ZSCORE', KEYS[3], ARGV[3])
@@ -79,6 +79,7 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[3], seq, '+inf')
 for _, id in ipairs(ids) do
   redis.call('HDEL', KEYS[2], id)
   redis.call('SREM', KEYS[5], id)
+  redis.call('HDEL', KEYS[6], id)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], seq, '+inf')
 for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[4]) end
@@ -221,7 +222,8 @@ class RedisConversations(RedisConnection, ConversationStore):
         return await self._transaction(work, key)
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
-        keys = self._conv_keys(user_id, conversation_id)
+        conv = self._k("conv", conversation_id)
+        keys = [*self._conv_keys(user_id, conversation_id), f"{conv}:vectors", f"{conv}:summary"]  # + context
         return bool(await self._script("delete_conversation")(keys=keys, args=[user_id, conversation_id]))
 
     # -- messages ----------------------------------------------------------------------------------------------
@@ -266,7 +268,7 @@ class RedisConversations(RedisConnection, ConversationStore):
         return await self._transaction(work, key, msgs)
 
     async def delete_messages_from(self, user_id: str, conversation_id: str, message_id: str) -> int:
-        keys = self._conv_keys(user_id, conversation_id)
+        keys = [*self._conv_keys(user_id, conversation_id), self._k("conv", conversation_id, "vectors")]
         deleted = await self._script("delete_messages_from")(
             keys=keys, args=[user_id, conversation_id, message_id, self.ttl_ms]
         )

@@ -24,6 +24,7 @@ from ...errors import ConfigError
 from ..base import Store
 from ..migrations import apply_sqlite
 from .accounts import SQLiteAccounts
+from .context import SQLiteContext
 from .conversations import SQLiteConversations, repair_streaming
 from .usage import SQLiteUsage
 
@@ -45,7 +46,7 @@ def path_from_url(url: str) -> str:
     return path
 
 
-class SQLiteStore(SQLiteConversations, SQLiteAccounts, SQLiteUsage, Store):
+class SQLiteStore(SQLiteConversations, SQLiteAccounts, SQLiteUsage, SQLiteContext, Store):
     """Conversations, accounts and usage in one SQLite file (created, with its directory, on ``open()``)."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
