@@ -19,6 +19,7 @@ from daehwa.types import User
 
 from .api_helpers import auth
 from .conftest import FakeProvider, Script, require
+from .test_cli import cli_env  # noqa: F401  (fixture)
 from .test_context_recall import UNRELATED
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -130,3 +131,20 @@ async def test_without_the_embedding_model_recall_is_off_and_the_report_says_wha
         assert len(report["messages"]) <= 4 + 3
     finally:
         await svc.aclose()
+
+
+def test_slash_context_in_daehwa_chat_shows_the_last_replys_report(cli_env, fake_upstream):  # type: ignore[no-untyped-def]  # noqa: F811
+    import subprocess
+
+    from .fake_upstream import Reply
+    from .test_cli import DAEHWA
+
+    fake_upstream.enqueue(Reply("첫 번째 답이에요."))
+    result = subprocess.run(
+        [*DAEHWA, "chat"], input="안녕하세요\n/context\n", env=cli_env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "context (summary+recall+recent):" in result.stderr
+    assert "estimated by estimate" in result.stderr
+    assert "recent messages: 1 sent" in result.stderr
+    assert len(fake_upstream.requests) == 1  # /context is a command, never sent to the model
