@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -146,6 +147,15 @@ def _usage(usage: Any) -> dict[str, int]:
     }
 
 
+def _message(text: str, reply_meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A choice's message; what the turn's contributors added to the reply rides along as ``meta`` (OpenAI's
+    clients ignore keys they do not know)."""
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if reply_meta:
+        message["meta"] = dict(reply_meta)
+    return message
+
+
 def _finish_reason(reason: str) -> str:
     return reason if reason in ("stop", "length", "content_filter", "tool_calls") else "stop"
 
@@ -167,7 +177,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
     choices = [
         {
             "index": index,
-            "message": {"role": "assistant", "content": text, "refusal": None},
+            "message": _message(text, finished.reply_meta),
             "logprobs": None,
             "finish_reason": _finish_reason(finished.finish_reason),
         }
