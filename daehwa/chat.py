@@ -369,11 +369,18 @@ class ChatService:
 
     # -- the steps after TurnStarted ---------------------------------------------------------------------------
     async def _embed_query(self, turn: Turn) -> None:
-        """The new message's vector, once: recall and the contributors share it (none on client-kept history)."""
-        if turn.content is None or turn.stateless:
+        """The new message's vector, once: recall and the hooks share it (none on client-kept history).
+
+        Without hooks it is left to recall, which embeds only when older turns left the window: a short conversation
+        then costs no embedding on the reply's path.
+        """
+        if turn.content is None or turn.stateless or not self._hooked():
             return
         turn.query = await self.context.embed_query(turn.content)
         turn.query_vector = turn.query.vector if turn.query else None
+
+    def _hooked(self) -> bool:
+        return bool(self.contributors) or any(not isinstance(o, ContextMemoryObserver) for o in self.observers)
 
     async def _contribute(self, turn: Turn) -> None:
         """The contributors, in order; what they put in ``user_meta`` is stored on the user's message."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -13,8 +14,10 @@ from fastapi import FastAPI
 from daehwa.chat import TurnRequest
 from daehwa.config import Settings
 from daehwa.pipeline import Turn, TurnFinished
-from daehwa.services import Services
-from daehwa.types import MessageStatus, User
+from daehwa.providers.registry import ProviderRegistry
+from daehwa.services import Services, build_services
+from daehwa.stores import NewMessage
+from daehwa.types import ChatMessage, MessageStatus, User
 from tests.api_helpers import auth
 from tests.conftest import FakeProvider
 
@@ -175,3 +178,78 @@ async def test_hook_meta_is_in_the_rest_and_v1_responses(
     )
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["meta"] == {"recommendations": ["tea"]}
+
+
+# -- client-kept history goes through the same context step ------------------------------------------------------
+@pytest.fixture
+async def tight(tmp_path: Path, fake_provider: FakeProvider) -> AsyncIterator[Services]:
+    """Services with a 256-token context budget and only the recent window (no summary, no recall, no count limit)."""
+    small = Settings(
+        data_dir=tmp_path / "tight",
+        database_url=f"sqlite:///{tmp_path / 'tight.db'}",
+        default_model="fake",
+        filter_output_action="off",
+        context_max_tokens=256,
+        context_policy="recent",
+        context_recent_messages=0,
+        context_embedder="off",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    svc = build_services(small, providers=ProviderRegistry([fake_provider]))
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.aclose()
+
+
+def long_history(turns: int) -> list[ChatMessage]:
+    history = []
+    for i in range(turns):
+        history.append(ChatMessage("user", f"question {i}: " + "tell me more about the river and the old bridge " * 2))
+        history.append(ChatMessage("assistant", f"answer {i}: " + "the river runs under the old stone bridge " * 2))
+    return history
+
+
+async def test_a_client_history_over_the_budget_is_trimmed_like_a_stored_one(
+    tight: Services, alice: User, fake_provider: FakeProvider
+) -> None:
+    system = "You are terse."
+    history = long_history(12)
+    last = "and the bridge?"
+
+    conversation, _ = await tight.chat.start_conversation(alice, persona="assistant")
+    for message in history:
+        await tight.store.append_message(alice.id, conversation.id, NewMessage(message.role, message.content))
+    _, stored_turn = await tight.chat.run(
+        TurnRequest(user=alice, conversation_id=conversation.id, content=last, system=system)
+    )
+    assert stored_turn.message.meta["context"]["dropped"] > 0
+    stored_prompt = list(fake_provider.requests[-1].messages)
+
+    messages = [ChatMessage("system", system), *history, ChatMessage("user", last)]
+    _, client_turn = await tight.chat.run(TurnRequest(user=alice, messages=messages, source="v1"))
+    client_prompt = list(fake_provider.requests[-1].messages)
+
+    assert client_prompt == stored_prompt  # the same messages reach the model either way
+    assert client_prompt[0] == ChatMessage("system", system) and client_prompt[-1] == ChatMessage("user", last)
+    assert len(client_prompt) < len(messages)  # the oldest turns were dropped...
+    assert client_prompt[1].content.startswith("question ")  # ...whole: the window opens with a question
+    report = client_turn.message.meta["context"]
+    assert report["dropped"] == len(messages) - len(client_prompt) and report["dropped"] > 0
+    assert report["tokens"] <= report["budget"]["tokens"]
+
+
+async def test_a_client_history_within_the_budget_is_sent_as_it_came(
+    tight: Services, alice: User, fake_provider: FakeProvider
+) -> None:
+    messages = [
+        ChatMessage("system", "Rule one."),
+        ChatMessage("system", "Rule two."),
+        ChatMessage("user", "hi", name="kim"),
+        ChatMessage("assistant", "hello"),
+        ChatMessage("user", "bye"),
+    ]
+    _, finished = await tight.chat.run(TurnRequest(user=alice, messages=messages, source="v1"))
+    assert list(fake_provider.requests[-1].messages) == messages
+    assert finished.message.meta["context"]["dropped"] == 0
