@@ -170,26 +170,36 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
         handle = await TurnHandle.open(chat, turn, request.app.state.turns)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return _stream_response(handle, include_usage, body.n or 1)
-    started, finished = await chat.run(turn)
-    if finished.error is not None:
-        return error_response(finished.error)
-    created = int(time.time())
+    # Registered as an active turn like a streamed one: POST /api/conversations/{id}/stop (from any server process)
+    # ends it, and the reply so far is the answer.
+    handle = await TurnHandle.open(chat, turn, request.app.state.turns)
+    try:
+        outcome = await handle.run()
+    except BaseException:
+        await handle.aclose()
+        raise
+    finished = outcome.finished
+    texts: Mapping[int, str] = {0: outcome.message.content}  # stopped: the reply so far (stored as interrupted)
+    model = outcome.message.model or outcome.started.model
+    meta: Mapping[str, Any] = {}
+    usage: dict[str, int] | None = None
+    reason = "stop"
+    if finished is not None:
+        if finished.error is not None:
+            return error_response(finished.error)
+        texts, model, meta = finished.texts, finished.model, finished.reply_meta
+        usage, reason = _usage(finished.usage), _finish_reason(finished.finish_reason)
     choices = [
-        {
-            "index": index,
-            "message": _message(text, finished.reply_meta),
-            "logprobs": None,
-            "finish_reason": _finish_reason(finished.finish_reason),
-        }
-        for index, text in sorted(finished.texts.items())
+        {"index": index, "message": _message(text, meta), "logprobs": None, "finish_reason": reason}
+        for index, text in sorted(texts.items())
     ]
     payload = {
-        "id": _completion_id(started.reply_id),
+        "id": _completion_id(outcome.started.reply_id),
         "object": "chat.completion",
-        "created": created,
-        "model": finished.model,
+        "created": int(time.time()),
+        "model": model,
         "choices": choices,
-        "usage": _usage(finished.usage),
+        "usage": usage,
         "system_fingerprint": None,
     }
     return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":")), media_type="application/json")
