@@ -172,12 +172,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
         return _stream_response(handle, include_usage, body.n or 1)
     # Registered as an active turn like a streamed one: POST /api/conversations/{id}/stop (from any server process)
     # ends it, and the reply so far is the answer.
-    handle = await TurnHandle.open(chat, turn, request.app.state.turns)
-    try:
-        outcome = await handle.run()
-    except BaseException:
-        await handle.aclose()
-        raise
+    outcome = await TurnHandle.run_to_end(chat, turn, request.app.state.turns)
     finished = outcome.finished
     texts: Mapping[int, str] = {0: outcome.message.content}  # stopped: the reply so far (stored as interrupted)
     model = outcome.message.model or outcome.started.model

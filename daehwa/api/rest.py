@@ -126,14 +126,9 @@ class StoppedOut(BaseModel):
 
 async def reply(request: Request, turn: TurnRequest, *, stream: bool) -> Response | dict[str, Any]:
     """Run a turn for a REST route: one JSON TurnResult, or an SSE stream."""
-    handle = await TurnHandle.open(services_of(request).chat, turn, turns_of(request))
     if stream:
-        return sse_turn_response(handle)
-    try:
-        outcome = await handle.run()
-    except BaseException:
-        await handle.aclose()
-        raise
+        return sse_turn_response(await TurnHandle.open(services_of(request).chat, turn, turns_of(request)))
+    outcome = await TurnHandle.run_to_end(services_of(request).chat, turn, turns_of(request))
     finished = outcome.finished
     if finished is not None and finished.error is not None and finished.outcome.value == "error":
         return error_response(finished.error)  # the model failed before writing anything; stored as error

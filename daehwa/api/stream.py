@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -132,20 +132,22 @@ class ActiveTurns:
                 handle.stop()
 
 
+@dataclass(eq=False)  # handles are kept in sets, by identity
 class TurnHandle:
     """One started turn; ``run`` it once."""
 
-    def __init__(
-        self, events: AsyncIterator[TurnEvent], started: TurnStarted, chat: ChatService, user: User, turns: ActiveTurns
-    ) -> None:
-        self.events = events
-        self.started = started
-        self.chat = chat
-        self.user = user
-        self.turns = turns
-        self.key = (user.id, started.conversation.id)
-        self._task: asyncio.Task[TurnFinished] | None = None
-        self._stop_requested = False
+    events: AsyncIterator[TurnEvent]
+    started: TurnStarted
+    chat: ChatService
+    user: User
+    turns: ActiveTurns
+    _task: asyncio.Task[TurnFinished] | None = field(default=None, init=False)
+    _stop_requested: bool = field(default=False, init=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(user, conversation): what ``stop`` finds the turn by."""
+        return (self.user.id, self.started.conversation.id)
 
     @classmethod
     async def open(cls, chat: ChatService, request: TurnRequest, turns: ActiveTurns) -> TurnHandle:
@@ -160,6 +162,16 @@ class TurnHandle:
         handle = cls(events, first, chat, request.user, turns)
         turns.add(handle)
         return handle
+
+    @classmethod
+    async def run_to_end(cls, chat: ChatService, request: TurnRequest, turns: ActiveTurns) -> TurnOutcome:
+        """Start the turn and run it without a transport to feed (non-streamed routes); ``stop`` still reaches it."""
+        handle = await cls.open(chat, request, turns)
+        try:
+            return await handle.run()
+        except BaseException:
+            await handle.aclose()
+            raise
 
     def stop(self) -> None:
         self._stop_requested = True
