@@ -22,9 +22,11 @@ echoes the message (``"ECHO: "`` + the text without its directives):
 
 Directive replies are ``close_delimited`` (no chunked encoding), so killing the upstream's process mid-stream
 (``python -m tests.fake_upstream``) ends the body the way issue 15 saw it: cleanly, with nothing but the stream's own
-content to say it was cut off. ``GET /v1/models`` lists ``up.models``. ``FakeUpstream(instant=True)`` skips recording and scripting and
-answers every request with a precomputed reply, for latency benchmarks; ``python -m tests.fake_upstream --instant``
-runs one in its own process.
+content to say it was cut off.
+
+``GET /v1/models`` lists ``up.models``. ``FakeUpstream(instant=True)`` skips recording and scripting and answers every
+request with a precomputed reply, for latency benchmarks; ``python -m tests.fake_upstream --instant`` runs one in its
+own process.
 """
 
 from __future__ import annotations
@@ -461,10 +463,7 @@ class FakeUpstream:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             await self._send_json(ex, 400, _error("Missing required parameter: 'messages'.", "invalid_request_error"))
             return
-        if self._queue:
-            behaviour = self._queue.popleft()
-        else:
-            behaviour = directive_behaviour(body["messages"]) or self.default
+        behaviour = self._queue.popleft() if self._queue else directive_behaviour(body["messages"]) or self.default
         fault = behaviour if isinstance(behaviour, Fault) else None
         reply = behaviour if isinstance(behaviour, Reply) else (fault.reply if fault and fault.reply else Reply())
 

@@ -25,7 +25,7 @@ import websockets
 from daehwa.config import Settings
 from daehwa.services import Services, build_services
 from daehwa.types import MessageStatus, User
-from tests.api_helpers import LiveServer, auth, wait_for
+from tests.api_helpers import LiveServer, auth
 from tests.test_api_stream import new_conversation, sse_events
 
 pytest_plugins = ["tests.api_fixtures"]

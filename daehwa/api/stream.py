@@ -28,6 +28,7 @@ from ..chat import ChatService, TurnDelta, TurnEvent, TurnFinished, TurnRequest,
 from ..errors import AuthenticationError, DaehwaError, InvalidRequest
 from ..stores.base import Store
 from ..stores.signals import LocalSignals, StopSignals
+from ..text import check_json, invalid_char
 from ..types import MessageStatus, StoredMessage, User
 from .auth import Principal, resolve_principal
 from .errors import retry_after_seconds, validation_message
@@ -438,6 +439,12 @@ class _WsSession:
                 await self.send_error(exc, data.get("request_id"))
                 await self.ws.close(code=WS_UNAUTHENTICATED, reason=exc.message[:120])
                 return
+        try:
+            check_json(data)  # before pydantic, whose message for a lone surrogate names no fix
+        except InvalidRequest as exc:
+            tag = data.get("request_id")
+            await self.send_error(exc, tag if isinstance(tag, str) and invalid_char(tag) is None else None)
+            return
         try:
             frame = WsTurnIn.model_validate(data)
         except ValidationError as exc:

@@ -76,7 +76,9 @@ class OpenAIProvider(Provider):
         self._headers = {str(k): str(v) for k, v in dict(config.options.get("headers", {})).items()}
         sends_done = config.options.get("sends_done", True)
         if not isinstance(sends_done, bool):
-            raise ConfigError(f"Provider {config.name!r}: options.sends_done must be true or false, not {sends_done!r}.")
+            raise ConfigError(
+                f"Provider {config.name!r}: options.sends_done must be true or false, not {sends_done!r}."
+            )
         # OpenAI ends every stream with ``data: [DONE]``; a body that ends without it was cut off, unless the server
         # is known never to send it.
         self.sends_done = sends_done
