@@ -114,7 +114,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(error_body(message, "invalid_request_error", "invalid_text"), status_code=400)
         if isinstance(exc, UnicodeEncodeError) and "surrogate" in exc.reason:
             # A lone surrogate in some text no check saw (the JSON bodies and the pipeline are checked): still a 400.
-            message = "The request contains a lone surrogate (half of a UTF-16 pair), which cannot be stored: remove it."
+            message = (
+                "The request contains a lone surrogate (half of a UTF-16 pair), which cannot be stored: remove it."
+            )
             return JSONResponse(error_body(message, "invalid_request_error", "invalid_text"), status_code=400)
         rid = _request_id(request)
         log.error("unexpected error in request %s", rid, exc_info=exc)
