@@ -228,3 +228,21 @@ async def test_upstream_killed_mid_reply_stores_it_interrupted_with_the_text_tha
     else:
         assert response.json()["outcome"] == "interrupted"
     assert_interrupted(await only_reply(services, alice, cid), "ECHO: br")
+
+
+async def test_the_openai_client_raises_on_a_cut_off_stream(live_server: LiveServer, alice_key: str) -> None:
+    import openai
+
+    client = openai.AsyncOpenAI(api_key=alice_key, base_url=f"{live_server.base_url}/v1", max_retries=0)
+    received = ""
+    try:
+        stream = await client.chat.completions.create(
+            model="openai/fake-model", messages=[{"role": "user", "content": "cut short [[nodone]]"}], stream=True
+        )
+        with pytest.raises(openai.APIError, match="without \\[DONE\\]"):
+            async for chunk in stream:
+                received += chunk.choices[0].delta.content or ""
+                assert chunk.choices[0].finish_reason is None
+    finally:
+        await client.close()
+    assert received == "ECHO: cut short"
