@@ -387,6 +387,27 @@ def test_stop_mid_reply_keeps_the_partial_reply(tab: Tab, server: Server) -> Non
     tab.assert_clean()
 
 
+def test_a_reply_whose_stream_ended_without_a_finish_shows_interrupted_with_regenerate(
+    tab: Tab, server: Server
+) -> None:
+    page = tab.page
+    tab.login()
+    tab.new_chat()
+    tab.send("cut short [[nodone]]")  # the fake upstream ends the body after the finish_reason, without [DONE]
+    reply = tab.wait_final()
+    assert reply.get_attribute("data-status") == "interrupted"
+    assert body_text(reply) == "ECHO: cut short"
+    assert page.locator(".msg-regenerate").count() == 1
+
+    page.reload()
+    page.wait_for_selector("body[data-ready='true']")
+    reply = tab.wait_final()
+    assert reply.get_attribute("data-status") == "interrupted"
+    assert body_text(reply) == "ECHO: cut short"
+    assert page.locator(".msg-regenerate").count() == 1
+    tab.assert_clean()
+
+
 def test_reload_mid_reply_shows_the_reply_complete_or_interrupted(tab: Tab, server: Server) -> None:
     page = tab.page
     tab.login()

@@ -32,6 +32,7 @@ from .schemas import (
     conversation_json,
     generation_params,
     message_json,
+    param_field,
 )
 from .stream import ActiveTurns, TurnHandle, sse_turn_response
 
@@ -67,13 +68,13 @@ class Options(BaseModel):
 
     stream: bool = Field(default=False, description="Answer as an SSE stream instead of one JSON object.")
     model: str | None = Field(default=None, max_length=200, description="e.g. local, openai/gpt-4o-mini")
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    temperature: float | None = param_field("temperature")
+    top_p: float | None = param_field("top_p")
+    max_tokens: int | None = param_field("max_tokens")
     stop: str | list[str] | None = Field(default=None, description="Up to 4 stop sequences.")
-    seed: int | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    seed: int | None = param_field("seed")
+    presence_penalty: float | None = param_field("presence_penalty")
+    frequency_penalty: float | None = param_field("frequency_penalty")
 
 
 class MessageIn(Options):

@@ -15,7 +15,17 @@ from ..chat import TurnFinished, TurnStarted
 from ..errors import InvalidRequest
 from ..routing import params_from_wire
 from ..stores.base import ApiKeyRecord
-from ..types import Conversation, GenerationParams, StoredMessage, Usage, User
+from ..types import INTEGER_PARAMS, PARAM_BOUNDS, Conversation, GenerationParams, StoredMessage, Usage, User
+
+
+def param_field(name: str) -> Any:
+    """The pydantic field of a numeric generation parameter, bounded by ``PARAM_BOUNDS`` (one table for every route).
+
+    ``validation_message`` words its errors from the same table: "max_tokens must be ... between 1 and 1000000".
+    """
+    low, high = PARAM_BOUNDS[name]
+    finite = None if name in INTEGER_PARAMS else False  # floats: NaN and infinity are refused
+    return Field(default=None, ge=low, le=high, allow_inf_nan=finite, description=f"From {low} to {high}.")
 
 
 def iso(value: datetime | None) -> str | None:
