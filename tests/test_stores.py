@@ -1111,7 +1111,7 @@ async def test_redis_format_2_data_is_renamed_on_first_open(redis_url: str) -> N
             r = first._r()
             assert await r.get(first._k("schema")) == "3"
             assert await r.exists(f"{first.prefix}:conv:{conv.id}", f"{first.prefix}:users") == 0
-            assert 0 < await r.pttl(first._conv_key(conv.id, "msgs"))  # the TTL came along
+            assert await r.pttl(first._conv_key(conv.id, "msgs")) > 0  # the TTL came along
             for s in (first, second):
                 assert [c.id for c in await s.list_conversations(user.id)] == [conv.id]
                 assert [m.content for m in await s.list_messages(user.id, conv.id) or []] == ["hi", "hello"]

@@ -166,6 +166,8 @@ class RedisSignals(_Subscriber):
             raise
 
     async def _listen(self) -> None:
+        if hasattr(self._client, "get_nodes"):  # a RedisCluster: its pubsub needs the slot map first
+            await self._client.initialize()
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self.channel)
