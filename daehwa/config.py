@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         description="Where conversations are stored: sqlite:////abs/path.db (default: daehwa.db in the data "
-        "directory), redis://host:6379/0 or postgresql://user@host/db.",
+        "directory), redis://host:6379/0, redis+cluster://host:7000 (a Redis Cluster), postgresql://user@host/db, "
+        "or memory:// (one process, lost on restart).",
     )
 
     # -- stores ------------------------------------------------------------------------------------------------

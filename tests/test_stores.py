@@ -93,6 +93,7 @@ async def _postgres_namespace() -> AsyncIterator[StoreFactory]:
 @pytest.fixture(
     params=[
         pytest.param("sqlite", id="sqlite"),
+        pytest.param("memory", id="memory"),
         pytest.param("redis", id="redis", marks=pytest.mark.redis),
         pytest.param("redis-cluster", id="redis-cluster", marks=pytest.mark.redis),
         pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
@@ -104,6 +105,11 @@ async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Async
         from daehwa.stores.sqlite import SQLiteStore
 
         yield lambda: SQLiteStore(tmp_path / "data" / "daehwa.db")
+    elif request.param == "memory":
+        from daehwa.stores.memory import MemoryStore
+
+        name = uuid.uuid4().hex
+        yield lambda: MemoryStore(name)
     elif request.param == "redis":
         async with _redis_namespace() as factory:
             yield factory
@@ -146,6 +152,8 @@ async def test_every_backend_is_the_three_interfaces(store: Store) -> None:
     assert isinstance(store, ConversationStore) and isinstance(store, AccountStore) and isinstance(store, UsageStore)
     # Each domain lives in its own module of the backend's package, so a new capability has an obvious home.
     backend = type(store).__module__
+    if backend == "daehwa.stores.memory":  # the SQLite store on an in-memory database
+        backend = "daehwa.stores.sqlite"
     owners = {name: getattr(type(store), name).__module__ for name in ("list_messages", "find_api_key", "record_usage")}
     assert owners == {
         "list_messages": f"{backend}.conversations",
@@ -920,6 +928,42 @@ def test_open_store_picks_the_backend_from_the_url(tmp_path: Path) -> None:
     assert isinstance(absolute, SQLiteStore) and absolute.path == f"{tmp_path}/a.db"
     relative = open_store("sqlite:///rel/b.db")
     assert isinstance(relative, SQLiteStore) and relative.path == "rel/b.db"
+    from daehwa.stores.memory import MemoryStore
+    from daehwa.stores.redis import RedisStore
+
+    assert isinstance(open_store("memory://"), MemoryStore)
+    assert open_store("memory://").name != open_store("memory://").name  # a fresh database each
+    assert open_store("memory://t1").name == "t1"
+    cluster = open_store("redis+cluster://127.0.0.1:7000")
+    assert isinstance(cluster, RedisStore) and cluster.cluster
+    assert not open_store("redis://127.0.0.1:6379/0").cluster  # type: ignore[attr-defined]
+
+
+async def test_memory_stores_are_apart_and_forget_when_the_last_one_closes() -> None:
+    from daehwa.stores.memory import MemoryStore
+
+    first, other = MemoryStore("forget-test"), MemoryStore()
+    await first.open()
+    await other.open()
+    conv = await first.create_conversation("u1", NewConversation(title="t"))
+    assert await other.get_conversation("u1", conv.id) is None  # another name, another database
+    await other.close()
+    await first.close()
+    again = MemoryStore("forget-test")
+    await again.open()
+    try:
+        assert await again.get_conversation("u1", conv.id) is None  # nothing survives the last close
+    finally:
+        await again.close()
+
+
+def test_memory_and_cluster_urls_are_checked() -> None:
+    from daehwa.stores.redis.connection import connect
+
+    with pytest.raises(ConfigError, match="memory store name"):
+        open_store("memory://no spaces")
+    with pytest.raises(ConfigError, match="database 0"):
+        connect("redis+cluster://127.0.0.1:7000/2")
 
 
 @pytest.mark.parametrize("url", ["", "daehwa.db", "mysql://localhost/db", "sqlite:///", "http://x"])
