@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     postgres_pool_size: int = Field(
         default=10, ge=1, le=1000, description="PostgreSQL store: most connections the pool opens."
     )
+    store_cache_conversations: int = Field(
+        default=0,
+        ge=0,
+        description="Keep this many recently read conversations (with their messages) in each process, checked "
+        "against the store's version of them on every read, so never stale (0: off). Redis stores only.",
+    )
 
     # -- models ------------------------------------------------------------------------------------------------
     default_model: str = Field(

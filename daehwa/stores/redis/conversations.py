@@ -3,7 +3,8 @@
 Keys (``P`` is the prefix; ``{cid}`` is literal: the conversation's hash tag, so on Redis Cluster all its keys live
 in one slot and its scripts and transactions never cross slots)::
 
-    P:conv:{cid}           hash   user_id, kind, title, persona, model, meta (JSON), created_at, updated_at, seq
+    P:conv:{cid}           hash   user_id, kind, title, persona, model, meta (JSON), created_at, updated_at, seq,
+                                  ver (+1 on every write to the conversation or its messages)
     P:conv:{cid}:msgs      hash   message id -> message document (JSON)
     P:conv:{cid}:order     zset   message id, scored by its sequence number in the conversation
     P:user:<uid>:convs     zset   the user's conversation ids, scored by updated_at (microseconds)
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 _APPEND = """
 if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'ver', 1)
 for i = 4, #ARGV, 2 do
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
@@ -81,6 +83,7 @@ for _, id in ipairs(ids) do
   redis.call('HDEL', KEYS[4], id)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], seq, '+inf')
+redis.call('HINCRBY', KEYS[1], 'ver', 1)
 for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ARGV[3]) end
 return #ids
 """
@@ -124,6 +127,7 @@ return out
 _RENAME = """
 if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'title', ARGV[2], 'title_key', ARGV[3], 'updated_at', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'ver', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
@@ -156,6 +160,12 @@ class RedisConversations(RedisConnection, ConversationStore):
                 pipe.zadd(index, {conversation_id: updated})
             pipe.pexpire(index, self.ttl_ms)
             await pipe.execute()
+
+    async def conversation_version(self, conversation_id: str) -> str | None:
+        """The conversation's version: it changes on every write to the conversation or its messages (``None``:
+        no such conversation, or one from before versions). The cache of hot conversations compares it."""
+        version: str | None = await self._r().hget(self._conv_key(conversation_id), "ver")
+        return version
 
     async def _owned(self, user_id: str, conversation_id: str) -> dict[str, str] | None:
         fields: dict[str, str] = await self._r().hgetall(self._conv_key(conversation_id))
@@ -221,6 +231,7 @@ class RedisConversations(RedisConnection, ConversationStore):
                 return False
             pipe.multi()
             pipe.hset(key, "meta", to_json(merged(json.loads(old or "{}"), meta)))
+            pipe.hincrby(key, "ver", 1)
             for k in (key, msgs, order):
                 pipe.pexpire(k, self.ttl_ms)
             return True
@@ -275,6 +286,7 @@ class RedisConversations(RedisConnection, ConversationStore):
                 return None
             message = changed(_message(message_id, conversation_id, json.loads(raw)), change)
             pipe.hset(msgs, message_id, to_json(_message_doc(message)))
+            pipe.hincrby(key, "ver", 1)
             for k in (key, msgs, order):
                 pipe.pexpire(k, self.ttl_ms)
             return message
@@ -348,18 +360,21 @@ class RedisConversations(RedisConnection, ConversationStore):
         """Make every reply still marked streaming interrupted (``recover_interrupted``)."""
         r = self._r()
         for message_id in await r.smembers(self._k("streaming")):
-            msgs = self._conv_key(_conversation_of(message_id), "msgs")
+            key, msgs, _ = self._conv_keys(_conversation_of(message_id))
 
-            async def repair(pipe: Pipeline, message_id: str = message_id, msgs: str = msgs) -> None:
+            async def repair(pipe: Pipeline, message_id: str = message_id, key: str = key, msgs: str = msgs) -> None:
                 raw = await pipe.hget(msgs, message_id)
+                exists = await pipe.exists(key)
                 pipe.multi()
                 if raw is not None:
                     doc = json.loads(raw)
                     if doc["status"] == MessageStatus.STREAMING:
                         doc["status"] = MessageStatus.INTERRUPTED.value
                         pipe.hset(msgs, message_id, to_json(doc))
+                        if exists:  # never make a conversation hash of a bare version
+                            pipe.hincrby(key, "ver", 1)
 
-            await r.transaction(repair, msgs)
+            await r.transaction(repair, key, msgs)
             await r.srem(self._k("streaming"), message_id)
 
 
@@ -383,6 +398,7 @@ def _conversation_fields(c: Conversation, *, seq: int) -> dict[str, Any]:
         "created_at": iso(c.created_at),
         "updated_at": iso(c.updated_at),
         "seq": seq,
+        "ver": 1,  # + 1 on every write to the conversation or its messages (conversation_version)
     }
     if c.persona is not None:
         fields["persona"] = c.persona
