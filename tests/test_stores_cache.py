@@ -95,3 +95,26 @@ def test_the_cache_refuses_a_store_without_versions(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, store_cache_conversations=10, _env_file=None)  # type: ignore[call-arg]
     with pytest.raises(ConfigError, match="keeps conversation versions"):
         build_services(settings)
+
+
+async def test_a_process_keeps_its_own_writes_in_its_cache(two_processes: tuple[CachedStore, CachedStore]):
+    a, b = two_processes
+    conv = await a.create_conversation("u1", NewConversation(title="w"))
+    await a.append_message("u1", conv.id, NewMessage(role="user", content="q1"))
+    await a.list_messages("u1", conv.id)  # cached
+    _, reply = await a.begin_turn("u1", conv.id, NewTurn(user_content="q2", reply_model="m"))
+    await a.update_message("u1", reply.id, MessageChange(content="pa", meta={"x": 1}))
+    await a.finish_turn("u1", reply.id, TurnResult("pa rt", MessageStatus.COMPLETE, meta={"y": 2}))
+    await a.append_message("u1", conv.id, NewMessage(role="user", content="q3"))
+    hits = a.hits
+    cached = await a.list_messages("u1", conv.id)
+    assert a.hits == hits + 1  # its own writes moved the copy along: still a hit
+    assert cached == await a.inner.list_messages("u1", conv.id)  # and it is exactly what the store holds
+    assert [m.content for m in cached or []] == ["q1", "q2", "pa rt", "q3"]
+
+    # A write from the other process in between: the next own write cannot move the copy along, so it is dropped.
+    await b.append_message("u1", conv.id, NewMessage(role="user", content="from b"))
+    await a.append_message("u1", conv.id, NewMessage(role="user", content="q4"))
+    misses = a.misses
+    assert [m.content for m in await a.list_messages("u1", conv.id) or []][-2:] == ["from b", "q4"]
+    assert a.misses == misses + 1

@@ -10,6 +10,9 @@ time after the write returned, so a read there in between would be stale; a vers
 that is never stale. The order makes it so: the version is read *before* the data it labels, and a write changes
 the version *with* its data (same script or transaction), so a cached copy is never labelled newer than it is.
 
+Write-through: the turn's writes return the version they made; exactly one more than the cached copy's means no
+other write came between, so the process applies its own write to its copy instead of dropping it.
+
 What it saves: the history's transfer and decoding (``benchmarks/bench_store_cache.py``: a 200-message history is
 ~10x cheaper to serve from the cache), not round trips. Stores that keep versions implement ``conversation_version``
 (Redis does; PostgreSQL and SQLite do not yet, so the setting refuses them with an error that says so).
@@ -18,7 +21,7 @@ What it saves: the history's transfer and decoding (``benchmarks/bench_store_cac
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -45,8 +48,27 @@ __all__ = ["CachedStore", "VersionedStore"]
 
 @runtime_checkable
 class VersionedStore(Protocol):
+    """A store that keeps a version per conversation: an integer that every write to the conversation or its
+    messages increments, in the same transaction, and that the writes of a turn return."""
+
     async def conversation_version(self, conversation_id: str) -> str | None:
-        """A value that changes on every write to the conversation or its messages; None: none to compare."""
+        """The current version; None: no such conversation (or none to compare)."""
+
+    async def append_message_versioned(
+        self, user_id: str, conversation_id: str, message: NewMessage
+    ) -> tuple[StoredMessage, str]: ...
+
+    async def update_message_versioned(
+        self, user_id: str, message_id: str, change: MessageChange
+    ) -> tuple[StoredMessage | None, str | None]: ...
+
+    async def begin_turn_versioned(
+        self, user_id: str, conversation_id: str, turn: NewTurn
+    ) -> tuple[StoredMessage | None, StoredMessage, str]: ...
+
+    async def finish_turn_versioned(
+        self, user_id: str, message_id: str, result: TurnResult
+    ) -> tuple[StoredMessage | None, str | None]: ...
 
 
 @dataclass(slots=True)
@@ -66,6 +88,7 @@ class CachedStore(Store):
                 f"{type(inner).__name__} does not: set it to 0."
             )
         self.inner = inner
+        self.versioned: VersionedStore = inner
         self.size = size
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self.hits = self.misses = 0
@@ -80,8 +103,7 @@ class CachedStore(Store):
 
     # -- the cache ---------------------------------------------------------------------------------------------
     async def _version(self, conversation_id: str) -> str | None:
-        assert isinstance(self.inner, VersionedStore)
-        return await self.inner.conversation_version(conversation_id)
+        return await self.versioned.conversation_version(conversation_id)
 
     def _fresh(self, user_id: str, conversation_id: str, version: str | None) -> _Entry | None:
         key = (user_id, conversation_id)
@@ -105,6 +127,29 @@ class CachedStore(Store):
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
+
+    def _advance(
+        self, user_id: str, conversation_id: str, version: str | None, change: Callable[[list[StoredMessage]], bool]
+    ) -> None:
+        """Write-through: this process's own write took the conversation from the cached version to ``version``.
+        Exactly one version later means no other write came between, so ``change`` (which returns False if it
+        cannot apply) brings the cached history up to date; otherwise the copy is dropped. The conversation record
+        is dropped either way (its updated_at moved)."""
+        key = (user_id, conversation_id)
+        entry = self._entries.get(key)
+        if entry is None:
+            return
+        entry.conversation = None
+        if (
+            version is None
+            or entry.messages is None
+            or not entry.version.isdigit()
+            or int(entry.version) + 1 != int(version)
+            or not change(entry.messages)
+        ):
+            del self._entries[key]
+            return
+        entry.version = version
 
     def _forget(self, conversation_id: str) -> None:
         for key in [k for k in self._entries if k[1] == conversation_id]:
@@ -159,13 +204,17 @@ class CachedStore(Store):
         return await self.inner.delete_conversation(user_id, conversation_id)
 
     async def append_message(self, user_id: str, conversation_id: str, message: NewMessage) -> StoredMessage:
-        self._forget(conversation_id)
-        return await self.inner.append_message(user_id, conversation_id, message)
+        try:
+            stored, version = await self.versioned.append_message_versioned(user_id, conversation_id, message)
+        except BaseException:
+            self._forget(conversation_id)
+            raise
+        self._advance(user_id, conversation_id, version, lambda messages: _append(messages, stored))
+        return stored
 
     async def update_message(self, user_id: str, message_id: str, change: MessageChange) -> StoredMessage | None:
-        updated = await self.inner.update_message(user_id, message_id, change)
-        if updated is not None:
-            self._forget(updated.conversation_id)
+        updated, version = await self._through(self.versioned.update_message_versioned(user_id, message_id, change))
+        self._replaced(user_id, message_id, updated, version)
         return updated
 
     async def delete_messages_from(self, user_id: str, conversation_id: str, message_id: str) -> int:
@@ -175,8 +224,14 @@ class CachedStore(Store):
     async def begin_turn(
         self, user_id: str, conversation_id: str, turn: NewTurn
     ) -> tuple[StoredMessage | None, StoredMessage]:
-        self._forget(conversation_id)
-        return await self.inner.begin_turn(user_id, conversation_id, turn)
+        try:
+            user_msg, reply, version = await self.versioned.begin_turn_versioned(user_id, conversation_id, turn)
+        except BaseException:
+            self._forget(conversation_id)
+            raise
+        new = [m for m in (user_msg, reply) if m is not None]
+        self._advance(user_id, conversation_id, version, lambda messages: _append(messages, *new))
+        return user_msg, reply
 
     async def create_conversation_with_turn(
         self, user_id: str, new: NewConversation, turn: NewTurn
@@ -184,10 +239,23 @@ class CachedStore(Store):
         return await self.inner.create_conversation_with_turn(user_id, new, turn)
 
     async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
-        updated = await self.inner.finish_turn(user_id, message_id, result)
-        if updated is not None:
-            self._forget(updated.conversation_id)
+        updated, version = await self._through(self.versioned.finish_turn_versioned(user_id, message_id, result))
+        self._replaced(user_id, message_id, updated, version)
         return updated
+
+    async def _through(
+        self, write: Awaitable[tuple[StoredMessage | None, str | None]]
+    ) -> tuple[StoredMessage | None, str | None]:
+        try:
+            return await write
+        except BaseException:
+            self._entries.clear()  # which conversation it touched is unknown here: forget them all
+            raise
+
+    def _replaced(self, user_id: str, message_id: str, updated: StoredMessage | None, version: str | None) -> None:
+        if updated is None:
+            return
+        self._advance(user_id, updated.conversation_id, version, lambda messages: _replace(messages, updated))
 
     # -- everything else goes straight through -----------------------------------------------------------------
     async def create_user(
@@ -273,6 +341,19 @@ class CachedStore(Store):
 
     def stop_signals(self) -> StopSignals:
         return self.inner.stop_signals()
+
+
+def _append(messages: list[StoredMessage], *new: StoredMessage) -> bool:
+    messages.extend(new)
+    return True
+
+
+def _replace(messages: list[StoredMessage], updated: StoredMessage) -> bool:
+    for i, m in enumerate(messages):
+        if m.id == updated.id:
+            messages[i] = updated
+            return True
+    return False
 
 
 def _page(messages: list[StoredMessage], limit: int | None, before: str | None) -> list[StoredMessage]:

@@ -51,18 +51,19 @@ from .usage import queue_usage
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
 
-# KEYS: conv, msgs, order. ARGV: user_id, updated_at (iso), ttl_ms, then per message: id, doc
+# KEYS: conv, msgs, order. ARGV: user_id, updated_at (iso), ttl_ms, then per message: id, doc.
+# Returns the conversation's new version (0: not the user's).
 _APPEND = """
 if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'ver', 1)
+local ver = redis.call('HINCRBY', KEYS[1], 'ver', 1)
 for i = 4, #ARGV, 2 do
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   redis.call('ZADD', KEYS[3], seq, ARGV[i])
 end
 for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ARGV[3]) end
-return 1
+return ver
 """
 
 # KEYS: conv, msgs, order, vectors, summary. ARGV: user_id
@@ -250,7 +251,8 @@ class RedisConversations(RedisConnection, ConversationStore):
         return True
 
     # -- messages ----------------------------------------------------------------------------------------------
-    async def _store_messages(self, user_id: str, conversation_id: str, messages: list[StoredMessage]) -> None:
+    async def _store_messages(self, user_id: str, conversation_id: str, messages: list[StoredMessage]) -> str:
+        """Append ``messages``; returns the conversation's version after the write."""
         now = utcnow()
         streaming = [m.id for m in messages if m.status is MessageStatus.STREAMING]
         if streaming:  # before the reply exists, so a crash cannot leave one streaming that recovery never sees
@@ -258,40 +260,57 @@ class RedisConversations(RedisConnection, ConversationStore):
         args: list[Any] = [user_id, iso(now), self.ttl_ms]
         for m in messages:
             args += [m.id, to_json(_message_doc(m))]
-        if not await self._script("append")(keys=self._conv_keys(conversation_id), args=args):
+        version = await self._script("append")(keys=self._conv_keys(conversation_id), args=args)
+        if not version:
             if streaming:
                 await self._r().srem(self._k("streaming"), *streaming)
             raise no_conversation(conversation_id)
         await self._touch_index(user_id, conversation_id, micros(now))
+        return str(version)
 
     async def append_message(self, user_id: str, conversation_id: str, message: NewMessage) -> StoredMessage:
+        return (await self.append_message_versioned(user_id, conversation_id, message))[0]
+
+    async def append_message_versioned(
+        self, user_id: str, conversation_id: str, message: NewMessage
+    ) -> tuple[StoredMessage, str]:
+        """``append_message``, and the conversation's version after it (for the cache's write-through)."""
         stored = new_message(conversation_id, message, message_id=_message_id(conversation_id))
-        await self._store_messages(user_id, conversation_id, [stored])
-        return stored
+        return stored, await self._store_messages(user_id, conversation_id, [stored])
 
     async def update_message(self, user_id: str, message_id: str, change: MessageChange) -> StoredMessage | None:
+        return (await self._update_message(user_id, message_id, change))[0]
+
+    async def update_message_versioned(
+        self, user_id: str, message_id: str, change: MessageChange
+    ) -> tuple[StoredMessage | None, str | None]:
         return await self._update_message(user_id, message_id, change)
 
     async def _update_message(
         self, user_id: str, message_id: str, change: MessageChange, usage: UsageRecord | None = None
-    ) -> StoredMessage | None:
+    ) -> tuple[StoredMessage | None, str | None]:
+        """The changed message (None: not the user's) and the conversation's version after the change."""
         conversation_id = _conversation_of(message_id)
         key, msgs, order = self._conv_keys(conversation_id)
+        changed_message: list[StoredMessage] = []
 
-        async def work(pipe: Pipeline) -> StoredMessage | None:
+        async def work(pipe: Pipeline) -> None:
+            changed_message.clear()  # a retry after a WATCH conflict starts over
             owner = await pipe.hget(key, "user_id")
             raw = await pipe.hget(msgs, message_id) if owner == user_id else None
             pipe.multi()
             if raw is None:
-                return None
+                return
             message = changed(_message(message_id, conversation_id, json.loads(raw)), change)
+            changed_message.append(message)
             pipe.hset(msgs, message_id, to_json(_message_doc(message)))
             pipe.hincrby(key, "ver", 1)
             for k in (key, msgs, order):
                 pipe.pexpire(k, self.ttl_ms)
-            return message
 
-        message = await self._transaction(work, key, msgs)
+        replies: list[Any] = await self._r().transaction(work, key, msgs)
+        message = changed_message[0] if changed_message else None
+        version = str(replies[1]) if message is not None else None
         # The reply first, then its usage: a retried finish_turn rewrites the same reply, and records the usage
         # once. (They are in different slots, so on a cluster they cannot share a transaction.)
         if usage is not None:
@@ -302,7 +321,7 @@ class RedisConversations(RedisConnection, ConversationStore):
             if message is not None:
                 await self._touch_index(user_id, conversation_id)
             await self._r().srem(self._k("streaming"), message_id)
-        return message
+        return message, version
 
     async def delete_messages_from(self, user_id: str, conversation_id: str, message_id: str) -> int:
         keys = [*self._conv_keys(conversation_id), self._conv_key(conversation_id, "vectors")]
@@ -328,9 +347,15 @@ class RedisConversations(RedisConnection, ConversationStore):
     async def begin_turn(
         self, user_id: str, conversation_id: str, turn: NewTurn
     ) -> tuple[StoredMessage | None, StoredMessage]:
-        user_msg, reply = turn_messages(conversation_id, turn, message_id=lambda: _message_id(conversation_id))
-        await self._store_messages(user_id, conversation_id, [m for m in (user_msg, reply) if m is not None])
+        user_msg, reply, _ = await self.begin_turn_versioned(user_id, conversation_id, turn)
         return user_msg, reply
+
+    async def begin_turn_versioned(
+        self, user_id: str, conversation_id: str, turn: NewTurn
+    ) -> tuple[StoredMessage | None, StoredMessage, str]:
+        user_msg, reply = turn_messages(conversation_id, turn, message_id=lambda: _message_id(conversation_id))
+        version = await self._store_messages(user_id, conversation_id, [m for m in (user_msg, reply) if m is not None])
+        return user_msg, reply, version
 
     async def create_conversation_with_turn(
         self, user_id: str, new: NewConversation, turn: NewTurn
@@ -354,6 +379,11 @@ class RedisConversations(RedisConnection, ConversationStore):
 
     async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
         # The final reply, then its usage (recorded even when the reply is gone).
+        return (await self._update_message(user_id, message_id, result.change(), result.usage))[0]
+
+    async def finish_turn_versioned(
+        self, user_id: str, message_id: str, result: TurnResult
+    ) -> tuple[StoredMessage | None, str | None]:
         return await self._update_message(user_id, message_id, result.change(), result.usage)
 
     async def _repair_streaming(self) -> None:
@@ -364,7 +394,7 @@ class RedisConversations(RedisConnection, ConversationStore):
 
             async def repair(pipe: Pipeline, message_id: str = message_id, key: str = key, msgs: str = msgs) -> None:
                 raw = await pipe.hget(msgs, message_id)
-                exists = await pipe.exists(key)
+                exists = await pipe.hget(key, "user_id") is not None
                 pipe.multi()
                 if raw is not None:
                     doc = json.loads(raw)
