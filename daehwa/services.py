@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .chat import ChatService
@@ -13,6 +14,7 @@ from .metrics import Metrics
 from .moderation import build_moderator
 from .moderation.base import ModerationPolicy, Moderator
 from .personas import PersonaCatalog
+from .pipeline import TurnContributor, TurnObserver
 from .pricing import PriceTable
 from .providers.registry import ProviderRegistry
 from .quotas import QuotaLimiter
@@ -64,8 +66,13 @@ def build_services(
     providers: ProviderRegistry | None = None,
     moderator: Moderator | None = None,
     personas: PersonaCatalog | None = None,
+    contributors: Sequence[TurnContributor] = (),
+    observers: Sequence[TurnObserver] = (),
 ) -> Services:
-    """Wire the services together; pieces can be injected (tests pass a fake provider registry)."""
+    """Wire the services together; pieces can be injected (tests pass a fake provider registry).
+
+    ``contributors`` and ``observers`` are the turn pipeline's hooks (docs/pipeline.md), run in the order given.
+    """
     metrics = Metrics()
     if store is None:
         store = open_store(settings.resolved_database_url(), settings=settings)
@@ -100,6 +107,8 @@ def build_services(
         limiter=limiter,
         pricing=PriceTable.from_settings(settings.prices_file),
         context=context,
+        contributors=contributors,
+        observers=observers,
     )
     return Services(
         settings=settings,
