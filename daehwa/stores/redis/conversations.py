@@ -313,14 +313,17 @@ class RedisConversations(RedisConnection, ConversationStore):
         version = str(replies[1]) if message is not None else None
         # The reply first, then its usage: a retried finish_turn rewrites the same reply, and records the usage
         # once. (They are in different slots, so on a cluster they cannot share a transaction.)
-        if usage is not None:
+        final = change.status is not None and change.status is not MessageStatus.STREAMING  # the reply's last write
+        if usage is not None or final:
+            # One pipeline without a transaction (its keys are in other slots; on a cluster, one batch per node).
             async with self._r().pipeline(transaction=False) as pipe:
-                queue_usage(pipe, self._k, usage)
+                if usage is not None:
+                    queue_usage(pipe, self._k, usage)
+                if final:
+                    if message is not None:
+                        pipe.pexpire(self._user_index(user_id), self.ttl_ms)
+                    pipe.srem(self._k("streaming"), message_id)
                 await pipe.execute()
-        if change.status is not None and change.status is not MessageStatus.STREAMING:  # the reply's last write
-            if message is not None:
-                await self._touch_index(user_id, conversation_id)
-            await self._r().srem(self._k("streaming"), message_id)
         return message, version
 
     async def delete_messages_from(self, user_id: str, conversation_id: str, message_id: str) -> int:
