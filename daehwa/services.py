@@ -21,6 +21,7 @@ from .quotas import QuotaLimiter
 from .routing import ResilienceConfig, Router
 from .stores import open_store
 from .stores.base import Store
+from .stores.cache import CachedStore
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,10 @@ def build_services(
     ``contributors`` and ``observers`` are the turn pipeline's hooks (docs/pipeline.md), run in the order given.
     """
     metrics = Metrics()
-    store = store if store is not None else open_store(settings.resolved_database_url(), settings=settings)
+    if store is None:
+        store = open_store(settings.resolved_database_url(), settings=settings)
+        if settings.store_cache_conversations > 0:
+            store = CachedStore(store, settings.store_cache_conversations)
     providers = providers if providers is not None else ProviderRegistry.from_settings(settings)
     personas = personas if personas is not None else PersonaCatalog.load(settings.personas_dir)
     moderator = moderator if moderator is not None else build_moderator(settings)

@@ -86,8 +86,11 @@ class StoreBackend:
 
 BUILTIN_BACKENDS: dict[str, StoreBackend] = {
     "sqlite": StoreBackend("daehwa.stores.sqlite:SQLiteStore"),
+    "memory": StoreBackend("daehwa.stores.memory:MemoryStore"),
     "redis": StoreBackend("daehwa.stores.redis:RedisStore", driver="redis", extra="redis"),
     "rediss": StoreBackend("daehwa.stores.redis:RedisStore", driver="redis", extra="redis"),
+    "redis+cluster": StoreBackend("daehwa.stores.redis:RedisStore", driver="redis", extra="redis"),
+    "rediss+cluster": StoreBackend("daehwa.stores.redis:RedisStore", driver="redis", extra="redis"),
     "postgresql": StoreBackend("daehwa.stores.postgres:PostgresStore", driver="asyncpg", extra="postgres"),
     "postgres": StoreBackend("daehwa.stores.postgres:PostgresStore", driver="asyncpg", extra="postgres"),
 }
