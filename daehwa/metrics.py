@@ -91,6 +91,12 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.pipeline_hook_failures = Counter(
+            "daehwa_pipeline_hook_failures",
+            "Turn contributors and observers that raised or ran out of time (ignored), by hook name.",
+            ["hook"],
+            registry=r,
+        )
 
         # -- forms (daehwa.intelligence.forms) -------------------------------------------------------------------
         self.forms_completed = Counter("daehwa_forms_completed", "Forms completed and stored, by form.", ["form"], registry=r)
