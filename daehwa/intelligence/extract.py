@@ -129,6 +129,8 @@ class Extractor:
         f = spec.field(asking)
         if f.type == "text" and mine is not None and len(answer) <= 40:
             return found
+        if (not f.required and parsers.is_skip(answer)) or parsers.is_cancel(answer):
+            return found  # "없어요", "취소": nothing to extract
         if not self.model_takes_schema(model):
             return found
         try:

@@ -36,8 +36,8 @@ _WEEKDAYS = {"ko": "월화수목금토일", "en": ("Mon", "Tue", "Wed", "Thu", "
 #: The machine's own sentences; ``{...}`` fields are filled in.
 TEXTS: dict[str, dict[str, str]] = {
     "invalid": {"ko": "{label}: {reason}. ", "en": "{label}: {reason}. "},
-    "not_understood": {"ko": "죄송해요, {label}을(를) 알아듣지 못했어요. ", "en": "Sorry, I did not catch the {label}. "},
-    "noted": {"ko": "{items}(으)로 적어 둘게요. ", "en": "Noted: {items}. "},
+    "not_understood": {"ko": "죄송해요, {label}{eul} 알아듣지 못했어요. ", "en": "Sorry, I did not catch the {label}. "},
+    "noted": {"ko": "{items}{ro} 적어 둘게요. ", "en": "Noted: {items}. "},
     "confirm": {
         "ko": "입력하신 내용을 확인해 주세요.\n{summary}\n맞으면 \"네\", 고칠 항목이 있으면 알려 주세요 (예: \"인원 3명으로 바꿔 주세요\").",
         "en": "Please check the details.\n{summary}\nSay \"yes\" if they are right, or tell me what to change "
@@ -65,6 +65,25 @@ _VALUE_REASONS: dict[str, dict[str, str]] = {
     "not_a_choice": {"ko": "{choices} 중에서 골라 주세요", "en": "please choose one of {choices}"},
     "pattern": {"ko": "형식이 맞지 않아요", "en": "the format is not right"},
 }
+
+
+def _final(word: str) -> int | None:
+    """The final consonant index of the word's last Hangul syllable (0: none), None for a non-Hangul ending."""
+    last = word.strip()[-1:] if word.strip() else ""
+    if "가" <= last <= "힣":
+        return (ord(last) - 0xAC00) % 28
+    if last.isdigit():
+        return {"0": 17, "1": 8, "2": 0, "3": 17, "4": 0, "5": 0, "6": 1, "7": 8, "8": 8, "9": 0}[last]
+    return None
+
+
+def particles(word: str) -> dict[str, str]:
+    """The Korean particles that follow ``word``: 을/를 (``eul``) and 으로/로 (``ro``)."""
+    final = _final(word)
+    return {
+        "eul": "을(를)" if final is None else ("을" if final else "를"),
+        "ro": "(으)로" if final is None else ("으로" if final not in (0, 8) else "로"),
+    }
 
 
 def localized(texts: Mapping[str, str], locale: str) -> str:
@@ -468,7 +487,8 @@ class FormMachine:
         self.spec = spec
 
     def start(self, locale: str = "ko") -> FormState:
-        return FormState(form=self.spec.name, locale=locale)
+        """A fresh state; the first field counts as asked (the persona's first message invites it)."""
+        return FormState(form=self.spec.name, locale=locale, asking=self.spec.fields[0].name)
 
     def next_field(self, state: FormState) -> FieldSpec | None:
         for f in self.spec.fields:
@@ -518,7 +538,7 @@ class FormMachine:
         noted, errors = self._apply(state, answer, candidates, today)
         parts = [prefix] if prefix else []
         if noted:
-            parts.append(localized(TEXTS["noted"], loc).format(items=", ".join(noted)))
+            parts.append(localized(TEXTS["noted"], loc).format(items=", ".join(noted), **particles(noted[-1])))
         for name, reason in errors.items():
             spec = self.spec.field(name)
             parts.append(
@@ -528,7 +548,9 @@ class FormMachine:
             if not asked.required and parsers.is_skip(answer):
                 state.skipped.append(asked.name)
             elif not noted:
-                parts.append(localized(TEXTS["not_understood"], loc).format(label=localized(asked.label, loc)))
+                parts.append(localized(TEXTS["not_understood"], loc).format(
+                    label=localized(asked.label, loc), **particles(localized(asked.label, loc))
+                ))
         nxt = self._first_error_field(errors) or self.next_field(state)
         if nxt is None:
             state.status, state.asking = "confirming", None
@@ -547,7 +569,7 @@ class FormMachine:
             if errors or (editing and editing not in state.values and not noted):
                 return self._reask(state, editing, errors)
             state.asking = None
-            lead = localized(TEXTS["noted"], loc).format(items=", ".join(noted)) if noted else ""
+            lead = localized(TEXTS["noted"], loc).format(items=", ".join(noted), **particles(noted[-1])) if noted else ""
             return Step(state, (lead + self._confirm(state)).strip())
         if parsers.is_yes(answer):
             state.status, state.asking = "done", None
@@ -573,7 +595,9 @@ class FormMachine:
         if target is None:
             return Step(state, "".join(parts) + self._confirm(state), errors=errors)
         if not errors:
-            parts.append(localized(TEXTS["not_understood"], loc).format(label=localized(target.label, loc)))
+            parts.append(localized(TEXTS["not_understood"], loc).format(
+                    label=localized(target.label, loc), **particles(localized(target.label, loc))
+                ))
         state.asking = target.name
         return Step(state, ("".join(parts) + self._ask(target, loc)).strip(), errors=errors)
 
