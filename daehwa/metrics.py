@@ -99,7 +99,9 @@ class Metrics:
         )
 
         # -- forms (daehwa.intelligence.forms) -------------------------------------------------------------------
-        self.forms_completed = Counter("daehwa_forms_completed", "Forms completed and stored, by form.", ["form"], registry=r)
+        self.forms_completed = Counter(
+            "daehwa_forms_completed", "Forms completed and stored, by form.", ["form"], registry=r
+        )
         self.form_extract_failures = Counter(
             "daehwa_form_extract_failures", "Model extractions of a form value that failed or timed out.", registry=r
         )

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .chat import ChatService
-from .intelligence.collecting import FormCollector, FormWebhooks
-from .intelligence.extract import Extractor
 from .config import Settings
 from .context.embeddings import load_embedder
 from .context.engine import ContextEngine, ContextMemory
+from .intelligence.collecting import FormCollector, FormWebhooks
+from .intelligence.extract import Extractor
 from .metrics import Metrics
 from .moderation import build_moderator
 from .moderation.base import ModerationPolicy, Moderator

@@ -34,7 +34,7 @@ class Hook:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 hook.bodies.append(body)
                 self.send_response(503 if len(hook.bodies) <= hook.failures else 204)
@@ -61,8 +61,12 @@ def hook() -> Iterator[Hook]:
 
 
 def booking_persona(tmp_path: Path, url: str, retries: int = 3) -> Path:
-    text = BUILTIN.read_text(encoding="utf-8").replace('name = "reservation"\ntitle = { ko = "예약 도우미"', 'name = "booking"\ntitle = { ko = "예약 도우미"', 1)
-    text = text.replace("[form]\n", f'[form]\nwebhook = {{ url = "{url}", retries = {retries}, backoff_seconds = 0.05 }}\n', 1)
+    text = BUILTIN.read_text(encoding="utf-8").replace(
+        'name = "reservation"\ntitle = { ko = "예약 도우미"', 'name = "booking"\ntitle = { ko = "예약 도우미"', 1
+    )
+    text = text.replace(
+        "[form]\n", f'[form]\nwebhook = {{ url = "{url}", retries = {retries}, backoff_seconds = 0.05 }}\n', 1
+    )
     d = tmp_path / "personas"
     d.mkdir()
     (d / "booking.toml").write_text(text, encoding="utf-8")

@@ -1167,7 +1167,12 @@ async def test_form_records_are_the_owners_and_survive_reopen_and_conversation_d
     try:
         got = await again.get_form_record(alice.id, first.id)
         assert got is not None
-        assert (got.values, got.delivery, got.form, got.conversation_id) == (values, "delivered", "reservation", conv.id)
+        assert (got.values, got.delivery, got.form, got.conversation_id) == (
+            values,
+            "delivered",
+            "reservation",
+            conv.id,
+        )
         assert abs((got.created_at - first.created_at).total_seconds()) < 0.01
     finally:
         await again.close()

@@ -34,13 +34,11 @@ log = logging.getLogger(__name__)
 class FormWebhooks:
     """POSTs completed forms in the background: retries on network errors, 429 and 5xx, with doubling backoff."""
 
-    def __init__(
-        self, store: Store, metrics: Metrics, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    def __init__(self, store: Store, metrics: Metrics, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.store = store
         self.metrics = metrics
         self.transport = transport  # tests pass a MockTransport; production uses the network
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
 
     def send(self, hook: Webhook, record: FormRecord) -> None:
         task = asyncio.create_task(self.deliver(hook, record), name=f"daehwa-form-webhook-{record.id}")

@@ -36,21 +36,28 @@ _WEEKDAYS = {"ko": "월화수목금토일", "en": ("Mon", "Tue", "Wed", "Thu", "
 #: The machine's own sentences; ``{...}`` fields are filled in.
 TEXTS: dict[str, dict[str, str]] = {
     "invalid": {"ko": "{label}: {reason}. ", "en": "{label}: {reason}. "},
-    "not_understood": {"ko": "죄송해요, {label}{eul} 알아듣지 못했어요. ", "en": "Sorry, I did not catch the {label}. "},
+    "not_understood": {
+        "ko": "죄송해요, {label}{eul} 알아듣지 못했어요. ",
+        "en": "Sorry, I did not catch the {label}. ",
+    },
     "noted": {"ko": "{items}{ro} 적어 둘게요. ", "en": "Noted: {items}. "},
     "confirm": {
-        "ko": "입력하신 내용을 확인해 주세요.\n{summary}\n맞으면 \"네\", 고칠 항목이 있으면 알려 주세요 (예: \"인원 3명으로 바꿔 주세요\").",
-        "en": "Please check the details.\n{summary}\nSay \"yes\" if they are right, or tell me what to change "
+        "ko": "입력하신 내용을 확인해 주세요.\n{summary}\n"
+        + '맞으면 "네", 고칠 항목이 있으면 알려 주세요 (예: "인원 3명으로 바꿔 주세요").',
+        "en": 'Please check the details.\n{summary}\nSay "yes" if they are right, or tell me what to change '
         '(e.g. "make it 3 people").',
     },
     "which_field": {"ko": "어떤 항목을 고칠까요? ({labels})", "en": "Which detail should I change? ({labels})"},
     "cancelled": {
-        "ko": "진행 중이던 내용을 취소했어요. 다시 시작하려면 \"새 예약\"이라고 말씀해 주세요.",
+        "ko": '진행 중이던 내용을 취소했어요. 다시 시작하려면 "새 예약"이라고 말씀해 주세요.',
         "en": 'I cancelled it. Say "start over" to begin again.',
     },
-    "skip_hint": {"ko": " (없으면 \"없어요\"라고 해 주세요)", "en": ' (say "none" to skip)'},
+    "skip_hint": {"ko": ' (없으면 "없어요"라고 해 주세요)', "en": ' (say "none" to skip)'},
     "empty": {"ko": "없음", "en": "none"},
-    "done": {"ko": "완료되었어요! 접수 번호는 {record_id}입니다.\n{summary}", "en": "Done! Your reference is {record_id}.\n{summary}"},
+    "done": {
+        "ko": "완료되었어요! 접수 번호는 {record_id}입니다.\n{summary}",
+        "en": "Done! Your reference is {record_id}.\n{summary}",
+    },
 }
 
 _VALUE_REASONS: dict[str, dict[str, str]] = {
@@ -542,15 +549,19 @@ class FormMachine:
         for name, reason in errors.items():
             spec = self.spec.field(name)
             parts.append(
-                localized(TEXTS["invalid"], loc).format(label=localized(spec.label, loc), reason=reason_text(reason, spec, loc))
+                localized(TEXTS["invalid"], loc).format(
+                    label=localized(spec.label, loc), reason=reason_text(reason, spec, loc)
+                )
             )
         if asked is not None and asked.name not in state.values and asked.name not in errors:
             if not asked.required and parsers.is_skip(answer):
                 state.skipped.append(asked.name)
             elif not noted:
-                parts.append(localized(TEXTS["not_understood"], loc).format(
-                    label=localized(asked.label, loc), **particles(localized(asked.label, loc))
-                ))
+                parts.append(
+                    localized(TEXTS["not_understood"], loc).format(
+                        label=localized(asked.label, loc), **particles(localized(asked.label, loc))
+                    )
+                )
         nxt = self._first_error_field(errors) or self.next_field(state)
         if nxt is None:
             state.status, state.asking = "confirming", None
@@ -569,7 +580,9 @@ class FormMachine:
             if errors or (editing and editing not in state.values and not noted):
                 return self._reask(state, editing, errors)
             state.asking = None
-            lead = localized(TEXTS["noted"], loc).format(items=", ".join(noted), **particles(noted[-1])) if noted else ""
+            lead = (
+                localized(TEXTS["noted"], loc).format(items=", ".join(noted), **particles(noted[-1])) if noted else ""
+            )
             return Step(state, (lead + self._confirm(state)).strip())
         if parsers.is_yes(answer):
             state.status, state.asking = "done", None
@@ -589,15 +602,19 @@ class FormMachine:
         for name, reason in errors.items():
             spec = self.spec.field(name)
             parts.append(
-                localized(TEXTS["invalid"], loc).format(label=localized(spec.label, loc), reason=reason_text(reason, spec, loc))
+                localized(TEXTS["invalid"], loc).format(
+                    label=localized(spec.label, loc), reason=reason_text(reason, spec, loc)
+                )
             )
         target = self._first_error_field(errors) or (self.spec.field(editing) if editing else None)
         if target is None:
             return Step(state, "".join(parts) + self._confirm(state), errors=errors)
         if not errors:
-            parts.append(localized(TEXTS["not_understood"], loc).format(
+            parts.append(
+                localized(TEXTS["not_understood"], loc).format(
                     label=localized(target.label, loc), **particles(localized(target.label, loc))
-                ))
+                )
+            )
         state.asking = target.name
         return Step(state, ("".join(parts) + self._ask(target, loc)).strip(), errors=errors)
 

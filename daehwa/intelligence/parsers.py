@@ -130,31 +130,37 @@ def strip_answer(text: str) -> str:
     return _ANSWER_TAIL.sub("", text.strip()).strip()
 
 
-def parse_number(text: str, *, counters: Sequence[str] = PEOPLE_COUNTERS, bare: bool = True) -> Parsed[int] | Rejected | None:
+def parse_number(
+    text: str, *, counters: Sequence[str] = PEOPLE_COUNTERS, bare: bool = True
+) -> Parsed[int] | Rejected | None:
     """A count: "4명", "두 명", "스물다섯 분", "party of 4", "혼자"; with ``bare`` also a lone "4" / "둘이요".
 
     Two different numbers with a counter ("2명이나 3명") are ``Rejected("ambiguous_number")``.
     """
     counter_alt = "|".join(re.escape(c) for c in sorted(counters, key=len, reverse=True))
     found: list[Parsed[int]] = []
-    span = re.search(rf"(\d+|{_NATIVE})\s*(?:~|-|에서|or|내지)\s*(\d+|{_NATIVE})\s*(?:{counter_alt or '$'})", text, re.I)
+    span = re.search(
+        rf"(\d+|{_NATIVE})\s*(?:~|-|에서|or|내지)\s*(\d+|{_NATIVE})\s*(?:{counter_alt or '$'})", text, re.I
+    )
     if span:
         return Rejected("ambiguous_number", span.span())
     if counter_alt:
-        pattern = re.compile(rf"(?<![가-힣])(\d+|{_NATIVE}|{_SINO}|{_ENGLISH})\s*(?:{counter_alt})(?![a-z]|위기|간|석)", re.I)
+        pattern = re.compile(
+            rf"(?<![가-힣])(\d+|{_NATIVE}|{_SINO}|{_ENGLISH})\s*(?:{counter_alt})(?![a-z]|위기|간|석)", re.I
+        )
         for m in pattern.finditer(text):
             value = _number_word(m.group(1))
             if value is not None:
                 found.append(Parsed(value, m.span()))
-        m = re.search(r"(?:party|table) (?:of|for) (\d+|" + _ENGLISH_ALT + r")\b", text, re.I)
-        if m:
-            value = _number_word(m.group(1))
+        party = re.search(r"(?:party|table) (?:of|for) (\d+|" + _ENGLISH_ALT + r")\b", text, re.I)
+        if party:
+            value = _number_word(party.group(1))
             if value is not None:
-                found.append(Parsed(value, m.span()))
+                found.append(Parsed(value, party.span()))
     for word, value in _SOLO.items():
-        m = re.search(rf"(?<![가-힣]){word}(?![가-힣])|(?<![가-힣]){word}(?=서|요|\s|$)", text)
-        if m and not any(p.span[0] <= m.start() < p.span[1] for p in found):
-            found.append(Parsed(value, m.span()))
+        solo = re.search(rf"(?<![가-힣]){word}(?![가-힣])|(?<![가-힣]){word}(?=서|요|\s|$)", text)
+        if solo and not any(p.span[0] <= solo.start() < p.span[1] for p in found):
+            found.append(Parsed(value, solo.span()))
             break
     values = {p.value for p in found}
     if len(values) > 1:
@@ -170,9 +176,9 @@ def parse_number(text: str, *, counters: Sequence[str] = PEOPLE_COUNTERS, bare: 
         return Parsed(value, (start, start + len(whole)))
     digits = re.findall(r"(?<![\d:./-])\d{1,6}(?![\d:./-])", text)
     if len(set(digits)) == 1:
-        m = re.search(r"(?<![\d:./-])\d{1,6}(?![\d:./-])", text)
-        assert m is not None
-        return Parsed(int(digits[0]), m.span(), sure=len(digits) == 1)
+        first = re.search(r"(?<![\d:./-])\d{1,6}(?![\d:./-])", text)
+        assert first is not None
+        return Parsed(int(digits[0]), first.span(), sure=len(digits) == 1)
     if len(set(digits)) > 1:
         return Rejected("ambiguous_number")
     return None
@@ -195,9 +201,7 @@ _WEEK_EN = re.compile(
     r"\b(?:(?P<week>this|next|coming)\s+(?:week\s+)?)?(?P<day>mon|tue|wed|thu|fri|sat|sun)[a-z]*\b", re.I
 )
 _YMD = re.compile(r"(?<!\d)(?P<y>\d{4})\s*[-./년]\s*(?P<m>\d{1,2})\s*[-./월]\s*(?P<d>\d{1,2})\s*일?(?!\d)")
-_MD_KO = re.compile(
-    rf"(?P<m>\d{{1,2}}|{_SINO})\s*월\s*(?P<d>\d{{1,2}}|[일이삼사오육칠팔구십]{{1,4}}?)\s*일"
-)
+_MD_KO = re.compile(rf"(?P<m>\d{{1,2}}|{_SINO})\s*월\s*(?P<d>\d{{1,2}}|[일이삼사오육칠팔구십]{{1,4}}?)\s*일")
 _MD_SLASH = re.compile(r"(?<![\d/.:-])(?P<m>\d{1,2})\s*[/.]\s*(?P<d>\d{1,2})(?![\d/.:-])(?!\s*(?:시|:|명|분))")
 _MD_EN = re.compile(
     r"\b(?P<mon>jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+(?P<d>\d{1,2})(?:st|nd|rd|th)?\b"
@@ -218,7 +222,9 @@ def _monday(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
-def _month_day(today: date, month: int, day: int, span: tuple[int, int], year: int | None = None) -> Parsed[date] | Rejected:
+def _month_day(
+    today: date, month: int, day: int, span: tuple[int, int], year: int | None = None
+) -> Parsed[date] | Rejected:
     if not 1 <= month <= 12:
         return Rejected("no_such_date", span)
     try:
@@ -423,9 +429,9 @@ def parse_phone(text: str) -> Parsed[str] | Rejected | None:
             return Parsed(formatted, m.span())
         if digits.startswith(("01", "02", "03", "04", "05", "06", "07", "82")) and len(digits) >= 7:
             return Rejected("phone_digits", m.span())
-    m = re.search(r"(?<!\d)1[5-9]\d{2}-\d{4}(?!\d)", text)
-    if m:
-        return Parsed(m.group(0), m.span())
+    service = re.search(r"(?<!\d)1[5-9]\d{2}-\d{4}(?!\d)", text)
+    if service:
+        return Parsed(service.group(0), service.span())
     return None
 
 
@@ -472,8 +478,13 @@ _SKIP = re.compile(
     re.I,
 )
 _CANCEL = re.compile(r"(?:예약\s*)?(?:취소|그만\s*할래|그만할게|그만둘|cancel|stop\b|never\s*mind)", re.I)
-_RESTART = re.compile(r"(?:새\s*예약|새로\s*(?:예약|시작)|다시\s*(?:시작|예약)|처음부터|another|new\s+(?:one|booking|reservation)|start\s+over|restart)", re.I)
-_CORRECTION = re.compile(r"(?:바꿔|바꿀|변경|수정|고쳐|고칠|말고|아니라|정정|change|instead|actually|correct(?:ion)?\b|make it)", re.I)
+_RESTART = re.compile(
+    r"(?:새\s*예약|새로\s*(?:예약|시작)|다시\s*(?:시작|예약)|처음부터|another|new\s+(?:one|booking|reservation)|start\s+over|restart)",
+    re.I,
+)
+_CORRECTION = re.compile(
+    r"(?:바꿔|바꿀|변경|수정|고쳐|고칠|말고|아니라|정정|change|instead|actually|correct(?:ion)?\b|make it)", re.I
+)
 
 
 def is_yes(text: str) -> bool:
@@ -501,10 +512,13 @@ def is_correction(text: str) -> bool:
 
 
 _NAME_PREFIX = re.compile(
-    r"^(?:제\s*이름은|저는|전|이름은|성함은|예약자는|예약자\s*이름은|예약자명은|my name is|i am|i'm|it's|name is|this is)\s*",
+    r"^(?:제\s*이름은|저는|전|이름은|성함은|예약자는|예약자\s*이름은|예약자명은"
+    r"|my name is|i am|i'm|it's|name is|this is)\s*",
     re.I,
 )
-_NAME_SUFFIX = re.compile(r"(?:\s*(?:입니다|이에요|예요|이요|요|이고요|이구요|으로\s*해\s*주세요|로\s*해\s*주세요|이라고\s*합니다|라고\s*합니다|[.!~,]))+$")
+_NAME_SUFFIX = re.compile(
+    r"(?:\s*(?:입니다|이에요|예요|이요|요|이고요|이구요|으로\s*해\s*주세요|로\s*해\s*주세요|이라고\s*합니다|라고\s*합니다|[.!~,]))+$"
+)
 
 
 def parse_text(text: str, *, name_like: bool = False) -> str:

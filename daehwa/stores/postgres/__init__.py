@@ -21,8 +21,8 @@ from ..signals import PostgresSignals, StopSignals
 from .accounts import PostgresAccounts
 from .connection import init_connection
 from .context import PostgresContext
-from .forms import PostgresForms
 from .conversations import PostgresConversations
+from .forms import PostgresForms
 from .usage import PostgresUsage
 
 if TYPE_CHECKING:

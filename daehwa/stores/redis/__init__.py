@@ -24,8 +24,8 @@ from ..common import redact
 from ..signals import RedisSignals, StopSignals
 from .accounts import RedisAccounts
 from .context import RedisContext
-from .forms import RedisForms
 from .conversations import RedisConversations
+from .forms import RedisForms
 from .usage import RedisUsage
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Redis completed forms, kept without expiry (the record outlives its conversation)::
 
-    P:form:{id}            hash    user_id, conversation_id, form, values (JSON), delivery, created_at
-    P:user:{uid}:forms     zset    record id -> created_at (microseconds)
+P:form:{id}            hash    user_id, conversation_id, form, values (JSON), delivery, created_at
+P:user:{uid}:forms     zset    record id -> created_at (microseconds)
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from ..base import Store
 from ..migrations import apply_sqlite
 from .accounts import SQLiteAccounts
 from .context import SQLiteContext
-from .forms import SQLiteForms
 from .conversations import SQLiteConversations, repair_streaming
+from .forms import SQLiteForms
 from .usage import SQLiteUsage
 
 if TYPE_CHECKING:

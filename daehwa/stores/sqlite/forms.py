@@ -24,15 +24,15 @@ class SQLiteForms(SQLiteConnection, FormStore):
                 VALUES (?, ?, ?, ?, ?, ?, ?)""",
                 (rid, user_id, record.conversation_id, record.form, to_json(record.values), record.delivery, iso(now)),
             )
-            return FormRecord(rid, user_id, record.conversation_id, record.form, dict(record.values), now, record.delivery)
+            return FormRecord(
+                rid, user_id, record.conversation_id, record.form, dict(record.values), now, record.delivery
+            )
 
         return await self._write(work)
 
     async def get_form_record(self, user_id: str, record_id: str) -> FormRecord | None:
         def work(db: sqlite3.Connection) -> FormRecord | None:
-            row = db.execute(
-                "SELECT * FROM form_records WHERE id = ? AND user_id = ?", (record_id, user_id)
-            ).fetchone()
+            row = db.execute("SELECT * FROM form_records WHERE id = ? AND user_id = ?", (record_id, user_id)).fetchone()
             return form_record_from_row(dict(row)) if row else None
 
         return await self._read(work)
