@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import logging
 from collections.abc import Mapping
 from datetime import date
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 #: Fields read before the others, whose spans are then masked.
 _TYPED_FIRST = ("date", "time", "phone", "email")
 _MODEL_MAX_TOKENS = 48
+_INSTEAD = re.compile(r"(?:말고|아니고|아니라|대신에?|instead of|rather than)\s*", re.I)
 
 
 def parse_answer(spec: FormSpec, state: FormState | None, answer: str, today: date) -> dict[str, Candidate]:
@@ -38,6 +40,9 @@ def parse_answer(spec: FormSpec, state: FormState | None, answer: str, today: da
     asking = state.asking if state is not None else None
     out: dict[str, Candidate] = {}
     masked = answer
+    instead = _INSTEAD.search(answer)
+    if instead:  # "금요일 말고 토요일": only what follows is meant
+        masked = " " * instead.end() + answer[instead.end() :]
     for kind in _TYPED_FIRST:
         for f in spec.fields:
             if f.type != kind:
@@ -72,7 +77,7 @@ def _typed(f: FieldSpec, text: str, today: date) -> tuple[Candidate | None, tupl
     if result is None:
         return None, None
     span = result.span if result.span != (0, 0) else None
-    found = parse_value(f, text[span[0] : span[1]] if span else text, today, pending=True)
+    found = parse_value(f, text, today, pending=True)
     return found, span
 
 

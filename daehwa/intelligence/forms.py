@@ -76,7 +76,8 @@ _VALUE_REASONS: dict[str, dict[str, str]] = {
 
 def _final(word: str) -> int | None:
     """The final consonant index of the word's last Hangul syllable (0: none), None for a non-Hangul ending."""
-    last = word.strip()[-1:] if word.strip() else ""
+    word = word.strip().rstrip(")]").strip()
+    last = word[-1:]
     if "가" <= last <= "힣":
         return (ord(last) - 0xAC00) % 28
     if last.isdigit():

@@ -191,8 +191,28 @@ _MONTHS_EN = (
     "january", "february", "march", "april", "may", "june",
     "july", "august", "september", "october", "november", "december",
 )  # fmt: skip
-_RELATIVE_KO = {"오늘": 0, "금일": 0, "내일": 1, "낼": 1, "명일": 1, "내일모레": 2, "모레": 2, "낼모레": 2, "글피": 3}
-_RELATIVE_EN = {"today": 0, "tonight": 0, "tomorrow": 1, "the day after tomorrow": 2, "day after tomorrow": 2}
+_RELATIVE_KO = {
+    "그저께": -2,
+    "그제": -2,
+    "어제": -1,
+    "오늘": 0,
+    "금일": 0,
+    "내일": 1,
+    "낼": 1,
+    "명일": 1,
+    "내일모레": 2,
+    "모레": 2,
+    "낼모레": 2,
+    "글피": 3,
+}
+_RELATIVE_EN = {
+    "yesterday": -1,
+    "today": 0,
+    "tonight": 0,
+    "tomorrow": 1,
+    "the day after tomorrow": 2,
+    "day after tomorrow": 2,
+}
 _WEEK_KO = re.compile(
     r"(?:(?P<week>이번\s*주|이번주|금주|이주|다음\s*주|담주|차주|다다음\s*주|저번\s*주|지난\s*주)\s*)?"
     r"(?P<day>[월화수목금토일])\s*(?:요일|욜)"
@@ -259,7 +279,8 @@ def parse_date(text: str, today: date) -> Parsed[date] | Rejected | None:
         month, day = _number_word(m["m"]), _number_word(m["d"])
         if month is None or day is None:
             return Rejected("no_such_date", m.span())
-        return _month_day(today, month, day, m.span())
+        year = today.year + 1 if "내년" in text else (today.year if "올해" in text else None)
+        return _month_day(today, month, day, m.span(), year=year)
     m = _MD_EN.search(text)
     if m:
         mon = (m["mon"] or m["mon2"]).lower()
