@@ -12,9 +12,7 @@ from tests.api_helpers import auth
 pytest_plugins = ["tests.api_fixtures"]
 
 
-async def test_form_progress_route(
-    client: httpx.AsyncClient, services: Services, alice_key: str, bob_key: str
-) -> None:
+async def test_form_progress_route(client: httpx.AsyncClient, services: Services, alice_key: str, bob_key: str) -> None:
     assert services.forms is not None
     services.forms.today = lambda: date(2026, 12, 3)
     r = await client.post("/api/conversations", json={"persona": "reservation"}, headers=auth(alice_key))

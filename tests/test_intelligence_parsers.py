@@ -37,6 +37,8 @@ def value(result: object) -> object:
         ("12월 24일", date(2026, 12, 24)),
         ("12월24일 저녁", date(2026, 12, 24)),
         ("십이월 이십사일", date(2026, 12, 24)),
+        ("십이월 삼십일일", date(2026, 12, 31)),
+        ("일월 일일", date(2027, 1, 1)),
         ("1월 5일", date(2027, 1, 5)),  # no year: the next such day
         ("12월 1일", date(2027, 12, 1)),
         ("2026-12-25", date(2026, 12, 25)),
@@ -72,7 +74,7 @@ def test_impossible_dates_are_rejected(text: str) -> None:
     assert parsers.parse_date(text, TODAY) == Rejected("no_such_date", parsers.parse_date(text, TODAY).span)  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("text", ["좋아요", "김민수", "010-1234-5678", "두 명", "", "월요병"])
+@pytest.mark.parametrize("text", ["좋아요", "김민수", "010-1234-5678", "두 명", "", "월요병", "오후 6시 30분"])
 def test_no_date(text: str) -> None:
     assert parsers.parse_date(text, TODAY) is None
 

@@ -221,7 +221,7 @@ _WEEK_EN = re.compile(
     r"\b(?:(?P<week>this|next|coming)\s+(?:week\s+)?)?(?P<day>mon|tue|wed|thu|fri|sat|sun)[a-z]*\b", re.I
 )
 _YMD = re.compile(r"(?<!\d)(?P<y>\d{4})\s*[-./년]\s*(?P<m>\d{1,2})\s*[-./월]\s*(?P<d>\d{1,2})\s*일?(?!\d)")
-_MD_KO = re.compile(rf"(?P<m>\d{{1,2}}|{_SINO})\s*월\s*(?P<d>\d{{1,2}}|[일이삼사오육칠팔구십]{{1,4}}?)\s*일")
+_MD_KO = re.compile(rf"(?P<m>\d{{1,2}}|{_SINO})\s*월\s*(?P<d>\d{{1,2}}|[일이삼사오육칠팔구십]{{1,4}})\s*일")
 _MD_SLASH = re.compile(r"(?<![\d/.:-])(?P<m>\d{1,2})\s*[/.]\s*(?P<d>\d{1,2})(?![\d/.:-])(?!\s*(?:시|:|명|분))")
 _MD_EN = re.compile(
     r"\b(?P<mon>jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+(?P<d>\d{1,2})(?:st|nd|rd|th)?\b"
@@ -230,7 +230,8 @@ _MD_EN = re.compile(
     re.I,
 )
 _IN_DAYS = re.compile(
-    r"(?P<n>\d+|[일이삼사오육칠팔구십]+|하루|이틀|사흘|나흘|닷새|엿새|이레|일주일|열흘)\s*(?:일\s*)?(?:후|뒤)"
+    r"(?<![가-힣])(?:(?P<n>\d+|[이삼사오육칠팔구십][일이삼사오육칠팔구십]*)\s*일|(?P<w>하루|이틀|사흘|나흘|닷새|엿새|이레|일주일|열흘))"
+    r"\s*(?:후|뒤|있다가)"
     r"|\bin\s+(?P<en>\d+|a|one|two|three|four|five|six|seven)\s+(?P<unit>days?|weeks?)\b",
     re.I,
 )
@@ -288,8 +289,10 @@ def parse_date(text: str, today: date) -> Parsed[date] | Rejected | None:
         return _month_day(today, month, int(m["d"] or m["d2"]), m.span())
     m = _IN_DAYS.search(text)
     if m:
-        if m["n"]:
-            n = _DAYS_WORDS.get(m["n"]) or _number_word(m["n"])
+        if m["w"]:
+            n = _DAYS_WORDS[m["w"]]
+        elif m["n"]:
+            n = _number_word(m["n"])
         else:
             n = 1 if m["en"].lower() in ("a", "one") else _number_word(m["en"])
             if n is not None and m["unit"].lower().startswith("week"):
