@@ -289,6 +289,7 @@ def parse_date(text: str, today: date) -> Parsed[date] | Rejected | None:
         return _month_day(today, month, int(m["d"] or m["d2"]), m.span())
     m = _IN_DAYS.search(text)
     if m:
+        n: int | None
         if m["w"]:
             n = _DAYS_WORDS[m["w"]]
         elif m["n"]:
