@@ -10,6 +10,8 @@ from .chat import ChatService
 from .config import Settings
 from .context.embeddings import load_embedder
 from .context.engine import ContextEngine, ContextMemory
+from .intelligence.collecting import FormCollector, FormWebhooks
+from .intelligence.extract import Extractor
 from .metrics import Metrics
 from .moderation import build_moderator
 from .moderation.base import ModerationPolicy, Moderator
@@ -37,6 +39,7 @@ class Services:
     router: Router
     chat: ChatService
     limiter: QuotaLimiter | None = None  # None when no quota is configured
+    forms: FormCollector | None = None  # the form step (personas with a [form])
 
     async def start(self) -> None:
         """Open the store, then start the default model's provider (the embedded model loads here, once).
@@ -50,6 +53,8 @@ class Services:
 
     async def aclose(self) -> None:
         await self.chat.drain()
+        if self.forms is not None:
+            await self.forms.webhooks.drain()
         close = getattr(self.chat.context.embedder, "close", None)
         if close is not None:
             close()
@@ -96,6 +101,9 @@ def build_services(
         summary_model=settings.context_summary_model,
         embedder_missing=None if settings.context_embedder != "off" else "DAEHWA_CONTEXT_EMBEDDER is off",
     )
+    forms = FormCollector(
+        store, Extractor(router, metrics), FormWebhooks(store, metrics), metrics, default_model=settings.default_model
+    )
     chat = ChatService(
         settings=settings,
         store=store,
@@ -107,7 +115,7 @@ def build_services(
         limiter=limiter,
         pricing=PriceTable.from_settings(settings.prices_file),
         context=context,
-        contributors=contributors,
+        contributors=(forms, *contributors),
         observers=observers,
     )
     return Services(
@@ -120,4 +128,5 @@ def build_services(
         router=router,
         chat=chat,
         limiter=limiter,
+        forms=forms,
     )

@@ -1272,3 +1272,43 @@ async def test_postgres_unreachable_server_names_the_setting() -> None:
     with pytest.raises(ConfigError, match="DAEHWA_DATABASE_URL") as info:
         await store.open()
     assert "s3cret" not in str(info.value) and "s3cret" not in repr(store)
+
+
+# -- completed forms (FormStore) ---------------------------------------------------------------------------------
+async def test_form_records_are_the_owners_and_survive_reopen_and_conversation_delete(
+    store: Store, store_factory: StoreFactory
+) -> None:
+    from daehwa.stores import NewFormRecord
+
+    alice = await store.create_user(f"alice-{uuid.uuid4().hex[:6]}", password_hash=None)
+    bob = await store.create_user(f"bob-{uuid.uuid4().hex[:6]}", password_hash=None)
+    conv = await store.create_conversation(alice.id)
+    other = await store.create_conversation(alice.id)
+    values = {"date": "2026-12-24", "party": 2, "name": "김민수"}
+    # Bob cannot file a record in Alice's conversation.
+    assert await store.save_form_record(bob.id, NewFormRecord(conv.id, "reservation", values)) is None
+    first = await store.save_form_record(alice.id, NewFormRecord(conv.id, "reservation", values, delivery="pending"))
+    assert first is not None and first.values == values and first.delivery == "pending"
+    second = await store.save_form_record(alice.id, NewFormRecord(other.id, "reservation", {"party": 4}))
+    assert second is not None and second.delivery is None
+    assert [r.id for r in await store.list_form_records(alice.id)] == [first.id, second.id]
+    assert [r.id for r in await store.list_form_records(alice.id, conversation_id=conv.id)] == [first.id]
+    assert await store.list_form_records(bob.id) == []
+    assert await store.get_form_record(bob.id, first.id) is None
+    assert not await store.set_form_delivery(bob.id, first.id, "delivered")
+    assert await store.set_form_delivery(alice.id, first.id, "delivered")
+    await store.delete_conversation(alice.id, conv.id)
+    again = store_factory()
+    await again.open()
+    try:
+        got = await again.get_form_record(alice.id, first.id)
+        assert got is not None
+        assert (got.values, got.delivery, got.form, got.conversation_id) == (
+            values,
+            "delivered",
+            "reservation",
+            conv.id,
+        )
+        assert abs((got.created_at - first.created_at).total_seconds()) < 0.01
+    finally:
+        await again.close()

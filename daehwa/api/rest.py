@@ -18,6 +18,8 @@ from pydantic import BaseModel, Field
 from ..chat import TurnRequest
 from ..errors import ConfigError, InvalidRequest, NotFound
 from ..i18n import normalize_locale
+from ..intelligence.forms import META_KEY as FORM_META_KEY
+from ..intelligence.forms import FormState, progress
 from ..services import Services
 from ..stores.base import ConversationQuery
 from ..types import ChatMessage, User
@@ -26,6 +28,7 @@ from .errors import error_response
 from .schemas import (
     ConversationOut,
     ErrorOut,
+    FormProgressOut,
     MessageContextOut,
     MessageOut,
     TurnResultOut,
@@ -224,6 +227,19 @@ async def message_context(conversation_id: str, message_id: str, request: Reques
         raise NotFound("No such reply in this conversation.", param="message_id")
     report = found.meta.get("context")
     return {"message_id": found.id, "context": report if isinstance(report, dict) else None}
+
+
+@router.get("/api/conversations/{conversation_id}/form", response_model=FormProgressOut, responses=_ERRORS)
+async def form_progress(conversation_id: str, request: Request, user: CurrentUser) -> dict[str, Any]:
+    """The conversation's form: every field with its value, which one is asked next, and whether it is done."""
+    conversation = await _owned(request, user.id, conversation_id)
+    personas = services_of(request).personas
+    persona = personas.get(conversation.persona) if conversation.persona in personas else None
+    if persona is None or persona.form is None:
+        return {"form": None}
+    state = FormState.from_meta((conversation.meta or {}).get(FORM_META_KEY), persona.form)
+    lang = normalize_locale(request.headers.get("accept-language"))
+    return progress(persona.form, state, state.locale if state is not None else lang[:2])
 
 
 @router.patch("/api/conversations/{conversation_id}", response_model=ConversationOut, responses=_ERRORS)

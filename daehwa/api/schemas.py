@@ -122,6 +122,30 @@ class MessageContextOut(BaseModel):
     context: ContextReportOut | None = Field(description="None for replies stored before context reports existed")
 
 
+class FormFieldOut(BaseModel):
+    name: str
+    type: str = Field(description="text, number, date, time, choice, phone or email")
+    label: str
+    required: bool
+    value: Any = Field(None, description="the stored value (dates as YYYY-MM-DD, times as HH:MM); None if not given")
+    display: str | None = Field(None, description="the value as the user reads it")
+    skipped: bool = False
+
+
+class FormProgressOut(BaseModel):
+    form: str | None = Field(description="the persona's form; None when the persona has none (then nothing else)")
+    title: str | None = None
+    status: str | None = Field(None, description="collecting, confirming, done or cancelled")
+    started: bool = False
+    fields: list[FormFieldOut] = Field(default_factory=list)
+    filled: int = 0
+    total: int = 0
+    next: str | None = Field(None, description="the field asked next (None while confirming or once done)")
+    done: bool = False
+    record_id: str | None = Field(None, description="the stored record, once done")
+    delivery: str | None = Field(None, description="the webhook: pending, delivered or failed; None without one")
+
+
 class UsageOut(BaseModel):
     prompt_tokens: int
     completion_tokens: int

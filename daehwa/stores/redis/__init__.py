@@ -31,6 +31,7 @@ from .accounts import RedisAccounts
 from .connection import check_prefix, connect, is_cluster_url
 from .context import RedisContext
 from .conversations import RedisConversations
+from .forms import RedisForms
 from .usage import RedisUsage
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def format3_name(prefix: str, key: str) -> str | None:
     return None
 
 
-class RedisStore(RedisConversations, RedisAccounts, RedisUsage, RedisContext, Store):
+class RedisStore(RedisConversations, RedisAccounts, RedisUsage, RedisContext, RedisForms, Store):
     """Conversation history that expires after ``ttl_seconds`` without writes; accounts and usage that do not."""
 
     def __init__(self, url: str, *, prefix: str = "daehwa", ttl_seconds: float = 30 * 86_400) -> None:
