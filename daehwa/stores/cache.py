@@ -31,8 +31,10 @@ from ..types import Conversation, ConversationSummary, StoredMessage, UsageRecor
 from .base import (
     ApiKeyRecord,
     ConversationQuery,
+    FormRecord,
     MessageChange,
     NewConversation,
+    NewFormRecord,
     NewMessage,
     NewTurn,
     SessionRecord,
@@ -324,6 +326,18 @@ class CachedStore(Store):
 
     async def delete_summary(self, user_id: str, conversation_id: str) -> bool:
         return await self.inner.delete_summary(user_id, conversation_id)
+
+    async def save_form_record(self, user_id: str, record: NewFormRecord) -> FormRecord | None:
+        return await self.inner.save_form_record(user_id, record)
+
+    async def get_form_record(self, user_id: str, record_id: str) -> FormRecord | None:
+        return await self.inner.get_form_record(user_id, record_id)
+
+    async def list_form_records(self, user_id: str, *, conversation_id: str | None = None) -> list[FormRecord]:
+        return await self.inner.list_form_records(user_id, conversation_id=conversation_id)
+
+    async def set_form_delivery(self, user_id: str, record_id: str, delivery: str) -> bool:
+        return await self.inner.set_form_delivery(user_id, record_id, delivery)
 
     async def open(self) -> None:
         await self.inner.open()
