@@ -25,7 +25,7 @@ from ..types import (
     UsageTotal,
     User,
 )
-from .base import ApiKeyRecord, MessageChange, NewConversation, NewMessage, NewTurn, UserRecord
+from .base import ApiKeyRecord, MessageChange, NewConversation, NewMessage, NewTurn, StreamChunk, UserRecord
 
 Row = Mapping[str, Any]
 
@@ -295,3 +295,11 @@ def summary_from_row(row: Row) -> ConversationSummary:
         model=row["model"],
         created_at=_maybe_time(row.get("created_at")),
     )
+
+
+def cut_chunks(chunks: list[StreamChunk], after: int) -> list[StreamChunk]:
+    """Chunks of a stream log read from offset ``after``: the first may start before it, so keep its text from there."""
+    if chunks and chunks[0].start < after:
+        first = chunks[0]
+        chunks[0] = StreamChunk(after, first.text[after - first.start :])
+    return chunks

@@ -26,6 +26,7 @@ from .accounts import RedisAccounts
 from .context import RedisContext
 from .conversations import RedisConversations
 from .usage import RedisUsage
+from .streams import RedisStreams
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -36,7 +37,7 @@ __all__ = ["SCHEMA_VERSION", "RedisStore"]
 SCHEMA_VERSION = 2
 
 
-class RedisStore(RedisConversations, RedisAccounts, RedisUsage, RedisContext, Store):
+class RedisStore(RedisConversations, RedisAccounts, RedisUsage, RedisContext, RedisStreams, Store):
     """Conversation history that expires after ``ttl_seconds`` without writes; accounts and usage that do not."""
 
     def __init__(self, url: str, *, prefix: str = "daehwa", ttl_seconds: float = 30 * 86_400) -> None:
