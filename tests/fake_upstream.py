@@ -12,7 +12,8 @@ the stream, a stall must hang the socket, and shutdown must be immediate even wi
 Each request to ``POST /v1/chat/completions`` takes the next behaviour from the queue, or ``up.default`` when the queue
 is empty. ``GET /v1/models`` lists ``up.models``. ``FakeUpstream(instant=True)`` skips recording and scripting and
 answers every request with a precomputed reply, for latency benchmarks; ``python -m tests.fake_upstream --instant``
-runs one in its own process.
+runs one in its own process. A last message holding ``[[steady N MS]]`` is answered with N words ``w1 w2 ...``, one
+every MS milliseconds, ahead of the queue (for tests whose client is another process, e.g. ``daehwa serve``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ import pytest
 __all__ = ["FakeUpstream", "Fault", "RecordedRequest", "Reply", "fake_upstream"]
 
 _WORD = re.compile(r"\S+\s*|\s+")
+# In the last message: answer N words ("w1 w2 ..."), one every MS milliseconds, whatever the queue holds. Lets a
+# process that only sends messages (a `daehwa serve` subprocess) ask for a steady, long stream.
+_STEADY = re.compile(r"\[\[steady (\d+) (\d+)\]\]")
 
 
 @dataclass(frozen=True)
@@ -429,7 +433,8 @@ class FakeUpstream:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             await self._send_json(ex, 400, _error("Missing required parameter: 'messages'.", "invalid_request_error"))
             return
-        behaviour = self._queue.popleft() if self._queue else self.default
+        steady = _steady_reply(body["messages"])
+        behaviour = steady or (self._queue.popleft() if self._queue else self.default)
         fault = behaviour if isinstance(behaviour, Fault) else None
         reply = behaviour if isinstance(behaviour, Reply) else (fault.reply if fault and fault.reply else Reply())
 
@@ -558,6 +563,16 @@ class FakeUpstream:
             False: ([("content-type", "application/json"), ("content-length", str(len(whole)))], whole),
             True: ([("content-type", "text/event-stream"), ("content-length", str(len(sse)))], sse),
         }
+
+
+def _steady_reply(messages: list[Any]) -> Reply | None:
+    """``[[steady N MS]]`` in the last message: N words, one every MS ms."""
+    last = messages[-1] if messages else None
+    found = _STEADY.search(str(last.get("content", ""))) if isinstance(last, dict) else None
+    if found is None:
+        return None
+    n, ms = int(found.group(1)), int(found.group(2))
+    return Reply(text=" ".join(f"w{i}" for i in range(1, n + 1)), chunk_delay=ms / 1000)
 
 
 def _error(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -112,3 +113,16 @@ def test_instant_mode_answers_without_recording() -> None:
         assert up.request_count == 2 and up.requests == []
     assert plain["choices"][0]["message"]["content"] == "quick"
     assert streamed[0]["choices"][0]["delta"]["content"] == "quick" and streamed[-1] == "[DONE]"
+
+
+def test_steady_directive_streams_n_words_one_every_ms_ahead_of_the_queue(fake_upstream: FakeUpstream) -> None:
+    fake_upstream.enqueue(Reply("queued"))
+    payload = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "go [[steady 5 40]]"}]}
+    with httpx.Client(base_url=fake_upstream.base_url) as client:
+        started = time.monotonic()
+        response = client.post("/chat/completions", json=payload)
+        elapsed = time.monotonic() - started
+    contents = [e["choices"][0]["delta"].get("content") for e in sse_events(response.text)[:-1] if e["choices"]]
+    assert "".join(c for c in contents if c) == "w1 w2 w3 w4 w5"
+    assert elapsed >= 4 * 0.04  # four pauses between five words
+    assert fake_upstream.pending == 1  # the queued reply is still there for the next request
