@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from ..chat import TurnRequest
 from ..errors import ConfigError, InvalidRequest, NotFound
 from ..i18n import normalize_locale
+from ..resume import StreamTimes, find_reply
 from ..services import Services
 from ..stores.base import ConversationQuery
 from ..types import ChatMessage, User
@@ -33,7 +34,7 @@ from .schemas import (
     generation_params,
     message_json,
 )
-from .stream import ActiveTurns, TurnHandle, sse_turn_response
+from .stream import ActiveTurns, TurnHandle, sse_resume_response, sse_turn_response
 
 router = APIRouter(tags=["conversations"])
 
@@ -128,7 +129,7 @@ async def reply(request: Request, turn: TurnRequest, *, stream: bool) -> Respons
     """Run a turn for a REST route: one JSON TurnResult, or an SSE stream."""
     handle = await TurnHandle.open(services_of(request).chat, turn, turns_of(request))
     if stream:
-        return sse_turn_response(handle)
+        return sse_turn_response(handle, resume_seconds=services_of(request).settings.stream_resume_seconds)
     try:
         outcome = await handle.run()
     except BaseException:
@@ -228,6 +229,37 @@ async def message_context(conversation_id: str, message_id: str, request: Reques
         raise NotFound("No such reply in this conversation.", param="message_id")
     report = found.meta.get("context")
     return {"message_id": found.id, "context": report if isinstance(report, dict) else None}
+
+
+@router.get(
+    "/api/conversations/{conversation_id}/messages/{message_id}/stream",
+    responses={
+        **_ERRORS,
+        200: {"description": "The rest of the reply as SSE: delta... then done.", "content": {"text/event-stream": {}}},
+    },
+)
+async def resume_stream(
+    conversation_id: str,
+    message_id: str,
+    request: Request,
+    user: CurrentUser,
+    after: Annotated[int, Query(ge=0, description="Characters of the reply the client already has.")] = 0,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+) -> Response:
+    """Resume a reply (streaming or finished) from any server process: its text after ``after`` characters (or the
+    ``Last-Event-ID`` header, which an SSE client sends when it reconnects), then ``done``."""
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise InvalidRequest("Last-Event-ID must be the id of a delta event (a number).", param="Last-Event-ID")
+        after = int(last_event_id)
+    await _owned(request, user.id, conversation_id)
+    services = services_of(request)
+    found = await find_reply(services.store, user.id, conversation_id, message_id)
+    if found is None:
+        raise NotFound("No such reply in this conversation.", param="message_id")
+    settings = services.settings
+    times = StreamTimes(settings.stream_lease_seconds, settings.stream_log_seconds)
+    return sse_resume_response(services.store, user, found, after=after, times=times)
 
 
 @router.patch("/api/conversations/{conversation_id}", response_model=ConversationOut, responses=_ERRORS)

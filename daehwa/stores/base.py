@@ -354,9 +354,7 @@ class StreamLogStore(abc.ABC):
         previous one's ``end``."""
 
     @abc.abstractmethod
-    async def end_stream(
-        self, user_id: str, conversation_id: str, message_id: str, *, expire_seconds: float
-    ) -> None:
+    async def end_stream(self, user_id: str, conversation_id: str, message_id: str, *, expire_seconds: float) -> None:
         """Mark the log ended (the reply is stored) and let it expire in ``expire_seconds``."""
 
     @abc.abstractmethod

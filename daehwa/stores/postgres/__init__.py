@@ -22,8 +22,8 @@ from .accounts import PostgresAccounts
 from .connection import init_connection
 from .context import PostgresContext
 from .conversations import PostgresConversations
-from .usage import PostgresUsage
 from .streams import PostgresStreams
+from .usage import PostgresUsage
 
 if TYPE_CHECKING:
     from ...config import Settings

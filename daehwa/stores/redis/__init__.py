@@ -25,8 +25,8 @@ from ..signals import RedisSignals, StopSignals
 from .accounts import RedisAccounts
 from .context import RedisContext
 from .conversations import RedisConversations
-from .usage import RedisUsage
 from .streams import RedisStreams
+from .usage import RedisUsage
 
 if TYPE_CHECKING:
     from ...config import Settings

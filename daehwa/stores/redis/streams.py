@@ -12,6 +12,7 @@ holding text after ``after``. All three keys expire ``expire_seconds`` after the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from ..base import StreamChunk, StreamLogStore, StreamRead
@@ -48,7 +49,7 @@ return 1
 
 
 class RedisStreams(RedisConnection, StreamLogStore):
-    SCRIPTS: ClassVar = {"stream_append": _APPEND, "stream_end": _END}
+    SCRIPTS: ClassVar[Mapping[str, str]] = {"stream_append": _APPEND, "stream_end": _END}
 
     def _reply_keys(self, conversation_id: str, message_id: str) -> list[str]:
         log = self._k("{c:" + conversation_id + "}", "reply", message_id)

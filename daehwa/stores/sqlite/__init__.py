@@ -26,8 +26,8 @@ from ..migrations import apply_sqlite
 from .accounts import SQLiteAccounts
 from .context import SQLiteContext
 from .conversations import SQLiteConversations, repair_streaming
-from .usage import SQLiteUsage
 from .streams import SQLiteStreams
+from .usage import SQLiteUsage
 
 if TYPE_CHECKING:
     from ...config import Settings

@@ -77,4 +77,3 @@ class SQLiteStreams(SQLiteConnection, StreamLogStore):
             return StreamRead(cut_chunks([StreamChunk(r[0], r[1]) for r in rows], after), row[0] >= now, bool(row[1]))
 
         return await self._read(work)
-
