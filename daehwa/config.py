@@ -331,6 +331,15 @@ class Settings(BaseSettings):
     # -- server ------------------------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address 'daehwa serve' listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port 'daehwa serve' listens on.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "Server processes 'daehwa serve' runs (uvicorn workers on one port). More than one needs a Redis or "
+            "PostgreSQL store, which carries stop signals, quotas, breaker state and resumable streams between them."
+        ),
+    )
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
     log_message_text: bool = Field(
         default=False, description="Include message text in logs (off by default: logs hold no conversation text)."

@@ -2,8 +2,8 @@
 
 A client whose connection drops mid-reply reconnects, to any server process sharing the store, with the reply's id
 and the offset it had reached, and gets the rest of the reply exactly once. The process running the turn appends the
-reply's text (choice 0) to the store's chunk log (``StreamLogStore``) as it is generated, a few times a second, and
-renews a lease while it runs; the reader replays the log from the offset and follows it until the reply is stored
+reply's text (choice 0) to the store's chunk log (``StreamLogStore``) before it sends it to its client, and renews a
+lease while it runs; the reader replays the log from the offset and follows it until the reply is stored
 as finished. Offsets are characters (code points) of the reply's text.
 
 A writer that dies (``kill -9``) stops renewing its lease: a reader that sees the lease lapse while the store still
@@ -26,8 +26,7 @@ from .types import MessageStatus, StoredMessage
 
 log = logging.getLogger(__name__)
 
-#: How often the writer sends what accumulated, and how often a reader looks for more.
-WRITE_SECONDS = 0.05
+#: How often a reader looks for more.
 POLL_SECONDS = 0.05
 #: A reader that found the log ended waits this long for the reply's final save to show.
 SETTLE_SECONDS = 5.0
@@ -42,10 +41,13 @@ class StreamTimes:
 
 
 class ChunkPublisher:
-    """Writes one turn's reply text to the chunk log: batched, one write in flight, the lease renewed meanwhile.
+    """Writes one turn's reply text to the chunk log, and renews the writer's lease while the turn runs.
 
-    ``add`` never waits (it runs on the reply's hot path); a failed write is retried with the next one, so the log
-    has no gap. ``close`` writes what is left and ends the log; call it once the reply is stored.
+    ``add`` queues text; ``sync`` waits until all of it is in the log, so the transport sends a client only text a
+    resume can continue from (a client never holds text the store does not). Text that piles up while a write is in
+    flight goes in the next write, so a fast model costs one store write per round trip, not one per delta. A
+    failed write is retried with the next one (the log has no gap) and does not hold the reply up. ``close`` writes
+    what is left and ends the log; call it once the reply is stored.
     """
 
     def __init__(self, store: Store, user_id: str, conversation_id: str, message_id: str, times: StreamTimes) -> None:
@@ -55,9 +57,11 @@ class ChunkPublisher:
         self.offset = 0  # characters added so far: the offset a client has after the text added last
         self._written = 0
         self._pending: list[str] = []
+        self._failed = False
         self._closed = False
         self._last_write = 0.0
-        self._task = asyncio.ensure_future(self._run())
+        self._writing: asyncio.Future[None] | None = asyncio.ensure_future(self._write())  # the lease, at once
+        self._lease = asyncio.ensure_future(self._renew())
 
     def add(self, text: str) -> int:
         """Queue ``text``; returns the reply's offset after it."""
@@ -65,13 +69,22 @@ class ChunkPublisher:
         self.offset += len(text)
         return self.offset
 
-    async def _run(self) -> None:
+    async def sync(self) -> None:
+        """Wait until the text added so far is in the log (or a write of it failed)."""
+        target = self.offset
+        while self._written < target:
+            if self._writing is None or self._writing.done():
+                self._writing = asyncio.ensure_future(self._write())
+            await asyncio.shield(self._writing)  # a cancelled caller does not cut the write in half
+            if self._failed:
+                return
+
+    async def _renew(self) -> None:
         renew = self.times.lease_seconds / 3
-        await self._write()  # at once: the lease exists from the start of the turn
-        while not self._closed:
-            await asyncio.sleep(WRITE_SECONDS)
-            if self._pending or time.monotonic() - self._last_write >= renew:
-                await self._write()
+        while True:
+            await asyncio.sleep(renew / 2)
+            if time.monotonic() - self._last_write >= renew and (self._writing is None or self._writing.done()):
+                self._writing = asyncio.ensure_future(self._write())
 
     async def _write(self) -> None:
         text = "".join(self._pending)
@@ -89,8 +102,10 @@ class ChunkPublisher:
             )
         except Exception:
             self._pending.insert(0, text)  # sent again with the next write: the log never has a gap
+            self._failed = True
             log.warning("writing a streaming reply's chunk log failed", exc_info=True)
             return
+        self._failed = False
         self._written = chunk.end
         self._last_write = time.monotonic()
 
@@ -99,13 +114,13 @@ class ChunkPublisher:
         if self._closed:
             return
         self._closed = True
+        self._lease.cancel()
         await asyncio.shield(self._finish())
 
     async def _finish(self) -> None:
-        with suppress(Exception):
-            await self._task
-        if self._pending:
-            await self._write()
+        with suppress(asyncio.CancelledError):
+            await self._lease
+        await self.sync()
         user_id, conversation_id, message_id = self.key
         try:
             await self.store.end_stream(user_id, conversation_id, message_id, expire_seconds=self.times.expire_seconds)

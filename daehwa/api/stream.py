@@ -230,6 +230,7 @@ class TurnHandle:
                     if isinstance(event, TurnDelta):
                         if event.index == 0:
                             self.chunks.add(event.text)
+                            await self.chunks.sync()  # in the log before the client has it: a resume continues it
                         if emit is not None:
                             await emit(event)
                     elif isinstance(event, TurnFinished):
