@@ -230,7 +230,14 @@ class TurnHandle:
                     if isinstance(event, TurnDelta):
                         if event.index == 0:
                             self.chunks.add(event.text)
-                            await self.chunks.sync()  # in the log before the client has it: a resume continues it
+                            try:
+                                await self.chunks.sync()  # in the log before the client has it, for a resume
+                            except asyncio.CancelledError:
+                                # Stopped meanwhile: the stored reply holds this delta, so the client gets it too.
+                                if emit is not None:
+                                    with suppress(Exception):
+                                        await emit(event)
+                                raise
                         if emit is not None:
                             await emit(event)
                     elif isinstance(event, TurnFinished):
