@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .chat import ChatService
 from .config import Settings
@@ -34,6 +36,7 @@ class Services:
     router: Router
     chat: ChatService
     limiter: QuotaLimiter | None = None  # None when no quota is configured
+    _breaker_sharing: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
 
     async def start(self) -> None:
         """Open the store, then start the default model's provider (the embedded model loads here, once).
@@ -42,10 +45,17 @@ class Services:
         """
         await self.store.open()
         await self.store.recover_interrupted()  # replies a crashed server was streaming keep their text
+        # Open breakers are shared with the other processes of the store (when it has a board: Redis).
+        self._breaker_sharing = asyncio.ensure_future(self.router.share_breakers(self.store.breaker_board()))
         default = self.settings.default_model.partition("/")[0]
         await self.providers.start([default])
 
     async def aclose(self) -> None:
+        sharing, self._breaker_sharing = self._breaker_sharing, None
+        if sharing is not None:
+            sharing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sharing
         await self.chat.drain()
         close = getattr(self.chat.context.embedder, "close", None)
         if close is not None:

@@ -28,6 +28,7 @@ from ..types import (
     UsageTotal,
     User,
 )
+from .breakers import BreakerBoard, LocalBreakerBoard
 from .signals import LocalSignals, StopSignals
 
 
@@ -397,6 +398,11 @@ class Store(ConversationStore, AccountStore, UsageStore, ContextStore, StreamLog
         they all listen to.
         """
         return LocalSignals()
+
+    def breaker_board(self) -> BreakerBoard:
+        """Where server processes sharing this store note open circuit breakers (see ``breakers``); by default
+        nowhere: each process's breakers are its own."""
+        return LocalBreakerBoard()
 
     async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
         """The update and the usage in two steps; backends override this to do both in one transaction."""

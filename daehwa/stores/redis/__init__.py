@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...errors import ConfigError
 from ..base import Store
+from ..breakers import BreakerBoard, RedisBreakerBoard
 from ..common import redact
 from ..signals import RedisSignals, StopSignals
 from .accounts import RedisAccounts
@@ -93,3 +94,6 @@ class RedisStore(RedisConversations, RedisAccounts, RedisUsage, RedisContext, Re
 
     def stop_signals(self) -> StopSignals:
         return RedisSignals(self.url, self.prefix)
+
+    def breaker_board(self) -> BreakerBoard:
+        return RedisBreakerBoard(self._r(), self.prefix)
