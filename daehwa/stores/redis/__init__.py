@@ -2,7 +2,8 @@
 
 Each interface of ``base`` has its module here, with the keys it uses and the Lua scripts it runs:
 ``conversations`` (``P:conv:*``, ``P:user:{uid}:convs``, ``P:streaming``), ``accounts`` (``P:user:*``,
-``P:apikey*``, ``P:session:*``) and ``usage`` (``P:usage``, ``P:user:{uid}:usage``); ``P`` is the key prefix,
+``P:apikey*``, ``P:session:*``), ``usage`` (``P:usage``, ``P:user:{uid}:usage``) and ``streams`` (the chunk logs of
+streaming replies, ``P:{c:<cid>}:reply:*``; ``P:breakers`` is the shared breaker board); ``P`` is the key prefix,
 ``daehwa`` by default, and ``P:schema`` the version of the layout. This module adds the lifecycle.
 
 Conversation keys carry a TTL (``redis_ttl_days``) that every write to the conversation restarts; accounts, API keys
