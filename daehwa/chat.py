@@ -1,11 +1,18 @@
 """The turn pipeline: the one path every transport (CLI, REST, SSE, WebSocket, /v1, web page) takes.
 
-    check input -> load or create the conversation -> moderate input -> store the user's message and an empty reply
-    -> build the context -> stream from the model (with output moderation) -> store the reply -> account usage
+A turn is a list of named steps over one ``Turn`` (``daehwa/pipeline.py``; docs/pipeline.md)::
+
+    resolve -> moderate -> persist                  (OPENING: a problem raises before TurnStarted)
+    -> embed query -> contributors -> build context (PREPARING: a DaehwaError ends the turn as an error)
+    -> generate (stream, output moderation) -> finish (store the reply, usage, quotas) -> observers (background)
+
+A step is a method taking the ``Turn``; adding one is adding it to ``opening`` or ``preparing``. Features that do not
+belong in the core plug in as ``TurnContributor``s and ``TurnObserver``s instead.
 
 The user's message is stored before the model is called. The reply is stored as ``streaming`` at once, saved as it
 grows (every ``DAEHWA_STREAM_FLUSH_SECONDS``), and finalised exactly once: ``complete``, or ``interrupted`` with the
-text that arrived when the stream broke off, was stopped or the client went away.
+text that arrived when the stream broke off, was stopped or the client went away. Client-kept history (``/v1``,
+``/api/chat``) goes through the same steps: its messages are fitted to the token budget like a stored history.
 """
 
 from __future__ import annotations
@@ -13,14 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 from .config import Settings
 from .context import count_message_tokens, estimate_tokens
 from .context.engine import BuiltContext, ContextEngine, ContextMemory
+from .context.policy import ContextPolicy
+from .context.summary import Entry
 from .context.tokens import TokenCounter
 from .errors import (
     ContentBlocked,
@@ -35,6 +44,20 @@ from .i18n import normalize_locale, t
 from .metrics import Metrics
 from .moderation.base import Action, ModerationPolicy, Moderator, NullModerator, StreamGuard
 from .personas import Persona, PersonaCatalog
+from .pipeline import (
+    CONTEXT_STATUSES,
+    OVERRIDE_MODEL,
+    Turn,
+    TurnContributor,
+    TurnDelta,
+    TurnEvent,
+    TurnFinished,
+    TurnObserver,
+    TurnRequest,
+    TurnStarted,
+    run_contributors,
+    run_observer,
+)
 from .routing import RouteEnd, Router
 from .stores.base import MessageChange, NewConversation, NewMessage, NewTurn, Store, TurnResult
 from .types import (
@@ -52,67 +75,10 @@ from .types import (
 
 log = logging.getLogger(__name__)
 
-#: Messages of these statuses are part of the context sent to the model; blocked, failed and canned ones are not.
-CONTEXT_STATUSES = frozenset({MessageStatus.COMPLETE, MessageStatus.INTERRUPTED})
 TITLE_LENGTH = 40
 
-
-@dataclass(frozen=True, slots=True)
-class TurnRequest:
-    """One turn, as any transport asks for it.
-
-    Server-kept history: give ``content`` and a ``conversation_id`` (or none, to start a conversation).
-    Client-kept history (``/v1``, ``/api/chat``): give ``messages``; the last one must be the user's.
-    """
-
-    user: User
-    content: str | None = None
-    conversation_id: str | None = None
-    messages: Sequence[ChatMessage] | None = None
-    model: str | None = None
-    persona: str | None = None
-    variables: Mapping[str, Any] | None = None
-    system: str | None = None
-    params: GenerationParams = field(default_factory=GenerationParams)
-    regenerate: bool = False  # answer the last user message again, replacing the reply after it
-    edit: bool = False  # replace the last user message (and what followed) with ``content``
-    title: str | None = None
-    source: str = "api"  # transport, for metrics and usage: cli, rest, sse, ws, v1, web
-    request_id: str | None = None
-    locale: str | None = None
-    #: When every model fails before any text, answer with the canned localized fallback reply (stored as
-    #: ``fallback``). Programs on /v1 turn this off: they get an OpenAI error they can act on, not prose.
-    fallback_reply: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class TurnStarted:
-    conversation: Conversation
-    user_message: StoredMessage | None
-    reply_id: str
-    model: str
-
-
-@dataclass(frozen=True, slots=True)
-class TurnDelta:
-    text: str
-    index: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class TurnFinished:
-    message: StoredMessage
-    usage: Usage
-    outcome: Outcome
-    model: str
-    ttft_ms: float | None
-    total_ms: float
-    finish_reason: str
-    texts: Mapping[int, str]  # every choice's full text (more than one only when n > 1)
-    error: DaehwaError | None = None
-
-
-TurnEvent = TurnStarted | TurnDelta | TurnFinished
+#: A step of the pipeline: it reads and writes the turn.
+Step = Callable[[Turn], Awaitable[None]]
 
 
 class Limiter(Protocol):
@@ -125,24 +91,6 @@ class Limiter(Protocol):
 
 class Pricing(Protocol):
     def cost(self, model: str, usage: Usage) -> float | None: ...
-
-
-@dataclass(slots=True)
-class _Reply:
-    """What one turn has generated so far (per choice index)."""
-
-    parts: dict[int, list[str]] = field(default_factory=dict)
-    ttft: float | None = None
-    context: BuiltContext | None = None  # what the model was sent, and why (stored on the reply's meta)
-
-    def add(self, index: int, text: str) -> None:
-        self.parts.setdefault(index, []).append(text)
-
-    def text(self, index: int = 0) -> str:
-        return "".join(self.parts.get(index, ()))
-
-    def texts(self) -> dict[int, str]:
-        return {i: "".join(p) for i, p in sorted(self.parts.items())} or {0: ""}
 
 
 class ChatService:
@@ -162,6 +110,8 @@ class ChatService:
         pricing: Pricing | None = None,
         token_counter: TokenCounter = estimate_tokens,
         context: ContextEngine | None = None,
+        contributors: Sequence[TurnContributor] = (),
+        observers: Sequence[TurnObserver] = (),
     ) -> None:
         self.settings = settings
         self.store = store
@@ -183,6 +133,13 @@ class ChatService:
             reply_tokens=settings.context_reply_tokens,
             summary_model=settings.context_summary_model,
         )
+        self.contributors: list[TurnContributor] = list(contributors)
+        #: The context memory (vectors, summary) is brought up to date by the first observer.
+        self.observers: list[TurnObserver] = [ContextMemoryObserver(self), *observers]
+        #: Before ``TurnStarted``: a problem raises and nothing is stored (a blocked message excepted).
+        self.opening: list[Step] = [self._resolve, self._moderate, self._persist]
+        #: After ``TurnStarted``, before the model: a ``DaehwaError`` ends the turn as an error.
+        self.preparing: list[Step] = [self._embed_query, self._contribute, self._build_context]
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- conversations -----------------------------------------------------------------------------------------
@@ -246,205 +203,38 @@ class ChatService:
         message refused by moderation, which is stored as ``blocked`` before ``ContentBlocked`` is raised. Once the
         turn has started, failures end it with a ``TurnFinished`` whose ``outcome`` and ``error`` say what happened.
         """
-        clock = time.perf_counter()
-        user = request.user
-        stateless = request.messages is not None
-        content = self._checked_content(request)
-        if self.limiter is not None:
-            await self.limiter.check(user, source=request.source, locale=request.locale)
-
-        conversation: Conversation | None = None
-        persona: Persona | None = None
-        variables: dict[str, str] = {}
-        if stateless:
-            model = request.model or self.settings.default_model
-        elif request.conversation_id:
-            conversation = await self.store.get_conversation(user.id, request.conversation_id)
-            if conversation is None or conversation.kind != "chat":
-                raise NotFound("No such conversation.", param="conversation_id")
-            if conversation.persona and conversation.persona in self.personas:
-                persona = self._persona_for_user(user, conversation.persona)
-            variables = dict(conversation.meta.get("variables", {}))
-            model = (
-                request.model
-                or conversation.model
-                or (persona.model if persona else None)
-                or self.settings.default_model
-            )
-        else:
-            persona = self._persona_for_user(user, request.persona or self.settings.default_persona)
-            variables = persona.resolve_variables(request.variables)
-            model = request.model or persona.model or self.settings.default_model
-
-        params = request.params.merged_over(persona.params()) if persona else request.params
-        params = self.router.check(model, params)
-        if (params.n or 1) > 1 and not stateless:
-            raise InvalidRequest("n > 1 is only supported on /v1/chat/completions.", param="n")
-        policy = persona.policy(self.policy) if persona else self.policy
-
-        if (request.regenerate or request.edit) and conversation is None:
-            raise InvalidRequest("regenerate and edit need an existing conversation_id.", param="conversation_id")
-
-        user_meta: dict[str, Any] = {}
-        blocked = False
-        if content is not None and policy.input != "off":
-            content, user_meta, blocked = self._moderate_input(content, policy.input)
-
-        # Regenerate / edit rewrite the stored history; a blocked edit leaves it as it was (nothing is lost).
-        if (request.regenerate or request.edit) and not blocked:
-            assert conversation is not None
-            content = await self._rewind(user, conversation, edit=request.edit, content=content)
-
-        # A new conversation is created together with its first turn (one store transaction) unless the input is
-        # blocked: then it is created alone, to hold the blocked message.
-        new_conversation: NewConversation | None = None
-        if conversation is None:
-            # A blocked message never names a conversation: its title shows the masked text.
-            shown = self.moderator.check(content).masked if blocked and content else content
-            title = request.title or _title_from(shown or "")
-            if stateless:
-                new_conversation = NewConversation(title=title, model=model, kind="api")
-            else:
-                assert persona is not None
-                new_conversation = NewConversation(
-                    title=title,
-                    persona=persona.name,
-                    model=model,
-                    meta={"variables": variables, "auto_title": request.title is None},
-                )
-            if blocked:
-                conversation = await self.store.create_conversation(user.id, new_conversation)
-        elif conversation.meta.get("auto_title") and content and not request.regenerate and not blocked:
-            # A conversation started without a title (a persona that spoke first) is named by the first message.
-            title = _title_from(content)
-            await self.store.rename_conversation(user.id, conversation.id, title)
-            await self.store.update_conversation(user.id, conversation.id, meta={"auto_title": False})
-            conversation = replace(conversation, title=title, meta={**conversation.meta, "auto_title": False})
-
-        if blocked:
-            assert content is not None and conversation is not None
-            await self.store.append_message(
-                user.id,
-                conversation.id,
-                NewMessage(role="user", content=content, status=MessageStatus.BLOCKED, meta=user_meta),
-            )
-            await self.store.record_usage(
-                UsageRecord(
-                    user_id=user.id,
-                    model=model,
-                    usage=Usage(),
-                    outcome=Outcome.BLOCKED,
-                    ttft_ms=None,
-                    total_ms=(time.perf_counter() - clock) * 1000,
-                    conversation_id=conversation.id,
-                    source=request.source,
-                    request_id=request.request_id,
-                )
-            )
-            self.metrics.turns.labels(request.source, Outcome.BLOCKED.value).inc()
-            raise ContentBlocked(t("input_blocked", request.locale), param="content")
-
-        if conversation is None:
-            assert new_conversation is not None
-            conversation, user_message, reply = await self.store.create_conversation_with_turn(
-                user.id, new_conversation, NewTurn(user_content=content, user_meta=user_meta or None, reply_model=model)
-            )
-        else:
-            user_message, reply = await self.store.begin_turn(
-                user.id, conversation.id, NewTurn(user_content=content, user_meta=user_meta or None, reply_model=model)
-            )
-        state = _Reply()
-
+        turn = Turn(request=request, user=request.user)
+        for step in self.opening:
+            await step(turn)
+        assert turn.conversation is not None and turn.reply is not None
         finished = False  # once the reply is finalised, closing the iterator must not finalise it again
-
-        async def finish(
-            outcome: Outcome, error: DaehwaError | None, end: RouteEnd | None, cause: DaehwaError | None = None
-        ) -> TurnFinished:
-            nonlocal finished
-            finished = True
-            return await self._finish(
-                request, conversation, reply, model, context_messages, state, outcome, error, end, clock, cause
-            )
-
-        context_messages: list[ChatMessage] = []
-        flusher = _Flusher(self.store, user.id, reply.id, self.settings.stream_flush_seconds)
+        flusher = _Flusher(self.store, turn.user.id, turn.reply.id, self.settings.stream_flush_seconds)
         self.metrics.active_streams.inc()
         try:
             # Inside the try: a client that leaves right after TurnStarted still gets its reply finalised.
-            yield TurnStarted(conversation=conversation, user_message=user_message, reply_id=reply.id, model=model)
+            yield TurnStarted(
+                conversation=turn.conversation, user_message=turn.user_message, reply_id=turn.reply.id, model=turn.model
+            )
             try:
-                if stateless:
-                    assert request.messages is not None
-                    context_messages = list(request.messages)
-                    if content is not None:
-                        context_messages[-1] = ChatMessage("user", content)
-                else:
-                    state.context = await self._context(
-                        user, conversation, persona, variables, request.system, model, params
-                    )
-                    context_messages = state.context.messages
+                for step in self.preparing:
+                    await step(turn)
             except DaehwaError as exc:
                 await flusher.wait()
-                yield await finish(Outcome.ERROR, exc, None)
-                return
-
-            candidates = [model, *(persona.fallback_models if persona else ())]
-            guards: dict[int, StreamGuard] = {}
-            end: RouteEnd | None = None
-            outcome = Outcome.OK
-            error: DaehwaError | None = None
-            try:
-                async with aclosing(self.router.stream(candidates, context_messages, params)) as stream:
-                    async for event in stream:
-                        if isinstance(event, RouteEnd):
-                            end = event
-                            break
-                        guard = guards.get(event.index) or guards.setdefault(event.index, self._guard(policy.output))
-                        delta = self._emit(state, guard, event, clock)
-                        if delta is not None:
-                            yield delta
-                            flusher.maybe_flush(state.text())
-                        if guard.blocked:
-                            outcome = Outcome.BLOCKED
-                            break
-                for index, guard in sorted(guards.items()):
-                    rest = guard.finish() if outcome is not Outcome.BLOCKED else ""
-                    if rest:
-                        delta = self._emit(state, None, TextDelta(rest, index), clock)
-                        if delta is not None:
-                            yield delta
-                if outcome is Outcome.BLOCKED:
-                    self.metrics.filter_hits.labels("output", "block").inc()
-            except DaehwaError as exc:
-                error = exc
-                # The stream broke off: what the guards held back is checked and kept as part of the partial reply.
-                for index, guard in sorted(guards.items()):
-                    rest = guard.finish()
-                    if rest and not guard.blocked:
-                        delta = self._emit(state, None, TextDelta(rest, index), clock)
-                        if delta is not None:
-                            yield delta
-                outcome = Outcome.INTERRUPTED if state.text() else Outcome.ERROR
-            cause: DaehwaError | None = None
-            if (
-                outcome is Outcome.ERROR
-                and error is not None
-                and request.fallback_reply
-                and self._gets_fallback_reply(error)
-            ):
-                # Every model failed before any text: the user gets a short, honest answer instead of nothing.
-                cause, error, outcome = error, None, Outcome.FALLBACK
-                delta = self._emit(state, None, TextDelta(t("fallback_reply", request.locale)), clock)
-                if delta is not None:
-                    yield delta
-            await flusher.wait()
-            yield await finish(outcome, error, end, cause)
+                turn.outcome, turn.error = Outcome.ERROR, exc
+            else:
+                async with aclosing(self._generate(turn, flusher)) as deltas:
+                    async for delta in deltas:
+                        yield delta
+                await flusher.wait()
+            finished = True
+            yield await self._close(turn)
         except (asyncio.CancelledError, GeneratorExit):
             if finished:
                 raise
             # The client left or pressed stop: keep what arrived. Shielded, so a second cancel cannot lose the write.
             await flusher.wait_quietly()
-            task = asyncio.ensure_future(finish(Outcome.INTERRUPTED, None, None))
+            turn.outcome, turn.error, turn.end, turn.cause = Outcome.INTERRUPTED, None, None, None
+            task = asyncio.ensure_future(self._close(turn))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             with suppress(asyncio.CancelledError):
@@ -454,11 +244,272 @@ class ChatService:
             self.metrics.active_streams.dec()
 
     async def drain(self) -> None:
-        """Wait for replies still being saved (called on shutdown)."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        """Wait for replies still being saved and observers still running (called on shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
-    # -- steps -------------------------------------------------------------------------------------------------
+    async def _close(self, turn: Turn) -> TurnFinished:
+        """Finish the turn, then start the observers in the background."""
+        finished = await self._finish(turn)
+        for observer in self.observers:
+            self._in_background(run_observer(observer, turn, finished, metrics=self.metrics))
+        return finished
+
+    def _in_background(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- the steps before TurnStarted --------------------------------------------------------------------------
+    async def _resolve(self, turn: Turn) -> None:
+        """Check the request; find the conversation, persona, model, parameters and moderation policy."""
+        request, user = turn.request, turn.user
+        turn.content = self._checked_content(request)
+        if self.limiter is not None:
+            await self.limiter.check(user, source=request.source, locale=request.locale)
+        persona: Persona | None = None
+        if turn.stateless:
+            model = request.model or self.settings.default_model
+        elif request.conversation_id:
+            conversation = await self.store.get_conversation(user.id, request.conversation_id)
+            if conversation is None or conversation.kind != "chat":
+                raise NotFound("No such conversation.", param="conversation_id")
+            turn.conversation = conversation
+            if conversation.persona and conversation.persona in self.personas:
+                persona = self._persona_for_user(user, conversation.persona)
+            turn.variables = dict(conversation.meta.get("variables", {}))
+            model = (
+                request.model
+                or conversation.model
+                or (persona.model if persona else None)
+                or self.settings.default_model
+            )
+        else:
+            persona = self._persona_for_user(user, request.persona or self.settings.default_persona)
+            turn.variables = persona.resolve_variables(request.variables)
+            model = request.model or persona.model or self.settings.default_model
+        turn.persona, turn.model = persona, model
+        params = request.params.merged_over(persona.params()) if persona else request.params
+        turn.params = self.router.check(model, params)
+        if (turn.params.n or 1) > 1 and not turn.stateless:
+            raise InvalidRequest("n > 1 is only supported on /v1/chat/completions.", param="n")
+        turn.policy = persona.policy(self.policy) if persona else self.policy
+        if (request.regenerate or request.edit) and turn.conversation is None:
+            raise InvalidRequest("regenerate and edit need an existing conversation_id.", param="conversation_id")
+
+    async def _moderate(self, turn: Turn) -> None:
+        """The input filter; a blocked message is stored as ``blocked`` (nothing else changes) and refused."""
+        assert turn.policy is not None
+        if turn.content is None or turn.policy.input == "off":
+            return
+        turn.content, turn.moderation_meta, turn.blocked = self._moderate_input(turn.content, turn.policy.input)
+        if not turn.blocked:
+            return
+        request, user = turn.request, turn.user
+        conversation = turn.conversation
+        if conversation is None:
+            # A blocked message never names a conversation: its title shows the masked text.
+            conversation = await self.store.create_conversation(
+                user.id, self._new_conversation(turn, self.moderator.check(turn.content).masked)
+            )
+        await self.store.append_message(
+            user.id,
+            conversation.id,
+            NewMessage(role="user", content=turn.content, status=MessageStatus.BLOCKED, meta=turn.moderation_meta),
+        )
+        await self.store.record_usage(
+            UsageRecord(
+                user_id=user.id,
+                model=turn.model,
+                usage=Usage(),
+                outcome=Outcome.BLOCKED,
+                ttft_ms=None,
+                total_ms=(time.perf_counter() - turn.clock) * 1000,
+                conversation_id=conversation.id,
+                source=request.source,
+                request_id=request.request_id,
+            )
+        )
+        self.metrics.turns.labels(request.source, Outcome.BLOCKED.value).inc()
+        raise ContentBlocked(t("input_blocked", request.locale), param="content")
+
+    async def _persist(self, turn: Turn) -> None:
+        """Store the user's message and an empty ``streaming`` reply (a new conversation in the same transaction)."""
+        request, user = turn.request, turn.user
+        conversation = turn.conversation
+        if request.regenerate or request.edit:
+            assert conversation is not None
+            turn.content = await self._rewind(user, conversation, edit=request.edit, content=turn.content)
+        new = NewTurn(user_content=turn.content, user_meta=turn.moderation_meta or None, reply_model=turn.model)
+        if conversation is None:
+            turn.conversation, turn.user_message, turn.reply = await self.store.create_conversation_with_turn(
+                user.id, self._new_conversation(turn, turn.content or ""), new
+            )
+            return
+        if conversation.meta.get("auto_title") and turn.content and not request.regenerate:
+            # A conversation started without a title (a persona that spoke first) is named by the first message.
+            title = _title_from(turn.content)
+            await self.store.rename_conversation(user.id, conversation.id, title)
+            await self.store.update_conversation(user.id, conversation.id, meta={"auto_title": False})
+            conversation = replace(conversation, title=title, meta={**conversation.meta, "auto_title": False})
+        turn.conversation = conversation
+        turn.user_message, turn.reply = await self.store.begin_turn(user.id, conversation.id, new)
+
+    def _new_conversation(self, turn: Turn, shown: str) -> NewConversation:
+        title = turn.request.title or _title_from(shown)
+        if turn.stateless:
+            return NewConversation(title=title, model=turn.model, kind="api")
+        assert turn.persona is not None
+        return NewConversation(
+            title=title,
+            persona=turn.persona.name,
+            model=turn.model,
+            meta={"variables": turn.variables, "auto_title": turn.request.title is None},
+        )
+
+    # -- the steps after TurnStarted ---------------------------------------------------------------------------
+    async def _embed_query(self, turn: Turn) -> None:
+        """The new message's vector, once: recall and the hooks share it (none on client-kept history).
+
+        Without hooks it is left to recall, which embeds only when older turns left the window: a short conversation
+        then costs no embedding on the reply's path.
+        """
+        if turn.content is None or turn.stateless or not self._hooked():
+            return
+        turn.query = await self.context.embed_query(turn.content)
+        turn.query_vector = turn.query.vector if turn.query else None
+
+    def _hooked(self) -> bool:
+        return bool(self.contributors) or any(not isinstance(o, ContextMemoryObserver) for o in self.observers)
+
+    async def _contribute(self, turn: Turn) -> None:
+        """The contributors, in order; what they put in ``user_meta`` is stored on the user's message."""
+        if not self.contributors:
+            return
+        await run_contributors(
+            turn, self.contributors, time_bound=self.settings.pipeline_hook_timeout_seconds, metrics=self.metrics
+        )
+        if turn.user_meta and turn.user_message is not None:
+            await self.store.update_message(turn.user.id, turn.user_message.id, MessageChange(meta=turn.user_meta))
+            turn.user_message = replace(turn.user_message, meta={**turn.user_message.meta, **turn.user_meta})
+
+    async def _build_context(self, turn: Turn) -> None:
+        """What the model is sent: the history (stored or the client's) fitted to the token budget."""
+        if turn.reply_override is not None:
+            return  # no model is called
+        assert turn.conversation is not None
+        if turn.stateless:
+            turn.built = await self._client_context(turn)
+        else:
+            turn.built = await self._stored_context(turn)
+        turn.context_messages = turn.built.messages
+
+    async def _stored_context(self, turn: Turn) -> BuiltContext:
+        assert turn.conversation is not None
+        user, persona = turn.user, turn.persona
+        history = await self.store.list_messages(user.id, turn.conversation.id) or []
+        system = turn.request.system
+        if system is None and persona is not None:
+            system = persona.render_system(turn.variables, user_name=user.name)
+        return await self.context.build(
+            user_id=user.id,
+            conversation_id=turn.conversation.id,
+            history=_context_turns(history),
+            system=system,
+            model=turn.model,
+            params=turn.params,
+            policy=self._context_policy(persona),
+            system_parts=turn.system_parts,
+            query=turn.query,
+        )
+
+    async def _client_context(self, turn: Turn) -> BuiltContext:
+        """Client-kept history: its leading system messages are kept, the oldest turns dropped to fit the budget.
+
+        No summary and no recall (the client keeps the history), no message-count limit. When nothing had to be
+        dropped and no contributor added to the system prompt, the model gets the messages exactly as sent.
+        """
+        assert turn.conversation is not None and turn.request.messages is not None
+        sent = list(turn.request.messages)
+        if turn.content is not None:
+            sent[-1] = ChatMessage("user", turn.content)  # the masked text, when the input filter masks
+        lead = next((i for i, m in enumerate(sent) if m.role != "system"), len(sent))
+        system = "\n\n".join(m.content for m in sent[:lead]) or None
+        history = [Entry(f"client-{i}", m.role, m.content) for i, m in enumerate(sent[lead:], start=lead)]
+        policy = replace(self.context.policy, recent_messages=0, summary=False, recall=False)
+        built = await self.context.build(
+            user_id=turn.user.id,
+            conversation_id=turn.conversation.id,
+            history=history,
+            system=system,
+            model=turn.model,
+            params=turn.params,
+            policy=policy,
+            system_parts=turn.system_parts,
+        )
+        if built.report.dropped == 0 and not turn.system_parts:
+            built.messages = sent
+        return built
+
+    def _context_policy(self, persona: Persona | None) -> ContextPolicy:
+        return persona.context_policy(self.context.policy) if persona else self.context.policy
+
+    async def _generate(self, turn: Turn, flusher: _Flusher) -> AsyncGenerator[TurnDelta, None]:
+        """Stream the reply from the model through the output filter (or a contributor's ``reply_override``)."""
+        assert turn.policy is not None
+        if turn.reply_override is not None:
+            delta = self._emit(turn, None, TextDelta(turn.reply_override), turn.clock)
+            if delta is not None:
+                yield delta
+            turn.end = RouteEnd(model=OVERRIDE_MODEL, usage=Usage())
+            return
+        candidates = [turn.model, *(turn.persona.fallback_models if turn.persona else ())]
+        guards: dict[int, StreamGuard] = {}
+        try:
+            async with aclosing(self.router.stream(candidates, turn.context_messages, turn.params)) as stream:
+                async for event in stream:
+                    if isinstance(event, RouteEnd):
+                        turn.end = event
+                        break
+                    guard = guards.get(event.index) or guards.setdefault(event.index, self._guard(turn.policy.output))
+                    delta = self._emit(turn, guard, event, turn.clock)
+                    if delta is not None:
+                        yield delta
+                        flusher.maybe_flush(turn.text())
+                    if guard.blocked:
+                        turn.outcome = Outcome.BLOCKED
+                        break
+            for index, guard in sorted(guards.items()):
+                rest = guard.finish() if turn.outcome is not Outcome.BLOCKED else ""
+                if rest:
+                    delta = self._emit(turn, None, TextDelta(rest, index), turn.clock)
+                    if delta is not None:
+                        yield delta
+            if turn.outcome is Outcome.BLOCKED:
+                self.metrics.filter_hits.labels("output", "block").inc()
+        except DaehwaError as exc:
+            turn.error = exc
+            # The stream broke off: what the guards held back is checked and kept as part of the partial reply.
+            for index, guard in sorted(guards.items()):
+                rest = guard.finish()
+                if rest and not guard.blocked:
+                    delta = self._emit(turn, None, TextDelta(rest, index), turn.clock)
+                    if delta is not None:
+                        yield delta
+            turn.outcome = Outcome.INTERRUPTED if turn.text() else Outcome.ERROR
+        if (
+            turn.outcome is Outcome.ERROR
+            and turn.error is not None
+            and turn.request.fallback_reply
+            and self._gets_fallback_reply(turn.error)
+        ):
+            # Every model failed before any text: the user gets a short, honest answer instead of nothing.
+            turn.cause, turn.error, turn.outcome = turn.error, None, Outcome.FALLBACK
+            delta = self._emit(turn, None, TextDelta(t("fallback_reply", turn.request.locale)), turn.clock)
+            if delta is not None:
+                yield delta
+
+    # -- helpers of the steps ----------------------------------------------------------------------------------
     def _gets_fallback_reply(self, error: DaehwaError) -> bool:
         """Upstream trouble (failures, timeouts, open breakers, busy providers) earns the canned reply; a bad
         request does not."""
@@ -536,105 +587,34 @@ class ChatService:
             return NullModerator().guard("off")
         return self.moderator.guard(action)
 
-    def _emit(self, state: _Reply, guard: StreamGuard | None, event: TextDelta, clock: float) -> TurnDelta | None:
+    def _emit(self, turn: Turn, guard: StreamGuard | None, event: TextDelta, clock: float) -> TurnDelta | None:
         text = guard.feed(event.text) if guard is not None else event.text
         if "\x00" in text:
             text = text.replace("\x00", "")  # never text, and PostgreSQL cannot store it
         if not text:
             return None
-        if state.ttft is None:
-            state.ttft = time.perf_counter() - clock
-        state.add(event.index, text)
+        if turn.ttft is None:
+            turn.ttft = time.perf_counter() - clock
+        turn.add(event.index, text)
         return TurnDelta(text, event.index)
 
-    async def _context(
-        self,
-        user: User,
-        conversation: Conversation,
-        persona: Persona | None,
-        variables: Mapping[str, str],
-        system_override: str | None,
-        model: str,
-        params: GenerationParams,
-    ) -> BuiltContext:
-        history = await self.store.list_messages(user.id, conversation.id) or []
-        turns = [m for m in history if m.status in CONTEXT_STATUSES and m.role in ("user", "assistant") and m.content]
-        system = system_override
-        if system is None and persona is not None:
-            system = persona.render_system(variables, user_name=user.name)
-        policy = persona.context_policy(self.context.policy) if persona else self.context.policy
-        return await self.context.build(
-            user_id=user.id,
-            conversation_id=conversation.id,
-            history=turns,
-            system=system,
-            model=model,
-            params=params,
-            policy=policy,
-        )
-
-    def _remember(self, user: User, conversation: Conversation, model: str, built: BuiltContext | None) -> None:
-        """After a reply: vectors and the summary are brought up to date in the background, off the reply's path."""
-        if self.context.memory is None:
-            return
-        persona = (
-            self.personas.get(conversation.persona)
-            if conversation.persona and conversation.persona in self.personas
-            else None
-        )
-        policy = persona.context_policy(self.context.policy) if persona else self.context.policy
-
-        async def work() -> None:
-            history = await self.store.list_messages(user.id, conversation.id) or []
-            turns = [
-                m for m in history if m.status in CONTEXT_STATUSES and m.role in ("user", "assistant") and m.content
-            ]
-            await self.context.after_turn(
-                user_id=user.id,
-                conversation_id=conversation.id,
-                history=turns,
-                model=model,
-                query_vector=built.query_vector if built else None,
-                policy=policy,
-            )
-
-        async def guarded() -> None:
-            try:
-                await work()
-            except Exception as exc:  # after_turn counts its own failures; this is the store read before it
-                self.context._failed("after_turn", exc)
-
-        task = asyncio.ensure_future(guarded())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _finish(
-        self,
-        request: TurnRequest,
-        conversation: Conversation,
-        reply: StoredMessage,
-        model: str,
-        context_messages: Sequence[ChatMessage],
-        state: _Reply,
-        outcome: Outcome,
-        error: DaehwaError | None,
-        end: RouteEnd | None,
-        clock: float,
-        cause: DaehwaError | None = None,
-    ) -> TurnFinished:
-        total = time.perf_counter() - clock
-        texts = state.texts()
+    # -- the last step -----------------------------------------------------------------------------------------
+    async def _finish(self, turn: Turn) -> TurnFinished:
+        """Store the reply (its status, text and meta), record the usage and the quota, count the metrics."""
+        request, end, outcome, error, cause = turn.request, turn.end, turn.outcome, turn.error, turn.cause
+        assert turn.conversation is not None and turn.reply is not None
+        total = time.perf_counter() - turn.clock
+        texts = turn.texts()
         text = texts.get(0, "")
-        answered_by = end.model if end else self.router.full_name(model)
+        answered_by = end.model if end else self.router.full_name(turn.model)
         usage = end.usage if end and end.usage else None
         canned = outcome is Outcome.FALLBACK and end is None  # the fallback reply: no model answered
         if canned:
             usage = Usage()  # nothing to charge for, and nothing counts against the user's token quota
         if usage is None:
             completion = sum(self.count_tokens(x) for x in texts.values())
-            usage = Usage(
-                count_message_tokens(context_messages, self.count_tokens) if context_messages else 0, completion
-            )
+            prompt = turn.context_messages
+            usage = Usage(count_message_tokens(prompt, self.count_tokens) if prompt else 0, completion)
         status = {
             Outcome.OK: MessageStatus.COMPLETE,
             Outcome.FALLBACK: MessageStatus.FALLBACK,
@@ -644,7 +624,7 @@ class ChatService:
         }[outcome]
         if end is not None and end.fallback_used and outcome is Outcome.OK:
             outcome = Outcome.FALLBACK
-        meta: dict[str, Any] = {}
+        meta: dict[str, Any] = dict(turn.reply_meta)
         if error is not None:
             meta["error"] = {"code": error.code, "message": error.message}
         if end is not None and end.fallback_used:
@@ -653,56 +633,29 @@ class ChatService:
             meta["fallback_reply"] = {"code": cause.code, "message": cause.message}
         if len(texts) > 1:
             meta["choices"] = len(texts)
-        if state.context is not None:
-            meta["context"] = state.context.report.as_dict()
+        if turn.built is not None:
+            meta["context"] = turn.built.report.as_dict()
         record = UsageRecord(
             user_id=request.user.id,
             model=answered_by,
             usage=usage,
             outcome=outcome,
-            ttft_ms=state.ttft * 1000 if state.ttft is not None else None,
+            ttft_ms=turn.ttft * 1000 if turn.ttft is not None else None,
             total_ms=total * 1000,
-            conversation_id=conversation.id,
-            message_id=reply.id,
+            conversation_id=turn.conversation.id,
+            message_id=turn.reply.id,
             cost=self.pricing.cost(answered_by, usage) if self.pricing else None,
             source=request.source,
             request_id=request.request_id,
         )
         stored = await self.store.finish_turn(
             request.user.id,
-            reply.id,
+            turn.reply.id,
             TurnResult(content=text, status=status, model=answered_by, meta=meta or None, usage=record),
         )
         if self.limiter is not None:
             await self.limiter.record(request.user, tokens=usage.total_tokens)
-        if state.context is not None and status in CONTEXT_STATUSES:
-            self._remember(request.user, conversation, model, state.context)
-        self.metrics.turns.labels(request.source, outcome.value).inc()
-        label = self.metrics.model(answered_by)  # any name a client sends: the series kept are bounded
-        self.metrics.turn_latency.labels(label).observe(total)
-        if canned:
-            self.metrics.fallbacks.labels("reply").inc()
-        elif state.ttft is not None:
-            self.metrics.ttft.labels(label).observe(state.ttft)
-        self.metrics.tokens.labels(label, "prompt").inc(usage.prompt_tokens)
-        self.metrics.tokens.labels(label, "completion").inc(usage.completion_tokens)
-        if error is not None:
-            self.metrics.errors.labels(error.code).inc()
-        log.info(
-            "turn finished",
-            extra={
-                "request_id": request.request_id,
-                "user_id": request.user.id,
-                "conversation_id": conversation.id,
-                "model": answered_by,
-                "outcome": outcome.value,
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "ttft_ms": record.ttft_ms,
-                "total_ms": record.total_ms,
-                "source": request.source,
-            },
-        )
+        self._count(turn, outcome, answered_by, usage, record, total, canned)
         finish_reason = (end.finish_reasons.get(0, "stop") if end else None) or "stop"
         if outcome is Outcome.INTERRUPTED or outcome is Outcome.ERROR:
             finish_reason = "interrupted" if outcome is Outcome.INTERRUPTED else "error"
@@ -719,7 +672,82 @@ class ChatService:
             finish_reason=finish_reason,
             texts=texts,
             error=error,
+            user_meta=dict(turn.user_meta),
+            reply_meta=dict(turn.reply_meta),
         )
+
+    def _count(
+        self, turn: Turn, outcome: Outcome, model: str, usage: Usage, record: UsageRecord, total: float, canned: bool
+    ) -> None:
+        """The turn's metrics and its log line."""
+        request = turn.request
+        self.metrics.turns.labels(request.source, outcome.value).inc()
+        label = self.metrics.model(model)  # any name a client sends: the series kept are bounded
+        self.metrics.turn_latency.labels(label).observe(total)
+        if canned:
+            self.metrics.fallbacks.labels("reply").inc()
+        elif turn.ttft is not None:
+            self.metrics.ttft.labels(label).observe(turn.ttft)
+        self.metrics.tokens.labels(label, "prompt").inc(usage.prompt_tokens)
+        self.metrics.tokens.labels(label, "completion").inc(usage.completion_tokens)
+        if turn.error is not None:
+            self.metrics.errors.labels(turn.error.code).inc()
+        log.info(
+            "turn finished",
+            extra={
+                "request_id": request.request_id,
+                "user_id": request.user.id,
+                "conversation_id": record.conversation_id,
+                "model": model,
+                "outcome": outcome.value,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "ttft_ms": record.ttft_ms,
+                "total_ms": record.total_ms,
+                "source": request.source,
+            },
+        )
+
+
+class ContextMemoryObserver:
+    """After a reply: the conversation's vectors and summary are brought up to date, off the reply's path.
+
+    Only for stored history (the client keeps its own) and replies that join the context (complete, interrupted).
+    Its failures are the context engine's (``daehwa_context_failures_total``), retried after the next turn.
+    """
+
+    name = "context_memory"
+
+    def __init__(self, chat: ChatService) -> None:
+        self.chat = chat
+
+    async def finished(self, turn: Turn, finished: TurnFinished) -> None:
+        engine, built, conversation = self.chat.context, turn.built, turn.conversation
+        if engine.memory is None or built is None or conversation is None or turn.stateless:
+            return
+        if finished.message.status not in CONTEXT_STATUSES:
+            return
+        personas = self.chat.personas
+        name = conversation.persona
+        persona = personas.get(name) if name and name in personas else None
+        try:
+            history = await self.chat.store.list_messages(turn.user.id, conversation.id) or []
+        except Exception as exc:  # after_turn counts its own failures; this is the store read before it
+            engine._failed("after_turn", exc)
+            return
+        await engine.after_turn(
+            user_id=turn.user.id,
+            conversation_id=conversation.id,
+            history=_context_turns(history),
+            model=turn.model,
+            query_vector=built.query_vector,
+            policy=self.chat._context_policy(persona),
+        )
+
+
+def _context_turns(history: Sequence[StoredMessage]) -> list[StoredMessage]:
+    """The messages a context is built from: user and assistant text that reached the conversation."""
+    return [m for m in history if m.status in CONTEXT_STATUSES and m.role in ("user", "assistant") and m.content]
 
 
 class _Flusher:

@@ -196,6 +196,12 @@ class Settings(BaseSettings):
             "stores the reply as interrupted."
         ),
     )
+    pipeline_hook_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Time a turn contributor (a feature's hook before the context is built) may take; past it, it "
+        "counts as failed and the turn goes on without it.",
+    )
 
     # -- moderation ------------------------------------------------------------------------------------------------
     filter_input_action: ModerationAction = Field(

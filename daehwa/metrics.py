@@ -91,6 +91,12 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.pipeline_hook_failures = Counter(
+            "daehwa_pipeline_hook_failures",
+            "Turn contributors and observers that raised or ran out of time (ignored), by hook name.",
+            ["hook"],
+            registry=r,
+        )
 
         #: Every metric with a ``model`` label (always the first label), to remove a model's series.
         self._by_model: tuple[Counter | Gauge | Histogram, ...] = (

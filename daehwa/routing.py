@@ -22,7 +22,8 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -39,7 +40,16 @@ from .metrics import Metrics
 from .providers.base import Provider
 from .providers.registry import ProviderRegistry
 from .resilience import BreakerSnapshot, BreakerState, Bulkhead, CircuitBreaker, Clock, RetryPolicy
-from .types import PARAM_NAMES, ChatMessage, GenerationParams, ProviderRequest, StreamEnd, TextDelta, Usage
+from .types import (
+    PARAM_NAMES,
+    ChatMessage,
+    GenerationParams,
+    ProviderEvent,
+    ProviderRequest,
+    StreamEnd,
+    TextDelta,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -345,145 +355,161 @@ class Router:
     ) -> AsyncGenerator[RouteEvent, None]:
         """Yield ``TextDelta``s from the first candidate that answers, then one ``RouteEnd``; see the module doc."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.first_token_deadline
-        failures: list[tuple[str, DaehwaError]] = []
+        run = _Run(deadline=loop.time() + self.config.first_token_deadline)
         resolved = self._candidates(candidates, params)
         primary = resolved[0][0]
         for position, (name, candidate) in enumerate(resolved):
             if isinstance(candidate, DaehwaError):
-                failures.append((name, candidate))
+                run.failures.append((name, candidate))
                 continue
             request = ProviderRequest(candidate.model_id, tuple(messages), candidate.params)
-            breaker = self.breaker(name)
-            bulkhead = self.bulkhead(candidate.provider.name)
-            for attempt in range(1, self.config.retry.attempts + 1):
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                if not breaker.allow():
-                    retry_in = breaker.retry_in()
-                    failures.append(
-                        (
-                            name,
-                            ModelUnavailable(
-                                f"Model {name} is failing; its circuit breaker is open"
-                                + (f" for another {retry_in:.0f}s" if retry_in else "")
-                                + ". Its fallback models answer meanwhile (persona fallback_models, "
-                                "DAEHWA_FALLBACK_MODELS).",
-                                code="circuit_open",
-                            ),
-                        )
-                    )
-                    self.metrics.upstream_requests.labels(self.metrics.model(name), "circuit_open").inc()
-                    break
-                delivered = False  # True once a delta went out: from then on, no retry and no fallback
-                settled = False  # the breaker has been told how this call went
-                stream = None
-                try:
-                    async with bulkhead.slot(max_wait=remaining):
-                        self.metrics.bulkhead_active.labels(bulkhead.name).inc()
-                        try:
-                            # Loading a model (the embedded one's first use) is not the model being slow: the
-                            # first-token clocks start once it is ready.
-                            warm_from = loop.time()
-                            await candidate.provider.warm(candidate.model_id)
-                            deadline += loop.time() - warm_from
-                            stream = candidate.provider.stream(request)
-                            started = loop.time()
-                            own = candidate.provider.first_token_timeout  # e.g. the embedded model's, longer
-                            if own is not None:
-                                first_by = started + own
-                                deadline = max(deadline, first_by)
-                            else:
-                                first_by = min(started + self.config.first_token_timeout, deadline)
-                            first: TextDelta | None = None
-                            end: StreamEnd | None = None
-                            while first is None and end is None:
-                                try:
-                                    async with asyncio.timeout_at(first_by):
-                                        event = await anext(stream)
-                                except StopAsyncIteration:
-                                    raise _ended_early(name) from None
-                                except TimeoutError:
-                                    raise FirstTokenTimeout(
-                                        f"Model {name} sent no text within {first_by - started:.3g}s "
-                                        "(DAEHWA_FIRST_TOKEN_TIMEOUT, DAEHWA_FIRST_TOKEN_DEADLINE, "
-                                        "DAEHWA_LOCAL_FIRST_TOKEN_TIMEOUT for the embedded model)."
-                                    ) from None
-                                if isinstance(event, StreamEnd):
-                                    end = event
-                                elif event.text:
-                                    first = event
-                            if first is not None:
-                                delivered = True
-                                yield first
-                                idle = self.config.stream_idle_timeout
-                                while end is None:
-                                    try:
-                                        async with asyncio.timeout(idle):
-                                            event = await anext(stream)
-                                    except StopAsyncIteration:
-                                        raise _ended_early(name) from None
-                                    except TimeoutError:
-                                        raise StreamStalled(
-                                            f"Model {name} stopped sending text for {idle:g}s mid-reply; the text so "
-                                            "far is kept (DAEHWA_STREAM_IDLE_TIMEOUT)."
-                                        ) from None
-                                    if isinstance(event, StreamEnd):
-                                        end = event
-                                    elif event.text:
-                                        yield event
-                        finally:
-                            self.metrics.bulkhead_active.labels(bulkhead.name).dec()
-                    assert end is not None  # both loops above run until the stream's end
-                    breaker.record_success()
-                    settled = True
-                    self.metrics.upstream_requests.labels(self.metrics.model(name), "ok").inc()
-                    if position > 0:
-                        self.metrics.fallbacks.labels("model").inc()
-                        log.info("answered by fallback model %s", name, extra={"model": name, "primary": primary})
-                    yield RouteEnd(
-                        model=name, usage=end.usage, finish_reasons=end.finish_reasons, fallback_used=position > 0
-                    )
-                    return
-                except Exception as raw:
-                    settled = True
-                    exc = raw if isinstance(raw, DaehwaError) else _unexpected(name, raw)
-                    counts = _counts_against_breaker(exc)
-                    if counts:
-                        breaker.record_failure()
-                    else:
-                        breaker.release()
-                    label = self.metrics.model(name)
-                    self.metrics.upstream_requests.labels(label, "error").inc()
-                    self.metrics.upstream_errors.labels(label, exc.code).inc()
-                    if delivered:
-                        raise exc from None  # text is out: the pipeline keeps it, marked interrupted
-                    log.warning(
-                        "model %s failed (try %d): %s",
+            async with aclosing(self._tries(run, candidate, request, position, primary)) as events:
+                async for event in events:
+                    yield event
+                    if isinstance(event, RouteEnd):
+                        return
+        raise self._give_up(run.failures, run.deadline - loop.time() <= 0)
+
+    async def _tries(
+        self, run: _Run, candidate: _Candidate, request: ProviderRequest, position: int, primary: str
+    ) -> AsyncGenerator[RouteEvent, None]:
+        """One candidate: its tries (with retries and backoff) until it answers, fails for good or time is up.
+
+        Ends with a ``RouteEnd`` when it answered; without one when the next candidate should be tried (its failures
+        are in ``run.failures``). A failure after text went out is raised: that reply is not retried anywhere.
+        """
+        loop = asyncio.get_running_loop()
+        name = candidate.name
+        breaker = self.breaker(name)
+        for attempt in range(1, self.config.retry.attempts + 1):
+            remaining = run.deadline - loop.time()
+            if remaining <= 0:
+                return
+            if not breaker.allow():
+                retry_in = breaker.retry_in()
+                run.failures.append(
+                    (
                         name,
-                        attempt,
-                        exc.message,
-                        extra={"model": name, "error_code": exc.code, "attempt": attempt},
+                        ModelUnavailable(
+                            f"Model {name} is failing; its circuit breaker is open"
+                            + (f" for another {retry_in:.0f}s" if retry_in else "")
+                            + ". Its fallback models answer meanwhile (persona fallback_models, "
+                            "DAEHWA_FALLBACK_MODELS).",
+                            code="circuit_open",
+                        ),
                     )
-                    if isinstance(exc, InvalidRequest) and position == 0:
-                        raise exc from None  # the request itself is wrong; another model would not help
-                    failures.append((name, exc))
-                    if not (isinstance(exc, ProviderError) and exc.retryable) or isinstance(exc, FirstTokenTimeout):
-                        break  # not worth another try on this model: next candidate
-                    if attempt >= self.config.retry.attempts:
-                        break
-                    wait = self.config.retry.delay(attempt, exc.retry_after)
-                    if wait < 0 or loop.time() + wait >= deadline:
-                        break  # asked to wait too long: the fallback answers sooner
-                    self.metrics.retries.labels(self.metrics.model(name)).inc()
-                    await self.sleep(wait)
+                )
+                self.metrics.upstream_requests.labels(self.metrics.model(name), "circuit_open").inc()
+                return
+            delivered = False  # True once a delta went out: from then on, no retry and no fallback
+            settled = False  # the breaker has been told how this call went
+            try:
+                end: StreamEnd | None = None
+                async with aclosing(self._attempt(run, candidate, request, remaining)) as events:
+                    async for event in events:
+                        if isinstance(event, StreamEnd):
+                            end = event
+                            break
+                        delivered = True
+                        yield event
+                assert end is not None  # an attempt ends with the stream's end or raises
+                breaker.record_success()
+                settled = True
+                self.metrics.upstream_requests.labels(self.metrics.model(name), "ok").inc()
+                if position > 0:
+                    self.metrics.fallbacks.labels("model").inc()
+                    log.info("answered by fallback model %s", name, extra={"model": name, "primary": primary})
+                yield RouteEnd(
+                    model=name, usage=end.usage, finish_reasons=end.finish_reasons, fallback_used=position > 0
+                )
+                return
+            except Exception as raw:
+                settled = True
+                exc = raw if isinstance(raw, DaehwaError) else _unexpected(name, raw)
+                if _counts_against_breaker(exc):
+                    breaker.record_failure()
+                else:
+                    breaker.release()
+                label = self.metrics.model(name)
+                self.metrics.upstream_requests.labels(label, "error").inc()
+                self.metrics.upstream_errors.labels(label, exc.code).inc()
+                if delivered:
+                    raise exc from None  # text is out: the pipeline keeps it, marked interrupted
+                log.warning(
+                    "model %s failed (try %d): %s",
+                    name,
+                    attempt,
+                    exc.message,
+                    extra={"model": name, "error_code": exc.code, "attempt": attempt},
+                )
+                if isinstance(exc, InvalidRequest) and position == 0:
+                    raise exc from None  # the request itself is wrong; another model would not help
+                run.failures.append((name, exc))
+                if not (isinstance(exc, ProviderError) and exc.retryable) or isinstance(exc, FirstTokenTimeout):
+                    return  # not worth another try on this model: next candidate
+                if attempt >= self.config.retry.attempts:
+                    return
+                wait = self.config.retry.delay(attempt, exc.retry_after)
+                if wait < 0 or loop.time() + wait >= run.deadline:
+                    return  # asked to wait too long: the fallback answers sooner
+                self.metrics.retries.labels(label).inc()
+                await self.sleep(wait)
+            finally:
+                if not settled:
+                    breaker.release()  # the client left (cancel / close): says nothing about the upstream
+
+    async def _attempt(
+        self, run: _Run, candidate: _Candidate, request: ProviderRequest, remaining: float
+    ) -> AsyncGenerator[TextDelta | StreamEnd, None]:
+        """One call to the provider within its bulkhead: the first text within the first-token timeout, the rest
+        without a stall longer than the idle timeout, then its ``StreamEnd`` (yielded once the slot is free)."""
+        loop = asyncio.get_running_loop()
+        name, provider = candidate.name, candidate.provider
+        bulkhead = self.bulkhead(provider.name)
+        stream: AsyncIterator[ProviderEvent] | None = None
+        try:
+            async with bulkhead.slot(max_wait=remaining):
+                self.metrics.bulkhead_active.labels(bulkhead.name).inc()
+                try:
+                    # Loading a model (the embedded one's first use) is not the model being slow: the first-token
+                    # clocks start once it is ready.
+                    warm_from = loop.time()
+                    await provider.warm(candidate.model_id)
+                    run.deadline += loop.time() - warm_from
+                    stream = provider.stream(request)
+                    started = loop.time()
+                    if provider.first_token_timeout is not None:  # e.g. the embedded model's, longer
+                        first_by = started + provider.first_token_timeout
+                        run.deadline = max(run.deadline, first_by)
+                    else:
+                        first_by = min(started + self.config.first_token_timeout, run.deadline)
+                    first_token = FirstTokenTimeout(
+                        f"Model {name} sent no text within {first_by - started:.3g}s "
+                        "(DAEHWA_FIRST_TOKEN_TIMEOUT, DAEHWA_FIRST_TOKEN_DEADLINE, "
+                        "DAEHWA_LOCAL_FIRST_TOKEN_TIMEOUT for the embedded model)."
+                    )
+                    idle = self.config.stream_idle_timeout
+                    stalled = StreamStalled(
+                        f"Model {name} stopped sending text for {idle:g}s mid-reply; the text so far is kept "
+                        "(DAEHWA_STREAM_IDLE_TIMEOUT)."
+                    )
+                    end: StreamEnd | None = None
+                    delivered = False
+                    while end is None:
+                        # Before the first text the clock is the first-token one; after it, the idle one per event.
+                        by = loop.time() + idle if delivered else first_by
+                        event = await _timed(stream, name, by, stalled if delivered else first_token)
+                        if isinstance(event, StreamEnd):
+                            end = event
+                        elif event.text:
+                            delivered = True
+                            yield event
                 finally:
-                    if not settled:
-                        breaker.release()  # the client left (cancel / close): says nothing about the upstream
-                    if stream is not None:
-                        await stream.aclose()  # type: ignore[attr-defined]
-        raise self._give_up(failures, deadline - loop.time() <= 0)
+                    self.metrics.bulkhead_active.labels(bulkhead.name).dec()
+            yield end
+        finally:
+            if stream is not None:
+                await stream.aclose()  # type: ignore[attr-defined]
 
     def _give_up(self, failures: list[tuple[str, DaehwaError]], out_of_time: bool) -> DaehwaError:
         """The error that ends a turn no model could answer."""
@@ -520,3 +546,22 @@ def _counts_against_breaker(exc: DaehwaError) -> bool:
     if isinstance(exc, (ModelUnavailable, ModelNotFound, InvalidRequest)):
         return False
     return isinstance(exc, ProviderError)
+
+
+@dataclass(slots=True)
+class _Run:
+    """One routed stream's shared clock and what went wrong so far (across candidates and tries)."""
+
+    deadline: float
+    failures: list[tuple[str, DaehwaError]] = field(default_factory=list)
+
+
+async def _timed(stream: AsyncIterator[ProviderEvent], name: str, by: float, late: DaehwaError) -> ProviderEvent:
+    """The stream's next event by the loop time ``by``; ``late`` is raised when it does not come in time."""
+    try:
+        async with asyncio.timeout_at(by):
+            return await anext(stream)
+    except StopAsyncIteration:
+        raise _ended_early(name) from None
+    except TimeoutError:
+        raise late from None

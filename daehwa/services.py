@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .chat import ChatService
@@ -15,6 +16,7 @@ from .metrics import Metrics
 from .moderation import build_moderator
 from .moderation.base import ModerationPolicy, Moderator
 from .personas import PersonaCatalog
+from .pipeline import TurnContributor, TurnObserver
 from .pricing import PriceTable
 from .providers.registry import ProviderRegistry
 from .quotas import QuotaLimiter
@@ -73,8 +75,13 @@ def build_services(
     providers: ProviderRegistry | None = None,
     moderator: Moderator | None = None,
     personas: PersonaCatalog | None = None,
+    contributors: Sequence[TurnContributor] = (),
+    observers: Sequence[TurnObserver] = (),
 ) -> Services:
-    """Wire the services together; pieces can be injected (tests pass a fake provider registry)."""
+    """Wire the services together; pieces can be injected (tests pass a fake provider registry).
+
+    ``contributors`` and ``observers`` are the turn pipeline's hooks (docs/pipeline.md), run in the order given.
+    """
     metrics = Metrics()
     store = store if store is not None else open_store(settings.resolved_database_url(), settings=settings)
     providers = providers if providers is not None else ProviderRegistry.from_settings(settings)
@@ -106,6 +113,8 @@ def build_services(
         limiter=limiter,
         pricing=PriceTable.from_settings(settings.prices_file),
         context=context,
+        contributors=contributors,
+        observers=observers,
     )
     return Services(
         settings=settings,

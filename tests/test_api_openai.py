@@ -6,6 +6,7 @@ providers file, creates a user and a key with the CLI, and talks to the server o
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -14,12 +15,15 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
+from daehwa.config import Settings
 from daehwa.services import Services
 from daehwa.stores import ConversationQuery
-from daehwa.types import User
+from daehwa.types import MessageStatus, User
 from tests.api_helpers import auth
 from tests.conftest import FakeProvider, Script
 from tests.fake_upstream import FakeUpstream, Reply
+from tests.test_api_stream import _server
+from tests.test_stores import _redis_namespace
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -199,3 +203,55 @@ async def test_openai_sdk_against_daehwa_serve(served: tuple[str, str, FakeUpstr
         with pytest.raises(openai.AuthenticationError):
             await bad.models.list()
     assert key not in log.read_text()  # the key never reaches the server's log
+
+
+# -- stopping a non-streamed completion ------------------------------------------------------------------------------
+async def _api_conversation(services: Services, user: User) -> str:
+    [logged] = await services.store.list_conversations(user.id, ConversationQuery(kind="api"))
+    return logged.id
+
+
+async def test_a_non_streamed_completion_is_an_active_turn_that_stop_ends(
+    client: httpx.AsyncClient, alice_key: str, alice: User, services: Services, fake_provider: FakeProvider
+) -> None:
+    fake_provider.enqueue(Script(chunks=["Once upon a time"], hang=True))
+    body = {"model": "fake", "messages": [{"role": "user", "content": "a story"}]}
+    pending = asyncio.create_task(client.post("/v1/chat/completions", json=body, headers=auth(alice_key)))
+    await asyncio.wait_for(fake_provider.started.wait(), 5)
+    await asyncio.sleep(0.1)  # the first chunk reaches the pipeline
+    cid = await _api_conversation(services, alice)
+    r = await client.post(f"/api/conversations/{cid}/stop", headers=auth(alice_key))
+    assert r.json() == {"stopped": True}
+
+    response = await asyncio.wait_for(pending, 5)
+    assert response.status_code == 200, response.text
+    completion = response.json()
+    assert completion["choices"][0]["message"]["content"] == "Once upon a time"
+    assert completion["choices"][0]["finish_reason"] == "stop" and completion["usage"] is None
+    reply = (await services.store.list_messages(alice.id, cid) or [])[-1]
+    assert reply.status is MessageStatus.INTERRUPTED and reply.content == "Once upon a time"
+    assert completion["id"] == f"chatcmpl-{reply.id}" and fake_provider.cancelled == 1
+
+
+@pytest.mark.redis
+async def test_a_non_streamed_completion_is_stopped_from_another_server_process(settings: Settings) -> None:
+    async with _redis_namespace() as stores:
+        model_a, model_b = FakeProvider(), FakeProvider()
+        async with _server(settings, stores(), model_a) as a, _server(settings, stores(), model_b) as b:
+            services = a.app.state.services
+            user = await services.store.create_user("carol", password_hash=None)
+            key = (await a.app.state.accounts.create_api_key(user.id, "tests")).secret
+            model_a.enqueue(Script(chunks=["Once upon a time"], hang=True))
+            body = {"model": "fake", "messages": [{"role": "user", "content": "a story"}]}
+            async with httpx.AsyncClient(timeout=10) as c:
+                pending = asyncio.create_task(c.post(f"{a.base_url}/v1/chat/completions", json=body, headers=auth(key)))
+                await asyncio.wait_for(model_a.started.wait(), 5)
+                await asyncio.sleep(0.1)
+                cid = await _api_conversation(services, user)
+                # Process B does not run this turn: it reaches process A through the store's stop signals.
+                r = await c.post(f"{b.base_url}/api/conversations/{cid}/stop", headers=auth(key))
+                assert r.json() == {"stopped": True}
+                response = await asyncio.wait_for(pending, 5)
+            assert response.json()["choices"][0]["message"]["content"] == "Once upon a time"
+            reply = (await services.store.list_messages(user.id, cid) or [])[-1]
+            assert reply.status is MessageStatus.INTERRUPTED and model_a.cancelled == 1 and not model_b.requests

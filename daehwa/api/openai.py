@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -146,6 +147,15 @@ def _usage(usage: Any) -> dict[str, int]:
     }
 
 
+def _message(text: str, reply_meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A choice's message; what the turn's contributors added to the reply rides along as ``meta`` (OpenAI's
+    clients ignore keys they do not know)."""
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if reply_meta:
+        message["meta"] = dict(reply_meta)
+    return message
+
+
 def _finish_reason(reason: str) -> str:
     return reason if reason in ("stop", "length", "content_filter", "tool_calls") else "stop"
 
@@ -160,26 +170,36 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
         handle = await TurnHandle.open(chat, turn, request.app.state.turns)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return _stream_response(handle, include_usage, body.n or 1)
-    started, finished = await chat.run(turn)
-    if finished.error is not None:
-        return error_response(finished.error)
-    created = int(time.time())
+    # Registered as an active turn like a streamed one: POST /api/conversations/{id}/stop (from any server process)
+    # ends it, and the reply so far is the answer.
+    handle = await TurnHandle.open(chat, turn, request.app.state.turns)
+    try:
+        outcome = await handle.run()
+    except BaseException:
+        await handle.aclose()
+        raise
+    finished = outcome.finished
+    texts: Mapping[int, str] = {0: outcome.message.content}  # stopped: the reply so far (stored as interrupted)
+    model = outcome.message.model or outcome.started.model
+    meta: Mapping[str, Any] = {}
+    usage: dict[str, int] | None = None
+    reason = "stop"
+    if finished is not None:
+        if finished.error is not None:
+            return error_response(finished.error)
+        texts, model, meta = finished.texts, finished.model, finished.reply_meta
+        usage, reason = _usage(finished.usage), _finish_reason(finished.finish_reason)
     choices = [
-        {
-            "index": index,
-            "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": None,
-            "finish_reason": _finish_reason(finished.finish_reason),
-        }
-        for index, text in sorted(finished.texts.items())
+        {"index": index, "message": _message(text, meta), "logprobs": None, "finish_reason": reason}
+        for index, text in sorted(texts.items())
     ]
     payload = {
-        "id": _completion_id(started.reply_id),
+        "id": _completion_id(outcome.started.reply_id),
         "object": "chat.completion",
-        "created": created,
-        "model": finished.model,
+        "created": int(time.time()),
+        "model": model,
         "choices": choices,
-        "usage": _usage(finished.usage),
+        "usage": usage,
         "system_fingerprint": None,
     }
     return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":")), media_type="application/json")

@@ -127,7 +127,7 @@ class StoppedOut(BaseModel):
 
 async def reply(request: Request, turn: TurnRequest, *, stream: bool) -> Response | dict[str, Any]:
     """Run a turn for a REST route: one JSON TurnResult, or an SSE stream."""
-    handle = await TurnHandle.open(services_of(request).chat, turn, turns_of(request))
+    handle = await TurnHandle.open(services_of(request).chat, turn, turns_of(request), resumable=True)
     if stream:
         return sse_turn_response(handle, resume_seconds=services_of(request).settings.stream_resume_seconds)
     try:

@@ -140,6 +140,12 @@ class TurnResultOut(BaseModel):
     ttft_ms: float | None
     total_ms: float | None
     error: ErrorDetail | None
+    user_meta: dict[str, Any] = Field(
+        default_factory=dict, description="What the turn's contributors added to the user's message (e.g. mood)."
+    )
+    reply_meta: dict[str, Any] = Field(
+        default_factory=dict, description="What the turn's contributors added to the reply (e.g. recommendations)."
+    )
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -225,6 +231,8 @@ def turn_result_json(
             "ttft_ms": None,
             "total_ms": None,
             "error": None,
+            "user_meta": {},
+            "reply_meta": {},
         }
     return {
         "conversation_id": started.conversation.id,
@@ -237,6 +245,8 @@ def turn_result_json(
         "ttft_ms": finished.ttft_ms,
         "total_ms": finished.total_ms,
         "error": finished.error.to_openai()["error"] if finished.error else None,
+        "user_meta": dict(finished.user_meta),
+        "reply_meta": dict(finished.reply_meta),
     }
 
 

@@ -151,7 +151,14 @@ class TurnHandle:
     """One started turn; ``run`` it once."""
 
     def __init__(
-        self, events: AsyncIterator[TurnEvent], started: TurnStarted, chat: ChatService, user: User, turns: ActiveTurns
+        self,
+        events: AsyncIterator[TurnEvent],
+        started: TurnStarted,
+        chat: ChatService,
+        user: User,
+        turns: ActiveTurns,
+        *,
+        resumable: bool = False,
     ) -> None:
         self.events = events
         self.started = started
@@ -161,24 +168,33 @@ class TurnHandle:
         self.key = (user.id, started.conversation.id)
         self._task: asyncio.Task[TurnFinished] | None = None
         self._stop_requested = False
-        settings = chat.settings
-        # Every reply's text goes to the store's chunk log, so a client can resume it from any process.
-        self.chunks = ChunkPublisher(
-            chat.store,
-            user.id,
-            started.conversation.id,
-            started.reply_id,
-            StreamTimes(settings.stream_lease_seconds, settings.stream_log_seconds),
-        )
+        self._offset = 0
+        # A resumable reply's text goes to the store's chunk log, so a client can resume it from any process.
+        self.chunks: ChunkPublisher | None = None
+        if resumable:
+            settings = chat.settings
+            self.chunks = ChunkPublisher(
+                chat.store,
+                user.id,
+                started.conversation.id,
+                started.reply_id,
+                StreamTimes(settings.stream_lease_seconds, settings.stream_log_seconds),
+            )
 
     @property
     def offset(self) -> int:
         """Characters of the reply (choice 0) streamed so far: the SSE event id a client resumes after."""
-        return self.chunks.offset
+        return self._offset
 
     @classmethod
-    async def open(cls, chat: ChatService, request: TurnRequest, turns: ActiveTurns) -> TurnHandle:
-        """Start the turn; raises the pipeline's ``DaehwaError`` if it cannot start (nothing stored then)."""
+    async def open(
+        cls, chat: ChatService, request: TurnRequest, turns: ActiveTurns, *, resumable: bool = False
+    ) -> TurnHandle:
+        """Start the turn; raises the pipeline's ``DaehwaError`` if it cannot start (nothing stored then).
+
+        ``resumable`` turns (the conversation API's SSE and WebSocket, the web page) log their reply's text for a
+        resume from any process (``daehwa.resume``); ``/v1`` requests, which the client re-sends, do not pay for it.
+        """
         events = chat.turn(request)
         try:
             first = await anext(events)
@@ -186,7 +202,7 @@ class TurnHandle:
             await events.aclose()
             raise
         assert isinstance(first, TurnStarted)
-        handle = cls(events, first, chat, request.user, turns)
+        handle = cls(events, first, chat, request.user, turns, resumable=resumable)
         turns.add(handle)
         return handle
 
@@ -229,6 +245,8 @@ class TurnHandle:
                 async for event in events:
                     if isinstance(event, TurnDelta):
                         if event.index == 0:
+                            self._offset += len(event.text)
+                        if event.index == 0 and self.chunks is not None:
                             self.chunks.add(event.text)
                             try:
                                 await self.chunks.sync()  # in the log before the client has it, for a resume
@@ -243,7 +261,8 @@ class TurnHandle:
                     elif isinstance(event, TurnFinished):
                         return event
         finally:
-            await self.chunks.close()  # after the reply is stored: a resuming reader then sees it finished
+            if self.chunks is not None:
+                await self.chunks.close()  # after the reply is stored: a resuming reader then sees it finished
         raise RuntimeError("a turn always ends with TurnFinished")
 
     async def _stored_reply(self) -> StoredMessage:
@@ -594,7 +613,7 @@ class _WsSession:
     async def run_turn(self, request: TurnRequest, tag: str | None) -> None:
         extra = {"request_id": tag} if tag else {}
         try:
-            handle = await TurnHandle.open(self.chat, request, self.turns)
+            handle = await TurnHandle.open(self.chat, request, self.turns, resumable=True)
         except DaehwaError as exc:
             await self.send_error(exc, tag)
             return

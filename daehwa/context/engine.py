@@ -72,6 +72,16 @@ class BuiltContext:
     build_ms: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class QueryEmbedding:
+    """The new message's vector, computed once per turn (the pipeline's embed step) and reused by recall and hooks;
+    ``vector`` is None when the embedding model failed (``note`` says so for the context report)."""
+
+    vector: Sequence[float] | None
+    ms: float | None = None
+    note: str | None = None
+
+
 class ContextEngine:
     """One per app (``daehwa.services``)."""
 
@@ -124,23 +134,42 @@ class ContextEngine:
         )
 
     # -- the turn's path ---------------------------------------------------------------------------------------
+    async def embed_query(self, text: str) -> QueryEmbedding | None:
+        """The vector of a new message (None without the embedding model); a failure is counted, not raised."""
+        if self.embedder is None:
+            return None
+        t0 = time.perf_counter()
+        try:
+            vector = (await self.embedder.embed([text], kind="query"))[0]
+        except Exception as exc:  # EmbeddingError, or anything the model's engine raised
+            self._failed("embedding", exc)
+            return QueryEmbedding(None, note="recall: skipped, the embedding model failed")
+        return QueryEmbedding(vector, (time.perf_counter() - t0) * 1000)
+
     async def build(
         self,
         *,
         user_id: str,
         conversation_id: str,
-        history: Sequence[StoredMessage],
+        history: Sequence[StoredMessage | Entry],
         system: str | None,
         model: str,
         params: GenerationParams,
         policy: ContextPolicy | None = None,
+        system_parts: Sequence[str] = (),
+        query: QueryEmbedding | None = None,
     ) -> BuiltContext:
-        """The prompt for answering the last message of ``history`` (user and assistant messages, oldest first)."""
+        """The prompt for answering the last message of ``history`` (user and assistant messages, oldest first).
+
+        ``system_parts`` are appended to ``system`` (and counted in the budget like it); ``query`` is the last
+        message's vector when the caller computed it already (else recall embeds it when it needs it).
+        """
         clock = time.perf_counter()
         policy = policy or self.policy
         tokenizer = self.tokenizer(model)
         budget = self.budget(model, params)
-        entries = [Entry(m.id, m.role, m.content) for m in history]
+        system = "\n\n".join(p for p in (system, *system_parts) if p) or None
+        entries = [m if isinstance(m, Entry) else Entry(m.id, m.role, m.content) for m in history]
         if getattr(tokenizer, "blocking", False):
             costs = await asyncio.to_thread(_costs, entries, system, tokenizer)
         else:
@@ -152,7 +181,7 @@ class ContextEngine:
         notes: list[str] = []
         summary: Summary | None = None
         recalled: list[Recalled] = []
-        query: bytes | None = None
+        vector: bytes | None = None
         embed_ms: float | None = None
         language = language_of([e.content for e in entries[-6:]])
         if start > 0:
@@ -167,7 +196,9 @@ class ContextEngine:
                 reserve += int(budget.tokens * RECALL_SHARE)
             start = select_window(costs, roles, room=room, recent_messages=policy.recent_messages, reserve=reserve)
             if policy.recall:
-                recalled, query, embed_ms, note = await self._recall(user_id, conversation_id, entries, start, policy)
+                recalled, vector, embed_ms, note = await self._recall(
+                    user_id, conversation_id, entries, start, policy, query
+                )
                 if note:
                     notes.append(note)
         messages, report = assemble(
@@ -182,7 +213,7 @@ class ContextEngine:
             language=language,
             notes=notes,
         )
-        return BuiltContext(messages, report, query, embed_ms, (time.perf_counter() - clock) * 1000)
+        return BuiltContext(messages, report, vector, embed_ms, (time.perf_counter() - clock) * 1000)
 
     async def _summary_for(
         self, user_id: str, conversation_id: str, entries: Sequence[Entry], start: int
@@ -205,7 +236,13 @@ class ContextEngine:
         return summary, None
 
     async def _recall(
-        self, user_id: str, conversation_id: str, entries: Sequence[Entry], start: int, policy: ContextPolicy
+        self,
+        user_id: str,
+        conversation_id: str,
+        entries: Sequence[Entry],
+        start: int,
+        policy: ContextPolicy,
+        given: QueryEmbedding | None = None,
     ) -> tuple[list[Recalled], bytes | None, float | None, str | None]:
         if self.embedder is None:
             return [], None, None, f"recall: off, {self.embedder_missing}"
@@ -216,13 +253,10 @@ class ContextEngine:
         turns = [t for t in turns_of([e.role for e in entries[:start]]) if t.reply is not None]
         if not turns:
             return [], None, None, None
-        t0 = time.perf_counter()
-        try:
-            query_vec = (await self.embedder.embed([entries[-1].content], kind="query"))[0]
-        except Exception as exc:  # EmbeddingError, or anything the model's engine raised
-            self._failed("embedding", exc)
-            return [], None, None, "recall: skipped, the embedding model failed"
-        embed_ms = (time.perf_counter() - t0) * 1000
+        embedded = given or await self.embed_query(entries[-1].content)
+        if embedded is None or embedded.vector is None:
+            return [], None, None, embedded.note if embedded else None
+        query_vec, embed_ms = embedded.vector, embedded.ms
         query = np.asarray(query_vec, dtype="<f4").tobytes()
         try:
             stored = await self.memory.load_vectors(user_id, conversation_id, model=self.embedder.name)
