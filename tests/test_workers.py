@@ -211,7 +211,7 @@ def test_kill_the_streaming_process_and_resume_from_another(cluster: Cluster) ->
     text = received + rest
     assert done["message"]["content"] == text
     words = text.split()
-    assert words == [f"w{i}" for i in range(1, len(words) + 1)] and 15 <= len(words) < 400
+    assert words == [f"w{i}" for i in range(1, len(words) + 1)] and 15 <= len(words) < 400, (received, rest)
     stored = httpx.get(f"{b}/api/conversations/{cid}", headers=auth(cluster.key)).json()["messages"][-1]
     assert stored["id"] == mid and stored["content"] == text and stored["status"] == "interrupted"
 
