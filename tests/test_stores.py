@@ -1180,6 +1180,21 @@ async def test_stream_log_replays_from_any_offset_and_survives_a_reopen(
         await again.close()
 
 
+async def test_stream_log_reads_a_chunk_sent_again_with_more_text_once(store: Store) -> None:
+    uid, cid, mid = await _streaming_reply(store)
+    times = {"lease_seconds": 30, "expire_seconds": 60}
+    await store.append_stream(uid, cid, mid, StreamChunk(0, "하나 "), **times)
+    # Stored, but the writer saw an error: it sends the same start again, with what arrived meanwhile.
+    await store.append_stream(uid, cid, mid, StreamChunk(3, "둘 "), **times)
+    await store.append_stream(uid, cid, mid, StreamChunk(3, "둘 셋 "), **times)
+    await store.append_stream(uid, cid, mid, StreamChunk(7, "넷"), **times)
+    for after in (0, 2, 4, 6, 8):
+        read = await store.read_stream(uid, cid, mid, after=after)
+        assert read is not None
+        assert "".join(c.text for c in read.chunks) == "하나 둘 셋 넷"[after:]
+        assert all(a.end == b.start for a, b in zip(read.chunks, read.chunks[1:], strict=False))
+
+
 async def test_stream_log_of_another_user_or_conversation_reads_as_missing(store: Store) -> None:
     uid, cid, mid = await _streaming_reply(store)
     other, other_cid, _ = await _streaming_reply(store)

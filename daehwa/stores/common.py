@@ -298,8 +298,14 @@ def summary_from_row(row: Row) -> ConversationSummary:
 
 
 def cut_chunks(chunks: list[StreamChunk], after: int) -> list[StreamChunk]:
-    """Chunks of a stream log read from offset ``after``: the first may start before it, so keep its text from there."""
-    if chunks and chunks[0].start < after:
-        first = chunks[0]
-        chunks[0] = StreamChunk(after, first.text[after - first.start :])
-    return chunks
+    """Chunks of a stream log (ordered by end) read from offset ``after``: each keeps only its text past what the
+    ones before it hold, so the first starts at ``after`` and a chunk written twice (a write that failed after it
+    was stored, then sent again with more text) is never read twice."""
+    out: list[StreamChunk] = []
+    pos = after
+    for chunk in chunks:
+        if chunk.end <= pos:
+            continue
+        out.append(chunk if chunk.start >= pos else StreamChunk(pos, chunk.text[pos - chunk.start :]))
+        pos = chunk.end
+    return out
