@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .chat import ChatService
 from .config import Settings
@@ -41,6 +43,8 @@ class Services:
     limiter: QuotaLimiter | None = None  # None when no quota is configured
     forms: FormCollector | None = None  # the form step (personas with a [form])
 
+    _breaker_sharing: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
+
     async def start(self) -> None:
         """Open the store, then start the default model's provider (the embedded model loads here, once).
 
@@ -48,10 +52,17 @@ class Services:
         """
         await self.store.open()
         await self.store.recover_interrupted()  # replies a crashed server was streaming keep their text
+        # Open breakers are shared with the other processes of the store (when it has a board: Redis).
+        self._breaker_sharing = asyncio.ensure_future(self.router.share_breakers(self.store.breaker_board()))
         default = self.settings.default_model.partition("/")[0]
         await self.providers.start([default])
 
     async def aclose(self) -> None:
+        sharing, self._breaker_sharing = self._breaker_sharing, None
+        if sharing is not None:
+            sharing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sharing
         await self.chat.drain()
         if self.forms is not None:
             await self.forms.webhooks.drain()

@@ -30,6 +30,7 @@ from daehwa.stores import (
     NewTurn,
     SessionRecord,
     Store,
+    StreamChunk,
     TurnResult,
     UsageStore,
     open_store,
@@ -1312,3 +1313,83 @@ async def test_form_records_are_the_owners_and_survive_reopen_and_conversation_d
         assert abs((got.created_at - first.created_at).total_seconds()) < 0.01
     finally:
         await again.close()
+
+
+# -- stream chunk logs (resume a reply from any process) ---------------------------------------------------------
+async def _streaming_reply(store: Store) -> tuple[str, str, str]:
+    user = await store.create_user(f"s-{uuid.uuid4().hex[:8]}", password_hash=None)
+    conv, _, reply = await store.create_conversation_with_turn(
+        user.id, NewConversation(title="t"), NewTurn(user_content="hi", reply_model="m")
+    )
+    return user.id, conv.id, reply.id
+
+
+async def test_stream_log_replays_from_any_offset_and_survives_a_reopen(
+    store: Store, store_factory: StoreFactory
+) -> None:
+    uid, cid, mid = await _streaming_reply(store)
+    assert await store.read_stream(uid, cid, mid) is None  # nothing written yet
+    offset = 0
+    for text in ("안녕", "하세요, ", "", "world"):
+        chunk = StreamChunk(offset, text)
+        await store.append_stream(uid, cid, mid, chunk, lease_seconds=30, expire_seconds=60)
+        offset = chunk.end
+    read = await store.read_stream(uid, cid, mid)
+    assert read is not None and read.alive and not read.ended
+    assert "".join(c.text for c in read.chunks) == "안녕하세요, world"
+    assert [c.start for c in read.chunks] == [0, 2, 7]
+    # From inside a chunk: the first one is cut there, nothing before it repeats.
+    middle = await store.read_stream(uid, cid, mid, after=3)
+    assert middle is not None and [(c.start, c.text) for c in middle.chunks] == [(3, "세요, "), (7, "world")]
+    at_end = await store.read_stream(uid, cid, mid, after=12)
+    assert at_end is not None and at_end.chunks == []
+    # A chunk sent twice (a retried write) is kept once.
+    await store.append_stream(uid, cid, mid, StreamChunk(7, "world"), lease_seconds=30, expire_seconds=60)
+    await store.end_stream(uid, cid, mid, expire_seconds=60)
+    again = store_factory()
+    await again.open()
+    try:
+        ended = await again.read_stream(uid, cid, mid, after=0)
+        assert ended is not None and ended.ended and not ended.alive
+        assert "".join(c.text for c in ended.chunks) == "안녕하세요, world"
+    finally:
+        await again.close()
+
+
+async def test_stream_log_reads_a_chunk_sent_again_with_more_text_once(store: Store) -> None:
+    uid, cid, mid = await _streaming_reply(store)
+    times = {"lease_seconds": 30, "expire_seconds": 60}
+    await store.append_stream(uid, cid, mid, StreamChunk(0, "하나 "), **times)
+    # Stored, but the writer saw an error: it sends the same start again, with what arrived meanwhile.
+    await store.append_stream(uid, cid, mid, StreamChunk(3, "둘 "), **times)
+    await store.append_stream(uid, cid, mid, StreamChunk(3, "둘 셋 "), **times)
+    await store.append_stream(uid, cid, mid, StreamChunk(7, "넷"), **times)
+    for after in (0, 2, 4, 6, 8):
+        read = await store.read_stream(uid, cid, mid, after=after)
+        assert read is not None
+        assert "".join(c.text for c in read.chunks) == "하나 둘 셋 넷"[after:]
+        assert all(a.end == b.start for a, b in zip(read.chunks, read.chunks[1:], strict=False))
+
+
+async def test_stream_log_of_another_user_or_conversation_reads_as_missing(store: Store) -> None:
+    uid, cid, mid = await _streaming_reply(store)
+    other, other_cid, _ = await _streaming_reply(store)
+    await store.append_stream(uid, cid, mid, StreamChunk(0, "secret"), lease_seconds=30, expire_seconds=60)
+    assert await store.read_stream(other, cid, mid) is None
+    assert await store.read_stream(uid, other_cid, mid) is None
+    # Another user cannot write into it or end it either.
+    await store.append_stream(other, cid, mid, StreamChunk(6, " more"), lease_seconds=30, expire_seconds=60)
+    await store.end_stream(other, cid, mid, expire_seconds=60)
+    read = await store.read_stream(uid, cid, mid)
+    assert read is not None and not read.ended and [c.text for c in read.chunks] == ["secret"]
+
+
+async def test_stream_log_lease_lapses_and_the_log_expires(store: Store) -> None:
+    uid, cid, mid = await _streaming_reply(store)
+    await store.append_stream(uid, cid, mid, StreamChunk(0, "part"), lease_seconds=0.2, expire_seconds=60)
+    await asyncio.sleep(0.4)
+    lapsed = await store.read_stream(uid, cid, mid)
+    assert lapsed is not None and not lapsed.alive and not lapsed.ended  # the writer is gone, its text is kept
+    await store.end_stream(uid, cid, mid, expire_seconds=0.2)
+    await asyncio.sleep(0.5)
+    assert await store.read_stream(uid, cid, mid) is None

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -892,3 +894,84 @@ def test_the_form_chip_follows_a_reservation(tab: Tab, server: Server) -> None:
     tab.new_chat()
     page.wait_for_selector("#form-chip", state="hidden")
     tab.assert_clean()
+
+
+class CuttingProxy:
+    """A TCP proxy to the server on its own loopback port whose ``cut()`` drops every open connection at once, as a
+    flaky network does; new connections go through again."""
+
+    def __init__(self, target: str) -> None:
+        self.target = int(target.rsplit(":", 1)[1])
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.cuts = 0
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self._lock:
+                self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def cut(self) -> None:
+        with self._lock:
+            dropped, self._open = self._open, []
+        for sock in dropped:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.cuts += 1
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def test_a_connection_dropped_mid_reply_resumes_without_losing_or_repeating_text(browser: Any, server: Server) -> None:
+    proxy = CuttingProxy(server.url)
+    try:
+        with _open_tab(browser, dataclasses.replace(server, url=proxy.url)) as tab:
+            page = tab.page
+            tab.login()
+            tab.new_chat()
+            words = [f"말{i} " for i in range(60)]
+            server.upstream.enqueue(Reply("".join(words), chunks=words, chunk_delay=0.05))
+            tab.send("끊겨도 이어서 말해 줘")
+            page.wait_for_function(
+                "() => ([...document.querySelectorAll('.msg-assistant')].pop()?.textContent || '').includes('말5 ')"
+            )
+            proxy.cut()  # the page's stream (and every other connection) drops mid-reply
+            reply = tab.wait_final()
+            assert reply.get_attribute("data-status") == "complete"
+            shown = body_text(reply)
+            assert shown == "".join(words).strip()  # every word, each once
+            assert any("/stream?after=" in url for url in tab.requests)  # it was resumed, not reloaded
+            assert page.locator("#error-bar:not([hidden])").count() == 0
+            cid = page.url.rsplit("/c/", 1)[1]
+            stored = page.evaluate(
+                "async (id) => (await (await fetch(`/api/conversations/${id}`)).json()).messages.pop()", cid
+            )
+            assert stored["content"] == "".join(words) and stored["status"] == "complete"
+            tab.assert_clean()
+    finally:
+        proxy.close()

@@ -20,6 +20,7 @@ from ..errors import ConfigError, InvalidRequest, NotFound
 from ..i18n import normalize_locale
 from ..intelligence.forms import META_KEY as FORM_META_KEY
 from ..intelligence.forms import FormState, progress
+from ..resume import StreamTimes, find_reply
 from ..services import Services
 from ..stores.base import ConversationQuery
 from ..types import ChatMessage, User
@@ -37,7 +38,7 @@ from .schemas import (
     message_json,
     param_field,
 )
-from .stream import ActiveTurns, TurnHandle, sse_turn_response
+from .stream import ActiveTurns, TurnHandle, sse_resume_response, sse_turn_response
 
 router = APIRouter(tags=["conversations"])
 
@@ -130,9 +131,14 @@ class StoppedOut(BaseModel):
 
 async def reply(request: Request, turn: TurnRequest, *, stream: bool) -> Response | dict[str, Any]:
     """Run a turn for a REST route: one JSON TurnResult, or an SSE stream."""
+    handle = await TurnHandle.open(services_of(request).chat, turn, turns_of(request), resumable=True)
     if stream:
-        return sse_turn_response(await TurnHandle.open(services_of(request).chat, turn, turns_of(request)))
-    outcome = await TurnHandle.run_to_end(services_of(request).chat, turn, turns_of(request))
+        return sse_turn_response(handle, resume_seconds=services_of(request).settings.stream_resume_seconds)
+    try:
+        outcome = await handle.run()
+    except BaseException:
+        await handle.aclose()
+        raise
     finished = outcome.finished
     if finished is not None and finished.error is not None and finished.outcome.value == "error":
         return error_response(finished.error)  # the model failed before writing anything; stored as error
@@ -240,6 +246,37 @@ async def form_progress(conversation_id: str, request: Request, user: CurrentUse
     state = FormState.from_meta((conversation.meta or {}).get(FORM_META_KEY), persona.form)
     lang = normalize_locale(request.headers.get("accept-language"))
     return progress(persona.form, state, state.locale if state is not None else lang[:2])
+
+
+@router.get(
+    "/api/conversations/{conversation_id}/messages/{message_id}/stream",
+    responses={
+        **_ERRORS,
+        200: {"description": "The rest of the reply as SSE: delta... then done.", "content": {"text/event-stream": {}}},
+    },
+)
+async def resume_stream(
+    conversation_id: str,
+    message_id: str,
+    request: Request,
+    user: CurrentUser,
+    after: Annotated[int, Query(ge=0, description="Characters of the reply the client already has.")] = 0,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+) -> Response:
+    """Resume a reply (streaming or finished) from any server process: its text after ``after`` characters (or the
+    ``Last-Event-ID`` header, which an SSE client sends when it reconnects), then ``done``."""
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise InvalidRequest("Last-Event-ID must be the id of a delta event (a number).", param="Last-Event-ID")
+        after = int(last_event_id)
+    await _owned(request, user.id, conversation_id)
+    services = services_of(request)
+    found = await find_reply(services.store, user.id, conversation_id, message_id)
+    if found is None:
+        raise NotFound("No such reply in this conversation.", param="message_id")
+    settings = services.settings
+    times = StreamTimes(settings.stream_lease_seconds, settings.stream_log_seconds)
+    return sse_resume_response(services.store, user, found, after=after, times=times)
 
 
 @router.patch("/api/conversations/{conversation_id}", response_model=ConversationOut, responses=_ERRORS)

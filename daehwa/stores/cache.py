@@ -39,9 +39,12 @@ from .base import (
     NewTurn,
     SessionRecord,
     Store,
+    StreamChunk,
+    StreamRead,
     TurnResult,
     UserRecord,
 )
+from .breakers import BreakerBoard
 from .common import unknown_before
 from .signals import StopSignals
 
@@ -339,6 +342,28 @@ class CachedStore(Store):
     async def set_form_delivery(self, user_id: str, record_id: str, delivery: str) -> bool:
         return await self.inner.set_form_delivery(user_id, record_id, delivery)
 
+    async def append_stream(
+        self,
+        user_id: str,
+        conversation_id: str,
+        message_id: str,
+        chunk: StreamChunk,
+        *,
+        lease_seconds: float,
+        expire_seconds: float,
+    ) -> None:
+        await self.inner.append_stream(
+            user_id, conversation_id, message_id, chunk, lease_seconds=lease_seconds, expire_seconds=expire_seconds
+        )
+
+    async def end_stream(self, user_id: str, conversation_id: str, message_id: str, *, expire_seconds: float) -> None:
+        await self.inner.end_stream(user_id, conversation_id, message_id, expire_seconds=expire_seconds)
+
+    async def read_stream(
+        self, user_id: str, conversation_id: str, message_id: str, *, after: int = 0
+    ) -> StreamRead | None:
+        return await self.inner.read_stream(user_id, conversation_id, message_id, after=after)
+
     async def open(self) -> None:
         await self.inner.open()
 
@@ -355,6 +380,9 @@ class CachedStore(Store):
 
     def stop_signals(self) -> StopSignals:
         return self.inner.stop_signals()
+
+    def breaker_board(self) -> BreakerBoard:
+        return self.inner.breaker_board()
 
 
 def _append(messages: list[StoredMessage], *new: StoredMessage) -> bool:

@@ -2,8 +2,10 @@
 
 Each interface of ``base`` has its module here, with the keys it uses and the Lua scripts it runs:
 ``conversations`` (``P:conv:{cid}*``, ``P:user:<uid>:convs``, ``P:streaming``), ``accounts`` (``P:{accounts}:*``),
-``usage`` (``P:usage``, ``P:user:<uid>:usage``) and ``context`` (``P:conv:{cid}:vectors|summary``); ``P`` is the key
-prefix, ``daehwa`` by default, and ``P:schema`` the version of the layout. This module adds the lifecycle.
+``usage`` (``P:usage``, ``P:user:<uid>:usage``), ``context`` (``P:conv:{cid}:vectors|summary``), ``forms``
+(``P:forms:{u:<uid>}:*``) and ``streams`` (the chunk logs of streaming replies, ``P:{c:<cid>}:reply:*``;
+``P:breakers`` is the shared breaker board); ``P`` is the key prefix, ``daehwa`` by default, and ``P:schema`` the
+version of the layout. This module adds the lifecycle.
 
 Conversation keys carry a TTL (``redis_ttl_days``) that every write to the conversation restarts; accounts, API keys
 and usage never expire. Writes within one conversation, or within the accounts, run as Lua scripts or MULTI
@@ -25,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...errors import ConfigError
 from ..base import Store
+from ..breakers import BreakerBoard, RedisBreakerBoard
 from ..common import redact
 from ..signals import RedisSignals, StopSignals
 from .accounts import RedisAccounts
@@ -32,6 +35,7 @@ from .connection import check_prefix, connect, is_cluster_url
 from .context import RedisContext
 from .conversations import RedisConversations
 from .forms import RedisForms
+from .streams import RedisStreams
 from .usage import RedisUsage
 
 if TYPE_CHECKING:
@@ -68,7 +72,7 @@ def format3_name(prefix: str, key: str) -> str | None:
     return None
 
 
-class RedisStore(RedisConversations, RedisAccounts, RedisUsage, RedisContext, RedisForms, Store):
+class RedisStore(RedisConversations, RedisAccounts, RedisUsage, RedisContext, RedisForms, RedisStreams, Store):
     """Conversation history that expires after ``ttl_seconds`` without writes; accounts and usage that do not."""
 
     def __init__(self, url: str, *, prefix: str = "daehwa", ttl_seconds: float = 30 * 86_400) -> None:
@@ -184,6 +188,9 @@ class RedisStore(RedisConversations, RedisAccounts, RedisUsage, RedisContext, Re
 
     def stop_signals(self) -> StopSignals:
         return RedisSignals(self.url, self.prefix)
+
+    def breaker_board(self) -> BreakerBoard:
+        return RedisBreakerBoard(self._r(), self.prefix)
 
 
 __all__ += ["format3_name"]

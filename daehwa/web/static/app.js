@@ -8,6 +8,7 @@ import { ApiError, api, setCsrfToken, streamTurn } from "./api.js";
 import { attachComposer } from "./composer.js";
 import { refreshFormChip } from "./forms.js";
 import { applyI18n, fillLanguageSelect, locale, setLocale, t } from "./i18n.js";
+import { resumeReply } from "./resume.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -1019,7 +1020,7 @@ async function runTurn(conv, path, body, ctx) {
   scrollToBottom();
 
   const showing = () => state.current && state.current.id === conv.id;
-  const onEvent = (name, data) => {
+  const onEvent = (name, data, id) => {
     if (name === "start") {
       turn.started = true;
       reply.id = data.message_id;
@@ -1042,6 +1043,7 @@ async function runTurn(conv, path, body, ctx) {
       }
     } else if (name === "delta") {
       if (data.index) return;
+      if (id !== null && id !== undefined) turn.offset = id; // where a resume continues
       const stick = nearBottom();
       if (turn.text === null) {
         turn.text = document.createTextNode("");
@@ -1070,6 +1072,11 @@ async function runTurn(conv, path, body, ctx) {
       if (!sessionEnded(e) && showing()) ctx.onRefused(e);
       refreshActions();
       return;
+    }
+    if (!turn.finished && !(e && e.name === "AbortError")) {
+      // The connection broke mid-reply: the reply goes on on the server; any process sends the rest.
+      const signal = turn.controller.signal;
+      await resumeReply(conv.id, reply.id, turn.offset, onEvent, { signal }).catch(() => false);
     }
     if (!turn.finished) {
       // Stopped locally or the connection broke mid-reply: the server keeps what was written as "interrupted".
