@@ -880,7 +880,10 @@ def test_the_form_chip_follows_a_reservation(tab: Tab, server: Server) -> None:
     assert "인원: 2명" in (chip.get_attribute("title") or "")
     answer("김민수입니다", next_field="phone")
     answer("010-123-456", next_field="phone")  # re-asked with the reason
-    assert "자릿수" in body_text(page.locator(".msg-assistant").last)
+    # The chip already said "phone": wait for the re-ask itself, not the "thinking" placeholder before it.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.msg-assistant')].at(-1).innerText.includes('자릿수')", timeout=15_000
+    )
     answer("010-1234-5678", next_field="seat")
     answer("창가요", next_field="")
     page.wait_for_selector("#form-chip[data-status='confirming']")
