@@ -24,6 +24,7 @@ from ..common import redact
 from ..signals import RedisSignals, StopSignals
 from .accounts import RedisAccounts
 from .context import RedisContext
+from .profiles import RedisProfiles
 from .conversations import RedisConversations
 from .usage import RedisUsage
 
@@ -36,7 +37,9 @@ __all__ = ["SCHEMA_VERSION", "RedisStore"]
 SCHEMA_VERSION = 2
 
 
-class RedisStore(RedisConversations, RedisAccounts, RedisUsage, RedisContext, Store):
+class RedisStore(
+    RedisConversations, RedisAccounts, RedisUsage, RedisContext, RedisProfiles, Store
+):
     """Conversation history that expires after ``ttl_seconds`` without writes; accounts and usage that do not."""
 
     def __init__(self, url: str, *, prefix: str = "daehwa", ttl_seconds: float = 30 * 86_400) -> None:
