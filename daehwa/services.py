@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .chat import ChatService
 from .config import Settings
@@ -22,6 +23,9 @@ from .routing import ResilienceConfig, Router
 from .stores import open_store
 from .stores.base import Store
 
+if TYPE_CHECKING:
+    from .intelligence.service import Intelligence
+
 log = logging.getLogger(__name__)
 
 
@@ -36,6 +40,7 @@ class Services:
     router: Router
     chat: ChatService
     limiter: QuotaLimiter | None = None  # None when no quota is configured
+    intelligence: Intelligence | None = None  # None when DAEHWA_INTELLIGENCE is off or its extra is missing
 
     async def start(self) -> None:
         """Open the store, then start the default model's provider (the embedded model loads here, once).
@@ -92,6 +97,11 @@ def build_services(
         summary_model=settings.context_summary_model,
         embedder_missing=None if settings.context_embedder != "off" else "DAEHWA_CONTEXT_EMBEDDER is off",
     )
+    intel = None
+    if settings.intelligence:
+        intel, (found_contributors, found_observers) = _intelligence(store, context.embedder)
+        contributors = [*contributors, *found_contributors]
+        observers = [*observers, *found_observers]
     chat = ChatService(
         settings=settings,
         store=store,
@@ -116,4 +126,18 @@ def build_services(
         router=router,
         chat=chat,
         limiter=limiter,
+        intelligence=intel,
     )
+
+
+def _intelligence(store: Store, embedder: object) -> tuple[Intelligence | None, tuple[list[Any], list[Any]]]:
+    """Conversation intelligence's hooks, or none when numpy (the ``intelligence`` extra) is missing."""
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        log.warning("conversation intelligence is off: pip install 'daehwa[intelligence]'")
+        return None, ([], [])
+    from .intelligence.service import Intelligence, hooks
+
+    intel = Intelligence.build(store, embedder=embedder)
+    return intel, hooks(intel)
