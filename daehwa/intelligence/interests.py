@@ -11,8 +11,9 @@ scale stays a normal float for centuries.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
-import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -27,24 +28,35 @@ _CLAUSE = re.compile(r"[,.;:!?()\n]+")
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 _EN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9+#.\-]*[A-Za-z0-9+#]|[A-Za-z]{3,}")
 # Words that say little about a person's interests (English function words and chat filler).
-EN_STOP = frozenset(
-    """a about above after again against all am an and any are aren't as at be because been before being below
-    between both but by can cannot could did do does doing don't down during each few for from further had has have
-    having he her here hers herself him himself his how i if in into is isn't it it's its itself just let me more
-    most my myself no nor not now of off on once only or other our ours ourselves out over own same she should so
-    some such than that the their theirs them themselves then there these they this those through to too under
-    until up very was we were what when where which while who whom why will with would you your yours yourself
-    yourselves hi hello hey thanks thank please yes yeah okay ok sure really much many lot lots thing things stuff
-    something anything everything way want need like know think tell help make get got use using used give show
-    explain write try love like loves liked enjoy going doing done today tomorrow yesterday time day week also still even well good bad great
-    new old one two first last can't i'm i've you're that's there's what's how's let's could would should""".split()
-)
+_EN_STOP_WORDS = """
+a about above after again against all am an and any are aren't as at be because been before being below between
+both but by can cannot could did do does doing don't down during each few for from further had has have having
+he her here hers herself him himself his how i if in into is isn't it it's its itself just let me more most my
+myself no nor not now of off on once only or other our ours ourselves out over own same she should so some such
+than that the their theirs them themselves then there these they this those through to too under until up very
+was we were what when where which while who whom why will with would you your yours yourself yourselves hi hello
+hey thanks thank please yes yeah okay ok sure really much many lot lots thing things stuff something anything
+everything way want need like know think tell help make get got use using used give show explain write try love
+like loves liked enjoy going doing done today tomorrow yesterday time day week also still even well good bad
+great new old one two first last can't i'm i've you're that's there's what's how's let's could would should
+"""
+EN_STOP = frozenset(_EN_STOP_WORDS.split())
 # Korean nouns too general to be an interest.
-KO_STOP = frozenset(
-    "것 수 때 거 등 좀 저 제 나 너 우리 이것 그것 저것 여기 거기 오늘 내일 어제 요즘 지금 정도 관심 질문 답변 설명 "
-    "방법 생각 사람 경우 부분 문제 내용 사용 이번 다음 하나 뭐 무엇 누구 어디 언제 감사 안녕".split()
-)
+_KO_STOP_WORDS = """
+것 수 때 거 등 좀 저 제 나 너 우리 이것 그것 저것 여기 거기 오늘 내일 어제 요즘 지금 정도
+관심 질문 답변 설명 방법 생각 사람 경우 부분 문제 내용 사용 이번 다음 하나 뭐 무엇 누구 어디
+언제 감사 안녕
+"""
+KO_STOP = frozenset(_KO_STOP_WORDS.split())
 _KO_NOUN_TAGS = frozenset({"NNG", "NNP", "SL", "SH"})
+
+
+@functools.cache
+def _kiwi() -> Any:
+    """One Kiwi per process (read-only model, ~200 MB, 5 s to load): shared by every service in the process."""
+    from kiwipiepy import Kiwi
+
+    return Kiwi()
 
 
 class InterestExtractor:
@@ -52,8 +64,6 @@ class InterestExtractor:
 
     def __init__(self, *, max_terms: int = 12) -> None:
         self.max_terms = max_terms
-        self._kiwi: Any = None
-        self._lock = threading.Lock()
 
     @staticmethod
     def available() -> bool:
@@ -62,12 +72,7 @@ class InterestExtractor:
         return importlib.util.find_spec("kiwipiepy") is not None
 
     def _tokenizer(self) -> Any:
-        with self._lock:
-            if self._kiwi is None:
-                from kiwipiepy import Kiwi
-
-                self._kiwi = Kiwi()
-            return self._kiwi
+        return _kiwi()
 
     def extract(self, text: str) -> Counter[str]:
         """Term -> count for one message (noun phrases count as well as their nouns)."""
@@ -119,7 +124,7 @@ def _flush(run: list[str], out: list[str]) -> None:
     if not run:
         return
     out.extend(run)
-    out.extend(f"{a} {b}" for a, b in zip(run, run[1:], strict=False))
+    out.extend(f"{a} {b}" for a, b in itertools.pairwise(run))
     run.clear()
 
 

@@ -73,7 +73,7 @@ def _texts(value: Any, where: str) -> dict[str, str]:
         return {"en": value}
     if isinstance(value, Mapping) and all(isinstance(v, str) for v in value.values()):
         return dict(value)
-    raise ConfigError(f"{where}: write a string or a table like {{ ko = \"...\", en = \"...\" }}.")
+    raise ConfigError(f'{where}: write a string or a table like {{ ko = "...", en = "..." }}.')
 
 
 def parse_items(rows: Sequence[Mapping[str, Any]], source: str) -> tuple[CatalogueItem, ...]:
@@ -83,9 +83,9 @@ def parse_items(rows: Sequence[Mapping[str, Any]], source: str) -> tuple[Catalog
         where = f"Catalogue {source}, item {n}"
         item_id, url = row.get("id"), row.get("url")
         if not isinstance(item_id, str) or not item_id or item_id in seen:
-            raise ConfigError(f"{where}: needs a unique id = \"...\".")
+            raise ConfigError(f'{where}: needs a unique id = "...".')
         if not isinstance(url, str) or not url.startswith(("https://", "http://", "/")):
-            raise ConfigError(f"{where} ({item_id}): needs url = \"https://...\".")
+            raise ConfigError(f'{where} ({item_id}): needs url = "https://...".')
         tags = row.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise ConfigError(f"{where} ({item_id}): tags must be a list of strings.")

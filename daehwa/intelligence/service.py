@@ -38,7 +38,8 @@ _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 #: The tone instructions of an adaptive persona, by mood and language (a persona's [tone_templates] override them).
 DEFAULT_TONE: dict[str, dict[str, str]] = {
     "negative": {
-        "ko": "사용자가 지금 속상하거나 힘든 상태로 보입니다. 먼저 따뜻하게 공감하고 위로한 뒤, 차분하고 부드럽게 도와주세요.",
+        "ko": "사용자가 지금 속상하거나 힘든 상태로 보입니다. "
+        "먼저 따뜻하게 공감하고 위로한 뒤, 차분하고 부드럽게 도와주세요.",
         "en": "The user seems upset or having a hard time. Acknowledge their feelings warmly and comfort them first,"
         " then help calmly and gently.",
     },

@@ -234,9 +234,7 @@ def parse_persona(data: Mapping[str, Any], source: str) -> Persona:
     )
 
 
-def _intelligence(
-    data: Mapping[str, Any], fail: Any
-) -> tuple[str, dict[str, dict[str, str]], bool, str | None]:
+def _intelligence(data: Mapping[str, Any], fail: Any) -> tuple[str, dict[str, dict[str, str]], bool, str | None]:
     """The conversation-intelligence keys: tone, tone_templates, interests, catalogue."""
     tone = data.get("tone", "fixed")
     if tone not in ("adaptive", "fixed"):

@@ -21,8 +21,8 @@ from ..signals import PostgresSignals, StopSignals
 from .accounts import PostgresAccounts
 from .connection import init_connection
 from .context import PostgresContext
-from .profiles import PostgresProfiles
 from .conversations import PostgresConversations
+from .profiles import PostgresProfiles
 from .usage import PostgresUsage
 
 if TYPE_CHECKING:
@@ -33,9 +33,7 @@ __all__ = ["PostgresStore"]
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
-class PostgresStore(
-    PostgresConversations, PostgresAccounts, PostgresUsage, PostgresContext, PostgresProfiles, Store
-):
+class PostgresStore(PostgresConversations, PostgresAccounts, PostgresUsage, PostgresContext, PostgresProfiles, Store):
     """Conversations, accounts and usage in PostgreSQL (tables in ``schema``, or the connection's default)."""
 
     def __init__(self, dsn: str, *, schema: str | None = None, pool_size: int = 10) -> None:

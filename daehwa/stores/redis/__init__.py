@@ -24,8 +24,8 @@ from ..common import redact
 from ..signals import RedisSignals, StopSignals
 from .accounts import RedisAccounts
 from .context import RedisContext
-from .profiles import RedisProfiles
 from .conversations import RedisConversations
+from .profiles import RedisProfiles
 from .usage import RedisUsage
 
 if TYPE_CHECKING:
@@ -37,9 +37,7 @@ __all__ = ["SCHEMA_VERSION", "RedisStore"]
 SCHEMA_VERSION = 2
 
 
-class RedisStore(
-    RedisConversations, RedisAccounts, RedisUsage, RedisContext, RedisProfiles, Store
-):
+class RedisStore(RedisConversations, RedisAccounts, RedisUsage, RedisContext, RedisProfiles, Store):
     """Conversation history that expires after ``ttl_seconds`` without writes; accounts and usage that do not."""
 
     def __init__(self, url: str, *, prefix: str = "daehwa", ttl_seconds: float = 30 * 86_400) -> None:

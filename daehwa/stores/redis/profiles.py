@@ -1,9 +1,9 @@
 """Redis user profiles (no TTL: they live as long as the user)::
 
-    P:user:{id}:interests          zset    term -> time-scaled score
-    P:user:{id}:interests:seen     hash    term -> ISO time of the last addition
-    P:user:{id}:feedback:{cat}     hash    item id -> "<clicks> <dismissed 0|1>"
-    P:user:{id}:feedback           set     catalogue names with feedback (so the profile can be deleted)
+P:user:{id}:interests          zset    term -> time-scaled score
+P:user:{id}:interests:seen     hash    term -> ISO time of the last addition
+P:user:{id}:feedback:{cat}     hash    item id -> "<clicks> <dismissed 0|1>"
+P:user:{id}:feedback           set     catalogue names with feedback (so the profile can be deleted)
 """
 
 from __future__ import annotations

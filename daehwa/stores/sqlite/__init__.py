@@ -25,8 +25,8 @@ from ..base import Store
 from ..migrations import apply_sqlite
 from .accounts import SQLiteAccounts
 from .context import SQLiteContext
-from .profiles import SQLiteProfiles
 from .conversations import SQLiteConversations, repair_streaming
+from .profiles import SQLiteProfiles
 from .usage import SQLiteUsage
 
 if TYPE_CHECKING:
@@ -47,9 +47,7 @@ def path_from_url(url: str) -> str:
     return path
 
 
-class SQLiteStore(
-    SQLiteConversations, SQLiteAccounts, SQLiteUsage, SQLiteContext, SQLiteProfiles, Store
-):
+class SQLiteStore(SQLiteConversations, SQLiteAccounts, SQLiteUsage, SQLiteContext, SQLiteProfiles, Store):
     """Conversations, accounts and usage in one SQLite file (created, with its directory, on ``open()``)."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
