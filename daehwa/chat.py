@@ -634,7 +634,7 @@ class ChatService:
         if len(texts) > 1:
             meta["choices"] = len(texts)
         if turn.built is not None:
-            meta["context"] = turn.built.report.as_dict()
+            meta["context"] = replace(turn.built.report, mood=turn.user_meta.get("mood")).as_dict()
         record = UsageRecord(
             user_id=request.user.id,
             model=answered_by,

@@ -111,6 +111,7 @@ class ContextReportOut(BaseModel):
     summary: ContextSummaryOut | None
     recalled: list[ContextRecalledOut]
     notes: list[str] = Field(description="Why something was left out")
+    mood: dict[str, Any] | None = Field(default=None, description="The user message's mood (label, confidence)")
 
 
 class MessageContextOut(BaseModel):

@@ -49,6 +49,7 @@ class ContextReport:
     summary: SummaryUse | None = None
     recalled: tuple[RecalledTurn, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    mood: Mapping[str, Any] | None = None  # the user message's mood (conversation intelligence), when detected
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -56,6 +57,7 @@ class ContextReport:
         data["messages"] = list(data["messages"])
         data["notes"] = list(data["notes"])
         data["budget"] = dict(self.budget)
+        data["mood"] = dict(self.mood) if self.mood is not None else None
         return data
 
     @classmethod
@@ -76,6 +78,7 @@ class ContextReport:
                 for r in data.get("recalled", ())
             ),
             notes=tuple(data.get("notes", ())),
+            mood=data.get("mood"),
         )
 
     def describe(self) -> list[str]:
@@ -95,5 +98,8 @@ class ContextReport:
             lines.append(f"  summary: the first {s.messages} messages ({s.first_id} .. {s.last_id}), {s.tokens} tokens")
         for r in self.recalled:
             lines.append(f"  recalled: {' + '.join(r.ids)} (score {r.score:.3f}, {r.tokens} tokens)")
+        if self.mood:
+            m = self.mood
+            lines.append(f"  mood: {m.get('label')} ({float(m.get('confidence', 0)):.2f}, {m.get('method')})")
         lines += [f"  note: {n}" for n in self.notes]
         return lines

@@ -99,8 +99,9 @@ class InterestExtractor:
                     continue
             if run:
                 out.extend(run)
-                if 2 <= len(run) <= 3:
-                    out.append(" ".join(run))
+                out.extend(f"{a} {b}" for a, b in itertools.pairwise(run))  # noun phrases: adjacent pairs...
+                if len(run) == 3:
+                    out.append(" ".join(run))  # ...and a run of three
                 run = []
         return out
 
@@ -148,7 +149,8 @@ def top_terms(records: Sequence[InterestRecord], n: int, *, min_weight: float = 
     """The strongest ``n`` terms worth mentioning, longer phrases preferred over the nouns they contain."""
     now = datetime.now(UTC)
     picked: list[str] = []
-    for term, weight in decayed(records, now):
+    ranked = sorted(decayed(records, now), key=lambda x: (-round(x[1], 6), -x[0].count(" ")))
+    for term, weight in ranked:
         if weight < min_weight:
             break
         if any(term in p.split(" ") for p in picked if " " in p):

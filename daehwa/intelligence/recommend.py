@@ -7,10 +7,14 @@ description and tags) and compared with the turn's ``query_vector``.
 
 Score of an item for a turn::
 
-    similarity(message, item) + 0.08 * matching tags + 0.05 * tags matching the user's interests
-    + 0.03 * log(1 + clicks)          (an item marked "not interested" is never offered again)
+    (similarity(message, item) - mean similarity over the catalogue) + 0.04 * tags in the message
+    + 0.03 * tags matching the user's interests + 0.02 * log(1 + clicks)
 
-Items above ``min_score`` are offered, at most ``limit`` of them.
+An item must be relevant to the message itself (margin + message tags >= ``min_relevance``, 0.03); interests and
+clicks only raise it. An item marked "not interested" is never offered again. e5 similarities of unrelated short texts sit around
+0.80-0.84, so the similarity counts only as its margin over the catalogue's mean for this message: a greeting
+has no margin, "파이썬 코드가 느려요" has 0.07 for the Python guide. Items scoring ``min_score`` (0.05) or more are
+offered, at most ``limit`` of them.
 """
 
 from __future__ import annotations
@@ -161,7 +165,8 @@ def pick(
     interests: Sequence[str] = (),
     feedback: Mapping[str, FeedbackRecord] | None = None,
     limit: int = 2,
-    min_score: float = 0.84,
+    min_score: float = 0.05,
+    min_relevance: float = 0.03,
 ) -> list[Pick]:
     """Rank the catalogue for one message (see the module docstring); pure CPU, no model call."""
     import numpy as np
@@ -174,6 +179,7 @@ def pick(
         if query_vector is not None and catalogue.vectors is not None
         else np.zeros(len(catalogue.items), dtype=np.float32)
     )
+    mean = float(sims.mean()) if len(sims) else 0.0
     picks: list[Pick] = []
     for item, sim in zip(catalogue.items, sims.tolist(), strict=True):
         fb = feedback.get(item.id)
@@ -181,11 +187,12 @@ def pick(
             continue
         in_text = tuple(t for t in item.tags if t in said or (len(t) >= 2 and t in text.lower()))
         in_interests = tuple(t for t in item.tags if t in liked and t not in in_text)
-        score = float(sim) + 0.08 * len(in_text) + 0.05 * len(in_interests)
+        relevance = (float(sim) - mean) + 0.04 * len(in_text)
+        if relevance < min_relevance:  # interests and clicks raise a relevant item, never make one relevant
+            continue
+        score = relevance + 0.03 * len(in_interests)
         if fb is not None and fb.clicks:
-            score += 0.03 * math.log1p(fb.clicks)
-        if query_vector is None:  # tags only: no similarity to lean on
-            score += 0.8 if in_text else 0.0
+            score += 0.02 * math.log1p(fb.clicks)
         if score >= min_score:
             picks.append(Pick(item, score, float(sim), in_text + in_interests))
     picks.sort(key=lambda p: -p.score)
