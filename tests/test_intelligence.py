@@ -217,7 +217,8 @@ async def test_recommendations_come_with_the_reply_and_feedback_changes_later_pi
     r = await client.get(f"/api/conversations/{cid}", headers=auth(alice_key))
     reply = [m for m in r.json()["messages"] if m["role"] == "assistant"][-1]
     assert reply["recommendations"][0]["id"] == "python-performance"
-    assert [m for m in r.json()["messages"] if m["role"] == "user"][0]["mood"]["label"] in ("neutral", "negative")
+    first = next(m for m in r.json()["messages"] if m["role"] == "user")
+    assert first["mood"]["label"] in ("neutral", "negative")
 
     fb = {"catalogue": "daehwa-guides", "item_id": "python-performance", "action": "dismiss"}
     r = await client.post("/api/recommendations/feedback", json=fb, headers=auth(alice_key))
