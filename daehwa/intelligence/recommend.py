@@ -13,8 +13,8 @@ Score of an item for a turn::
 An item must be relevant to the message itself (margin + message tags >= ``min_relevance``, 0.03); interests and
 clicks only raise it. An item marked "not interested" is never offered again. e5 similarities of unrelated short
 texts sit around 0.80-0.84, so the similarity counts only as its margin over the catalogue's mean for this
-message: a greeting has no margin, "파이썬 코드가 느려요" has 0.07 for the Python guide. Items scoring ``min_score`` (0.05) or more are
-offered, at most ``limit`` of them.
+message: a greeting has no margin, "파이썬 코드가 느려요" has 0.07 for the Python guide. Items scoring
+``min_score`` (0.05) or more are offered, at most ``limit`` of them.
 """
 
 from __future__ import annotations
