@@ -57,7 +57,6 @@ class ContextReport:
         data["messages"] = list(data["messages"])
         data["notes"] = list(data["notes"])
         data["budget"] = dict(self.budget)
-        data["mood"] = dict(self.mood) if self.mood is not None else None
         return data
 
     @classmethod
