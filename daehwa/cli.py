@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncGenerator, Iterator
@@ -95,14 +96,18 @@ def serve(
     port: Annotated[int | None, typer.Option(help=_setting_help("port"))] = None,
     model: Annotated[str | None, typer.Option(help=_setting_help("default_model"))] = None,
     database_url: Annotated[str | None, typer.Option(help=_setting_help("database_url"))] = None,
+    workers: Annotated[int | None, typer.Option(help=_setting_help("workers"))] = None,
 ) -> None:
     """Run the HTTP service (chat page, REST, SSE, WebSocket and the OpenAI-compatible /v1)."""
     import uvicorn
 
     from .api.app import create_app
 
-    settings = load_settings(host=host, port=port, default_model=model, database_url=database_url)
+    overrides = {"host": host, "port": port, "default_model": model, "database_url": database_url, "workers": workers}
+    settings = load_settings(**overrides)
     _setup_logging(settings)
+    if settings.workers > 1:
+        check_workers_store(settings)
     with model_progress(settings):
         pass
     err.print(
@@ -113,8 +118,15 @@ def serve(
     first_start = asyncio.run(bootstrap_owner_message(settings))  # no users yet: an owner and a login link
     if first_start:
         err.print(first_start, highlight=False, soft_wrap=True)
+    if settings.workers > 1:
+        # Each worker process builds its own app from the environment: hand it the flags given here.
+        for name, value in overrides.items():
+            if value is not None:
+                os.environ[f"DAEHWA_{name.upper()}"] = str(value)
     uvicorn.run(
-        create_app(settings),
+        "daehwa.api.app:app_from_environment" if settings.workers > 1 else create_app(settings),
+        factory=settings.workers > 1,
+        workers=settings.workers if settings.workers > 1 else None,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -123,6 +135,17 @@ def serve(
         timeout_graceful_shutdown=10,
         log_config=None,  # uvicorn's records go through our JSON handler (request ids, redaction)
     )
+
+
+def check_workers_store(settings: Settings) -> None:
+    """Several workers share state through the store: refuse one that cannot carry it between processes."""
+    scheme = settings.resolved_database_url().partition(":")[0]
+    if scheme.startswith("sqlite"):
+        raise DaehwaError(
+            f"--workers {settings.workers} needs a store shared between processes: SQLite cannot carry a stop "
+            "request or the breaker state from one worker to another. Set DAEHWA_DATABASE_URL to redis://... or "
+            "postgresql://..., or run one worker (--workers 1)."
+        )
 
 
 # -- chat ------------------------------------------------------------------------------------------------------

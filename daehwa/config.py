@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         description="Where conversations are stored: sqlite:////abs/path.db (default: daehwa.db in the data "
-        "directory), redis://host:6379/0 or postgresql://user@host/db.",
+        "directory), redis://host:6379/0, redis+cluster://host:7000 (a Redis Cluster), postgresql://user@host/db, "
+        "or memory:// (one process, lost on restart).",
     )
 
     # -- stores ------------------------------------------------------------------------------------------------
@@ -66,6 +67,12 @@ class Settings(BaseSettings):
     )
     postgres_pool_size: int = Field(
         default=10, ge=1, le=1000, description="PostgreSQL store: most connections the pool opens."
+    )
+    store_cache_conversations: int = Field(
+        default=0,
+        ge=0,
+        description="Keep this many recently read conversations (with their messages) in each process, checked "
+        "against the store's version of them on every read, so never stale (0: off). Redis stores only.",
     )
 
     # -- models ------------------------------------------------------------------------------------------------
@@ -170,6 +177,31 @@ class Settings(BaseSettings):
         default=1.0,
         gt=0,
         description="While a reply streams, its text so far is saved this often: even a crash loses at most this much.",
+    )
+    stream_resume_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "A reply streaming over SSE keeps being generated this long after its client disconnects, so the client "
+            "can reconnect (to any server process) and resume it; then it is stopped and stored as interrupted. "
+            "0 stops it at once."
+        ),
+    )
+    stream_log_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "A streaming reply's chunk log (what a resuming client replays) is deleted this long after its last write."
+        ),
+    )
+    stream_lease_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "How long a process streaming a reply holds its lease on the chunk log (renewed every third of it); a "
+            "reader that sees the lease lapse while the reply is still streaming treats that process as gone and "
+            "stores the reply as interrupted."
+        ),
     )
     pipeline_hook_timeout_seconds: float = Field(
         default=2.0,
@@ -317,6 +349,16 @@ class Settings(BaseSettings):
     # -- server ------------------------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address 'daehwa serve' listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port 'daehwa serve' listens on.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "Server processes 'daehwa serve' runs (uvicorn workers on one port). More than one needs a Redis or "
+            "PostgreSQL store, which carries stop signals and resumable streams between them (Redis also quotas and "
+            "open circuit breakers)."
+        ),
+    )
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
     log_message_text: bool = Field(
         default=False, description="Include message text in logs (off by default: logs hold no conversation text)."

@@ -110,6 +110,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probing = 0
+        self.adopted = False  # the last transition came from another process (``adopt_open``), not from here
 
     @property
     def state(self) -> BreakerState:
@@ -150,6 +151,19 @@ class CircuitBreaker:
             and self._failures / len(self._results) >= self.threshold
         ):
             self._open()
+
+    def adopt_open(self, seconds: float) -> None:
+        """Another process's breaker of this upstream opened: refuse calls here too for the ``seconds`` it has left.
+        An open breaker that closes later than that stays as it is."""
+        if self.state is BreakerState.OPEN and (self.retry_in() or 0.0) >= seconds:
+            return
+        self._opened_at = self.clock() - max(0.0, self.open_seconds - seconds)
+        self._probing = 0
+        self.adopted = True
+        try:
+            self._set(BreakerState.OPEN)
+        finally:
+            self.adopted = False
 
     def release(self) -> None:
         """The call ended without telling anything about the upstream (the client left): free its probe slot."""

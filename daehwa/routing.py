@@ -41,6 +41,7 @@ from .providers.base import Provider
 from .providers.registry import ProviderRegistry
 from .resilience import BreakerSnapshot, BreakerState, Bulkhead, CircuitBreaker, Clock, RetryPolicy
 from .types import (
+    PARAM_BOUNDS,
     PARAM_NAMES,
     ChatMessage,
     GenerationParams,
@@ -49,12 +50,18 @@ from .types import (
     StreamEnd,
     TextDelta,
     Usage,
+    bound_message,
+    out_of_bounds,
 )
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .stores.breakers import BreakerBoard
 
 log = logging.getLogger(__name__)
+
+#: How often a process reads the breakers other processes opened (``share_breakers``).
+BOARD_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,13 @@ def check_params(provider: Provider, params: GenerationParams) -> GenerationPara
     log.warning("dropping parameters %s not supported by provider %s", unsupported, provider.name)
     kept = {k: v for k, v in given.items() if k not in unsupported}
     return params_from_wire(kept)
+
+
+def check_bounds(params: GenerationParams) -> None:
+    """Every numeric parameter within ``PARAM_BOUNDS``, whichever way it came (the transports check it too)."""
+    for name, value in params.set_fields().items():
+        if name in PARAM_BOUNDS and out_of_bounds(name, value):
+            raise InvalidRequest(bound_message(name, value), param=name)
 
 
 def params_from_wire(values: Mapping[str, object]) -> GenerationParams:
@@ -193,6 +207,8 @@ class Router:
         self.clock = clock  # breakers only; timeouts use the event loop's clock
         self.sleep = sleep
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._board: BreakerBoard | None = None  # set while share_breakers runs
+        self._board_writes: set[asyncio.Future[None]] = set()
         self._bulkheads: dict[str, Bulkhead] = {}  # one per provider: as many as the providers file has
         # A provider passes any model name on to its upstream, so breakers are kept for every configured model but
         # only for the most recently used of the others (``metrics.unlisted_model_limit``): a client sending made-up
@@ -205,6 +221,7 @@ class Router:
     def check(self, model: str, params: GenerationParams) -> GenerationParams:
         """Resolve ``model`` and check ``params`` for it, before anything is stored; raises on bad input."""
         provider, _ = self.providers.resolve(model)
+        check_bounds(params)
         return check_params(provider, params)
 
     def _listed_models(self) -> set[str]:
@@ -277,7 +294,52 @@ class Router:
         label = self.metrics.model(breaker.name)
         self.metrics.breaker_state.labels(label).set(state)
         self.metrics.breaker_transitions.labels(label, state.label).inc()
-        log.warning("circuit breaker of %s is now %s", breaker.name, state.label, extra={"model": breaker.name})
+        origin = " (opened by another server process)" if breaker.adopted else ""
+        log.warning(
+            "circuit breaker of %s is now %s%s", breaker.name, state.label, origin, extra={"model": breaker.name}
+        )
+        if self._board is not None and not breaker.adopted:
+            if state is BreakerState.OPEN:
+                self._tell_board(self._board.opened(breaker.name, breaker.open_seconds))
+            elif state is BreakerState.CLOSED:
+                self._tell_board(self._board.closed(breaker.name))
+
+    # -- breakers shared between processes ---------------------------------------------------------------------
+    async def share_breakers(self, board: BreakerBoard, *, every: float = BOARD_SECONDS) -> None:
+        """Note this process's open breakers on ``board`` and adopt the others', until cancelled (the app's
+        lifespan runs this in a task). A board that cannot be reached leaves the breakers working in process."""
+        self._board = board
+        failing = False
+        try:
+            while True:
+                try:
+                    for model, seconds in (await board.open_breakers()).items():
+                        self.breaker(model).adopt_open(seconds)
+                    if failing:
+                        log.warning("circuit breakers: the shared board is back")
+                    failing = False
+                except Exception as exc:
+                    if not failing:
+                        log.warning(
+                            "circuit breakers: the shared board cannot be read (%s); breakers stay per "
+                            "process until it can",
+                            type(exc).__name__,
+                        )
+                    failing = True
+                await asyncio.sleep(every)
+        finally:
+            self._board = None
+
+    def _tell_board(self, write: Awaitable[None]) -> None:
+        async def guarded() -> None:
+            try:
+                await write
+            except Exception as exc:
+                log.warning("circuit breakers: could not note a change on the shared board (%s)", type(exc).__name__)
+
+        task = asyncio.ensure_future(guarded())
+        self._board_writes.add(task)
+        task.add_done_callback(self._board_writes.discard)
 
     # -- streaming ---------------------------------------------------------------------------------------------
     def _candidates(self, names: Sequence[str], params: GenerationParams) -> list[tuple[str, _Candidate | DaehwaError]]:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .chat import ChatService
 from .config import Settings
 from .context.embeddings import load_embedder
 from .context.engine import ContextEngine, ContextMemory
+from .intelligence.collecting import FormCollector, FormWebhooks
+from .intelligence.extract import Extractor
 from .metrics import Metrics
 from .moderation import build_moderator
 from .moderation.base import ModerationPolicy, Moderator
@@ -22,6 +26,7 @@ from .quotas import QuotaLimiter
 from .routing import ResilienceConfig, Router
 from .stores import open_store
 from .stores.base import Store
+from .stores.cache import CachedStore
 
 if TYPE_CHECKING:
     from .intelligence.service import Intelligence
@@ -41,6 +46,9 @@ class Services:
     chat: ChatService
     limiter: QuotaLimiter | None = None  # None when no quota is configured
     intelligence: Intelligence | None = None  # None when DAEHWA_INTELLIGENCE is off or its extra is missing
+    forms: FormCollector | None = None  # the form step (personas with a [form])
+
+    _breaker_sharing: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
 
     async def start(self) -> None:
         """Open the store, then start the default model's provider (the embedded model loads here, once).
@@ -49,11 +57,20 @@ class Services:
         """
         await self.store.open()
         await self.store.recover_interrupted()  # replies a crashed server was streaming keep their text
+        # Open breakers are shared with the other processes of the store (when it has a board: Redis).
+        self._breaker_sharing = asyncio.ensure_future(self.router.share_breakers(self.store.breaker_board()))
         default = self.settings.default_model.partition("/")[0]
         await self.providers.start([default])
 
     async def aclose(self) -> None:
+        sharing, self._breaker_sharing = self._breaker_sharing, None
+        if sharing is not None:
+            sharing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sharing
         await self.chat.drain()
+        if self.forms is not None:
+            await self.forms.webhooks.drain()
         close = getattr(self.chat.context.embedder, "close", None)
         if close is not None:
             close()
@@ -78,7 +95,10 @@ def build_services(
     ``contributors`` and ``observers`` are the turn pipeline's hooks (docs/pipeline.md), run in the order given.
     """
     metrics = Metrics()
-    store = store if store is not None else open_store(settings.resolved_database_url(), settings=settings)
+    if store is None:
+        store = open_store(settings.resolved_database_url(), settings=settings)
+        if settings.store_cache_conversations > 0:
+            store = CachedStore(store, settings.store_cache_conversations)
     providers = providers if providers is not None else ProviderRegistry.from_settings(settings)
     personas = personas if personas is not None else PersonaCatalog.load(settings.personas_dir)
     moderator = moderator if moderator is not None else build_moderator(settings)
@@ -102,6 +122,9 @@ def build_services(
         intel, (found_contributors, found_observers) = _intelligence(store, context.embedder)
         contributors = [*contributors, *found_contributors]
         observers = [*observers, *found_observers]
+    forms = FormCollector(
+        store, Extractor(router, metrics), FormWebhooks(store, metrics), metrics, default_model=settings.default_model
+    )
     chat = ChatService(
         settings=settings,
         store=store,
@@ -113,7 +136,7 @@ def build_services(
         limiter=limiter,
         pricing=PriceTable.from_settings(settings.prices_file),
         context=context,
-        contributors=contributors,
+        contributors=(forms, *contributors),
         observers=observers,
     )
     return Services(
@@ -127,6 +150,7 @@ def build_services(
         chat=chat,
         limiter=limiter,
         intelligence=intel,
+        forms=forms,
     )
 
 

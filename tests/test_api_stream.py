@@ -107,8 +107,14 @@ async def test_sse_stream_events(live_server: LiveServer, alice_key: str, fake_p
 
 
 async def test_sse_disconnect_mid_reply_stores_partial(
-    live_server: LiveServer, alice_key: str, alice: User, services: Services, fake_provider: FakeProvider
+    live_server: LiveServer,
+    alice_key: str,
+    alice: User,
+    services: Services,
+    fake_provider: FakeProvider,
+    settings: Settings,
 ) -> None:
+    settings.stream_resume_seconds = 0  # no grace for a resume: the turn stops when its client leaves
     cid = await new_conversation(live_server.base_url, alice_key)
     fake_provider.enqueue(HANGING)
     received = ""
@@ -134,6 +140,108 @@ async def test_sse_disconnect_mid_reply_stores_partial(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def sse_events_with_ids(response: httpx.Response) -> AsyncIterator[tuple[str, dict, int | None]]:
+    event, event_id = None, None
+    async for line in response.aiter_lines():
+        if line.startswith("id: "):
+            event_id = int(line[4:])
+        elif line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            assert event is not None
+            yield event, json.loads(line[6:]), event_id
+            event, event_id = None, None
+
+
+async def resume(
+    base: str, cid: str, mid: str, key: str, *, after: int = 0, **headers: str
+) -> list[tuple[str, dict, int | None]]:
+    """Resume a reply: all its events (kind, data, SSE id)."""
+    path = f"/api/conversations/{cid}/messages/{mid}/stream?after={after}"
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=20) as c,
+        c.stream("GET", path, headers={**auth(key), **headers}) as r,
+    ):
+        assert r.status_code == 200, await r.aread()
+        return [e async for e in sse_events_with_ids(r)]
+
+
+async def test_sse_disconnect_then_resume_gets_the_rest_exactly_once(
+    live_server: LiveServer,
+    alice_key: str,
+    bob_key: str,
+    alice: User,
+    services: Services,
+    fake_provider: FakeProvider,
+) -> None:
+    cid = await new_conversation(live_server.base_url, alice_key)
+    words = [f"단어{i} " for i in range(30)]
+    fake_provider.enqueue(Script(chunks=words, delay=0.03))
+    received, last_id, mid = "", None, ""
+    async with (
+        httpx.AsyncClient(base_url=live_server.base_url) as c,
+        c.stream(
+            "POST", f"/api/conversations/{cid}/messages", json={"content": "s", "stream": True}, headers=auth(alice_key)
+        ) as r,
+    ):
+        async for kind, data, event_id in sse_events_with_ids(r):
+            if kind == "start":
+                mid = data["message_id"]
+            elif kind == "delta":
+                received += data["text"]
+                last_id = event_id
+                if len(received) > 20:
+                    break  # the connection drops mid-reply
+    assert last_id == len(received)
+    reply = await stored_reply(services, alice, cid)
+    assert reply is not None and reply.status == MessageStatus.STREAMING  # still generating, for a resume
+    events = await resume(live_server.base_url, cid, mid, alice_key, **{"Last-Event-ID": str(last_id)})
+    kind, done, _ = events[-1]
+    rest = "".join(d["text"] for k, d, _ in events if k == "delta")
+    assert kind == "done" and done["outcome"] == "ok" and done["message"]["status"] == "complete"
+    assert received + rest == "".join(words) == done["message"]["content"]
+    ids = [i for k, _, i in events if k == "delta"]
+    assert ids == sorted(ids) and ids[-1] == len(done["message"]["content"])
+    stored = await settled(services, alice, cid)
+    assert stored.content == received + rest and stored.status == MessageStatus.COMPLETE
+    # A finished reply resumes too, from any offset (?after=), and another user's is a 404.
+    again = await resume(live_server.base_url, cid, mid, alice_key)
+    assert "".join(d["text"] for k, d, _ in again if k == "delta") == stored.content
+    tail = await resume(live_server.base_url, cid, mid, alice_key, after=5)
+    assert "".join(d["text"] for k, d, _ in tail if k == "delta") == stored.content[5:]
+    async with httpx.AsyncClient(base_url=live_server.base_url) as c:
+        path = f"/api/conversations/{cid}/messages/{mid}/stream"
+        assert (await c.get(path.replace(mid, "nope"), headers=auth(alice_key))).status_code == 404
+        assert (await c.get(path, headers=auth(bob_key))).status_code == 404  # another user's: as missing
+        bad = await c.get(path, headers={**auth(alice_key), "Last-Event-ID": "x"})
+        assert bad.status_code == 400
+
+
+async def test_sse_detached_turn_is_stopped_after_the_resume_grace(
+    live_server: LiveServer,
+    alice_key: str,
+    alice: User,
+    services: Services,
+    fake_provider: FakeProvider,
+    settings: Settings,
+) -> None:
+    settings.stream_resume_seconds = 0.3
+    cid = await new_conversation(live_server.base_url, alice_key)
+    fake_provider.enqueue(HANGING)
+    async with (
+        httpx.AsyncClient(base_url=live_server.base_url) as c,
+        c.stream(
+            "POST", f"/api/conversations/{cid}/messages", json={"content": "s", "stream": True}, headers=auth(alice_key)
+        ) as r,
+    ):
+        async for kind, _ in sse_events(r):
+            if kind == "delta":
+                break
+    reply = await settled(services, alice, cid)
+    assert reply.status == MessageStatus.INTERRUPTED and reply.content
+    assert fake_provider.cancelled == 1
 
 
 async def test_sse_stop_endpoint_ends_stream_with_done(

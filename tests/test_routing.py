@@ -21,6 +21,7 @@ from daehwa.metrics import Metrics
 from daehwa.providers.registry import ProviderRegistry
 from daehwa.resilience import RetryPolicy
 from daehwa.routing import FirstTokenTimeout, ResilienceConfig, RouteEnd, Router, StreamStalled
+from daehwa.stores.breakers import BreakerBoard
 from daehwa.types import ChatMessage, GenerationParams, TextDelta
 
 from .conftest import FakeProvider, Script
@@ -429,3 +430,84 @@ def test_the_local_provider_uses_the_local_first_token_timeout(settings):
         ProviderConfig(name="local", type="local"), settings.model_copy(update={"local_first_token_timeout": 42.0})
     )
     assert provider.first_token_timeout == 42.0
+
+
+# -- breakers shared between processes (the store's board) -------------------------------------------------------
+class BrokenBoard(BreakerBoard):
+    """A board whose store is down."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def opened(self, model: str, seconds: float) -> None:
+        self.calls += 1
+        raise ConnectionError("store down")
+
+    async def closed(self, model: str) -> None:
+        raise ConnectionError("store down")
+
+    async def open_breakers(self) -> dict[str, float]:
+        self.calls += 1
+        raise ConnectionError("store down")
+
+
+async def _wait_for(check, within: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+@pytest.mark.redis
+async def test_a_breaker_opened_in_one_process_is_open_in_another_on_redis(primary: FakeProvider) -> None:
+    from tests.test_stores import _redis_namespace
+
+    async with _redis_namespace() as store_factory:
+        stores = [store_factory(), store_factory()]  # two service instances on one Redis namespace
+        for store in stores:
+            await store.open()
+        one, other = (Router(ProviderRegistry([primary]), Metrics(), config(breaker_min_requests=2)) for _ in stores)
+        sharing = [
+            asyncio.ensure_future(router.share_breakers(store.breaker_board(), every=0.05))
+            for router, store in zip((one, other), stores, strict=True)
+        ]
+        try:
+            await asyncio.sleep(0.1)
+            primary.enqueue(*(Script(chunks=[], error=ProviderError("down")) for _ in range(2)))
+            for _ in range(2):
+                with pytest.raises(ProviderError):
+                    await route(one, ["main/m"], GenerationParams())
+            assert one.model_state("main/m") == "open"
+            assert await _wait_for(lambda: other.model_state("main/m") == "open")
+            retry_in = other.breaker("main/m").retry_in()
+            assert retry_in is not None and 25 < retry_in <= 30  # for the time the first one has left
+            # The other process refuses at once, without calling the upstream.
+            calls = len(primary.requests)
+            with pytest.raises(ModelUnavailable):
+                await route(other, ["main/m"], GenerationParams())
+            assert len(primary.requests) == calls
+        finally:
+            for task in sharing:
+                task.cancel()
+            await asyncio.gather(*sharing, return_exceptions=True)
+            for store in stores:
+                await store.close()
+
+
+async def test_breakers_work_in_process_when_the_board_cannot_be_reached(primary: FakeProvider) -> None:
+    router = Router(ProviderRegistry([primary]), Metrics(), config(breaker_min_requests=2))
+    board = BrokenBoard()
+    sharing = asyncio.ensure_future(router.share_breakers(board, every=0.01))
+    try:
+        await asyncio.sleep(0.05)
+        primary.enqueue(*(Script(chunks=[], error=ProviderError("down")) for _ in range(2)))
+        for _ in range(2):
+            with pytest.raises(ProviderError):
+                await route(router, ["main/m"], GenerationParams())
+        assert router.model_state("main/m") == "open"  # the local breaker opened all the same
+        assert await _wait_for(lambda: board.calls > 3)
+    finally:
+        sharing.cancel()
+        await asyncio.gather(sharing, return_exceptions=True)

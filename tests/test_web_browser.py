@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -384,6 +386,27 @@ def test_stop_mid_reply_keeps_the_partial_reply(tab: Tab, server: Server) -> Non
     reply = tab.wait_final()
     assert reply.get_attribute("data-status") == "interrupted"
     assert body_text(reply) == partial
+    tab.assert_clean()
+
+
+def test_a_reply_whose_stream_ended_without_a_finish_shows_interrupted_with_regenerate(
+    tab: Tab, server: Server
+) -> None:
+    page = tab.page
+    tab.login()
+    tab.new_chat()
+    tab.send("cut short [[nodone]]")  # the fake upstream ends the body after the finish_reason, without [DONE]
+    reply = tab.wait_final()
+    assert reply.get_attribute("data-status") == "interrupted"
+    assert body_text(reply) == "ECHO: cut short"
+    assert page.locator(".msg-regenerate").count() == 1
+
+    page.reload()
+    page.wait_for_selector("body[data-ready='true']")
+    reply = tab.wait_final()
+    assert reply.get_attribute("data-status") == "interrupted"
+    assert body_text(reply) == "ECHO: cut short"
+    assert page.locator(".msg-regenerate").count() == 1
     tab.assert_clean()
 
 
@@ -831,3 +854,124 @@ def test_screenshots_light_dark_and_phone(tab: Tab, server: Server) -> None:
     for name in ("light", "dark", "phone", "phone-menu"):
         assert (ARTIFACTS / f"web-chat-{name}.png").stat().st_size > 10_000
     tab.assert_clean()
+
+
+def test_the_form_chip_follows_a_reservation(tab: Tab, server: Server) -> None:
+    page = tab.page
+    tab.login()
+    tab.new_chat()
+    page.select_option("#persona-select", "reservation")
+    page.click("#start-chat")
+    page.wait_for_selector(".msg-assistant")
+    page.wait_for_url("**/c/*")
+    chip = page.locator("#form-chip")
+    chip.wait_for(state="visible")
+    assert chip.inner_text() == "예약 0/6 · 다음: 날짜"
+
+    def answer(text: str, *, next_field: str) -> None:
+        replies = page.locator(".msg-assistant").count()
+        page.locator("#composer-input").fill(text)
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"() => document.querySelectorAll('.msg-assistant').length > {replies}")
+        page.wait_for_selector(f"#form-chip[data-next='{next_field}']")
+
+    answer("내일 저녁 7시에 두 명이요", next_field="name")
+    assert chip.inner_text() == "예약 3/6 · 다음: 예약자 성함"
+    assert "인원: 2명" in (chip.get_attribute("title") or "")
+    answer("김민수입니다", next_field="phone")
+    answer("010-123-456", next_field="phone")  # re-asked with the reason
+    assert "자릿수" in body_text(page.locator(".msg-assistant").last)
+    answer("010-1234-5678", next_field="seat")
+    answer("창가요", next_field="")
+    page.wait_for_selector("#form-chip[data-status='confirming']")
+    assert chip.inner_text() == "예약 6/6 · 확인 중"
+    page.locator("#composer-input").fill("네")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#form-chip[data-status='done']")
+    assert chip.inner_text() == "예약 6/6 · 완료"
+    assert "예약이 완료되었어요" in body_text(page.locator(".msg-assistant").last)
+    # Another conversation without a form hides the chip.
+    tab.new_chat()
+    page.wait_for_selector("#form-chip", state="hidden")
+    tab.assert_clean()
+
+
+class CuttingProxy:
+    """A TCP proxy to the server on its own loopback port whose ``cut()`` drops every open connection at once, as a
+    flaky network does; new connections go through again."""
+
+    def __init__(self, target: str) -> None:
+        self.target = int(target.rsplit(":", 1)[1])
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.cuts = 0
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self._lock:
+                self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def cut(self) -> None:
+        with self._lock:
+            dropped, self._open = self._open, []
+        for sock in dropped:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.cuts += 1
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def test_a_connection_dropped_mid_reply_resumes_without_losing_or_repeating_text(browser: Any, server: Server) -> None:
+    proxy = CuttingProxy(server.url)
+    try:
+        with _open_tab(browser, dataclasses.replace(server, url=proxy.url)) as tab:
+            page = tab.page
+            tab.login()
+            tab.new_chat()
+            words = [f"말{i} " for i in range(60)]
+            server.upstream.enqueue(Reply("".join(words), chunks=words, chunk_delay=0.05))
+            tab.send("끊겨도 이어서 말해 줘")
+            page.wait_for_function(
+                "() => ([...document.querySelectorAll('.msg-assistant')].pop()?.textContent || '').includes('말5 ')"
+            )
+            proxy.cut()  # the page's stream (and every other connection) drops mid-reply
+            reply = tab.wait_final()
+            assert reply.get_attribute("data-status") == "complete"
+            shown = body_text(reply)
+            assert shown == "".join(words).strip()  # every word, each once
+            assert any("/stream?after=" in url for url in tab.requests)  # it was resumed, not reloaded
+            assert page.locator("#error-bar:not([hidden])").count() == 0
+            cid = page.url.rsplit("/c/", 1)[1]
+            stored = page.evaluate(
+                "async (id) => (await (await fetch(`/api/conversations/${id}`)).json()).messages.pop()", cid
+            )
+            assert stored["content"] == "".join(words) and stored["status"] == "complete"
+            tab.assert_clean()
+    finally:
+        proxy.close()

@@ -71,6 +71,17 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The app of one ``daehwa serve --workers N`` worker process: settings from the environment (the parent put
+    its flags there), logging as the parent's."""
+    from ..config import load_settings
+    from ..logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings)
+    return create_app(settings)
+
+
 def _include_routers(app: FastAPI) -> None:
     app.include_router(rest.health_router)
     app.include_router(auth.router)

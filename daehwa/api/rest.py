@@ -18,6 +18,9 @@ from pydantic import BaseModel, Field
 from ..chat import TurnRequest
 from ..errors import ConfigError, InvalidRequest, NotFound
 from ..i18n import normalize_locale
+from ..intelligence.forms import META_KEY as FORM_META_KEY
+from ..intelligence.forms import FormState, progress
+from ..resume import StreamTimes, find_reply
 from ..services import Services
 from ..stores.base import ConversationQuery
 from ..types import ChatMessage, User
@@ -26,14 +29,16 @@ from .errors import error_response
 from .schemas import (
     ConversationOut,
     ErrorOut,
+    FormProgressOut,
     MessageContextOut,
     MessageOut,
     TurnResultOut,
     conversation_json,
     generation_params,
     message_json,
+    param_field,
 )
-from .stream import ActiveTurns, TurnHandle, sse_turn_response
+from .stream import ActiveTurns, TurnHandle, sse_resume_response, sse_turn_response
 
 router = APIRouter(tags=["conversations"])
 
@@ -67,13 +72,13 @@ class Options(BaseModel):
 
     stream: bool = Field(default=False, description="Answer as an SSE stream instead of one JSON object.")
     model: str | None = Field(default=None, max_length=200, description="e.g. local, openai/gpt-4o-mini")
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    temperature: float | None = param_field("temperature")
+    top_p: float | None = param_field("top_p")
+    max_tokens: int | None = param_field("max_tokens")
     stop: str | list[str] | None = Field(default=None, description="Up to 4 stop sequences.")
-    seed: int | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    seed: int | None = param_field("seed")
+    presence_penalty: float | None = param_field("presence_penalty")
+    frequency_penalty: float | None = param_field("frequency_penalty")
 
 
 class MessageIn(Options):
@@ -126,9 +131,9 @@ class StoppedOut(BaseModel):
 
 async def reply(request: Request, turn: TurnRequest, *, stream: bool) -> Response | dict[str, Any]:
     """Run a turn for a REST route: one JSON TurnResult, or an SSE stream."""
-    handle = await TurnHandle.open(services_of(request).chat, turn, turns_of(request))
+    handle = await TurnHandle.open(services_of(request).chat, turn, turns_of(request), resumable=True)
     if stream:
-        return sse_turn_response(handle)
+        return sse_turn_response(handle, resume_seconds=services_of(request).settings.stream_resume_seconds)
     try:
         outcome = await handle.run()
     except BaseException:
@@ -228,6 +233,50 @@ async def message_context(conversation_id: str, message_id: str, request: Reques
         raise NotFound("No such reply in this conversation.", param="message_id")
     report = found.meta.get("context")
     return {"message_id": found.id, "context": report if isinstance(report, dict) else None}
+
+
+@router.get("/api/conversations/{conversation_id}/form", response_model=FormProgressOut, responses=_ERRORS)
+async def form_progress(conversation_id: str, request: Request, user: CurrentUser) -> dict[str, Any]:
+    """The conversation's form: every field with its value, which one is asked next, and whether it is done."""
+    conversation = await _owned(request, user.id, conversation_id)
+    personas = services_of(request).personas
+    persona = personas.get(conversation.persona) if conversation.persona in personas else None
+    if persona is None or persona.form is None:
+        return {"form": None}
+    state = FormState.from_meta((conversation.meta or {}).get(FORM_META_KEY), persona.form)
+    lang = normalize_locale(request.headers.get("accept-language"))
+    return progress(persona.form, state, state.locale if state is not None else lang[:2])
+
+
+@router.get(
+    "/api/conversations/{conversation_id}/messages/{message_id}/stream",
+    responses={
+        **_ERRORS,
+        200: {"description": "The rest of the reply as SSE: delta... then done.", "content": {"text/event-stream": {}}},
+    },
+)
+async def resume_stream(
+    conversation_id: str,
+    message_id: str,
+    request: Request,
+    user: CurrentUser,
+    after: Annotated[int, Query(ge=0, description="Characters of the reply the client already has.")] = 0,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+) -> Response:
+    """Resume a reply (streaming or finished) from any server process: its text after ``after`` characters (or the
+    ``Last-Event-ID`` header, which an SSE client sends when it reconnects), then ``done``."""
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise InvalidRequest("Last-Event-ID must be the id of a delta event (a number).", param="Last-Event-ID")
+        after = int(last_event_id)
+    await _owned(request, user.id, conversation_id)
+    services = services_of(request)
+    found = await find_reply(services.store, user.id, conversation_id, message_id)
+    if found is None:
+        raise NotFound("No such reply in this conversation.", param="message_id")
+    settings = services.settings
+    times = StreamTimes(settings.stream_lease_seconds, settings.stream_log_seconds)
+    return sse_resume_response(services.store, user, found, after=after, times=times)
 
 
 @router.patch("/api/conversations/{conversation_id}", response_model=ConversationOut, responses=_ERRORS)

@@ -26,12 +26,14 @@ from starlette.types import Receive, Scope, Send
 
 from ..chat import ChatService, TurnDelta, TurnEvent, TurnFinished, TurnRequest, TurnStarted
 from ..errors import AuthenticationError, DaehwaError, InvalidRequest
-from ..stores.base import Store
+from ..resume import ChunkPublisher, StreamTimes, follow_reply
+from ..stores.base import Store, StreamChunk
 from ..stores.signals import LocalSignals, StopSignals
+from ..text import check_json, invalid_char
 from ..types import MessageStatus, StoredMessage, User
 from .auth import Principal, resolve_principal
 from .errors import retry_after_seconds, validation_message
-from .schemas import generation_params, started_json, turn_result_json
+from .schemas import generation_params, message_json, param_field, started_json, turn_result_json
 
 log = logging.getLogger("daehwa.api")
 
@@ -61,6 +63,7 @@ class ActiveTurns:
 
     def __init__(self, store: Store | None = None, *, stop_wait_seconds: float = 3.0) -> None:
         self._turns: dict[tuple[str, str], set[TurnHandle]] = {}
+        self._detached: set[asyncio.Future[Any]] = set()  # SSE turns whose client left, kept for a resume
         self._store = store
         self._signals: StopSignals = store.stop_signals() if store is not None else LocalSignals()
         self._stop_wait = stop_wait_seconds
@@ -126,6 +129,19 @@ class ActiveTurns:
             return None
         return last if reply_id is None or last.id == reply_id else None
 
+    def detach(self, run: asyncio.Future[Any], handle: TurnHandle, seconds: float) -> None:
+        """Keep a turn whose client left running for ``seconds`` (a client may resume it), then stop it."""
+        self._detached.add(run)
+        timer = asyncio.get_running_loop().call_later(seconds, handle.stop)
+
+        def done(finished: asyncio.Future[Any]) -> None:
+            timer.cancel()
+            self._detached.discard(run)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("a detached turn failed", exc_info=finished.exception())
+
+        run.add_done_callback(done)
+
     def stop_all(self) -> None:
         for handles in list(self._turns.values()):
             for handle in list(handles):
@@ -136,7 +152,14 @@ class TurnHandle:
     """One started turn; ``run`` it once."""
 
     def __init__(
-        self, events: AsyncIterator[TurnEvent], started: TurnStarted, chat: ChatService, user: User, turns: ActiveTurns
+        self,
+        events: AsyncIterator[TurnEvent],
+        started: TurnStarted,
+        chat: ChatService,
+        user: User,
+        turns: ActiveTurns,
+        *,
+        resumable: bool = False,
     ) -> None:
         self.events = events
         self.started = started
@@ -146,10 +169,33 @@ class TurnHandle:
         self.key = (user.id, started.conversation.id)
         self._task: asyncio.Task[TurnFinished] | None = None
         self._stop_requested = False
+        self._offset = 0
+        # A resumable reply's text goes to the store's chunk log, so a client can resume it from any process.
+        self.chunks: ChunkPublisher | None = None
+        if resumable:
+            settings = chat.settings
+            self.chunks = ChunkPublisher(
+                chat.store,
+                user.id,
+                started.conversation.id,
+                started.reply_id,
+                StreamTimes(settings.stream_lease_seconds, settings.stream_log_seconds),
+            )
+
+    @property
+    def offset(self) -> int:
+        """Characters of the reply (choice 0) streamed so far: the SSE event id a client resumes after."""
+        return self._offset
 
     @classmethod
-    async def open(cls, chat: ChatService, request: TurnRequest, turns: ActiveTurns) -> TurnHandle:
-        """Start the turn; raises the pipeline's ``DaehwaError`` if it cannot start (nothing stored then)."""
+    async def open(
+        cls, chat: ChatService, request: TurnRequest, turns: ActiveTurns, *, resumable: bool = False
+    ) -> TurnHandle:
+        """Start the turn; raises the pipeline's ``DaehwaError`` if it cannot start (nothing stored then).
+
+        ``resumable`` turns (the conversation API's SSE and WebSocket, the web page) log their reply's text for a
+        resume from any process (``daehwa.resume``); ``/v1`` requests, which the client re-sends, do not pay for it.
+        """
         events = chat.turn(request)
         try:
             first = await anext(events)
@@ -157,9 +203,19 @@ class TurnHandle:
             await events.aclose()
             raise
         assert isinstance(first, TurnStarted)
-        handle = cls(events, first, chat, request.user, turns)
+        handle = cls(events, first, chat, request.user, turns, resumable=resumable)
         turns.add(handle)
         return handle
+
+    @classmethod
+    async def run_to_end(cls, chat: ChatService, request: TurnRequest, turns: ActiveTurns) -> TurnOutcome:
+        """Start the turn and run it without a transport to feed (non-streamed routes); ``stop`` still reaches it."""
+        handle = await cls.open(chat, request, turns)
+        try:
+            return await handle.run()
+        except BaseException:
+            await handle.aclose()
+            raise
 
     def stop(self) -> None:
         self._stop_requested = True
@@ -195,13 +251,29 @@ class TurnHandle:
         await self.events.aclose()  # type: ignore[attr-defined]
 
     async def _consume(self, emit: Emit | None) -> TurnFinished:
-        async with aclosing(self.events) as events:  # type: ignore[type-var]
-            async for event in events:
-                if isinstance(event, TurnDelta):
-                    if emit is not None:
-                        await emit(event)
-                elif isinstance(event, TurnFinished):
-                    return event
+        try:
+            async with aclosing(self.events) as events:  # type: ignore[type-var]
+                async for event in events:
+                    if isinstance(event, TurnDelta):
+                        if event.index == 0:
+                            self._offset += len(event.text)
+                        if event.index == 0 and self.chunks is not None:
+                            self.chunks.add(event.text)
+                            try:
+                                await self.chunks.sync()  # in the log before the client has it, for a resume
+                            except asyncio.CancelledError:
+                                # Stopped meanwhile: the stored reply holds this delta, so the client gets it too.
+                                if emit is not None:
+                                    with suppress(Exception):
+                                        await emit(event)
+                                raise
+                        if emit is not None:
+                            await emit(event)
+                    elif isinstance(event, TurnFinished):
+                        return event
+        finally:
+            if self.chunks is not None:
+                await self.chunks.close()  # after the reply is stored: a resuming reader then sees it finished
         raise RuntimeError("a turn always ends with TurnFinished")
 
     async def _stored_reply(self) -> StoredMessage:
@@ -213,8 +285,9 @@ class TurnHandle:
 
 
 # -- SSE -------------------------------------------------------------------------------------------------------
-def sse(event: str, data: Any) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+def sse(event: str, data: Any, *, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
 
 
 SendBytes = Callable[[bytes], Awaitable[None]]
@@ -267,22 +340,96 @@ def error_event_json(exc: DaehwaError) -> dict[str, Any]:
     return {**exc.to_openai(), "retry_after": retry_after_seconds(exc)}
 
 
-def sse_turn_response(handle: TurnHandle) -> EventStreamResponse:
-    """The conversation API's SSE stream: start, delta..., [error], done."""
+def sse_turn_response(handle: TurnHandle, *, resume_seconds: float = 0.0) -> EventStreamResponse:
+    """The conversation API's SSE stream: start, delta..., [error], done.
+
+    Each delta of choice 0 carries the SSE ``id`` of the reply's offset after it, for a resume. When the client
+    leaves, the turn goes on for ``resume_seconds`` (0: it is stopped at once) so the client can resume it.
+    """
 
     async def produce(send: SendBytes) -> None:
+        connected = True
+
         async def emit(delta: TurnDelta) -> None:
-            await send(sse("delta", {"text": delta.text, "index": delta.index}))
+            nonlocal connected
+            if not connected:
+                return
+            event_id = handle.offset if delta.index == 0 else None
+            try:
+                await send(sse("delta", {"text": delta.text, "index": delta.index}, event_id=event_id))
+            except Exception:
+                if resume_seconds <= 0:
+                    raise
+                connected = False  # the client left; the turn goes on for a resume
 
         try:
             await send(sse("start", started_json(handle.started)))
-            outcome = await handle.run(emit)
         except BaseException:
             await handle.aclose()
             raise
+        if resume_seconds <= 0:
+            try:
+                outcome = await handle.run(emit)
+            except BaseException:
+                await handle.aclose()
+                raise
+        else:
+            run = asyncio.ensure_future(handle.run(emit))
+            try:
+                outcome = await asyncio.shield(run)
+            except asyncio.CancelledError:
+                connected = False
+                if run.done():
+                    raise
+                handle.turns.detach(run, handle, resume_seconds)
+                raise
         if outcome.finished is not None and outcome.finished.error is not None:
             await send(sse("error", error_event_json(outcome.finished.error)))
         await send(sse("done", outcome.json()))
+
+    return EventStreamResponse(produce)
+
+
+_OUTCOMES = {
+    MessageStatus.COMPLETE: "ok",
+    MessageStatus.FALLBACK: "fallback",
+    MessageStatus.INTERRUPTED: "interrupted",
+    MessageStatus.ERROR: "error",
+    MessageStatus.BLOCKED: "blocked",
+    MessageStatus.STREAMING: "interrupted",
+}
+
+
+def resumed_result_json(message: StoredMessage) -> dict[str, Any]:
+    """The ``done`` of a resumed stream: a TurnResult built from the stored reply (usage and timings are the
+    original stream's, so they are null here)."""
+    outcome = _OUTCOMES.get(message.status, "ok")
+    error = message.meta.get("error")
+    return {
+        "conversation_id": message.conversation_id,
+        "user_message": None,
+        "message": message_json(message),
+        "usage": None,
+        "outcome": outcome,
+        "finish_reason": {"ok": "stop", "fallback": "stop", "blocked": "content_filter"}.get(outcome, outcome),
+        "model": message.model,
+        "ttft_ms": None,
+        "total_ms": None,
+        "error": error if isinstance(error, dict) else None,
+    }
+
+
+def sse_resume_response(
+    store: Store, user: User, reply: StoredMessage, *, after: int, times: StreamTimes
+) -> EventStreamResponse:
+    """A reply resumed after character ``after``: delta... (each with its offset as the SSE id), then done."""
+
+    async def produce(send: SendBytes) -> None:
+        async for item in follow_reply(store, user.id, reply.conversation_id, reply.id, after=after, times=times):
+            if isinstance(item, StreamChunk):
+                await send(sse("delta", {"text": item.text, "index": 0}, event_id=item.end))
+            else:
+                await send(sse("done", resumed_result_json(item)))
 
     return EventStreamResponse(produce)
 
@@ -305,13 +452,13 @@ class WsTurnIn(BaseModel):
     title: str | None = Field(default=None, max_length=200)
     request_id: str | None = Field(default=None, max_length=128)
     model: str | None = Field(default=None, max_length=200)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = param_field("temperature")
+    top_p: float | None = param_field("top_p")
+    max_tokens: int | None = param_field("max_tokens")
     stop: str | list[str] | None = None
-    seed: int | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    seed: int | None = param_field("seed")
+    presence_penalty: float | None = param_field("presence_penalty")
+    frequency_penalty: float | None = param_field("frequency_penalty")
 
 
 def _same_origin(ws: WebSocket) -> bool:
@@ -439,6 +586,12 @@ class _WsSession:
                 await self.ws.close(code=WS_UNAUTHENTICATED, reason=exc.message[:120])
                 return
         try:
+            check_json(data)  # before pydantic, whose message for a lone surrogate names no fix
+        except InvalidRequest as exc:
+            tag = data.get("request_id")
+            await self.send_error(exc, tag if isinstance(tag, str) and invalid_char(tag) is None else None)
+            return
+        try:
             frame = WsTurnIn.model_validate(data)
         except ValidationError as exc:
             message, param, code = validation_message(exc.errors())
@@ -477,7 +630,7 @@ class _WsSession:
     async def run_turn(self, request: TurnRequest, tag: str | None) -> None:
         extra = {"request_id": tag} if tag else {}
         try:
-            handle = await TurnHandle.open(self.chat, request, self.turns)
+            handle = await TurnHandle.open(self.chat, request, self.turns, resumable=True)
         except DaehwaError as exc:
             await self.send_error(exc, tag)
             return

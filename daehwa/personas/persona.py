@@ -18,6 +18,7 @@ from typing import Any
 
 from ..context.policy import ContextPolicy
 from ..errors import ConfigError, InvalidRequest, NotFound
+from ..intelligence.forms import FormSpec, parse_form
 from ..moderation.base import Action, ModerationPolicy
 from ..types import GenerationParams
 
@@ -45,6 +46,7 @@ _KEYS = {
     "tone_templates",
     "interests",
     "catalogue",
+    "form",
 }
 
 
@@ -81,6 +83,8 @@ class Persona:
     tone_templates: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # mood -> {ko, en}
     interests: bool = False  # the user's top interests go into the system prompt
     catalogue: str | None = None  # recommendation catalogue name or path
+    # -- forms (daehwa.intelligence.forms): the [form] table, collected step by step --------------------------
+    form: FormSpec | None = None
 
     def context_policy(self, default: ContextPolicy) -> ContextPolicy:
         """The global context policy with this persona's overrides."""
@@ -231,6 +235,7 @@ def parse_persona(data: Mapping[str, Any], source: str) -> Persona:
         tone_templates=tone_templates,
         interests=interests,
         catalogue=catalogue,
+        form=parse_form(data["form"], source) if "form" in data else None,
     )
 
 

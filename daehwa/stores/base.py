@@ -28,6 +28,7 @@ from ..types import (
     UsageTotal,
     User,
 )
+from .breakers import BreakerBoard, LocalBreakerBoard
 from .signals import LocalSignals, StopSignals
 
 
@@ -132,6 +133,29 @@ class TurnResult:
 
     def change(self) -> MessageChange:
         return MessageChange(self.content, self.status, self.model, self.meta)
+
+
+@dataclass(frozen=True, slots=True)
+class NewFormRecord:
+    """A completed form to store: which conversation and form, and the values (JSON: dates as ISO text)."""
+
+    conversation_id: str
+    form: str
+    values: Mapping[str, Any]
+    delivery: str | None = None  # "pending" when a webhook will be called; None without one
+
+
+@dataclass(frozen=True, slots=True)
+class FormRecord:
+    """A completed form as stored (a reservation, a sign-up...). It outlives its conversation: it is the outcome."""
+
+    id: str
+    user_id: str
+    conversation_id: str
+    form: str
+    values: Mapping[str, Any]
+    created_at: datetime
+    delivery: str | None = None  # the webhook: "pending", "delivered", "failed"; None without one
 
 
 # -- interfaces --------------------------------------------------------------------------------------------------
@@ -362,7 +386,83 @@ class ProfileStore(abc.ABC):
         """Remove the user's interests and feedback."""
 
 
-class Store(ConversationStore, AccountStore, UsageStore, ContextStore, ProfileStore):
+class FormStore(abc.ABC):
+    """Completed forms (``daehwa.intelligence.forms``). A record is the user's: another user's reads as missing."""
+
+    @abc.abstractmethod
+    async def save_form_record(self, user_id: str, record: NewFormRecord) -> FormRecord | None:
+        """Store a completed form of one of the user's conversations; ``None`` if the conversation is not theirs."""
+
+    @abc.abstractmethod
+    async def get_form_record(self, user_id: str, record_id: str) -> FormRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_form_records(self, user_id: str, *, conversation_id: str | None = None) -> list[FormRecord]:
+        """The user's records (of one conversation, if given), oldest first."""
+
+    @abc.abstractmethod
+    async def set_form_delivery(self, user_id: str, record_id: str, delivery: str) -> bool:
+        """Record how the webhook went ("delivered" / "failed")."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """A piece of a streaming reply: ``text`` starts at character ``start`` of the reply's text (choice 0)."""
+
+    start: int
+    text: str
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRead:
+    """What ``read_stream`` found: the chunks after the asked offset, whether the writer's lease still runs and
+    whether the writer said the reply ended."""
+
+    chunks: list[StreamChunk]
+    alive: bool
+    ended: bool
+
+
+class StreamLogStore(abc.ABC):
+    """The chunk log of replies being streamed, so a client can resume a reply from any server process.
+
+    The process running a turn appends the reply's text as it is generated (``append_stream``, which also renews
+    its lease for ``lease_seconds``, so a reader can tell a writer that died from a model that is slow) and ends the
+    log (``end_stream``) once the reply is stored. A log is deleted ``expire_seconds`` after its last write, ended or
+    not, so memory stays bounded. Another user's log reads as missing (``None``).
+    """
+
+    @abc.abstractmethod
+    async def append_stream(
+        self,
+        user_id: str,
+        conversation_id: str,
+        message_id: str,
+        chunk: StreamChunk,
+        *,
+        lease_seconds: float,
+        expire_seconds: float,
+    ) -> None:
+        """Append ``chunk`` (an empty one only renews the lease); chunks come in order, each ``start`` at the
+        previous one's ``end``."""
+
+    @abc.abstractmethod
+    async def end_stream(self, user_id: str, conversation_id: str, message_id: str, *, expire_seconds: float) -> None:
+        """Mark the log ended (the reply is stored) and let it expire in ``expire_seconds``."""
+
+    @abc.abstractmethod
+    async def read_stream(
+        self, user_id: str, conversation_id: str, message_id: str, *, after: int = 0
+    ) -> StreamRead | None:
+        """The chunks holding text after character ``after`` (the first one cut to start there); ``None`` when there
+        is no log (never written, expired, or another user's)."""
+
+
+class Store(ConversationStore, AccountStore, UsageStore, ContextStore, ProfileStore, FormStore, StreamLogStore):
     """Persistent state of the service: every interface above, plus the lifecycle.
 
     Implementations must allow concurrent use from one event loop.
@@ -394,6 +494,11 @@ class Store(ConversationStore, AccountStore, UsageStore, ContextStore, ProfileSt
         they all listen to.
         """
         return LocalSignals()
+
+    def breaker_board(self) -> BreakerBoard:
+        """Where server processes sharing this store note open circuit breakers (see ``breakers``); by default
+        nowhere: each process's breakers are its own."""
+        return LocalBreakerBoard()
 
     async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
         """The update and the usage in two steps; backends override this to do both in one transaction."""

@@ -25,7 +25,16 @@ from ..types import (
     UsageTotal,
     User,
 )
-from .base import ApiKeyRecord, MessageChange, NewConversation, NewMessage, NewTurn, UserRecord
+from .base import (
+    ApiKeyRecord,
+    FormRecord,
+    MessageChange,
+    NewConversation,
+    NewMessage,
+    NewTurn,
+    StreamChunk,
+    UserRecord,
+)
 
 Row = Mapping[str, Any]
 
@@ -295,3 +304,29 @@ def summary_from_row(row: Row) -> ConversationSummary:
         model=row["model"],
         created_at=_maybe_time(row.get("created_at")),
     )
+
+
+def form_record_from_row(row: Row) -> FormRecord:
+    return FormRecord(
+        id=row["id"],
+        user_id=row["user_id"],
+        conversation_id=row["conversation_id"],
+        form=row["form"],
+        values=_meta(row.get("record_values")),
+        created_at=_time(row["created_at"]),
+        delivery=row.get("delivery"),
+    )
+
+
+def cut_chunks(chunks: list[StreamChunk], after: int) -> list[StreamChunk]:
+    """Chunks of a stream log (ordered by end) read from offset ``after``: each keeps only its text past what the
+    ones before it hold, so the first starts at ``after`` and a chunk written twice (a write that failed after it
+    was stored, then sent again with more text) is never read twice."""
+    out: list[StreamChunk] = []
+    pos = after
+    for chunk in chunks:
+        if chunk.end <= pos:
+            continue
+        out.append(chunk if chunk.start >= pos else StreamChunk(pos, chunk.text[pos - chunk.start :]))
+        pos = chunk.end
+    return out

@@ -208,6 +208,49 @@ def m007_profiles(db: sqlite3.Connection) -> None:
     )
 
 
+@sqlite_migrations
+def m008_forms(db: sqlite3.Connection) -> None:
+    # Completed forms (reservations...). No foreign key: the record is the outcome and outlives its conversation.
+    db.execute(
+        """CREATE TABLE form_records (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            conversation_id TEXT NOT NULL,
+            form TEXT NOT NULL,
+            record_values TEXT NOT NULL DEFAULT '{}',
+            delivery TEXT,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX form_records_by_user ON form_records (user_id, conversation_id, created_at)")
+
+
+@sqlite_migrations
+def m009_stream_chunks(db: sqlite3.Connection) -> None:
+    # The chunk log of replies being streamed (resume from any process). Not tied to messages by a foreign key: a
+    # log outlives nothing for long (it expires minutes after its last write, ``expires_at``, epoch seconds).
+    db.execute(
+        """CREATE TABLE reply_streams (
+            message_id TEXT PRIMARY KEY,
+            conversation_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            lease_until REAL NOT NULL,
+            ended INTEGER NOT NULL DEFAULT 0,
+            expires_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX reply_streams_by_expiry ON reply_streams (expires_at)")
+    db.execute(
+        """CREATE TABLE stream_chunks (
+            message_id TEXT NOT NULL REFERENCES reply_streams (message_id) ON DELETE CASCADE,
+            end_offset INTEGER NOT NULL,
+            start_offset INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            PRIMARY KEY (message_id, end_offset)
+        )"""
+    )
+
+
 def apply_sqlite(db: sqlite3.Connection) -> list[str]:
     """Apply pending SQLite migrations in one ``BEGIN IMMEDIATE`` transaction; return the names applied now."""
     # IMMEDIATE takes the write lock first, so a second process waits (busy_timeout) and then sees them recorded.
@@ -379,6 +422,44 @@ async def p007_profiles(conn: Any) -> None:
             dismissed boolean NOT NULL DEFAULT false,
             updated_at timestamptz NOT NULL,
             PRIMARY KEY (user_id, catalogue, item_id)
+        );"""
+    )
+
+
+@postgres_migrations
+async def p008_forms(conn: Any) -> None:
+    await conn.execute(
+        """CREATE TABLE form_records (
+            id text PRIMARY KEY,
+            user_id text NOT NULL,
+            conversation_id text NOT NULL,
+            form text NOT NULL,
+            record_values jsonb NOT NULL DEFAULT '{}'::jsonb,
+            delivery text,
+            created_at timestamptz NOT NULL
+        );
+        CREATE INDEX form_records_by_user ON form_records (user_id, conversation_id, created_at);"""
+    )
+
+
+@postgres_migrations
+async def p009_stream_chunks(conn: Any) -> None:
+    await conn.execute(
+        """CREATE TABLE reply_streams (
+            message_id text PRIMARY KEY,
+            conversation_id text NOT NULL,
+            user_id text NOT NULL,
+            lease_until timestamptz NOT NULL,
+            ended boolean NOT NULL DEFAULT false,
+            expires_at timestamptz NOT NULL
+        );
+        CREATE INDEX reply_streams_by_expiry ON reply_streams (expires_at);
+        CREATE TABLE stream_chunks (
+            message_id text NOT NULL REFERENCES reply_streams (message_id) ON DELETE CASCADE,
+            end_offset integer NOT NULL,
+            start_offset integer NOT NULL,
+            text text NOT NULL,
+            PRIMARY KEY (message_id, end_offset)
         );"""
     )
 

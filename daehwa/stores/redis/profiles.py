@@ -50,7 +50,7 @@ class RedisProfiles(RedisConnection, ProfileStore):
     SCRIPTS: ClassVar[Mapping[str, str]] = {"add_interests": _ADD_INTERESTS, "feedback": _FEEDBACK}
 
     def _interest_keys(self, user_id: str) -> tuple[str, str]:
-        base = self._k("user", user_id, "interests")
+        base = self._k("profile", "{" + user_id + "}", "interests")
         return base, f"{base}:seen"
 
     async def add_interests(self, user_id: str, increments: Mapping[str, float]) -> None:
@@ -88,11 +88,11 @@ class RedisProfiles(RedisConnection, ProfileStore):
 
     async def record_feedback(self, user_id: str, catalogue: str, item_id: str, action: str) -> None:
         clicks, dismissed = (1, 0) if action == "click" else (0, 1)
-        keys = [self._k("user", user_id, "feedback", catalogue), self._k("user", user_id, "feedback")]
+        keys = [self._k("profile", "{" + user_id + "}", "feedback", catalogue), self._k("profile", "{" + user_id + "}", "feedback")]
         await self._script("feedback")(keys=keys, args=[item_id, clicks, dismissed, catalogue])
 
     async def load_feedback(self, user_id: str, catalogue: str) -> dict[str, FeedbackRecord]:
-        raw = await self._r().hgetall(self._k("user", user_id, "feedback", catalogue))
+        raw = await self._r().hgetall(self._k("profile", "{" + user_id + "}", "feedback", catalogue))
         out: dict[str, FeedbackRecord] = {}
         for key, value in raw.items():
             item = key.decode() if isinstance(key, bytes) else key
@@ -102,8 +102,8 @@ class RedisProfiles(RedisConnection, ProfileStore):
         return out
 
     async def delete_profile(self, user_id: str) -> None:
-        index = self._k("user", user_id, "feedback")
+        index = self._k("profile", "{" + user_id + "}", "feedback")
         catalogues = await self._r().smembers(index)
         names = [c.decode() if isinstance(c, bytes) else c for c in catalogues]
-        keys = [*self._interest_keys(user_id), index, *(self._k("user", user_id, "feedback", c) for c in names)]
+        keys = [*self._interest_keys(user_id), index, *(self._k("profile", "{" + user_id + "}", "feedback", c) for c in names)]
         await self._r().delete(*keys)

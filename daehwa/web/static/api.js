@@ -70,6 +70,14 @@ export async function streamTurn(path, body, onEvent, { signal } = {}) {
     onEvent("done", await res.json());
     return;
   }
+  await readEventStream(res, onEvent);
+}
+
+/**
+ * Read a `text/event-stream` response, calling `onEvent(name, data, id)` per event (`id` is the SSE id as a
+ * number, or null). Rejects with ApiError (status 0) when the connection breaks.
+ */
+export async function readEventStream(res, onEvent) {
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
@@ -89,13 +97,14 @@ export async function streamTurn(path, body, onEvent, { signal } = {}) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
       const event = parseEvent(block);
-      if (event) onEvent(event.name, event.data);
+      if (event) onEvent(event.name, event.data, event.id);
     }
   }
 }
 
 function parseEvent(block) {
   let name = "message";
+  let id = null;
   const data = [];
   for (const line of block.split("\n")) {
     if (!line || line.startsWith(":")) continue;
@@ -104,11 +113,12 @@ function parseEvent(block) {
     let value = colon < 0 ? "" : line.slice(colon + 1);
     if (value.startsWith(" ")) value = value.slice(1);
     if (field === "event") name = value;
+    else if (field === "id" && /^\d+$/.test(value)) id = Number(value);
     else if (field === "data") data.push(value);
   }
   if (!data.length) return null;
   try {
-    return { name, data: JSON.parse(data.join("\n")) };
+    return { name, id, data: JSON.parse(data.join("\n")) };
   } catch {
     return null;
   }

@@ -7,7 +7,9 @@
 import { ApiError, api, setCsrfToken, streamTurn } from "./api.js";
 import { attachInterests, renderCards } from "./cards.js";
 import { attachComposer } from "./composer.js";
+import { refreshFormChip } from "./forms.js";
 import { applyI18n, fillLanguageSelect, locale, setLocale, t } from "./i18n.js";
+import { resumeReply } from "./resume.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -433,6 +435,7 @@ async function createConversation() {
   $("new-chat-panel").hidden = true;
   bumpConversation(created.conversation);
   renderHeader();
+  refreshFormChip(created.conversation.id);
   renderMessages();
   return created.conversation;
 }
@@ -454,6 +457,7 @@ async function onStartChat() {
 
 function showNewChat({ push }) {
   state.current = null;
+  refreshFormChip(null);
   state.messages = [];
   setOlder(null);
   if (push) history.pushState(null, "", "/");
@@ -497,6 +501,7 @@ async function openConversation(id, { push }) {
   setOlder(data);
   $("new-chat-panel").hidden = true;
   renderHeader();
+  refreshFormChip(id);
   renderConversations();
   renderMessages();
   updateBusy();
@@ -1018,7 +1023,7 @@ async function runTurn(conv, path, body, ctx) {
   scrollToBottom();
 
   const showing = () => state.current && state.current.id === conv.id;
-  const onEvent = (name, data) => {
+  const onEvent = (name, data, id) => {
     if (name === "start") {
       turn.started = true;
       reply.id = data.message_id;
@@ -1041,6 +1046,7 @@ async function runTurn(conv, path, body, ctx) {
       }
     } else if (name === "delta") {
       if (data.index) return;
+      if (id !== null && id !== undefined) turn.offset = id; // where a resume continues
       const stick = nearBottom();
       if (turn.text === null) {
         turn.text = document.createTextNode("");
@@ -1070,6 +1076,11 @@ async function runTurn(conv, path, body, ctx) {
       refreshActions();
       return;
     }
+    if (!turn.finished && !(e && e.name === "AbortError")) {
+      // The connection broke mid-reply: the reply goes on on the server; any process sends the rest.
+      const signal = turn.controller.signal;
+      await resumeReply(conv.id, reply.id, turn.offset, onEvent, { signal }).catch(() => false);
+    }
     if (!turn.finished) {
       // Stopped locally or the connection broke mid-reply: the server keeps what was written as "interrupted".
       reply.status = "interrupted";
@@ -1088,6 +1099,7 @@ async function runTurn(conv, path, body, ctx) {
   // nodes this turn wrote into, so read the finished conversation again.
   if (showing() && !turn.replyNode.isConnected) await openConversation(conv.id, { push: false });
   if (turn.started) refreshTitle(conv.id);
+  if (showing()) refreshFormChip(conv.id);
 }
 
 async function refreshTitle(id) {
