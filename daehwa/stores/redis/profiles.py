@@ -88,7 +88,10 @@ class RedisProfiles(RedisConnection, ProfileStore):
 
     async def record_feedback(self, user_id: str, catalogue: str, item_id: str, action: str) -> None:
         clicks, dismissed = (1, 0) if action == "click" else (0, 1)
-        keys = [self._k("profile", "{" + user_id + "}", "feedback", catalogue), self._k("profile", "{" + user_id + "}", "feedback")]
+        keys = [
+            self._k("profile", "{" + user_id + "}", "feedback", catalogue),
+            self._k("profile", "{" + user_id + "}", "feedback"),
+        ]
         await self._script("feedback")(keys=keys, args=[item_id, clicks, dismissed, catalogue])
 
     async def load_feedback(self, user_id: str, catalogue: str) -> dict[str, FeedbackRecord]:
@@ -105,5 +108,9 @@ class RedisProfiles(RedisConnection, ProfileStore):
         index = self._k("profile", "{" + user_id + "}", "feedback")
         catalogues = await self._r().smembers(index)
         names = [c.decode() if isinstance(c, bytes) else c for c in catalogues]
-        keys = [*self._interest_keys(user_id), index, *(self._k("profile", "{" + user_id + "}", "feedback", c) for c in names)]
+        keys = [
+            *self._interest_keys(user_id),
+            index,
+            *(self._k("profile", "{" + user_id + "}", "feedback", c) for c in names),
+        ]
         await self._r().delete(*keys)
