@@ -635,7 +635,9 @@ class ChatService:
         if len(texts) > 1:
             meta["choices"] = len(texts)
         if turn.built is not None:
-            meta["context"] = turn.built.report.as_dict()
+            mood = turn.user_meta.get("mood")  # conversation intelligence's mood, shown in the report
+            report = replace(turn.built.report, mood=mood) if isinstance(mood, dict) else turn.built.report
+            meta["context"] = report.as_dict()
         record = UsageRecord(
             user_id=request.user.id,
             model=answered_by,

@@ -210,7 +210,10 @@ async def _chat(
             for message in first:
                 out.print(f"[bold cyan]{_bot_label(conv.persona)}[/] {message.content}\n", highlight=False)
         if interactive:
-            err.print("[dim]exit / quit / Ctrl-D: 끝내기 · Ctrl-C: 답변 멈추기 · /context: 마지막 답변의 맥락[/]")
+            err.print(
+                "[dim]exit / quit / Ctrl-D: 끝내기 · Ctrl-C: 답변 멈추기 · /context: 마지막 답변의 맥락"
+                " · /interests: 내 관심사 (/interests clear, /interests forget 단어)[/]"
+            )
         lines = _prompt_lines() if interactive else _stdin_lines()
         async for line in lines:
             text = line.strip()
@@ -220,6 +223,9 @@ async def _chat(
                 break
             if text.lower() == "/context":
                 await _show_context(services, user, conversation_id)
+                continue
+            if text.lower().split(" ", 1)[0] == "/interests":
+                await _interests_command(services, user, text.split(" ", 1)[1] if " " in text else "")
                 continue
             request = TurnRequest(
                 user=user,
@@ -253,6 +259,32 @@ async def _show_context(services: Any, user: User, conversation_id: str | None) 
         return
     for line in ContextReport.from_dict(report).describe():
         err.print(line, markup=False, highlight=False)
+
+
+async def _interests_command(services: Any, user: User, args: str) -> None:
+    """``/interests`` lists what the service remembers; ``/interests clear`` forgets all; ``/interests forget X``."""
+    intel = services.intelligence
+    if intel is None:
+        err.print("[dim]관심사 기능이 꺼져 있어요 (DAEHWA_INTELLIGENCE=true, pip install 'daehwa[intelligence]').[/]")
+        return
+    if user.anonymous:
+        err.print("[dim]게스트는 관심사를 저장하지 않아요 (guests have no saved interests).[/]")
+        return
+    command, _, term = args.strip().partition(" ")
+    if command == "clear":
+        n = await intel.store.delete_interests(user.id)
+        err.print(f"관심사 {n}개를 지웠어요 (deleted {n}).", markup=False)
+        return
+    if command == "forget" and term.strip():
+        n = await intel.store.delete_interests(user.id, term.strip())
+        err.print(f"'{term.strip()}': {'지웠어요 (deleted)' if n else '없어요 (not found)'}", markup=False)
+        return
+    interests = await intel.interests(user.id, limit=20)
+    if not interests:
+        err.print("[dim]아직 기억한 관심사가 없어요 (no interests yet).[/]")
+        return
+    for item in interests:
+        err.print(f"  {item['term']}  ({item['weight']:.1f})", markup=False, highlight=False)
 
 
 def _terminal_locale() -> str | None:

@@ -209,6 +209,11 @@ class Settings(BaseSettings):
         description="Time a turn contributor (a feature's hook before the context is built) may take; past it, it "
         "counts as failed and the turn goes on without it.",
     )
+    intelligence: bool = Field(
+        default=True,
+        description="Conversation intelligence (docs/intelligence.md): mood of each message, remembered interests of "
+        "signed-in users, catalogue recommendations. Off: none of it runs and nothing is learned.",
+    )
 
     # -- moderation ------------------------------------------------------------------------------------------------
     filter_input_action: ModerationAction = Field(

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .chat import ChatService
 from .config import Settings
@@ -27,6 +28,9 @@ from .stores import open_store
 from .stores.base import Store
 from .stores.cache import CachedStore
 
+if TYPE_CHECKING:
+    from .intelligence.service import Intelligence
+
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +45,7 @@ class Services:
     router: Router
     chat: ChatService
     limiter: QuotaLimiter | None = None  # None when no quota is configured
+    intelligence: Intelligence | None = None  # None when DAEHWA_INTELLIGENCE is off or its extra is missing
     forms: FormCollector | None = None  # the form step (personas with a [form])
 
     _breaker_sharing: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
@@ -112,6 +117,11 @@ def build_services(
         summary_model=settings.context_summary_model,
         embedder_missing=None if settings.context_embedder != "off" else "DAEHWA_CONTEXT_EMBEDDER is off",
     )
+    intel = None
+    if settings.intelligence:
+        intel, (found_contributors, found_observers) = _intelligence(store, context.embedder)
+        contributors = [*contributors, *found_contributors]
+        observers = [*observers, *found_observers]
     forms = FormCollector(
         store, Extractor(router, metrics), FormWebhooks(store, metrics), metrics, default_model=settings.default_model
     )
@@ -139,5 +149,19 @@ def build_services(
         router=router,
         chat=chat,
         limiter=limiter,
+        intelligence=intel,
         forms=forms,
     )
+
+
+def _intelligence(store: Store, embedder: object) -> tuple[Intelligence | None, tuple[list[Any], list[Any]]]:
+    """Conversation intelligence's hooks, or none when numpy (the ``intelligence`` extra) is missing."""
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        log.warning("conversation intelligence is off: pip install 'daehwa[intelligence]'")
+        return None, ([], [])
+    from .intelligence.service import Intelligence, hooks
+
+    intel = Intelligence.build(store, embedder=embedder)
+    return intel, hooks(intel)

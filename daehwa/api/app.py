@@ -18,7 +18,7 @@ from .. import __version__
 from ..accounts import Accounts
 from ..config import Settings
 from ..services import Services, build_services
-from . import auth, openai, ops, rest, stream, web
+from . import auth, intelligence, openai, ops, rest, stream, web
 from .errors import install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestIdMiddleware, install_log_redaction, remove_log_redaction
 from .stream import ActiveTurns
@@ -89,4 +89,5 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(stream.router)
     app.include_router(openai.router)
     app.include_router(ops.router)
+    app.include_router(intelligence.router)
     app.include_router(web.web_router())

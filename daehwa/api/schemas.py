@@ -6,6 +6,7 @@ The ``*Out`` models describe responses in /openapi.json; the ``*_json`` function
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -82,6 +83,12 @@ class MessageOut(BaseModel):
     model: str | None
     created_at: str | None
     error: MessageError | None
+    mood: dict[str, Any] | None = Field(
+        default=None, description="The user message's mood: label (positive/neutral/negative), confidence, method"
+    )
+    recommendations: list[dict[str, Any]] | None = Field(
+        default=None, description="Catalogue items offered with a reply: id, catalogue, title, description, url, tags"
+    )
 
 
 class ContextMessageOut(BaseModel):
@@ -115,6 +122,7 @@ class ContextReportOut(BaseModel):
     summary: ContextSummaryOut | None
     recalled: list[ContextRecalledOut]
     notes: list[str] = Field(description="Why something was left out")
+    mood: dict[str, Any] | None = Field(default=None, description="The user message's mood (label, confidence)")
 
 
 class MessageContextOut(BaseModel):
@@ -227,7 +235,16 @@ def message_json(m: StoredMessage) -> dict[str, Any]:
         "model": m.model,
         "created_at": iso(m.created_at),
         "error": {"code": error.get("code"), "message": error.get("message")} if isinstance(error, dict) else None,
+        **_intelligence(m.meta),
     }
+
+
+def _intelligence(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The message's mood and recommendations when they have conversation intelligence's shape (another hook may
+    store other things under these keys in the meta: those stay in the meta only)."""
+    mood, picks = meta.get("mood"), meta.get("recommendations")
+    ok = isinstance(picks, list) and all(isinstance(p, dict) for p in picks)
+    return {"mood": mood if isinstance(mood, dict) else None, "recommendations": picks if ok else None}
 
 
 def usage_json(usage: Usage | None) -> dict[str, int] | None:

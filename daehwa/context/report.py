@@ -49,6 +49,7 @@ class ContextReport:
     summary: SummaryUse | None = None
     recalled: tuple[RecalledTurn, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    mood: Mapping[str, Any] | None = None  # the user message's mood (conversation intelligence), when detected
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -76,6 +77,7 @@ class ContextReport:
                 for r in data.get("recalled", ())
             ),
             notes=tuple(data.get("notes", ())),
+            mood=data.get("mood"),
         )
 
     def describe(self) -> list[str]:
@@ -95,5 +97,8 @@ class ContextReport:
             lines.append(f"  summary: the first {s.messages} messages ({s.first_id} .. {s.last_id}), {s.tokens} tokens")
         for r in self.recalled:
             lines.append(f"  recalled: {' + '.join(r.ids)} (score {r.score:.3f}, {r.tokens} tokens)")
+        if self.mood:
+            m = self.mood
+            lines.append(f"  mood: {m.get('label')} ({float(m.get('confidence', 0)):.2f}, {m.get('method')})")
         lines += [f"  note: {n}" for n in self.notes]
         return lines

@@ -41,6 +41,11 @@ _KEYS = {
     "variables",
     "context",
     "context_recent_messages",
+    # conversation intelligence (docs/intelligence.md)
+    "tone",
+    "tone_templates",
+    "interests",
+    "catalogue",
     "form",
 }
 
@@ -73,6 +78,11 @@ class Persona:
     source: str = ""
     context: str | None = None  # context policy, e.g. "recent" (default: DAEHWA_CONTEXT_POLICY)
     context_recent_messages: int | None = None
+    # -- conversation intelligence (docs/intelligence.md) --
+    tone: str = "fixed"  # "adaptive": a tone instruction follows the user's mood
+    tone_templates: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # mood -> {ko, en}
+    interests: bool = False  # the user's top interests go into the system prompt
+    catalogue: str | None = None  # recommendation catalogue name or path
     # -- forms (daehwa.intelligence.forms): the [form] table, collected step by step --------------------------
     form: FormSpec | None = None
 
@@ -202,6 +212,7 @@ def parse_persona(data: Mapping[str, Any], source: str) -> Persona:
         title = {"en": title}
     if isinstance(description, str):
         description = {"en": description}
+    tone, tone_templates, interests, catalogue = _intelligence(data, fail)
     return Persona(
         name=name.strip(),
         system=system,
@@ -220,8 +231,31 @@ def parse_persona(data: Mapping[str, Any], source: str) -> Persona:
         source=source,
         context=context,
         context_recent_messages=recent,
+        tone=tone,
+        tone_templates=tone_templates,
+        interests=interests,
+        catalogue=catalogue,
         form=parse_form(data["form"], source) if "form" in data else None,
     )
+
+
+def _intelligence(data: Mapping[str, Any], fail: Any) -> tuple[str, dict[str, dict[str, str]], bool, str | None]:
+    """The conversation-intelligence keys: tone, tone_templates, interests, catalogue."""
+    tone = data.get("tone", "fixed")
+    if tone not in ("adaptive", "fixed"):
+        raise fail('tone must be "adaptive" (follow the user\'s mood) or "fixed".')
+    templates: dict[str, dict[str, str]] = {}
+    for mood, table in (data.get("tone_templates") or {}).items():
+        if mood not in ("negative", "positive") or not isinstance(table, dict):
+            raise fail('[tone_templates] takes negative = { ko = "...", en = "..." } and positive = {...}.')
+        templates[mood] = {str(k): str(v) for k, v in table.items()}
+    interests = data.get("interests", False)
+    if not isinstance(interests, bool):
+        raise fail("interests must be true or false.")
+    catalogue = data.get("catalogue")
+    if catalogue is not None and (not isinstance(catalogue, str) or not catalogue.strip()):
+        raise fail('catalogue must name a catalogue, e.g. catalogue = "daehwa-guides".')
+    return tone, templates, interests, catalogue
 
 
 def load_persona_file(path: Path) -> Persona:

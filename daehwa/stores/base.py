@@ -332,6 +332,60 @@ class ContextStore(abc.ABC):
         """Forget the summary (it covered messages that were edited away)."""
 
 
+@dataclass(frozen=True, slots=True)
+class InterestRecord:
+    """One remembered interest. ``score`` is time-scaled (``daehwa.intelligence.interests``): larger is stronger,
+    and it only ever grows by additions, so ranking needs no clock."""
+
+    term: str
+    score: float
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """What a user did with a recommended catalogue item."""
+
+    item_id: str
+    clicks: int = 0
+    dismissed: bool = False
+
+
+class ProfileStore(abc.ABC):
+    """Per-user profile for conversation intelligence (docs/intelligence.md): interests and recommendation feedback.
+
+    Everything is keyed by ``user_id`` and only ever read for that user; ``delete_profile`` removes all of it
+    (account deletion)."""
+
+    #: The most interests kept per user; additions past it drop the weakest.
+    MAX_INTERESTS = 200
+
+    @abc.abstractmethod
+    async def add_interests(self, user_id: str, increments: Mapping[str, float]) -> None:
+        """Add each term's (time-scaled) increment to its score, in one transaction; keep the strongest
+        ``MAX_INTERESTS``."""
+
+    @abc.abstractmethod
+    async def list_interests(self, user_id: str, *, limit: int = 50) -> list[InterestRecord]:
+        """The user's strongest interests, highest score first."""
+
+    @abc.abstractmethod
+    async def delete_interests(self, user_id: str, term: str | None = None) -> int:
+        """Forget one interest (``term``) or all; how many were removed."""
+
+    @abc.abstractmethod
+    async def record_feedback(self, user_id: str, catalogue: str, item_id: str, action: str) -> None:
+        """``action`` "click" counts one click; "dismiss" marks the item not interesting (never offered again)."""
+
+    @abc.abstractmethod
+    async def load_feedback(self, user_id: str, catalogue: str) -> dict[str, FeedbackRecord]:
+        """The user's feedback on a catalogue's items, by item id."""
+
+    @abc.abstractmethod
+    async def delete_profile(self, user_id: str) -> None:
+        """Remove the user's interests and feedback."""
+
+
 class FormStore(abc.ABC):
     """Completed forms (``daehwa.intelligence.forms``). A record is the user's: another user's reads as missing."""
 
@@ -408,7 +462,7 @@ class StreamLogStore(abc.ABC):
         is no log (never written, expired, or another user's)."""
 
 
-class Store(ConversationStore, AccountStore, UsageStore, ContextStore, FormStore, StreamLogStore):
+class Store(ConversationStore, AccountStore, UsageStore, ContextStore, ProfileStore, FormStore, StreamLogStore):
     """Persistent state of the service: every interface above, plus the lifecycle.
 
     Implementations must allow concurrent use from one event loop.

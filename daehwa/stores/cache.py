@@ -31,7 +31,9 @@ from ..types import Conversation, ConversationSummary, StoredMessage, UsageRecor
 from .base import (
     ApiKeyRecord,
     ConversationQuery,
+    FeedbackRecord,
     FormRecord,
+    InterestRecord,
     MessageChange,
     NewConversation,
     NewFormRecord,
@@ -329,6 +331,24 @@ class CachedStore(Store):
 
     async def delete_summary(self, user_id: str, conversation_id: str) -> bool:
         return await self.inner.delete_summary(user_id, conversation_id)
+
+    async def add_interests(self, user_id: str, increments: Mapping[str, float]) -> None:
+        await self.inner.add_interests(user_id, increments)
+
+    async def list_interests(self, user_id: str, *, limit: int = 50) -> list[InterestRecord]:
+        return await self.inner.list_interests(user_id, limit=limit)
+
+    async def delete_interests(self, user_id: str, term: str | None = None) -> int:
+        return await self.inner.delete_interests(user_id, term)
+
+    async def record_feedback(self, user_id: str, catalogue: str, item_id: str, action: str) -> None:
+        await self.inner.record_feedback(user_id, catalogue, item_id, action)
+
+    async def load_feedback(self, user_id: str, catalogue: str) -> dict[str, FeedbackRecord]:
+        return await self.inner.load_feedback(user_id, catalogue)
+
+    async def delete_profile(self, user_id: str) -> None:
+        await self.inner.delete_profile(user_id)
 
     async def save_form_record(self, user_id: str, record: NewFormRecord) -> FormRecord | None:
         return await self.inner.save_form_record(user_id, record)

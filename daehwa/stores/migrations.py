@@ -182,6 +182,33 @@ def m006_context(db: sqlite3.Connection) -> None:
 
 
 @sqlite_migrations
+def m007_profiles(db: sqlite3.Connection) -> None:
+    # Conversation intelligence: a user's interests (time-scaled scores, see daehwa.intelligence.interests) and
+    # what they did with recommended catalogue items.
+    db.execute(
+        """CREATE TABLE user_interests (
+            user_id TEXT NOT NULL,
+            term TEXT NOT NULL,
+            score REAL NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (user_id, term)
+        )"""
+    )
+    db.execute("CREATE INDEX user_interests_by_score ON user_interests (user_id, score)")
+    db.execute(
+        """CREATE TABLE recommendation_feedback (
+            user_id TEXT NOT NULL,
+            catalogue TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            clicks INTEGER NOT NULL DEFAULT 0,
+            dismissed INTEGER NOT NULL DEFAULT 0,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (user_id, catalogue, item_id)
+        )"""
+    )
+
+
+@sqlite_migrations
 def m008_forms(db: sqlite3.Connection) -> None:
     # Completed forms (reservations...). No foreign key: the record is the outcome and outlives its conversation.
     db.execute(
@@ -372,6 +399,29 @@ async def p006_context(conn: Any) -> None:
             text text NOT NULL,
             model text NOT NULL,
             created_at timestamptz NOT NULL
+        );"""
+    )
+
+
+@postgres_migrations
+async def p007_profiles(conn: Any) -> None:
+    await conn.execute(
+        """CREATE TABLE user_interests (
+            user_id text NOT NULL,
+            term text NOT NULL,
+            score double precision NOT NULL,
+            updated_at timestamptz NOT NULL,
+            PRIMARY KEY (user_id, term)
+        );
+        CREATE INDEX user_interests_by_score ON user_interests (user_id, score);
+        CREATE TABLE recommendation_feedback (
+            user_id text NOT NULL,
+            catalogue text NOT NULL,
+            item_id text NOT NULL,
+            clicks integer NOT NULL DEFAULT 0,
+            dismissed boolean NOT NULL DEFAULT false,
+            updated_at timestamptz NOT NULL,
+            PRIMARY KEY (user_id, catalogue, item_id)
         );"""
     )
 

@@ -23,6 +23,7 @@ from .connection import init_connection
 from .context import PostgresContext
 from .conversations import PostgresConversations
 from .forms import PostgresForms
+from .profiles import PostgresProfiles
 from .streams import PostgresStreams
 from .usage import PostgresUsage
 
@@ -35,7 +36,14 @@ _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 class PostgresStore(
-    PostgresConversations, PostgresAccounts, PostgresUsage, PostgresContext, PostgresForms, PostgresStreams, Store
+    PostgresConversations,
+    PostgresAccounts,
+    PostgresUsage,
+    PostgresContext,
+    PostgresProfiles,
+    PostgresForms,
+    PostgresStreams,
+    Store,
 ):
     """Conversations, accounts and usage in PostgreSQL (tables in ``schema``, or the connection's default)."""
 

@@ -35,6 +35,7 @@ from .connection import check_prefix, connect, is_cluster_url
 from .context import RedisContext
 from .conversations import RedisConversations
 from .forms import RedisForms
+from .profiles import RedisProfiles
 from .streams import RedisStreams
 from .usage import RedisUsage
 
@@ -72,7 +73,9 @@ def format3_name(prefix: str, key: str) -> str | None:
     return None
 
 
-class RedisStore(RedisConversations, RedisAccounts, RedisUsage, RedisContext, RedisForms, RedisStreams, Store):
+class RedisStore(
+    RedisConversations, RedisAccounts, RedisUsage, RedisContext, RedisProfiles, RedisForms, RedisStreams, Store
+):
     """Conversation history that expires after ``ttl_seconds`` without writes; accounts and usage that do not."""
 
     def __init__(self, url: str, *, prefix: str = "daehwa", ttl_seconds: float = 30 * 86_400) -> None:

@@ -27,6 +27,7 @@ from .accounts import SQLiteAccounts
 from .context import SQLiteContext
 from .conversations import SQLiteConversations, repair_streaming
 from .forms import SQLiteForms
+from .profiles import SQLiteProfiles
 from .streams import SQLiteStreams
 from .usage import SQLiteUsage
 
@@ -48,7 +49,9 @@ def path_from_url(url: str) -> str:
     return path
 
 
-class SQLiteStore(SQLiteConversations, SQLiteAccounts, SQLiteUsage, SQLiteContext, SQLiteForms, SQLiteStreams, Store):
+class SQLiteStore(
+    SQLiteConversations, SQLiteAccounts, SQLiteUsage, SQLiteContext, SQLiteProfiles, SQLiteForms, SQLiteStreams, Store
+):
     """Conversations, accounts and usage in one SQLite file (created, with its directory, on ``open()``)."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:

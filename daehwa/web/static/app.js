@@ -5,6 +5,7 @@
 // or as HTML the server sanitised, through `setServerHTML` (the one Trusted Types policy the CSP allows).
 
 import { ApiError, api, setCsrfToken, streamTurn } from "./api.js";
+import { attachInterests, renderCards } from "./cards.js";
 import { attachComposer } from "./composer.js";
 import { refreshFormChip } from "./forms.js";
 import { applyI18n, fillLanguageSelect, locale, setLocale, t } from "./i18n.js";
@@ -184,6 +185,7 @@ async function signedIn(me) {
   state.user = me.user;
   setCsrfToken(me.csrf_token);
   $("me-name").textContent = me.user.name;
+  attachInterests(me.user);
   $("login-view").hidden = true;
   $("app").hidden = false;
   await Promise.all([loadPickers(), loadConversations()]);
@@ -721,6 +723,7 @@ function fillBody(node) {
     body.textContent = m.content;
   }
   if (m.role === "assistant" && m.status === "streaming" && !m.content) body.replaceChildren(thinking());
+  renderCards(node, m);
   const note = node.querySelector(".msg-note");
   const text = statusNote(m);
   note.hidden = !text;

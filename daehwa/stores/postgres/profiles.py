@@ -1,0 +1,89 @@
+"""PostgreSQL user profiles: ``user_interests`` and ``recommendation_feedback`` (as SQLite's)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..base import FeedbackRecord, InterestRecord, ProfileStore
+from ..common import utcnow
+from .connection import PostgresConnection, count
+
+
+class PostgresProfiles(PostgresConnection, ProfileStore):
+    async def add_interests(self, user_id: str, increments: Mapping[str, float]) -> None:
+        now = utcnow()
+        rows = [(user_id, term, float(inc), now) for term, inc in increments.items()]
+
+        async def work() -> None:
+            async with self._p().acquire() as conn, conn.transaction():
+                await conn.executemany(
+                    """INSERT INTO user_interests (user_id, term, score, updated_at) VALUES ($1, $2, $3, $4)
+                    ON CONFLICT (user_id, term) DO UPDATE SET score = user_interests.score + excluded.score,
+                        updated_at = excluded.updated_at""",
+                    rows,
+                )
+                await conn.execute(
+                    """DELETE FROM user_interests WHERE user_id = $1 AND term NOT IN
+                    (SELECT term FROM user_interests WHERE user_id = $1 ORDER BY score DESC LIMIT $2)""",
+                    user_id,
+                    self.MAX_INTERESTS,
+                )
+
+        await self._write(work)
+
+    async def list_interests(self, user_id: str, *, limit: int = 50) -> list[InterestRecord]:
+        rows = await self._p().fetch(
+            "SELECT term, score, updated_at FROM user_interests WHERE user_id = $1 ORDER BY score DESC LIMIT $2",
+            user_id,
+            limit,
+        )
+        return [InterestRecord(r["term"], float(r["score"]), r["updated_at"]) for r in rows]
+
+    async def delete_interests(self, user_id: str, term: str | None = None) -> int:
+        async def work() -> int:
+            if term is None:
+                status = await self._p().execute("DELETE FROM user_interests WHERE user_id = $1", user_id)
+            else:
+                status = await self._p().execute(
+                    "DELETE FROM user_interests WHERE user_id = $1 AND term = $2", user_id, term
+                )
+            return count(status)
+
+        return await self._write(work)
+
+    async def record_feedback(self, user_id: str, catalogue: str, item_id: str, action: str) -> None:
+        clicks, dismissed = (1, False) if action == "click" else (0, True)
+
+        async def work() -> None:
+            await self._p().execute(
+                """INSERT INTO recommendation_feedback (user_id, catalogue, item_id, clicks, dismissed, updated_at)
+                VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (user_id, catalogue, item_id) DO UPDATE SET
+                    clicks = recommendation_feedback.clicks + excluded.clicks,
+                    dismissed = recommendation_feedback.dismissed OR excluded.dismissed,
+                    updated_at = excluded.updated_at""",
+                user_id,
+                catalogue,
+                item_id,
+                clicks,
+                dismissed,
+                utcnow(),
+            )
+
+        await self._write(work)
+
+    async def load_feedback(self, user_id: str, catalogue: str) -> dict[str, FeedbackRecord]:
+        rows = await self._p().fetch(
+            "SELECT item_id, clicks, dismissed FROM recommendation_feedback WHERE user_id = $1 AND catalogue = $2",
+            user_id,
+            catalogue,
+        )
+        return {r["item_id"]: FeedbackRecord(r["item_id"], int(r["clicks"]), bool(r["dismissed"])) for r in rows}
+
+    async def delete_profile(self, user_id: str) -> None:
+        async def work() -> None:
+            async with self._p().acquire() as conn, conn.transaction():
+                await conn.execute("DELETE FROM user_interests WHERE user_id = $1", user_id)
+                await conn.execute("DELETE FROM recommendation_feedback WHERE user_id = $1", user_id)
+
+        await self._write(work)
