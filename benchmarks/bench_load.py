@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -261,8 +262,13 @@ def main() -> None:
             ttft = [t for t, e, _ in through if t is not None and not e]
             missing_user, missing_reply = asyncio.run(check_store(store_url, extra, tag, n, reply))
             print(f"errors: {len(errors)} of {n} (direct: {sum(1 for _, e, _ in direct if e)})")
-            for text in sorted(set(errors))[:5]:
-                print(f"  {errors.count(text)} x {text}")
+            kinds = [re.sub(r"request id \w+", "request id …", e) for e in errors]
+            for text in sorted(set(kinds))[:5]:
+                print(f"  {kinds.count(text)} x {text}")
+            if errors:
+                kept = Path(tempfile.gettempdir()) / f"bench_load_{tag}.log"
+                kept.write_bytes(log.read_bytes())
+                print(f"  server log: {kept}")
             acked = n - len(errors)
             print(
                 f"lost: {missing_user} user messages, {missing_reply} replies (of {acked} acknowledged streams; "
