@@ -226,6 +226,9 @@ def main() -> None:
             "DAEHWA_DEFAULT_MODEL": "up/fake-model",
             "DAEHWA_LOG_LEVEL": args.log_level,
             "PYTHONPATH": str(ROOT),
+            # 1,000 streams at once to one upstream is the point here: the bulkhead (100 per process by default, then
+            # 2 s of waiting and "provider_busy") is sized for it, as a deployment expecting that load would.
+            "DAEHWA_BULKHEAD_LIMIT": str(args.conversations),
         }
         cli = [sys.executable, "-m", "daehwa"]
         subprocess.run([*cli, "users", "create", "bench", "--no-password"], env=env, check=True, capture_output=True)
