@@ -60,6 +60,7 @@ from .pipeline import (
 )
 from .routing import RouteEnd, Router
 from .stores.base import MessageChange, NewConversation, NewMessage, NewTurn, Store, TurnResult
+from .text import check_json, check_text, drop_unstorable
 from .types import (
     ChatMessage,
     Conversation,
@@ -154,6 +155,7 @@ class ChatService:
         locale: str | None = None,
     ) -> tuple[Conversation, list[StoredMessage]]:
         """Create a conversation; a persona that speaks first has its first message stored at once."""
+        check_json({"title": title, "variables": variables})
         chosen = self._persona_for_user(user, persona or self.settings.default_persona)
         model = model or chosen.model or self.settings.default_model
         self.router.check(model, GenerationParams())
@@ -589,8 +591,7 @@ class ChatService:
 
     def _emit(self, turn: Turn, guard: StreamGuard | None, event: TextDelta, clock: float) -> TurnDelta | None:
         text = guard.feed(event.text) if guard is not None else event.text
-        if "\x00" in text:
-            text = text.replace("\x00", "")  # never text, and PostgreSQL cannot store it
+        text = drop_unstorable(text)  # NUL and lone surrogates are never text, and no store keeps them the same way
         if not text:
             return None
         if turn.ttft is None:
@@ -789,7 +790,7 @@ def _title_from(content: str) -> str:
 
 
 def _reject_nul(request: TurnRequest) -> None:
-    """A NUL character (U+0000) in any text of the request is an error: no store can keep it the same way."""
+    """A NUL character or a lone surrogate in any text of the request is an error: no store can keep it the same way."""
     fields: list[tuple[str, str | None]] = [
         ("content", request.content),
         ("system", request.system),
@@ -798,9 +799,4 @@ def _reject_nul(request: TurnRequest) -> None:
     fields += [("messages", m.content) for m in request.messages or ()]
     fields += [("variables", str(v)) for v in (request.variables or {}).values()]
     for param, value in fields:
-        if value is not None and "\x00" in value:
-            raise InvalidRequest(
-                f"The {param} contains a NUL character (U+0000), which cannot be stored: remove it.",
-                param=param,
-                code="invalid_text",
-            )
+        check_text(param, value)

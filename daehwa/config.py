@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         description="Where conversations are stored: sqlite:////abs/path.db (default: daehwa.db in the data "
-        "directory), redis://host:6379/0 or postgresql://user@host/db.",
+        "directory), redis://host:6379/0, redis+cluster://host:7000 (a Redis Cluster), postgresql://user@host/db, "
+        "or memory:// (one process, lost on restart).",
     )
 
     # -- stores ------------------------------------------------------------------------------------------------
@@ -73,6 +74,12 @@ class Settings(BaseSettings):
     )
     postgres_pool_size: int = Field(
         default=10, ge=1, le=1000, description="PostgreSQL store: most connections the pool opens."
+    )
+    store_cache_conversations: int = Field(
+        default=0,
+        ge=0,
+        description="Keep this many recently read conversations (with their messages) in each process, checked "
+        "against the store's version of them on every read, so never stale (0: off). Redis stores only.",
     )
 
     # -- models ------------------------------------------------------------------------------------------------

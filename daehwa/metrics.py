@@ -98,6 +98,20 @@ class Metrics:
             registry=r,
         )
 
+        # -- forms (daehwa.intelligence.forms) -------------------------------------------------------------------
+        self.forms_completed = Counter(
+            "daehwa_forms_completed", "Forms completed and stored, by form.", ["form"], registry=r
+        )
+        self.form_extract_failures = Counter(
+            "daehwa_form_extract_failures", "Model extractions of a form value that failed or timed out.", registry=r
+        )
+        self.form_webhook_failures = Counter(
+            "daehwa_form_webhook_failures",
+            "Form webhooks given up on after their retries, by form.",
+            ["form"],
+            registry=r,
+        )
+
         #: Every metric with a ``model`` label (always the first label), to remove a model's series.
         self._by_model: tuple[Counter | Gauge | Histogram, ...] = (
             self.upstream_requests,

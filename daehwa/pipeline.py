@@ -29,16 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .types import (
-    ChatMessage,
-    Conversation,
-    GenerationParams,
-    MessageStatus,
-    Outcome,
-    StoredMessage,
-    Usage,
-    User,
-)
+from .types import GenerationParams, MessageStatus, Outcome, StoredMessage, TextDelta
 
 if TYPE_CHECKING:
     from .context.engine import BuiltContext, QueryEmbedding
@@ -48,6 +39,7 @@ if TYPE_CHECKING:
     from .personas import Persona
     from .routing import RouteEnd
     from .stores.base import NewConversation
+    from .types import ChatMessage, Conversation, Usage, User
 
 log = logging.getLogger("daehwa.pipeline")
 
@@ -97,12 +89,6 @@ class TurnStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class TurnDelta:
-    text: str
-    index: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class TurnFinished:
     message: StoredMessage
     usage: Usage
@@ -117,6 +103,9 @@ class TurnFinished:
     reply_meta: Mapping[str, Any] = field(default_factory=dict)  # what contributors added to the reply
 
 
+#: A piece of the reply for choice ``index``, as the pipeline passes it on (after the output filter): the provider's
+#: delta type, since it carries the same two fields.
+TurnDelta = TextDelta
 TurnEvent = TurnStarted | TurnDelta | TurnFinished
 
 

@@ -127,12 +127,15 @@ class RedisCounters(Counters):
 
     def __init__(self, url: str, *, prefix: str = "daehwa") -> None:
         try:
-            import redis.asyncio as aioredis
+            import redis.asyncio  # noqa: F401  (the driver; connect() picks the cluster or the plain client)
         except ImportError:  # pragma: no cover - the extra is installed in the dev environment
             raise ConfigError("Quota counters in Redis need the redis package: pip install 'daehwa[redis]'.") from None
         self.url = url
         self.prefix = f"{prefix}:quota:"
-        self._client: Any = aioredis.Redis.from_url(url, decode_responses=True)
+        from .stores.redis.connection import connect
+
+        # One key per command or script, so redis+cluster:// works as well (each counter is in its own slot).
+        self._client: Any = connect(url)
         self._take = self._client.register_script(_TAKE)
 
     def __repr__(self) -> str:
@@ -196,7 +199,9 @@ class QuotaLimiter:
     ) -> QuotaLimiter:
         """Redis counters when ``DAEHWA_RATE_LIMIT_REDIS_URL`` (or a redis:// database URL) is set, else in memory."""
         url = settings.rate_limit_redis_url
-        if url is None and settings.resolved_database_url().startswith(("redis://", "rediss://", "unix://")):
+        if url is None and settings.resolved_database_url().startswith(
+            ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        ):
             url = settings.resolved_database_url()
         counters: Counters = MemoryCounters()
         if url and cls.configured(settings):  # no Redis client at all when there is nothing to count

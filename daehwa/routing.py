@@ -41,6 +41,7 @@ from .providers.base import Provider
 from .providers.registry import ProviderRegistry
 from .resilience import BreakerSnapshot, BreakerState, Bulkhead, CircuitBreaker, Clock, RetryPolicy
 from .types import (
+    PARAM_BOUNDS,
     PARAM_NAMES,
     ChatMessage,
     GenerationParams,
@@ -49,6 +50,8 @@ from .types import (
     StreamEnd,
     TextDelta,
     Usage,
+    bound_message,
+    out_of_bounds,
 )
 
 if TYPE_CHECKING:
@@ -91,6 +94,13 @@ def check_params(provider: Provider, params: GenerationParams) -> GenerationPara
     log.warning("dropping parameters %s not supported by provider %s", unsupported, provider.name)
     kept = {k: v for k, v in given.items() if k not in unsupported}
     return params_from_wire(kept)
+
+
+def check_bounds(params: GenerationParams) -> None:
+    """Every numeric parameter within ``PARAM_BOUNDS``, whichever way it came (the transports check it too)."""
+    for name, value in params.set_fields().items():
+        if name in PARAM_BOUNDS and out_of_bounds(name, value):
+            raise InvalidRequest(bound_message(name, value), param=name)
 
 
 def params_from_wire(values: Mapping[str, object]) -> GenerationParams:
@@ -205,6 +215,7 @@ class Router:
     def check(self, model: str, params: GenerationParams) -> GenerationParams:
         """Resolve ``model`` and check ``params`` for it, before anything is stored; raises on bad input."""
         provider, _ = self.providers.resolve(model)
+        check_bounds(params)
         return check_params(provider, params)
 
     def _listed_models(self) -> set[str]:

@@ -10,6 +10,8 @@ from .chat import ChatService
 from .config import Settings
 from .context.embeddings import load_embedder
 from .context.engine import ContextEngine, ContextMemory
+from .intelligence.collecting import FormCollector, FormWebhooks
+from .intelligence.extract import Extractor
 from .metrics import Metrics
 from .moderation import build_moderator
 from .moderation.base import ModerationPolicy, Moderator
@@ -21,6 +23,7 @@ from .quotas import QuotaLimiter
 from .routing import ResilienceConfig, Router
 from .stores import open_store
 from .stores.base import Store
+from .stores.cache import CachedStore
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class Services:
     router: Router
     chat: ChatService
     limiter: QuotaLimiter | None = None  # None when no quota is configured
+    forms: FormCollector | None = None  # the form step (personas with a [form])
 
     async def start(self) -> None:
         """Open the store, then start the default model's provider (the embedded model loads here, once).
@@ -49,6 +53,8 @@ class Services:
 
     async def aclose(self) -> None:
         await self.chat.drain()
+        if self.forms is not None:
+            await self.forms.webhooks.drain()
         close = getattr(self.chat.context.embedder, "close", None)
         if close is not None:
             close()
@@ -73,7 +79,10 @@ def build_services(
     ``contributors`` and ``observers`` are the turn pipeline's hooks (docs/pipeline.md), run in the order given.
     """
     metrics = Metrics()
-    store = store if store is not None else open_store(settings.resolved_database_url(), settings=settings)
+    if store is None:
+        store = open_store(settings.resolved_database_url(), settings=settings)
+        if settings.store_cache_conversations > 0:
+            store = CachedStore(store, settings.store_cache_conversations)
     providers = providers if providers is not None else ProviderRegistry.from_settings(settings)
     personas = personas if personas is not None else PersonaCatalog.load(settings.personas_dir)
     moderator = moderator if moderator is not None else build_moderator(settings)
@@ -92,6 +101,9 @@ def build_services(
         summary_model=settings.context_summary_model,
         embedder_missing=None if settings.context_embedder != "off" else "DAEHWA_CONTEXT_EMBEDDER is off",
     )
+    forms = FormCollector(
+        store, Extractor(router, metrics), FormWebhooks(store, metrics), metrics, default_model=settings.default_model
+    )
     chat = ChatService(
         settings=settings,
         store=store,
@@ -103,7 +115,7 @@ def build_services(
         limiter=limiter,
         pricing=PriceTable.from_settings(settings.prices_file),
         context=context,
-        contributors=contributors,
+        contributors=(forms, *contributors),
         observers=observers,
     )
     return Services(
@@ -116,4 +128,5 @@ def build_services(
         router=router,
         chat=chat,
         limiter=limiter,
+        forms=forms,
     )

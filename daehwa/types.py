@@ -82,6 +82,38 @@ PARAM_NAMES: tuple[str, ...] = (
     "response_format",
 )
 
+#: The range of every numeric parameter, inclusive, the same on every route (REST, SSE, WebSocket, /v1, the CLI).
+#: Integers are whole numbers only; floats must be finite (NaN and infinity are refused).
+PARAM_BOUNDS: Mapping[str, tuple[int | float, int | float]] = {
+    "max_tokens": (1, 1_000_000),
+    "max_completion_tokens": (1, 1_000_000),  # /v1's newer name for max_tokens
+    "temperature": (0, 2),
+    "top_p": (0, 1),
+    "n": (1, 128),  # OpenAI's own limit; DAEHWA_MAX_CHOICES may lower it further
+    "presence_penalty": (-2, 2),
+    "frequency_penalty": (-2, 2),
+    "seed": (-(2**63), 2**63 - 1),  # a signed 64-bit integer, as OpenAI takes it
+}
+INTEGER_PARAMS: frozenset[str] = frozenset({"max_tokens", "max_completion_tokens", "n", "seed"})
+
+
+def bound_message(name: str, value: object = None) -> str:
+    """How a person reads the bound: "max_tokens must be between 1 and 1000000 (a whole number; got 1e+30)."."""
+    low, high = PARAM_BOUNDS[name]
+    kind = "a whole number" if name in INTEGER_PARAMS else "a finite number"
+    got = "" if value is None else f"; got {str(value)[:40]}"
+    return f"{name} must be between {low} and {high} ({kind}{got})."
+
+
+def out_of_bounds(name: str, value: object) -> bool:
+    """Whether ``value`` is outside ``PARAM_BOUNDS[name]`` (or not a number of the right kind at all)."""
+    low, high = PARAM_BOUNDS[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return True
+    if name in INTEGER_PARAMS and not isinstance(value, int):
+        return True
+    return not low <= value <= high  # False for NaN too: every comparison with NaN is False
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:

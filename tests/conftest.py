@@ -18,6 +18,7 @@ from daehwa.services import Services, build_services
 from daehwa.types import PARAM_NAMES, ProviderEvent, ProviderRequest, StreamEnd, TextDelta, Usage, User
 
 from .fake_upstream import fake_upstream  # noqa: F401  (a fixture, shared by every test module)
+from .redis_cluster import redis_cluster_url  # noqa: F401  (a session fixture: a throwaway 3-master cluster)
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -10,9 +10,23 @@ the stream, a stall must hang the socket, and shutdown must be immediate even wi
         up.requests[0].json["model"]
 
 Each request to ``POST /v1/chat/completions`` takes the next behaviour from the queue, or ``up.default`` when the queue
-is empty. ``GET /v1/models`` lists ``up.models``. ``FakeUpstream(instant=True)`` skips recording and scripting and
-answers every request with a precomputed reply, for latency benchmarks; ``python -m tests.fake_upstream --instant``
-runs one in its own process.
+is empty. With an empty queue, directives in the last user message script the reply instead, so a test that only
+controls what a user types (a browser, a subprocess, a hand-made curl) can still call for a fault; the reply then
+echoes the message (``"ECHO: "`` + the text without its directives):
+
+    [[stall]]          the echo in 4-character chunks, all but the last one, then hang (``break [[stall]]`` sends
+                       ``ECHO`` and ``: br``)
+    [[nofinish]]       the echo word by word, no ``finish_reason`` at all, then ``[DONE]``
+    [[nodone]]         the echo with its ``finish_reason`` and usage, then the body ends without ``[DONE]``
+    [[steady N MS]]    ``N`` words (``w1 w2 ...``), one every ``MS`` milliseconds, then a normal finish
+
+Directive replies are ``close_delimited`` (no chunked encoding), so killing the upstream's process mid-stream
+(``python -m tests.fake_upstream``) ends the body the way issue 15 saw it: cleanly, with nothing but the stream's own
+content to say it was cut off.
+
+``GET /v1/models`` lists ``up.models``. ``FakeUpstream(instant=True)`` skips recording and scripting and answers every
+request with a precomputed reply, for latency benchmarks; ``python -m tests.fake_upstream --instant`` runs one in its
+own process.
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ import pytest
 __all__ = ["FakeUpstream", "Fault", "RecordedRequest", "Reply", "fake_upstream"]
 
 _WORD = re.compile(r"\S+\s*|\s+")
+_DIRECTIVE = re.compile(r"\[\[\s*(stall|nofinish|nodone|steady\s+(\d+)\s+(\d+))\s*\]\]")
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,12 @@ class Reply:
     model: str | None = None  # None: echo the request's model
     chunk_delay: float = 0.0  # seconds between stream chunks
     headers: Mapping[str, str] = field(default_factory=dict)
+    send_finish: bool = True  # False: no chunk carries a finish_reason (a stream cut short that still says [DONE])
+    send_done: bool = True  # False: the body ends after the last chunk without ``data: [DONE]``
+    #: Stream without chunked encoding, the body ending when the connection closes (HTTP/1.0 style, as simple SSE
+    #: servers and some proxies do). Then a killed upstream looks exactly like a body that ended: only the stream's
+    #: own content (``finish_reason``, ``[DONE]``) tells them apart.
+    close_delimited: bool = False
 
     def pieces(self, n: int) -> list[list[str]]:
         """The stream chunks of each of ``n`` choices."""
@@ -165,6 +186,7 @@ class _Exchange:
         self.conn = conn
         self.writer: asyncio.StreamWriter = writer
         self.gone = asyncio.Event()
+        self.close_delimited = False  # set before the response: write it raw, then close instead of ending a chunk
         self._watcher = asyncio.create_task(self._watch(reader))
 
     async def _watch(self, reader: asyncio.StreamReader) -> None:
@@ -184,13 +206,25 @@ class _Exchange:
     async def write(self, event: Any) -> None:
         if self.gone.is_set():
             raise _ClientGone
-        data = self.conn.send(event)
+        data = self._raw(event) if self.close_delimited else self.conn.send(event)
         if data:
             self.writer.write(data)
             try:
                 await self.writer.drain()
             except ConnectionError:
                 raise _ClientGone from None
+
+    def _raw(self, event: Any) -> bytes | None:
+        # h11 always frames HTTP/1.1 bodies (chunked or content-length), so a close-delimited body bypasses it; the
+        # connection is not reused afterwards (h11 never reaches DONE), which is what "connection: close" says.
+        if isinstance(event, h11.Response):
+            lines = [f"HTTP/1.1 {event.status_code} OK".encode()]
+            lines += [k + b": " + v for k, v in event.headers if k.lower() != b"transfer-encoding"]
+            return b"\r\n".join([*lines, b"connection: close", b"", b""])
+        if isinstance(event, h11.Data):
+            return bytes(event.data)
+        self.writer.transport.close()  # EndOfMessage: a FIN after what is buffered
+        return None
 
     async def pause(self, seconds: float | None) -> bool:
         """Sleep (``None``: forever); False when the client left or the server is stopping meanwhile."""
@@ -429,7 +463,7 @@ class FakeUpstream:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             await self._send_json(ex, 400, _error("Missing required parameter: 'messages'.", "invalid_request_error"))
             return
-        behaviour = self._queue.popleft() if self._queue else self.default
+        behaviour = self._queue.popleft() if self._queue else directive_behaviour(body["messages"]) or self.default
         fault = behaviour if isinstance(behaviour, Fault) else None
         reply = behaviour if isinstance(behaviour, Reply) else (fault.reply if fault and fault.reply else Reply())
 
@@ -471,7 +505,7 @@ class FakeUpstream:
                 {
                     "index": i,
                     "message": {"role": "assistant", "content": "".join(p)},
-                    "finish_reason": reply.finish_reason,
+                    "finish_reason": reply.finish_reason if reply.send_finish else None,
                     "logprobs": None,
                 }
                 for i, p in enumerate(pieces)
@@ -492,6 +526,7 @@ class FakeUpstream:
             return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
         head = [("content-type", "text/event-stream"), ("cache-control", "no-cache"), *reply.headers.items()]
+        ex.close_delimited = reply.close_delimited
         await ex.write(h11.Response(status_code=200, headers=head))
         if fault is not None and fault.kind == "delay" and not await ex.pause(fault.delay):
             raise _ClientGone
@@ -513,11 +548,12 @@ class FakeUpstream:
         if fault is not None and fault.kind != "delay":
             await self._strike(ex, fault, event)
             return
-        for i in range(len(pieces)):
+        for i in range(len(pieces) if reply.send_finish else 0):
             await ex.write(h11.Data(data=event([{"index": i, "delta": {}, "finish_reason": reply.finish_reason}])))
         if include_usage:
             await ex.write(h11.Data(data=event([], usage=usage)))
-        await ex.write(h11.Data(data=b"data: [DONE]\n\n"))
+        if reply.send_done:
+            await ex.write(h11.Data(data=b"data: [DONE]\n\n"))
         await ex.write(h11.EndOfMessage())
 
     async def _strike(self, ex: _Exchange, fault: Fault, event: Any) -> None:
@@ -558,6 +594,29 @@ class FakeUpstream:
             False: ([("content-type", "application/json"), ("content-length", str(len(whole)))], whole),
             True: ([("content-type", "text/event-stream"), ("content-length", str(len(sse)))], sse),
         }
+
+
+def directive_behaviour(messages: Any) -> Behaviour | None:
+    """The behaviour the directives in the last user message ask for (see the module docstring), or None."""
+    last = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
+    content = last.get("content") if last else None
+    if not isinstance(content, str):
+        return None
+    found = _DIRECTIVE.search(content)
+    if found is None:
+        return None
+    echo = "ECHO: " + " ".join(_DIRECTIVE.sub(" ", content).split())
+    name = found.group(1)
+    if name == "stall":
+        chunks = [echo[i : i + 4] for i in range(0, len(echo), 4)]
+        return Fault("stall", after=max(1, len(chunks) - 1), reply=Reply(echo, chunks=chunks, close_delimited=True))
+    if name == "nofinish":
+        return Reply(echo, send_finish=False, close_delimited=True)
+    if name == "nodone":
+        return Reply(echo, send_done=False, close_delimited=True)
+    count, every_ms = int(found.group(2)), int(found.group(3))
+    words = [f"w{i} " for i in range(1, count + 1)]
+    return Reply("".join(words), chunks=words, chunk_delay=every_ms / 1000, close_delimited=True)
 
 
 def _error(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:

@@ -112,3 +112,56 @@ def test_instant_mode_answers_without_recording() -> None:
         assert up.request_count == 2 and up.requests == []
     assert plain["choices"][0]["message"]["content"] == "quick"
     assert streamed[0]["choices"][0]["delta"]["content"] == "quick" and streamed[-1] == "[DONE]"
+
+
+# -- directives in the user's text (used where a test controls only what the user types) -------------------------
+def _directive_stream(upstream: FakeUpstream, content: str) -> tuple[list[Any], httpx.Headers]:
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": content}]}
+    with httpx.stream("POST", f"{upstream.base_url}/chat/completions", json=body, timeout=10) as response:
+        return sse_events(response.read().decode()), response.headers
+
+
+def _text(events: list[Any]) -> str:
+    return "".join(c["choices"][0]["delta"].get("content", "") for c in events if isinstance(c, dict) and c["choices"])
+
+
+def _finishes(events: list[Any]) -> list[str]:
+    return [c["choices"][0]["finish_reason"] for c in events if isinstance(c, dict) and c["choices"]
+            if c["choices"][0]["finish_reason"]]  # fmt: skip
+
+
+def test_nofinish_sends_done_but_no_finish_reason(fake_upstream: FakeUpstream) -> None:
+    events, headers = _directive_stream(fake_upstream, "cut short [[nofinish]]")
+    assert _text(events) == "ECHO: cut short" and _finishes(events) == [] and events[-1] == "[DONE]"
+    assert "transfer-encoding" not in headers and headers["connection"] == "close"  # close-delimited
+
+
+def test_nodone_sends_the_finish_reason_but_no_done(fake_upstream: FakeUpstream) -> None:
+    events, _ = _directive_stream(fake_upstream, "cut short [[nodone]]")
+    assert _text(events) == "ECHO: cut short" and _finishes(events) == ["stop"] and "[DONE]" not in events
+
+
+def test_steady_streams_n_words_at_its_pace(fake_upstream: FakeUpstream) -> None:
+    events, _ = _directive_stream(fake_upstream, "[[steady 3 100]]")
+    assert _text(events) == "w1 w2 w3 " and _finishes(events) == ["stop"] and events[-1] == "[DONE]"
+    assert fake_upstream.requests[-1].completed.is_set()  # a normal end, unlike the other directives
+
+
+def test_stall_sends_all_but_the_last_chunk_then_hangs() -> None:
+    with FakeUpstream() as upstream:
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "break [[stall]]"}]}
+        got = ""
+        with (
+            pytest.raises(httpx.ReadTimeout),
+            httpx.stream("POST", f"{upstream.base_url}/chat/completions", json=body, timeout=1) as response,
+        ):
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    got += json.loads(line[6:])["choices"][0]["delta"].get("content", "")
+        assert got == "ECHO: br"
+
+
+def test_directives_do_not_override_a_scripted_reply(fake_upstream: FakeUpstream) -> None:
+    fake_upstream.enqueue(Reply("scripted"))
+    events, _ = _directive_stream(fake_upstream, "x [[nodone]]")
+    assert _text(events) == "scripted" and events[-1] == "[DONE]"

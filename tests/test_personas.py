@@ -83,7 +83,7 @@ def test_user_directory_adds_and_overrides(tmp_path: Path):
 def test_missing_directory_and_unknown_persona(tmp_path: Path):
     with pytest.raises(ConfigError, match="DAEHWA_PERSONAS_DIR"):
         PersonaCatalog.load(tmp_path / "nope")
-    with pytest.raises(NotFound, match="available: assistant, tutor"):
+    with pytest.raises(NotFound, match="available: assistant, reservation, tutor"):
         PersonaCatalog.load().get("nobody")
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,11 +14,14 @@ from fastapi import FastAPI
 
 from daehwa.chat import TurnRequest
 from daehwa.config import Settings
+from daehwa.context.engine import QueryEmbedding
+from daehwa.context.policy import ContextPolicy
+from daehwa.context.summary import Entry
 from daehwa.pipeline import Turn, TurnFinished
 from daehwa.providers.registry import ProviderRegistry
 from daehwa.services import Services, build_services
 from daehwa.stores import NewMessage
-from daehwa.types import ChatMessage, MessageStatus, User
+from daehwa.types import ChatMessage, GenerationParams, MessageStatus, User
 from tests.api_helpers import auth
 from tests.conftest import FakeProvider
 
@@ -253,3 +257,60 @@ async def test_a_client_history_within_the_budget_is_sent_as_it_came(
     _, finished = await tight.chat.run(TurnRequest(user=alice, messages=messages, source="v1"))
     assert list(fake_provider.requests[-1].messages) == messages
     assert finished.message.meta["context"]["dropped"] == 0
+
+
+# -- the query vector: computed once, shared by hooks and recall -------------------------------------------------
+class CountingEmbedder:
+    name = "counting"
+    dim = 4
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], str]] = []
+
+    async def embed(self, texts: Sequence[str], *, kind: str = "passage") -> Any:
+        import numpy as np
+
+        self.calls.append((list(texts), kind))
+        return np.ones((len(texts), self.dim), dtype=np.float32) / 2
+
+
+async def test_the_query_vector_reaches_the_contributors_and_is_embedded_once(services: Services, alice: User) -> None:
+    embedder = CountingEmbedder()
+    services.chat.context.embedder = embedder
+    vectors: list[Any] = []
+
+    class Reader:
+        name = "reader"
+
+        async def contribute(self, turn: Turn) -> None:
+            vectors.append(turn.query_vector)
+
+    services.chat.contributors.append(Reader())
+    await services.chat.run(TurnRequest(user=alice, content="where is the bridge?"))
+    await services.chat.drain()
+    assert [list(v) for v in vectors] == [[0.5] * 4]
+    assert [c for c in embedder.calls if c[1] == "query"] == [(["where is the bridge?"], "query")]
+
+
+async def test_recall_uses_the_given_query_vector_instead_of_embedding_again(services: Services, alice: User) -> None:
+    embedder = CountingEmbedder()
+    engine = services.chat.context
+    engine.embedder = embedder
+    history = [Entry(f"m{i}", "user" if i % 2 == 0 else "assistant", f"message {i}") for i in range(9)]
+    policy = ContextPolicy.parse("recall+recent", recent_messages=2)
+    common: dict[str, Any] = {
+        "user_id": alice.id,
+        "conversation_id": "c1",
+        "history": history,
+        "system": "Be brief.",
+        "model": "fake",
+        "params": GenerationParams(),
+        "policy": policy,
+    }
+    built = await engine.build(**common, query=QueryEmbedding([0.5] * 4, 1.0))
+    assert embedder.calls == [] and built.query_vector is not None and built.embed_ms == 1.0
+    await engine.build(**common)
+    assert embedder.calls == [(["message 8"], "query")]
+    with_parts = await engine.build(**common, system_parts=["Answer warmly."])
+    assert with_parts.messages[0].content == "Be brief.\n\nAnswer warmly."
+    assert with_parts.report.system_tokens > built.report.system_tokens

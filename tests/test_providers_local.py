@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from daehwa.config import Settings
-from daehwa.errors import InvalidRequest, ModelNotFound, ModelUnavailable, UnsupportedParameter
+from daehwa.errors import InvalidRequest, ModelNotFound, ModelUnavailable, ProviderError, UnsupportedParameter
 from daehwa.providers.base import ProviderConfig
 from daehwa.providers.local import LocalProvider
 from daehwa.providers.modelfiles import ModelFiles, ModelSpec, PackagedFile
@@ -285,3 +285,25 @@ async def test_model_names(tmp_path: Path) -> None:
         provider._resolve("/etc/passwd")
     ids = [m.id for m in await provider.list_models()]
     assert ids == ["local/my-model", "local/qwen2.5-1.5b", "local/qwen2.5-0.5b", "local/smollm2-135m"]
+
+
+@pytest.mark.local_model
+async def test_a_stream_without_a_finish_reason_is_incomplete(smol: LocalProvider, monkeypatch) -> None:
+    engine = await smol.engine()
+    real_chat = engine.chat
+
+    def chat_cut_short(body, on_chunk):  # type: ignore[no-untyped-def]
+        def without_finish(chunk):  # type: ignore[no-untyped-def]
+            for choice in chunk.get("choices") or ():
+                choice["finish_reason"] = None
+            return on_chunk(chunk)
+
+        real_chat(body, without_finish)
+
+    monkeypatch.setattr(engine, "chat", chat_cut_short)
+    events: list[ProviderEvent] = []
+    with pytest.raises(ProviderError) as info:
+        async for event in smol.stream(ask("Say hello.", max_tokens=8)):
+            events.append(event)
+    assert info.value.code == "upstream_incomplete" and info.value.retryable
+    assert events and all(isinstance(e, TextDelta) for e in events)  # the text came, then the error, never an end

@@ -534,6 +534,39 @@ async def test_unknown_option_is_a_config_error(make_provider) -> None:
         make_provider(options={"timeuot": 3})
 
 
+async def test_sends_done_must_be_a_boolean(make_provider) -> None:
+    with pytest.raises(ConfigError, match="sends_done"):
+        make_provider(options={"sends_done": "no"})
+
+
+@pytest.mark.parametrize(
+    ("reply", "words"),
+    [
+        (Reply("cut sho", send_done=False), "without \\[DONE\\]"),  # a finish_reason, then the body just ends
+        (Reply("cut sho", send_finish=False), "finish_reason"),  # [DONE], but the reply never finished
+        (Reply(["one", "tw"], send_finish=False), "finish_reason"),  # n = 2, neither finished
+    ],
+)
+async def test_a_stream_that_ends_before_the_reply_is_incomplete(make_provider, upstream, reply, words) -> None:
+    upstream.enqueue(reply)
+    events: list[Any] = []
+    params = GenerationParams(n=2) if not isinstance(reply.text, str) else None
+    with pytest.raises(ProviderError, match=words) as info:
+        await collect(make_provider(), request(params), into=events)
+    assert info.value.code == "upstream_incomplete" and info.value.retryable
+    assert not any(isinstance(e, StreamEnd) for e in events)  # the text arrived, never an end
+    assert texts(events)[0] in ("cut sho", "one")
+
+
+async def test_sends_done_false_accepts_a_stream_without_done(make_provider, upstream: FakeUpstream) -> None:
+    upstream.enqueue(Reply("no done here", send_done=False), Reply("nor here", send_done=False, send_finish=False))
+    provider = make_provider(options={"sends_done": False})
+    events = await collect(provider, request())
+    assert texts(events) == {0: "no done here"} and events[-1].finish_reasons == {0: "stop"}
+    with pytest.raises(ProviderError, match="finish_reason"):  # a finish_reason is still needed
+        await collect(provider, request())
+
+
 async def test_options_headers_are_sent(make_provider, upstream: FakeUpstream) -> None:
     await collect(make_provider(options={"headers": {"X-Title": "daehwa"}}), request())
     assert upstream.last.headers["x-title"] == "daehwa"

@@ -80,19 +80,20 @@ async def test_memory_counters_add_seed_and_expire():
     assert await counters.get("t") is None
 
 
-@pytest.fixture
-async def redis_counters() -> AsyncIterator[tuple[RedisCounters, RedisCounters]]:
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def redis_counters(request: pytest.FixtureRequest) -> AsyncIterator[tuple[RedisCounters, RedisCounters]]:
+    url = REDIS_URL if request.param == "redis" else str(request.getfixturevalue("redis_cluster_url"))
     try:
-        import redis.asyncio as aioredis
+        from daehwa.stores.redis.connection import connect
 
-        probe = aioredis.from_url(REDIS_URL)
+        probe = connect(url)
         await probe.ping()
         await probe.aclose()
     except Exception as exc:
-        require(False, f"Redis is not reachable at {REDIS_URL}: {exc}")
+        require(False, f"Redis is not reachable at {url}: {exc}")
     prefix = f"test-quota-{uuid.uuid4().hex[:8]}"
     # Two clients on one prefix stand for two daehwa processes.
-    first, second = RedisCounters(REDIS_URL, prefix=prefix), RedisCounters(REDIS_URL, prefix=prefix)
+    first, second = RedisCounters(url, prefix=prefix), RedisCounters(url, prefix=prefix)
     try:
         yield first, second
     finally:

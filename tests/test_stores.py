@@ -52,20 +52,19 @@ StoreFactory = Callable[[], Store]
 
 
 @asynccontextmanager
-async def _redis_namespace(**options: Any) -> AsyncIterator[StoreFactory]:
-    import redis.asyncio as aioredis
-
+async def _redis_namespace(url: str = REDIS_URL, **options: Any) -> AsyncIterator[StoreFactory]:
     from daehwa.stores.redis import RedisStore
+    from daehwa.stores.redis.connection import connect
 
-    client = aioredis.from_url(REDIS_URL)
+    client = connect(url)
     try:
         await client.ping()
     except Exception as exc:
         await client.aclose()
-        require(False, f"Redis is not reachable at {REDIS_URL}: {exc!r}")
+        require(False, f"Redis is not reachable at {url}: {exc!r}")
     prefix = f"daehwa-test-{uuid.uuid4().hex}"
     try:
-        yield lambda: RedisStore(REDIS_URL, prefix=prefix, **options)
+        yield lambda: RedisStore(url, prefix=prefix, **options)
     finally:
         keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
         if keys:
@@ -94,7 +93,9 @@ async def _postgres_namespace() -> AsyncIterator[StoreFactory]:
 @pytest.fixture(
     params=[
         pytest.param("sqlite", id="sqlite"),
+        pytest.param("memory", id="memory"),
         pytest.param("redis", id="redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", id="redis-cluster", marks=pytest.mark.redis),
         pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
     ]
 )
@@ -104,8 +105,16 @@ async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Async
         from daehwa.stores.sqlite import SQLiteStore
 
         yield lambda: SQLiteStore(tmp_path / "data" / "daehwa.db")
+    elif request.param == "memory":
+        from daehwa.stores.memory import MemoryStore
+
+        name = uuid.uuid4().hex
+        yield lambda: MemoryStore(name)
     elif request.param == "redis":
         async with _redis_namespace() as factory:
+            yield factory
+    elif request.param == "redis-cluster":
+        async with _redis_namespace(request.getfixturevalue("redis_cluster_url")) as factory:
             yield factory
     else:
         async with _postgres_namespace() as factory:
@@ -143,6 +152,8 @@ async def test_every_backend_is_the_three_interfaces(store: Store) -> None:
     assert isinstance(store, ConversationStore) and isinstance(store, AccountStore) and isinstance(store, UsageStore)
     # Each domain lives in its own module of the backend's package, so a new capability has an obvious home.
     backend = type(store).__module__
+    if backend == "daehwa.stores.memory":  # the SQLite store on an in-memory database
+        backend = "daehwa.stores.sqlite"
     owners = {name: getattr(type(store), name).__module__ for name in ("list_messages", "find_api_key", "record_usage")}
     assert owners == {
         "list_messages": f"{backend}.conversations",
@@ -917,6 +928,42 @@ def test_open_store_picks_the_backend_from_the_url(tmp_path: Path) -> None:
     assert isinstance(absolute, SQLiteStore) and absolute.path == f"{tmp_path}/a.db"
     relative = open_store("sqlite:///rel/b.db")
     assert isinstance(relative, SQLiteStore) and relative.path == "rel/b.db"
+    from daehwa.stores.memory import MemoryStore
+    from daehwa.stores.redis import RedisStore
+
+    assert isinstance(open_store("memory://"), MemoryStore)
+    assert open_store("memory://").name != open_store("memory://").name  # a fresh database each
+    assert open_store("memory://t1").name == "t1"
+    cluster = open_store("redis+cluster://127.0.0.1:7000")
+    assert isinstance(cluster, RedisStore) and cluster.cluster
+    assert not open_store("redis://127.0.0.1:6379/0").cluster  # type: ignore[attr-defined]
+
+
+async def test_memory_stores_are_apart_and_forget_when_the_last_one_closes() -> None:
+    from daehwa.stores.memory import MemoryStore
+
+    first, other = MemoryStore("forget-test"), MemoryStore()
+    await first.open()
+    await other.open()
+    conv = await first.create_conversation("u1", NewConversation(title="t"))
+    assert await other.get_conversation("u1", conv.id) is None  # another name, another database
+    await other.close()
+    await first.close()
+    again = MemoryStore("forget-test")
+    await again.open()
+    try:
+        assert await again.get_conversation("u1", conv.id) is None  # nothing survives the last close
+    finally:
+        await again.close()
+
+
+def test_memory_and_cluster_urls_are_checked() -> None:
+    from daehwa.stores.redis.connection import connect
+
+    with pytest.raises(ConfigError, match="memory store name"):
+        open_store("memory://no spaces")
+    with pytest.raises(ConfigError, match="database 0"):
+        connect("redis+cluster://127.0.0.1:7000/2")
 
 
 @pytest.mark.parametrize("url", ["", "daehwa.db", "mysql://localhost/db", "sqlite:///", "http://x"])
@@ -960,9 +1007,15 @@ def test_plugins_register_by_entry_point(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 # -- Redis only: what expires and what does not -------------------------------------------------------------------
+@pytest.fixture(params=["redis", "redis-cluster"])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """One Redis, then the test session's Redis Cluster."""
+    return REDIS_URL if request.param == "redis" else str(request.getfixturevalue("redis_cluster_url"))
+
+
 @pytest.fixture
-async def short_lived_redis() -> AsyncIterator[Any]:
-    async with _redis_namespace(ttl_seconds=60) as factory:
+async def short_lived_redis(redis_url: str) -> AsyncIterator[Any]:
+    async with _redis_namespace(redis_url, ttl_seconds=60) as factory:
         store = factory()
         await store.open()
         try:
@@ -976,7 +1029,7 @@ async def test_redis_conversation_data_expires_and_writes_renew_it(short_lived_r
     store, r = short_lived_redis, short_lived_redis._r()
     conv = await store.create_conversation("u1", NewConversation(title="t"))
     await store.append_message("u1", conv.id, NewMessage(role="user", content="x"))
-    conv_keys = [store._k("conv", conv.id), *(store._k("conv", conv.id, part) for part in ("msgs", "order"))]
+    conv_keys = [store._conv_key(conv.id), *(store._conv_key(conv.id, part) for part in ("msgs", "order"))]
     conv_keys.append(store._k("user", "u1", "convs"))
     for key in conv_keys:
         assert 55_000 < await r.pttl(key) <= 60_000, key
@@ -994,12 +1047,12 @@ async def test_redis_accounts_keys_and_usage_never_expire(short_lived_redis: Any
     await store.find_api_key("kh")
     await store.record_usage(_usage(user.id, "m", 1, 1))
     persistent = [
-        store._k("user", user.id),
-        store._k("users"),
-        store._k("user_names"),
-        store._k("apikey", key.id),
-        store._k("apikey_hashes"),
-        store._k("apikeys"),
+        store._acct_key("user", user.id),
+        store._acct_key("users"),
+        store._acct_key("user_names"),
+        store._acct_key("apikey", key.id),
+        store._acct_key("apikey_hashes"),
+        store._acct_key("apikeys"),
         store._k("usage"),
         store._k("user", user.id, "usage"),
     ]
@@ -1008,8 +1061,8 @@ async def test_redis_accounts_keys_and_usage_never_expire(short_lived_redis: Any
 
 
 @pytest.mark.redis
-async def test_redis_expired_conversations_vanish_everywhere() -> None:
-    async with _redis_namespace(ttl_seconds=0.3) as factory:
+async def test_redis_expired_conversations_vanish_everywhere(redis_url: str) -> None:
+    async with _redis_namespace(redis_url, ttl_seconds=0.3) as factory:
         store = factory()
         await store.open()
         try:
@@ -1029,13 +1082,13 @@ async def test_redis_sessions_expire_in_redis_too(short_lived_redis: Any) -> Non
     store, r = short_lived_redis, short_lived_redis._r()
     expires = datetime.now(UTC) + timedelta(minutes=10)
     await store.create_session("t", SessionRecord(user_id="u1", csrf_token="c", expires_at=expires))
-    assert 590_000 < await r.pttl(store._k("session", "t")) <= 600_000
+    assert 590_000 < await r.pttl(store._acct_key("session", "t")) <= 600_000
 
 
 @pytest.mark.redis
 async def test_redis_session_index_follows_its_sessions(short_lived_redis: Any) -> None:
     store, r = short_lived_redis, short_lived_redis._r()
-    index = store._k("user", "u1", "sessions")
+    index = store._acct_key("user", "u1", "sessions")
     now = datetime.now(UTC)
 
     def lasting(minutes: int, user_id: str = "u1") -> SessionRecord:
@@ -1058,9 +1111,91 @@ async def test_redis_session_index_follows_its_sessions(short_lived_redis: Any) 
     assert await r.exists(index) == 0
 
 
+async def _as_format_2(store: Any) -> None:
+    """Give every key of ``store`` its format 2 name (no hash tags), as a daehwa before format 3 left them."""
+    r, prefix = store._r(), store.prefix
+    async for key in r.scan_iter(match=re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + ":*"):
+        rest = key[len(prefix) + 1 :]
+        old = rest.removeprefix("{accounts}:")
+        if old.startswith("conv:{"):
+            cid, _, tail = old[len("conv:{") :].partition("}")
+            old = f"conv:{cid}{tail}"
+        if old != rest:  # DUMP/RESTORE: also across the slots of a cluster
+            dumped, ttl = await r.dump(key), await r.pttl(key)
+            await r.restore(f"{prefix}:{old}", max(ttl, 0), dumped)
+            await r.delete(key)
+    await r.set(store._k("schema"), 2)
+
+
+@pytest.mark.redis
+async def test_redis_format_2_data_is_renamed_on_first_open(redis_url: str) -> None:
+    """Format 2 -> 3 (hash tags): open() renames every key, keeping TTLs; two processes starting at once agree."""
+    async with _redis_namespace(redis_url) as factory:
+        old = factory()
+        await old.open()
+        try:
+            user = await old.create_user("alice", password_hash="h")
+            await old.create_api_key(user.id, name="k", prefix="p", key_hash="kh")
+            later = datetime.now(UTC) + timedelta(hours=1)
+            await old.create_session("s1", SessionRecord(user_id=user.id, csrf_token="c", expires_at=later))
+            conv, _, reply = await old.create_conversation_with_turn(
+                user.id, NewConversation(title="old"), NewTurn("hi", "m")
+            )
+            await old.save_vectors(user.id, conv.id, {reply.id: b"\0\0\0\0"}, model="e")
+            await old.finish_turn(user.id, reply.id, TurnResult("hello", MessageStatus.COMPLETE, usage=_usage(
+                user.id, "m", 1, 2)))  # fmt: skip
+            await _as_format_2(old)
+            r = old._r()
+            assert await r.exists(f"{old.prefix}:conv:{conv.id}:msgs", f"{old.prefix}:users") == 2
+        finally:
+            await old.close()
+        first, second = factory(), factory()
+        await asyncio.gather(first.open(), second.open())
+        try:
+            r = first._r()
+            assert await r.get(first._k("schema")) == "3"
+            assert await r.exists(f"{first.prefix}:conv:{conv.id}", f"{first.prefix}:users") == 0
+            assert await r.pttl(first._conv_key(conv.id, "msgs")) > 0  # the TTL came along
+            for s in (first, second):
+                assert [c.id for c in await s.list_conversations(user.id)] == [conv.id]
+                assert [m.content for m in await s.list_messages(user.id, conv.id) or []] == ["hi", "hello"]
+                assert await s.load_vectors(user.id, conv.id, model="e") == {reply.id: b"\0\0\0\0"}
+                assert (await s.get_user_by_name("alice")) is not None
+                assert (await s.find_api_key("kh")) is not None
+                assert (await s.get_session("s1")) is not None
+                assert await s.tokens_used_since(user.id, datetime.now(UTC) - timedelta(hours=1)) == 3
+            assert await r.get(first._k("upgrading")) is None
+        finally:
+            await first.close()
+            await second.close()
+
+
+def test_format_3_names() -> None:
+    from daehwa.stores.redis import format3_name
+
+    assert format3_name("P", "P:conv:c1") == "P:conv:{c1}"
+    assert format3_name("P", "P:conv:c1:summary") == "P:conv:{c1}:summary"
+    assert format3_name("P", "P:conv:{c1}:msgs") is None  # already renamed
+    assert format3_name("P", "P:user:u1") == "P:{accounts}:user:u1"
+    assert format3_name("P", "P:user:u1:sessions") == "P:{accounts}:user:u1:sessions"
+    assert format3_name("P", "P:user:u1:convs") is None  # single-key use: keeps its name
+    assert format3_name("P", "P:user:u1:usage") is None
+    assert format3_name("P", "P:session:abc") == "P:{accounts}:session:abc"
+    assert format3_name("P", "P:apikey_hashes") == "P:{accounts}:apikey_hashes"
+    for kept in ("P:usage", "P:streaming", "P:schema", "P:quota:rpm:u1", "P:{accounts}:users"):
+        assert format3_name("P", kept) is None
+
+
+def test_braces_in_the_prefix_are_refused() -> None:
+    from daehwa.stores.redis import RedisStore
+
+    with pytest.raises(ConfigError, match="braces"):
+        RedisStore(REDIS_URL, prefix="a{b}")
+
+
 @pytest.mark.redis
 async def test_redis_sessions_written_before_the_index_are_indexed_on_open() -> None:
-    """Schema 1 (no per-user index) -> 2: open() indexes the sessions already there, so a password change ends them."""
+    """Schema 1 (no per-user index) -> 3: open() indexes the sessions already there, so a password change ends them."""
     async with _redis_namespace() as factory:
         from daehwa.stores.redis import RedisStore
 
@@ -1076,7 +1211,8 @@ async def test_redis_sessions_written_before_the_index_are_indexed_on_open() -> 
             await old.create_session("link", SessionRecord(user_id="u1", csrf_token="", expires_at=later))
             await sibling.create_session("other", SessionRecord(user_id="u1", csrf_token="c", expires_at=later))
             r = old._r()
-            await r.delete(old._k("user", "u1", "sessions"))  # what a version 1 daehwa left: sessions, no index
+            await r.delete(old._acct_key("user", "u1", "sessions"))  # what a version 1 daehwa left: no index
+            await _as_format_2(old)
             await r.set(old._k("schema"), 1)
         finally:
             await old.close()
@@ -1084,8 +1220,8 @@ async def test_redis_sessions_written_before_the_index_are_indexed_on_open() -> 
         await upgraded.open()
         try:
             r = upgraded._r()
-            assert await r.get(upgraded._k("schema")) == "2"
-            assert set(await r.zrange(upgraded._k("user", "u1", "sessions"), 0, -1)) == {"s1", "link"}
+            assert await r.get(upgraded._k("schema")) == "3"
+            assert set(await r.zrange(upgraded._acct_key("user", "u1", "sessions"), 0, -1)) == {"s1", "link"}
             assert await upgraded.delete_user_sessions("u1") == 2
             assert await upgraded.get_session("s1") is None and await upgraded.get_session("link") is None
             assert await sibling.get_session("other") is not None
@@ -1136,3 +1272,43 @@ async def test_postgres_unreachable_server_names_the_setting() -> None:
     with pytest.raises(ConfigError, match="DAEHWA_DATABASE_URL") as info:
         await store.open()
     assert "s3cret" not in str(info.value) and "s3cret" not in repr(store)
+
+
+# -- completed forms (FormStore) ---------------------------------------------------------------------------------
+async def test_form_records_are_the_owners_and_survive_reopen_and_conversation_delete(
+    store: Store, store_factory: StoreFactory
+) -> None:
+    from daehwa.stores import NewFormRecord
+
+    alice = await store.create_user(f"alice-{uuid.uuid4().hex[:6]}", password_hash=None)
+    bob = await store.create_user(f"bob-{uuid.uuid4().hex[:6]}", password_hash=None)
+    conv = await store.create_conversation(alice.id)
+    other = await store.create_conversation(alice.id)
+    values = {"date": "2026-12-24", "party": 2, "name": "김민수"}
+    # Bob cannot file a record in Alice's conversation.
+    assert await store.save_form_record(bob.id, NewFormRecord(conv.id, "reservation", values)) is None
+    first = await store.save_form_record(alice.id, NewFormRecord(conv.id, "reservation", values, delivery="pending"))
+    assert first is not None and first.values == values and first.delivery == "pending"
+    second = await store.save_form_record(alice.id, NewFormRecord(other.id, "reservation", {"party": 4}))
+    assert second is not None and second.delivery is None
+    assert [r.id for r in await store.list_form_records(alice.id)] == [first.id, second.id]
+    assert [r.id for r in await store.list_form_records(alice.id, conversation_id=conv.id)] == [first.id]
+    assert await store.list_form_records(bob.id) == []
+    assert await store.get_form_record(bob.id, first.id) is None
+    assert not await store.set_form_delivery(bob.id, first.id, "delivered")
+    assert await store.set_form_delivery(alice.id, first.id, "delivered")
+    await store.delete_conversation(alice.id, conv.id)
+    again = store_factory()
+    await again.open()
+    try:
+        got = await again.get_form_record(alice.id, first.id)
+        assert got is not None
+        assert (got.values, got.delivery, got.form, got.conversation_id) == (
+            values,
+            "delivered",
+            "reservation",
+            conv.id,
+        )
+        assert abs((got.created_at - first.created_at).total_seconds()) < 0.01
+    finally:
+        await again.close()

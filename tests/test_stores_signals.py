@@ -23,8 +23,9 @@ SignalsFactory = Callable[[], StopSignals]
 
 @asynccontextmanager
 async def _namespace(backend: str) -> AsyncIterator[SignalsFactory]:
-    if backend == "redis":
-        async with _redis_namespace() as stores:
+    """``backend``: "redis", "postgres", or a redis+cluster:// URL (the ``backend`` fixture's values)."""
+    if backend == "redis" or backend.startswith("redis+cluster://"):
+        async with _redis_namespace(REDIS_URL if backend == "redis" else backend) as stores:
             yield lambda: stores().stop_signals()
     else:
         async with _postgres_namespace() as stores:
@@ -53,11 +54,19 @@ async def opened(signals: StopSignals, inbox: Inbox) -> AsyncIterator[StopSignal
 
 SHARED = [
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("redis-cluster", id="redis-cluster", marks=pytest.mark.redis),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
 
 
-@pytest.mark.parametrize("backend", SHARED)
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend's name; for the cluster, the session cluster's URL (started on first use)."""
+    name = str(request.param)
+    return str(request.getfixturevalue("redis_cluster_url")) if name == "redis-cluster" else name
+
+
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
 async def test_a_signal_reaches_every_process_of_the_namespace_and_no_other(backend: str) -> None:
     async with _namespace(backend) as make, _namespace(backend) as make_other:
         first, second, stranger = Inbox(), Inbox(), Inbox()
@@ -76,7 +85,7 @@ async def test_a_signal_reaches_every_process_of_the_namespace_and_no_other(back
             assert stranger.got == [("u9", "c9")]
 
 
-@pytest.mark.parametrize("backend", SHARED)
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
 async def test_malformed_messages_are_ignored(backend: str, caplog: pytest.LogCaptureFixture) -> None:
     async with _namespace(backend) as make:
         inbox = Inbox()
@@ -93,9 +102,9 @@ async def test_malformed_messages_are_ignored(backend: str, caplog: pytest.LogCa
 async def _admin(signals: StopSignals) -> AsyncIterator[Any]:
     """A plain connection to the server behind ``signals`` (Redis client or asyncpg connection), for the test."""
     if isinstance(signals, RedisSignals):
-        import redis.asyncio as aioredis
+        from daehwa.stores.redis.connection import connect
 
-        client = aioredis.from_url(REDIS_URL, decode_responses=True)
+        client = connect(signals.url)
         try:
             yield client
         finally:
@@ -119,7 +128,7 @@ async def _send_raw(signals: StopSignals, raw: str) -> None:
             await admin.execute("SELECT pg_notify($1, $2)", signals.channel, raw)
 
 
-@pytest.mark.parametrize("backend", SHARED)
+@pytest.mark.parametrize("backend", SHARED, indirect=True)
 async def test_the_subscription_comes_back_after_its_connection_is_killed(backend: str) -> None:
     async with _namespace(backend) as make:
         inbox = Inbox()
@@ -137,12 +146,25 @@ async def test_the_subscription_comes_back_after_its_connection_is_killed(backen
 async def _kill_subscription(signals: StopSignals) -> None:
     async with _admin(signals) as admin:
         if isinstance(signals, RedisSignals):
-            # By name: every "process" of the namespace has one, so all of them have to come back.
-            listed = await admin.client_list()
-            clients = [c for c in listed if c.get("name") == signals.client_name and c["sub"] != "0"]
-            assert clients, "no subscribed connection with the signals' client name"
-            for c in clients:
-                await admin.client_kill_filter(_id=c["id"])
+            import redis.asyncio as aioredis
+
+            # By name: every "process" of the namespace has one, so all of them have to come back. On a cluster
+            # the subscriber is on one of the nodes: look at each.
+            nodes: list[Any] = [None]
+            if hasattr(admin, "get_nodes"):
+                await admin.initialize()
+                nodes = [(n.host, n.port) for n in admin.get_nodes()]
+            killed = 0
+            for node in nodes:
+                one = admin if node is None else aioredis.Redis(host=node[0], port=node[1], decode_responses=True)
+                listed = await one.client_list()
+                clients = [c for c in listed if c.get("name") == signals.client_name and c["sub"] != "0"]
+                for c in clients:
+                    await one.client_kill_filter(_id=c["id"])
+                killed += len(clients)
+                if node is not None:
+                    await one.aclose()
+            assert killed, "no subscribed connection with the signals' client name"
         else:
             assert isinstance(signals, PostgresSignals)
             pid = signals._conn.get_server_pid()  # the listening connection of this "process" only

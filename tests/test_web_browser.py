@@ -387,6 +387,27 @@ def test_stop_mid_reply_keeps_the_partial_reply(tab: Tab, server: Server) -> Non
     tab.assert_clean()
 
 
+def test_a_reply_whose_stream_ended_without_a_finish_shows_interrupted_with_regenerate(
+    tab: Tab, server: Server
+) -> None:
+    page = tab.page
+    tab.login()
+    tab.new_chat()
+    tab.send("cut short [[nodone]]")  # the fake upstream ends the body after the finish_reason, without [DONE]
+    reply = tab.wait_final()
+    assert reply.get_attribute("data-status") == "interrupted"
+    assert body_text(reply) == "ECHO: cut short"
+    assert page.locator(".msg-regenerate").count() == 1
+
+    page.reload()
+    page.wait_for_selector("body[data-ready='true']")
+    reply = tab.wait_final()
+    assert reply.get_attribute("data-status") == "interrupted"
+    assert body_text(reply) == "ECHO: cut short"
+    assert page.locator(".msg-regenerate").count() == 1
+    tab.assert_clean()
+
+
 def test_reload_mid_reply_shows_the_reply_complete_or_interrupted(tab: Tab, server: Server) -> None:
     page = tab.page
     tab.login()
@@ -830,4 +851,44 @@ def test_screenshots_light_dark_and_phone(tab: Tab, server: Server) -> None:
     page.screenshot(path=str(ARTIFACTS / "web-login-dark.png"))
     for name in ("light", "dark", "phone", "phone-menu"):
         assert (ARTIFACTS / f"web-chat-{name}.png").stat().st_size > 10_000
+    tab.assert_clean()
+
+
+def test_the_form_chip_follows_a_reservation(tab: Tab, server: Server) -> None:
+    page = tab.page
+    tab.login()
+    tab.new_chat()
+    page.select_option("#persona-select", "reservation")
+    page.click("#start-chat")
+    page.wait_for_selector(".msg-assistant")
+    page.wait_for_url("**/c/*")
+    chip = page.locator("#form-chip")
+    chip.wait_for(state="visible")
+    assert chip.inner_text() == "예약 0/6 · 다음: 날짜"
+
+    def answer(text: str, *, next_field: str) -> None:
+        replies = page.locator(".msg-assistant").count()
+        page.locator("#composer-input").fill(text)
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"() => document.querySelectorAll('.msg-assistant').length > {replies}")
+        page.wait_for_selector(f"#form-chip[data-next='{next_field}']")
+
+    answer("내일 저녁 7시에 두 명이요", next_field="name")
+    assert chip.inner_text() == "예약 3/6 · 다음: 예약자 성함"
+    assert "인원: 2명" in (chip.get_attribute("title") or "")
+    answer("김민수입니다", next_field="phone")
+    answer("010-123-456", next_field="phone")  # re-asked with the reason
+    assert "자릿수" in body_text(page.locator(".msg-assistant").last)
+    answer("010-1234-5678", next_field="seat")
+    answer("창가요", next_field="")
+    page.wait_for_selector("#form-chip[data-status='confirming']")
+    assert chip.inner_text() == "예약 6/6 · 확인 중"
+    page.locator("#composer-input").fill("네")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#form-chip[data-status='done']")
+    assert chip.inner_text() == "예약 6/6 · 완료"
+    assert "예약이 완료되었어요" in body_text(page.locator(".msg-assistant").last)
+    # Another conversation without a form hides the chip.
+    tab.new_chat()
+    page.wait_for_selector("#form-chip", state="hidden")
     tab.assert_clean()

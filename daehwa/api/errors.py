@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import DaehwaError, RateLimited
 from ..stores.outage import outage_exception_types, store_outage
+from ..types import PARAM_BOUNDS, bound_message
 
 log = logging.getLogger("daehwa.api")
 
@@ -59,6 +60,11 @@ def validation_message(errors: Sequence[Any]) -> tuple[str, str | None, str]:
         return f"The request body is not valid JSON ({detail}): send a JSON object.", None, "invalid_json"
     if kind == "missing" and not loc:
         return "The request needs a JSON body.", None, "invalid_request"
+    if (
+        param is not None and param in PARAM_BOUNDS
+    ):  # every numeric parameter's error names its bound, the same on every route
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        return bound_message(param, first.get("input")) + more, param, "invalid_request"
     message = first.get("msg", "invalid value")
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     where = f"{param}: " if param else ""
@@ -111,6 +117,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if getattr(exc, "sqlstate", None) == _SQLSTATE_UNTRANSLATABLE:
             # PostgreSQL refused a NUL character in some text the pipeline does not check (a name, a rename).
             message = "The request contains a NUL character (U+0000), which cannot be stored: remove it."
+            return JSONResponse(error_body(message, "invalid_request_error", "invalid_text"), status_code=400)
+        if isinstance(exc, UnicodeEncodeError) and "surrogate" in exc.reason:
+            # A lone surrogate in some text no check saw (the JSON bodies and the pipeline are checked): still a 400.
+            message = (
+                "The request contains a lone surrogate (half of a UTF-16 pair), which cannot be stored: remove it."
+            )
             return JSONResponse(error_body(message, "invalid_request_error", "invalid_text"), status_code=400)
         rid = _request_id(request)
         outage = store_outage(exc)

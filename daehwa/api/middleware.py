@@ -2,8 +2,9 @@
 
 - ``RequestIdMiddleware``: takes a sane ``X-Request-ID`` or makes one, exposes it as ``request.state.request_id`` and
   returns it on every response.
-- ``BodyLimitMiddleware``: refuses bodies over ``DAEHWA_MAX_REQUEST_BYTES`` with 413 before the app reads them, and a
-  NUL character in the URL's path or query with 400.
+- ``BodyLimitMiddleware``: refuses bodies over ``DAEHWA_MAX_REQUEST_BYTES`` with 413 before the app reads them, a
+  NUL character in the URL's path or query with 400, and a JSON body whose strings hold a NUL or a lone surrogate
+  (``daehwa.text``) with 400 ``invalid_text``, whatever the route and the store.
 - ``SecretRedactingFilter``: server logs print request paths, and two paths carry secrets in the query string
   (``/api/ws?api_key=``, ``/auth/magic?token=``); the filter blanks them in uvicorn's log lines.
 """
@@ -18,7 +19,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import InvalidRequest
 from ..logs import bind_request_id
+from ..text import check_json, may_hold_escapes
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _SECRET_QUERY = re.compile(r"((?:api_key|token|access_token|key)=)[^&\s\"']+", re.IGNORECASE)
@@ -75,13 +78,13 @@ class BodyLimitMiddleware:
                 except ValueError:
                     length = None
                 break
-        if length is not None:
-            if length > self.max_bytes:
-                await self._too_large(send)
-                return
+        if length is not None and length > self.max_bytes:
+            await self._too_large(send)
+            return
+        if length is not None and not _is_json(scope):
             await self.app(scope, receive, send)
             return
-        # No Content-Length (chunked): read up to the limit, then replay the body to the app.
+        # A JSON body, or one without Content-Length (chunked): read it (up to the limit), check it, replay it.
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -97,16 +100,25 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        await self.app(scope, _replay(chunks, None, receive), send)
+        body = b"".join(chunks)
+        if may_hold_escapes(body):  # rare: only then is the body decoded here (the app decodes it again)
+            try:
+                check_json(json.loads(body))
+            except InvalidRequest as exc:
+                await self._reject(send, 400, exc.message, "invalid_text", param=exc.param)
+                return
+            except ValueError:
+                pass  # not JSON: the app answers that
+        await self.app(scope, _replay([body], None, receive), send)
 
     async def _too_large(self, send: Send) -> None:
         message = f"The request body is larger than {self.max_bytes} bytes (DAEHWA_MAX_REQUEST_BYTES)."
         await self._reject(send, 413, message, "request_too_large")
 
     @staticmethod
-    async def _reject(send: Send, status: int, message: str, code: str) -> None:
+    async def _reject(send: Send, status: int, message: str, code: str, *, param: str | None = None) -> None:
         body = json.dumps(
-            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+            {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
         ).encode()
         await send(
             {
@@ -116,6 +128,14 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _is_json(scope: Scope) -> bool:
+    """Whether the app will decode the body as JSON (FastAPI also does so when there is no Content-Type)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return b"json" in value.lower()
+    return True
 
 
 def _replay(chunks: list[bytes], first: Message | None, receive: Receive) -> Receive:

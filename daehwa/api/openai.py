@@ -21,7 +21,7 @@ from ..routing import params_from_wire
 from ..types import ChatMessage, User
 from .auth import api_key_user
 from .errors import error_response
-from .schemas import ErrorOut
+from .schemas import ErrorOut, param_field
 from .stream import EventStreamResponse, SendBytes, TurnHandle, error_event_json
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -71,15 +71,15 @@ class ChatCompletionRequest(BaseModel):
     messages: list[WireMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = Field(default=None, ge=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
+    n: int | None = param_field("n")
+    max_tokens: int | None = param_field("max_tokens")
+    max_completion_tokens: int | None = param_field("max_completion_tokens")
+    temperature: float | None = param_field("temperature")
+    top_p: float | None = param_field("top_p")
     stop: str | list[str] | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    seed: int | None = None
+    presence_penalty: float | None = param_field("presence_penalty")
+    frequency_penalty: float | None = param_field("frequency_penalty")
+    seed: int | None = param_field("seed")
     user: str | None = Field(default=None, max_length=256)
     response_format: ResponseFormat | None = None
 
@@ -172,12 +172,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
         return _stream_response(handle, include_usage, body.n or 1)
     # Registered as an active turn like a streamed one: POST /api/conversations/{id}/stop (from any server process)
     # ends it, and the reply so far is the answer.
-    handle = await TurnHandle.open(chat, turn, request.app.state.turns)
-    try:
-        outcome = await handle.run()
-    except BaseException:
-        await handle.aclose()
-        raise
+    outcome = await TurnHandle.run_to_end(chat, turn, request.app.state.turns)
     finished = outcome.finished
     texts: Mapping[int, str] = {0: outcome.message.content}  # stopped: the reply so far (stored as interrupted)
     model = outcome.message.model or outcome.started.model

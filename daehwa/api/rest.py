@@ -18,6 +18,8 @@ from pydantic import BaseModel, Field
 from ..chat import TurnRequest
 from ..errors import ConfigError, InvalidRequest, NotFound
 from ..i18n import normalize_locale
+from ..intelligence.forms import META_KEY as FORM_META_KEY
+from ..intelligence.forms import FormState, progress
 from ..services import Services
 from ..stores.base import ConversationQuery
 from ..types import ChatMessage, User
@@ -26,12 +28,14 @@ from .errors import error_response
 from .schemas import (
     ConversationOut,
     ErrorOut,
+    FormProgressOut,
     MessageContextOut,
     MessageOut,
     TurnResultOut,
     conversation_json,
     generation_params,
     message_json,
+    param_field,
 )
 from .stream import ActiveTurns, TurnHandle, sse_turn_response
 
@@ -67,13 +71,13 @@ class Options(BaseModel):
 
     stream: bool = Field(default=False, description="Answer as an SSE stream instead of one JSON object.")
     model: str | None = Field(default=None, max_length=200, description="e.g. local, openai/gpt-4o-mini")
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    temperature: float | None = param_field("temperature")
+    top_p: float | None = param_field("top_p")
+    max_tokens: int | None = param_field("max_tokens")
     stop: str | list[str] | None = Field(default=None, description="Up to 4 stop sequences.")
-    seed: int | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    seed: int | None = param_field("seed")
+    presence_penalty: float | None = param_field("presence_penalty")
+    frequency_penalty: float | None = param_field("frequency_penalty")
 
 
 class MessageIn(Options):
@@ -126,14 +130,9 @@ class StoppedOut(BaseModel):
 
 async def reply(request: Request, turn: TurnRequest, *, stream: bool) -> Response | dict[str, Any]:
     """Run a turn for a REST route: one JSON TurnResult, or an SSE stream."""
-    handle = await TurnHandle.open(services_of(request).chat, turn, turns_of(request))
     if stream:
-        return sse_turn_response(handle)
-    try:
-        outcome = await handle.run()
-    except BaseException:
-        await handle.aclose()
-        raise
+        return sse_turn_response(await TurnHandle.open(services_of(request).chat, turn, turns_of(request)))
+    outcome = await TurnHandle.run_to_end(services_of(request).chat, turn, turns_of(request))
     finished = outcome.finished
     if finished is not None and finished.error is not None and finished.outcome.value == "error":
         return error_response(finished.error)  # the model failed before writing anything; stored as error
@@ -228,6 +227,19 @@ async def message_context(conversation_id: str, message_id: str, request: Reques
         raise NotFound("No such reply in this conversation.", param="message_id")
     report = found.meta.get("context")
     return {"message_id": found.id, "context": report if isinstance(report, dict) else None}
+
+
+@router.get("/api/conversations/{conversation_id}/form", response_model=FormProgressOut, responses=_ERRORS)
+async def form_progress(conversation_id: str, request: Request, user: CurrentUser) -> dict[str, Any]:
+    """The conversation's form: every field with its value, which one is asked next, and whether it is done."""
+    conversation = await _owned(request, user.id, conversation_id)
+    personas = services_of(request).personas
+    persona = personas.get(conversation.persona) if conversation.persona in personas else None
+    if persona is None or persona.form is None:
+        return {"form": None}
+    state = FormState.from_meta((conversation.meta or {}).get(FORM_META_KEY), persona.form)
+    lang = normalize_locale(request.headers.get("accept-language"))
+    return progress(persona.form, state, state.locale if state is not None else lang[:2])
 
 
 @router.patch("/api/conversations/{conversation_id}", response_model=ConversationOut, responses=_ERRORS)

@@ -15,7 +15,17 @@ from ..chat import TurnFinished, TurnStarted
 from ..errors import InvalidRequest
 from ..routing import params_from_wire
 from ..stores.base import ApiKeyRecord
-from ..types import Conversation, GenerationParams, StoredMessage, Usage, User
+from ..types import INTEGER_PARAMS, PARAM_BOUNDS, Conversation, GenerationParams, StoredMessage, Usage, User
+
+
+def param_field(name: str) -> Any:
+    """The pydantic field of a numeric generation parameter, bounded by ``PARAM_BOUNDS`` (one table for every route).
+
+    ``validation_message`` words its errors from the same table: "max_tokens must be ... between 1 and 1000000".
+    """
+    low, high = PARAM_BOUNDS[name]
+    finite = None if name in INTEGER_PARAMS else False  # floats: NaN and infinity are refused
+    return Field(default=None, ge=low, le=high, allow_inf_nan=finite, description=f"From {low} to {high}.")
 
 
 def iso(value: datetime | None) -> str | None:
@@ -110,6 +120,30 @@ class ContextReportOut(BaseModel):
 class MessageContextOut(BaseModel):
     message_id: str
     context: ContextReportOut | None = Field(description="None for replies stored before context reports existed")
+
+
+class FormFieldOut(BaseModel):
+    name: str
+    type: str = Field(description="text, number, date, time, choice, phone or email")
+    label: str
+    required: bool
+    value: Any = Field(None, description="the stored value (dates as YYYY-MM-DD, times as HH:MM); None if not given")
+    display: str | None = Field(None, description="the value as the user reads it")
+    skipped: bool = False
+
+
+class FormProgressOut(BaseModel):
+    form: str | None = Field(description="the persona's form; None when the persona has none (then nothing else)")
+    title: str | None = None
+    status: str | None = Field(None, description="collecting, confirming, done or cancelled")
+    started: bool = False
+    fields: list[FormFieldOut] = Field(default_factory=list)
+    filled: int = 0
+    total: int = 0
+    next: str | None = Field(None, description="the field asked next (None while confirming or once done)")
+    done: bool = False
+    record_id: str | None = Field(None, description="the stored record, once done")
+    delivery: str | None = Field(None, description="the webhook: pending, delivered or failed; None without one")
 
 
 class UsageOut(BaseModel):

@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -28,10 +28,11 @@ from ..chat import ChatService, TurnDelta, TurnEvent, TurnFinished, TurnRequest,
 from ..errors import AuthenticationError, DaehwaError, InvalidRequest
 from ..stores.base import Store
 from ..stores.signals import LocalSignals, StopSignals
+from ..text import check_json, invalid_char
 from ..types import MessageStatus, StoredMessage, User
 from .auth import Principal, resolve_principal
 from .errors import retry_after_seconds, validation_message
-from .schemas import generation_params, started_json, turn_result_json
+from .schemas import generation_params, param_field, started_json, turn_result_json
 
 log = logging.getLogger("daehwa.api")
 
@@ -132,20 +133,22 @@ class ActiveTurns:
                 handle.stop()
 
 
+@dataclass(eq=False)  # handles are kept in sets, by identity
 class TurnHandle:
     """One started turn; ``run`` it once."""
 
-    def __init__(
-        self, events: AsyncIterator[TurnEvent], started: TurnStarted, chat: ChatService, user: User, turns: ActiveTurns
-    ) -> None:
-        self.events = events
-        self.started = started
-        self.chat = chat
-        self.user = user
-        self.turns = turns
-        self.key = (user.id, started.conversation.id)
-        self._task: asyncio.Task[TurnFinished] | None = None
-        self._stop_requested = False
+    events: AsyncIterator[TurnEvent]
+    started: TurnStarted
+    chat: ChatService
+    user: User
+    turns: ActiveTurns
+    _task: asyncio.Task[TurnFinished] | None = field(default=None, init=False)
+    _stop_requested: bool = field(default=False, init=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(user, conversation): what ``stop`` finds the turn by."""
+        return (self.user.id, self.started.conversation.id)
 
     @classmethod
     async def open(cls, chat: ChatService, request: TurnRequest, turns: ActiveTurns) -> TurnHandle:
@@ -160,6 +163,16 @@ class TurnHandle:
         handle = cls(events, first, chat, request.user, turns)
         turns.add(handle)
         return handle
+
+    @classmethod
+    async def run_to_end(cls, chat: ChatService, request: TurnRequest, turns: ActiveTurns) -> TurnOutcome:
+        """Start the turn and run it without a transport to feed (non-streamed routes); ``stop`` still reaches it."""
+        handle = await cls.open(chat, request, turns)
+        try:
+            return await handle.run()
+        except BaseException:
+            await handle.aclose()
+            raise
 
     def stop(self) -> None:
         self._stop_requested = True
@@ -305,13 +318,13 @@ class WsTurnIn(BaseModel):
     title: str | None = Field(default=None, max_length=200)
     request_id: str | None = Field(default=None, max_length=128)
     model: str | None = Field(default=None, max_length=200)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = param_field("temperature")
+    top_p: float | None = param_field("top_p")
+    max_tokens: int | None = param_field("max_tokens")
     stop: str | list[str] | None = None
-    seed: int | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    seed: int | None = param_field("seed")
+    presence_penalty: float | None = param_field("presence_penalty")
+    frequency_penalty: float | None = param_field("frequency_penalty")
 
 
 def _same_origin(ws: WebSocket) -> bool:
@@ -438,6 +451,12 @@ class _WsSession:
                 await self.send_error(exc, data.get("request_id"))
                 await self.ws.close(code=WS_UNAUTHENTICATED, reason=exc.message[:120])
                 return
+        try:
+            check_json(data)  # before pydantic, whose message for a lone surrogate names no fix
+        except InvalidRequest as exc:
+            tag = data.get("request_id")
+            await self.send_error(exc, tag if isinstance(tag, str) and invalid_char(tag) is None else None)
+            return
         try:
             frame = WsTurnIn.model_validate(data)
         except ValidationError as exc:

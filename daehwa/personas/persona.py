@@ -18,6 +18,7 @@ from typing import Any
 
 from ..context.policy import ContextPolicy
 from ..errors import ConfigError, InvalidRequest, NotFound
+from ..intelligence.forms import FormSpec, parse_form
 from ..moderation.base import Action, ModerationPolicy
 from ..types import GenerationParams
 
@@ -40,6 +41,7 @@ _KEYS = {
     "variables",
     "context",
     "context_recent_messages",
+    "form",
 }
 
 
@@ -71,6 +73,8 @@ class Persona:
     source: str = ""
     context: str | None = None  # context policy, e.g. "recent" (default: DAEHWA_CONTEXT_POLICY)
     context_recent_messages: int | None = None
+    # -- forms (daehwa.intelligence.forms): the [form] table, collected step by step --------------------------
+    form: FormSpec | None = None
 
     def context_policy(self, default: ContextPolicy) -> ContextPolicy:
         """The global context policy with this persona's overrides."""
@@ -216,6 +220,7 @@ def parse_persona(data: Mapping[str, Any], source: str) -> Persona:
         source=source,
         context=context,
         context_recent_messages=recent,
+        form=parse_form(data["form"], source) if "form" in data else None,
     )
 
 

@@ -390,8 +390,16 @@ class LocalProvider(Provider):
                 raw_usage = chunk.get("usage")
                 if raw_usage:
                     usage = Usage(int(raw_usage.get("prompt_tokens", 0)), int(raw_usage.get("completion_tokens", 0)))
+            if not finish:
+                # llama.cpp ends every reply with a finish_reason; a stream without one was cut off inside the engine.
+                raise ProviderError(
+                    "The local model's stream ended before the reply had a finish_reason: the reply is incomplete. "
+                    "Try again; if it keeps happening, run with DAEHWA_LOG_LEVEL=debug and report it.",
+                    retryable=True,
+                    code="upstream_incomplete",
+                )
             finished = True
-            yield StreamEnd(usage=usage, finish_reasons=finish or {0: "stop"}, model=model)
+            yield StreamEnd(usage=usage, finish_reasons=finish, model=model)
         finally:
             if not finished:
                 stop.set()

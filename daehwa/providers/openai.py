@@ -53,7 +53,7 @@ PLACEHOLDER_KEY = "sk-no-key-required"
 #: Wire parameters this module sets itself; ``GenerationParams.extra`` may not override them.
 RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options"})
 #: Keys of ``options`` in a providers-file entry of type "openai".
-OPTION_KEYS = frozenset({"timeout", "headers"})
+OPTION_KEYS = frozenset({"timeout", "headers", "sends_done"})
 _MAX_UPSTREAM_MESSAGE = 500
 #: The SDK's own defaults for its HTTP client.
 _LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=5.0)
@@ -79,6 +79,14 @@ class OpenAIProvider(Provider):
         self.base_url = (config.base_url or settings.openai_base_url or DEFAULT_BASE_URL).rstrip("/")
         self.timeout = float(config.options.get("timeout", settings.request_timeout))
         self._headers = {str(k): str(v) for k, v in dict(config.options.get("headers", {})).items()}
+        sends_done = config.options.get("sends_done", True)
+        if not isinstance(sends_done, bool):
+            raise ConfigError(
+                f"Provider {config.name!r}: options.sends_done must be true or false, not {sends_done!r}."
+            )
+        # OpenAI ends every stream with ``data: [DONE]``; a body that ends without it was cut off, unless the server
+        # is known never to send it.
+        self.sends_done = sends_done
         # Resolved once: a key changed later needs a restart, like every other setting.
         self._api_key: SecretStr | None = settings.secret(config.api_key_env)
         self._client: openai.AsyncOpenAI | None = None
@@ -252,11 +260,36 @@ class OpenAIProvider(Provider):
             # Runs on normal end, on errors and when the consumer closes or cancels us: frees the connection now.
             await received.aclose()
             await response.aclose()
-        for index in chunks.seen - chunks.finish_reasons.keys():
-            chunks.finish_reasons[index] = "stop"  # some servers omit it; the body ended cleanly, so it is done
-        yield StreamEnd(usage=chunks.usage, finish_reasons=chunks.finish_reasons or {0: "stop"}, model=chunks.model)
+        incomplete = self._incomplete(events.done, chunks)
+        if incomplete is not None:
+            raise incomplete
+        yield StreamEnd(usage=chunks.usage, finish_reasons=chunks.finish_reasons, model=chunks.model)
 
     # -- errors ------------------------------------------------------------------------------------------------
+    def _incomplete(self, done: bool, chunks: _Chunks) -> ProviderError | None:
+        """The error for a body that ended before the reply did: no ``[DONE]``, or a choice with no finish_reason.
+
+        Without this, a connection closed mid-reply (the upstream crashed, a proxy timed out) would pass for a
+        finished reply and be stored ``complete`` with half its text.
+        """
+        where = f"Provider {self.name!r} ({self.base_url})"
+        if not done and self.sends_done:
+            return ProviderError(
+                f"{where} ended the stream without [DONE]: the reply is incomplete. If this server never sends "
+                f"[DONE], set options.sends_done = false for provider {self.name!r} in the providers file.",
+                retryable=True,
+                code="upstream_incomplete",
+            )
+        unfinished = sorted((chunks.seen or {0}) - chunks.finish_reasons.keys())
+        if unfinished:
+            which = "the reply" if unfinished == [0] else f"choice(s) {unfinished}"
+            return ProviderError(
+                f"{where} ended the stream before {which} had a finish_reason: the reply is incomplete.",
+                retryable=True,
+                code="upstream_incomplete",
+            )
+        return None
+
     def _redact(self, text: str) -> str:
         """``text`` without the API key, so an upstream that echoes it cannot leak it into our messages."""
         if self._api_key is not None:

@@ -134,6 +134,29 @@ class TurnResult:
         return MessageChange(self.content, self.status, self.model, self.meta)
 
 
+@dataclass(frozen=True, slots=True)
+class NewFormRecord:
+    """A completed form to store: which conversation and form, and the values (JSON: dates as ISO text)."""
+
+    conversation_id: str
+    form: str
+    values: Mapping[str, Any]
+    delivery: str | None = None  # "pending" when a webhook will be called; None without one
+
+
+@dataclass(frozen=True, slots=True)
+class FormRecord:
+    """A completed form as stored (a reservation, a sign-up...). It outlives its conversation: it is the outcome."""
+
+    id: str
+    user_id: str
+    conversation_id: str
+    form: str
+    values: Mapping[str, Any]
+    created_at: datetime
+    delivery: str | None = None  # the webhook: "pending", "delivered", "failed"; None without one
+
+
 # -- interfaces --------------------------------------------------------------------------------------------------
 class ConversationStore(abc.ABC):
     """Conversations, their messages, and the two writes of a turn."""
@@ -308,7 +331,26 @@ class ContextStore(abc.ABC):
         """Forget the summary (it covered messages that were edited away)."""
 
 
-class Store(ConversationStore, AccountStore, UsageStore, ContextStore):
+class FormStore(abc.ABC):
+    """Completed forms (``daehwa.intelligence.forms``). A record is the user's: another user's reads as missing."""
+
+    @abc.abstractmethod
+    async def save_form_record(self, user_id: str, record: NewFormRecord) -> FormRecord | None:
+        """Store a completed form of one of the user's conversations; ``None`` if the conversation is not theirs."""
+
+    @abc.abstractmethod
+    async def get_form_record(self, user_id: str, record_id: str) -> FormRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_form_records(self, user_id: str, *, conversation_id: str | None = None) -> list[FormRecord]:
+        """The user's records (of one conversation, if given), oldest first."""
+
+    @abc.abstractmethod
+    async def set_form_delivery(self, user_id: str, record_id: str, delivery: str) -> bool:
+        """Record how the webhook went ("delivered" / "failed")."""
+
+
+class Store(ConversationStore, AccountStore, UsageStore, ContextStore, FormStore):
     """Persistent state of the service: every interface above, plus the lifecycle.
 
     Implementations must allow concurrent use from one event loop.

@@ -25,7 +25,7 @@ from ..types import (
     UsageTotal,
     User,
 )
-from .base import ApiKeyRecord, MessageChange, NewConversation, NewMessage, NewTurn, UserRecord
+from .base import ApiKeyRecord, FormRecord, MessageChange, NewConversation, NewMessage, NewTurn, UserRecord
 
 Row = Mapping[str, Any]
 
@@ -294,4 +294,16 @@ def summary_from_row(row: Row) -> ConversationSummary:
         text=row["text"],
         model=row["model"],
         created_at=_maybe_time(row.get("created_at")),
+    )
+
+
+def form_record_from_row(row: Row) -> FormRecord:
+    return FormRecord(
+        id=row["id"],
+        user_id=row["user_id"],
+        conversation_id=row["conversation_id"],
+        form=row["form"],
+        values=_meta(row.get("record_values")),
+        created_at=_time(row["created_at"]),
+        delivery=row.get("delivery"),
     )

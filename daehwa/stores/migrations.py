@@ -181,6 +181,23 @@ def m006_context(db: sqlite3.Connection) -> None:
     )
 
 
+@sqlite_migrations
+def m008_forms(db: sqlite3.Connection) -> None:
+    # Completed forms (reservations...). No foreign key: the record is the outcome and outlives its conversation.
+    db.execute(
+        """CREATE TABLE form_records (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            conversation_id TEXT NOT NULL,
+            form TEXT NOT NULL,
+            record_values TEXT NOT NULL DEFAULT '{}',
+            delivery TEXT,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX form_records_by_user ON form_records (user_id, conversation_id, created_at)")
+
+
 def apply_sqlite(db: sqlite3.Connection) -> list[str]:
     """Apply pending SQLite migrations in one ``BEGIN IMMEDIATE`` transaction; return the names applied now."""
     # IMMEDIATE takes the write lock first, so a second process waits (busy_timeout) and then sees them recorded.
@@ -330,6 +347,22 @@ async def p006_context(conn: Any) -> None:
             model text NOT NULL,
             created_at timestamptz NOT NULL
         );"""
+    )
+
+
+@postgres_migrations
+async def p008_forms(conn: Any) -> None:
+    await conn.execute(
+        """CREATE TABLE form_records (
+            id text PRIMARY KEY,
+            user_id text NOT NULL,
+            conversation_id text NOT NULL,
+            form text NOT NULL,
+            record_values jsonb NOT NULL DEFAULT '{}'::jsonb,
+            delivery text,
+            created_at timestamptz NOT NULL
+        );
+        CREATE INDEX form_records_by_user ON form_records (user_id, conversation_id, created_at);"""
     )
 
 

@@ -4,7 +4,10 @@ A reply streams in the process that runs its turn, but ``POST /api/conversations
 any process behind a load balancer. Each store names how its processes reach each other: ``Store.stop_signals()``.
 
 * ``LocalSignals`` (SQLite, the default): one process; a signal is delivered in place.
-* ``RedisSignals``: Redis PUBLISH/SUBSCRIBE on ``<prefix>:stop``.
+* ``RedisSignals``: Redis PUBLISH/SUBSCRIBE on ``<prefix>:stop``. On a Redis Cluster (``redis+cluster://``) the
+  same plain pub/sub: a cluster forwards every PUBLISH to all its nodes, so the subscriber (connected to the node
+  that owns the channel's slot) gets signals published through any node. Sharded pub/sub (SPUBLISH) would keep a
+  signal on one shard, which matters for heavy traffic, not for a stop button.
 * ``PostgresSignals``: PostgreSQL LISTEN/NOTIFY on a channel named after the store's schema.
 
 Signals are best effort, like a stop button: a process that is reconnecting when one is sent misses it (its subscriber
@@ -151,10 +154,10 @@ class RedisSignals(_Subscriber):
         self._client: Any = None
 
     async def open(self, deliver: Deliver) -> None:
-        import redis.asyncio as aioredis
+        from .redis.connection import connect
 
         # Named, so an operator sees in CLIENT LIST what the subscribed connection is for.
-        self._client = aioredis.from_url(self.url, decode_responses=True, client_name=self.client_name)
+        self._client = connect(self.url, client_name=self.client_name)
         try:
             await super().open(deliver)
         except BaseException:
@@ -163,6 +166,8 @@ class RedisSignals(_Subscriber):
             raise
 
     async def _listen(self) -> None:
+        if hasattr(self._client, "get_nodes"):  # a RedisCluster: its pubsub needs the slot map first
+            await self._client.initialize()
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self.channel)

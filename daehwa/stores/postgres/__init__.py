@@ -22,6 +22,7 @@ from .accounts import PostgresAccounts
 from .connection import init_connection
 from .context import PostgresContext
 from .conversations import PostgresConversations
+from .forms import PostgresForms
 from .usage import PostgresUsage
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ __all__ = ["PostgresStore"]
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
-class PostgresStore(PostgresConversations, PostgresAccounts, PostgresUsage, PostgresContext, Store):
+class PostgresStore(PostgresConversations, PostgresAccounts, PostgresUsage, PostgresContext, PostgresForms, Store):
     """Conversations, accounts and usage in PostgreSQL (tables in ``schema``, or the connection's default)."""
 
     def __init__(self, dsn: str, *, schema: str | None = None, pool_size: int = 10) -> None:

@@ -1,11 +1,13 @@
 """Redis accounts: users, API keys and sessions, none of which expire (sessions do, when they end).
 
-Keys (``P`` is the prefix)::
+Keys (``P`` is the prefix, ``A`` is ``P:{accounts}``: every account key has the hash tag ``{accounts}``, so the
+scripts below, which read and write several of them and look keys up by what they find, stay in one slot of a
+Redis Cluster; a new account key must be made with ``self._acct_key``)::
 
-    P:user:{id}            hash   a user (P:users zset and P:user_names hash index them)
-    P:apikey:{id}          hash   an API key (P:apikeys, P:user:{uid}:apikeys zsets and P:apikey_hashes index them)
-    P:session:{hash}       string a session or login-link document, expiring when it does
-    P:user:{uid}:sessions  zset   hashes of the user's sessions and login links, scored by expiry (ms); expires with
+    A:user:<id>            hash   a user (A:users zset and A:user_names hash index them)
+    A:apikey:<id>          hash   an API key (A:apikeys, A:user:<uid>:apikeys zsets and A:apikey_hashes index them)
+    A:session:<hash>       string a session or login-link document, expiring when it does
+    A:user:<uid>:sessions  zset   hashes of the user's sessions and login links, scored by expiry (ms); expires with
                                   the last of them (a password change ends them all through it)
 """
 
@@ -46,7 +48,7 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 return 1
 """
 
-# KEYS: key_hashes. ARGV: key_hash, prefix, now. Returns the key's fields after recording its use.
+# KEYS: key_hashes. ARGV: key_hash, A, now. Returns the key's fields after recording its use.
 _FIND_API_KEY = """
 local id = redis.call('HGET', KEYS[1], ARGV[1])
 if not id then return {} end
@@ -77,7 +79,7 @@ redis.call('PEXPIREAT', KEYS[1], last[2])
 # KEYS: the user's session index, session. ARGV: token hash, expires (ms), now (ms), document
 _CREATE_SESSION = "redis.call('SET', KEYS[2], ARGV[4], 'PXAT', ARGV[2])" + _INDEX_SESSION
 
-# KEYS: session. ARGV: prefix, token hash. Also takes the hash out of its user's index.
+# KEYS: session. ARGV: A, token hash. Also takes the hash out of its user's index.
 _DELETE_SESSION = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
@@ -87,7 +89,7 @@ redis.call('ZREM', ARGV[1] .. ':user:' .. user_id .. ':sessions', ARGV[2])
 return 1
 """
 
-# KEYS: the user's session index. ARGV: prefix, user_id, token hash to keep ('' for none), now (ms).
+# KEYS: the user's session index. ARGV: A, user_id, token hash to keep ('' for none), now (ms).
 # Returns how many live sessions ended. A session key is deleted only if it still names this user.
 _DELETE_USER_SESSIONS = """
 local ended = 0
@@ -129,31 +131,31 @@ class RedisAccounts(RedisConnection, AccountStore):
         args: list[Any] = [user.id, name, micros(now)]
         for field, value in fields.items():
             args += [field, value]
-        keys = [self._k("user", user.id), self._k("user_names"), self._k("users")]
+        keys = [self._acct_key("user", user.id), self._acct_key("user_names"), self._acct_key("users")]
         if not await self._script("create_user")(keys=keys, args=args):
             raise Conflict(f"The user name {name!r} is taken: choose another name.")
         return user
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        fields: dict[str, str] = await self._r().hgetall(self._k("user", user_id))
+        fields: dict[str, str] = await self._r().hgetall(self._acct_key("user", user_id))
         return user_record_from_row(fields) if fields else None
 
     async def get_user_by_name(self, name: str) -> UserRecord | None:
-        user_id = await self._r().hget(self._k("user_names"), name)
+        user_id = await self._r().hget(self._acct_key("user_names"), name)
         return await self.get_user(user_id) if user_id else None
 
     async def list_users(self) -> list[User]:
         r = self._r()
-        ids = await r.zrange(self._k("users"), 0, -1)
+        ids = await r.zrange(self._acct_key("users"), 0, -1)
         async with r.pipeline(transaction=False) as pipe:
             for user_id in ids:
-                pipe.hgetall(self._k("user", user_id))
+                pipe.hgetall(self._acct_key("user", user_id))
             rows = await pipe.execute()
         return [user_record_from_row(fields).user for fields in rows if fields]
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> bool:
         done = await self._script("hset_if_exists")(
-            keys=[self._k("user", user_id)], args=["password_hash", password_hash]
+            keys=[self._acct_key("user", user_id)], args=["password_hash", password_hash]
         )
         return bool(done)
 
@@ -163,10 +165,10 @@ class RedisAccounts(RedisConnection, AccountStore):
         args += ["id", record.id, "user_id", user_id, "name", name, "prefix", prefix]
         args += ["created_at", iso(record.created_at)]
         keys = [
-            self._k("apikey", record.id),
-            self._k("apikey_hashes"),
-            self._k("apikeys"),
-            self._k("user", user_id, "apikeys"),
+            self._acct_key("apikey", record.id),
+            self._acct_key("apikey_hashes"),
+            self._acct_key("apikeys"),
+            self._acct_key("user", user_id, "apikeys"),
         ]
         if not await self._script("create_api_key")(keys=keys, args=args):
             raise Conflict("An API key with this hash exists already: generate a new key.")
@@ -174,7 +176,7 @@ class RedisAccounts(RedisConnection, AccountStore):
 
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
         flat = await self._script("find_api_key")(
-            keys=[self._k("apikey_hashes")], args=[key_hash, self.prefix, iso(utcnow())]
+            keys=[self._acct_key("apikey_hashes")], args=[key_hash, self._acct_key(), iso(utcnow())]
         )
         if not flat:
             return None
@@ -182,17 +184,17 @@ class RedisAccounts(RedisConnection, AccountStore):
 
     async def list_api_keys(self, user_id: str | None = None) -> list[ApiKeyRecord]:
         r = self._r()
-        index = self._k("apikeys") if user_id is None else self._k("user", user_id, "apikeys")
+        index = self._acct_key("apikeys") if user_id is None else self._acct_key("user", user_id, "apikeys")
         ids = await r.zrange(index, 0, -1)
         async with r.pipeline(transaction=False) as pipe:
             for key_id in ids:
-                pipe.hgetall(self._k("apikey", key_id))
+                pipe.hgetall(self._acct_key("apikey", key_id))
             rows = await pipe.execute()
         return [api_key_from_row(fields) for fields in rows if fields]
 
     async def revoke_api_key(self, key_id: str, *, user_id: str | None = None) -> bool:
         done = await self._script("revoke_api_key")(
-            keys=[self._k("apikey", key_id)], args=[user_id or "", iso(utcnow())]
+            keys=[self._acct_key("apikey", key_id)], args=[user_id or "", iso(utcnow())]
         )
         return bool(done)
 
@@ -202,11 +204,11 @@ class RedisAccounts(RedisConnection, AccountStore):
             await self.delete_session(token_hash)  # already expired: nothing to keep
             return
         doc = {"user_id": record.user_id, "csrf_token": record.csrf_token, "expires_at": iso(record.expires_at)}
-        keys = [self._k("user", record.user_id, "sessions"), self._k("session", token_hash)]
+        keys = [self._acct_key("user", record.user_id, "sessions"), self._acct_key("session", token_hash)]
         await self._script("create_session")(keys=keys, args=[token_hash, expires_ms, now_ms, to_json(doc)])
 
     async def get_session(self, token_hash: str) -> SessionRecord | None:
-        raw = await self._r().get(self._k("session", token_hash))
+        raw = await self._r().get(self._acct_key("session", token_hash))
         if raw is None:
             return None
         doc = json.loads(raw)
@@ -214,20 +216,21 @@ class RedisAccounts(RedisConnection, AccountStore):
         return record if record.expires_at > utcnow() else None  # Redis expires to the millisecond only
 
     async def delete_session(self, token_hash: str) -> None:
-        await self._script("delete_session")(keys=[self._k("session", token_hash)], args=[self.prefix, token_hash])
+        keys = [self._acct_key("session", token_hash)]
+        await self._script("delete_session")(keys=keys, args=[self._acct_key(), token_hash])
 
     async def delete_user_sessions(self, user_id: str, *, keep: str | None = None) -> int:
-        keys = [self._k("user", user_id, "sessions")]
+        keys = [self._acct_key("user", user_id, "sessions")]
         ended = await self._script("delete_user_sessions")(
-            keys=keys, args=[self.prefix, user_id, keep or "", micros(utcnow()) // 1000]
+            keys=keys, args=[self._acct_key(), user_id, keep or "", micros(utcnow()) // 1000]
         )
         return int(ended)
 
     async def _index_old_sessions(self) -> None:
-        """Schema 1 -> 2: put the sessions written before the per-user index into it (idempotent, so two processes
-        upgrading at once do no harm)."""
+        """Schema 1 -> 2 (after the keys got their format 3 names): put the sessions written before the per-user
+        index into it (idempotent: a second run does no harm)."""
         r = self._r()
-        start = self._k("session", "")
+        start = self._acct_key("session", "")
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", start) + "*"  # the prefix is literal, even with glob characters
         now_ms = micros(utcnow()) // 1000
         async for key in r.scan_iter(match=pattern, count=1000):
@@ -236,5 +239,5 @@ class RedisAccounts(RedisConnection, AccountStore):
                 continue
             doc = json.loads(raw)
             expires_ms = micros(from_iso(doc["expires_at"])) // 1000
-            keys = [self._k("user", doc["user_id"], "sessions")]
+            keys = [self._acct_key("user", doc["user_id"], "sessions")]
             await self._script("index_session")(keys=keys, args=[key[len(start) :], expires_ms, now_ms])

@@ -1,7 +1,7 @@
 """Redis context memory, next to each conversation's keys::
 
-    P:conv:{id}:vectors    hash    message id -> "<embedder> <base64 of float32 bytes>"
-    P:conv:{id}:summary    string  the rolling summary (JSON)
+    P:conv:{cid}:vectors   hash    message id -> "<embedder> <base64 of float32 bytes>"
+    P:conv:{cid}:summary   string  the rolling summary (JSON)
 
 Both carry the conversation's TTL (set again on every write) and are deleted with the conversation; deleting
 messages (edit, regenerate) deletes their vectors. One hash per conversation, read with one HGETALL: the engine
@@ -55,13 +55,13 @@ class RedisContext(RedisConnection, ContextStore):
     }
 
     def _context_keys(self, conversation_id: str) -> tuple[str, str]:
-        conv = self._k("conv", conversation_id)
+        conv = self._conv_key(conversation_id)
         return f"{conv}:vectors", f"{conv}:summary"
 
     async def save_vectors(
         self, user_id: str, conversation_id: str, vectors: Mapping[str, bytes], *, model: str
     ) -> bool:
-        conv = self._k("conv", conversation_id)
+        conv = self._conv_key(conversation_id)
         args: list[str | int] = [user_id, self.ttl_ms]
         for mid, vector in vectors.items():
             args += [mid, f"{model} {base64.b64encode(vector).decode('ascii')}"]
@@ -69,7 +69,7 @@ class RedisContext(RedisConnection, ContextStore):
         return bool(await self._script("save_vectors")(keys=keys, args=args))
 
     async def load_vectors(self, user_id: str, conversation_id: str, *, model: str) -> dict[str, bytes]:
-        keys = [self._k("conv", conversation_id), self._context_keys(conversation_id)[0]]
+        keys = [self._conv_key(conversation_id), self._context_keys(conversation_id)[0]]
         flat = await self._script("read_owned")(keys=keys, args=[user_id])
         if not flat:
             return {}
@@ -81,7 +81,7 @@ class RedisContext(RedisConnection, ContextStore):
         return out
 
     async def load_summary(self, user_id: str, conversation_id: str) -> ConversationSummary | None:
-        keys = [self._k("conv", conversation_id), self._context_keys(conversation_id)[1]]
+        keys = [self._conv_key(conversation_id), self._context_keys(conversation_id)[1]]
         doc = await self._script("read_owned")(keys=keys, args=[user_id])
         return summary_from_row(json.loads(doc)) if doc else None
 
@@ -96,10 +96,10 @@ class RedisContext(RedisConnection, ContextStore):
             "model": s.model,
             "created_at": iso(s.created_at or utcnow()),
         }
-        keys = [self._k("conv", s.conversation_id), self._context_keys(s.conversation_id)[1]]
+        keys = [self._conv_key(s.conversation_id), self._context_keys(s.conversation_id)[1]]
         args = [user_id, self.ttl_ms, json.dumps(doc, ensure_ascii=False)]
         return bool(await self._script("write_summary")(keys=keys, args=args))
 
     async def delete_summary(self, user_id: str, conversation_id: str) -> bool:
-        keys = [self._k("conv", conversation_id), self._context_keys(conversation_id)[1]]
+        keys = [self._conv_key(conversation_id), self._context_keys(conversation_id)[1]]
         return bool(await self._script("write_summary")(keys=keys, args=[user_id, self.ttl_ms, ""]))

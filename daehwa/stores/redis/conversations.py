@@ -1,16 +1,23 @@
 """Redis conversations and messages: hashes and JSON documents that expire.
 
-Keys (``P`` is the prefix)::
+Keys (``P`` is the prefix; ``{cid}`` is literal: the conversation's hash tag, so on Redis Cluster all its keys live
+in one slot and its scripts and transactions never cross slots)::
 
-    P:conv:{id}            hash   user_id, kind, title, persona, model, meta (JSON), created_at, updated_at, seq
-    P:conv:{id}:msgs       hash   message id -> message document (JSON)
-    P:conv:{id}:order      zset   message id, scored by its sequence number in the conversation
-    P:user:{uid}:convs     zset   the user's conversation ids, scored by updated_at (microseconds)
-    P:streaming            set    ids of replies still streaming (made interrupted by recover_interrupted)
+    P:conv:{cid}           hash   user_id, kind, title, persona, model, meta (JSON), created_at, updated_at, seq,
+                                  ver (+1 on every write to the conversation or its messages)
+    P:conv:{cid}:msgs      hash   message id -> message document (JSON)
+    P:conv:{cid}:order     zset   message id, scored by its sequence number in the conversation
+    P:user:<uid>:convs     zset   the user's conversation ids, scored by updated_at (microseconds)
+    P:streaming            set    ids of replies that may still be streaming (made interrupted by recover_interrupted)
 
 Conversation keys carry a TTL (``redis_ttl_days``) that every write to the conversation restarts. A message id is
 ``<conversation id>-<random id>``: it finds its conversation without an index that would outlive the expiring
 conversation.
+
+The user's index and ``P:streaming`` are in other slots, so they are written by separate commands, in an order a crash
+cannot make harmful: the index is updated after the conversation (``list_conversations`` drops entries whose
+conversation is gone), and a reply joins ``P:streaming`` before it is stored and leaves it after its final write
+(the set may hold ids of replies that are gone or done: recovery skips and removes them).
 """
 
 from __future__ import annotations
@@ -44,45 +51,41 @@ from .usage import queue_usage
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
 
-# KEYS: conv, msgs, order, user_index, streaming
-# ARGV: user_id, conversation_id, updated_at (iso), updated_at (micros), ttl_ms, then per message: id, doc, streaming
+# KEYS: conv, msgs, order. ARGV: user_id, updated_at (iso), ttl_ms, then per message: id, doc.
+# Returns the conversation's new version (0: not the user's).
 _APPEND = """
 if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
-for i = 6, #ARGV, 3 do
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
+local ver = redis.call('HINCRBY', KEYS[1], 'ver', 1)
+for i = 4, #ARGV, 2 do
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   redis.call('ZADD', KEYS[3], seq, ARGV[i])
-  if ARGV[i + 2] == '1' then redis.call('SADD', KEYS[5], ARGV[i]) end
 end
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
-for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
-return 1
+for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ARGV[3]) end
+return ver
 """
 
-# KEYS: conv, msgs, order, user_index, streaming, vectors, summary. ARGV: user_id, conversation_id
+# KEYS: conv, msgs, order, vectors, summary. ARGV: user_id
 _DELETE_CONVERSATION = """
 if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return 0 end
-local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
-for _, id in ipairs(ids) do redis.call('SREM', KEYS[5], id) end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7])
-redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 1
 """
 
-# KEYS: conv, msgs, order, user_index, streaming, vectors. ARGV: user_id, conversation_id, message_id, ttl_ms
+# KEYS: conv, msgs, order, vectors. ARGV: user_id, message_id, ttl_ms
 _DELETE_MESSAGES_FROM = """
 if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return 0 end
-local seq = redis.call('ZSCORE', KEYS[3], ARGV[3])
+local seq = redis.call('ZSCORE', KEYS[3], ARGV[2])
 if not seq then return 0 end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[3], seq, '+inf')
 for _, id in ipairs(ids) do
   redis.call('HDEL', KEYS[2], id)
-  redis.call('SREM', KEYS[5], id)
-  redis.call('HDEL', KEYS[6], id)
+  redis.call('HDEL', KEYS[4], id)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], seq, '+inf')
-for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[4]) end
+redis.call('HINCRBY', KEYS[1], 'ver', 1)
+for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ARGV[3]) end
 return #ids
 """
 
@@ -121,13 +124,12 @@ end
 return out
 """
 
-# KEYS: conv, user_index. ARGV: user_id, conversation_id, title, title_key, updated_at (iso), (micros), ttl_ms
+# KEYS: conv. ARGV: user_id, title, title_key, updated_at (iso), ttl_ms
 _RENAME = """
 if redis.call('HGET', KEYS[1], 'user_id') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'title', ARGV[3], 'title_key', ARGV[4], 'updated_at', ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[6], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
-redis.call('PEXPIRE', KEYS[2], ARGV[7])
+redis.call('HSET', KEYS[1], 'title', ARGV[2], 'title_key', ARGV[3], 'updated_at', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'ver', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
@@ -143,17 +145,31 @@ class RedisConversations(RedisConnection, ConversationStore):
 
     async def create_conversation(self, user_id: str, new: NewConversation | None = None) -> Conversation:
         conv = new_conversation(user_id, new)
-        key, _, _, index, _ = self._conv_keys(user_id, conv.id)
+        key = self._conv_key(conv.id)
         async with self._r().pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=_conversation_fields(conv, seq=0))
-            pipe.zadd(index, {conv.id: micros(conv.updated_at)})
             pipe.pexpire(key, self.ttl_ms)
-            pipe.pexpire(index, self.ttl_ms)
             await pipe.execute()
+        await self._touch_index(user_id, conv.id, micros(conv.updated_at))
         return conv
 
+    async def _touch_index(self, user_id: str, conversation_id: str, updated: int | None = None) -> None:
+        """Put the conversation in (or move it up) its user's index, after the conversation's own write."""
+        index = self._user_index(user_id)
+        async with self._r().pipeline(transaction=False) as pipe:
+            if updated is not None:
+                pipe.zadd(index, {conversation_id: updated})
+            pipe.pexpire(index, self.ttl_ms)
+            await pipe.execute()
+
+    async def conversation_version(self, conversation_id: str) -> str | None:
+        """The conversation's version: it changes on every write to the conversation or its messages (``None``:
+        no such conversation, or one from before versions). The cache of hot conversations compares it."""
+        version: str | None = await self._r().hget(self._conv_key(conversation_id), "ver")
+        return version
+
     async def _owned(self, user_id: str, conversation_id: str) -> dict[str, str] | None:
-        fields: dict[str, str] = await self._r().hgetall(self._k("conv", conversation_id))
+        fields: dict[str, str] = await self._r().hgetall(self._conv_key(conversation_id))
         if not fields or fields.get("user_id") != user_id:
             return None
         return fields
@@ -166,7 +182,7 @@ class RedisConversations(RedisConnection, ConversationStore):
         q = query or ConversationQuery()
         kind, title, limit, before = q.kind, q.title, q.limit, q.before
         r = self._r()
-        index = self._k("user", user_id, "convs")
+        index = self._user_index(user_id)
         top: str | int = f"({micros(before)}" if before is not None else "+inf"
         wanted = title_key(title) if title else None
         found: list[Conversation] = []
@@ -178,7 +194,7 @@ class RedisConversations(RedisConnection, ConversationStore):
             offset += len(ids)
             async with r.pipeline(transaction=False) as pipe:
                 for conversation_id in ids:
-                    pipe.hgetall(self._k("conv", conversation_id))
+                    pipe.hgetall(self._conv_key(conversation_id))
                 rows: list[dict[str, str]] = await pipe.execute()
             expired = [cid for cid, fields in zip(ids, rows, strict=True) if not fields]
             if expired:  # the index outlives conversations that expired on their own: tidy it as we go
@@ -197,16 +213,17 @@ class RedisConversations(RedisConnection, ConversationStore):
         return found
 
     async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> bool:
-        key, _, _, index, _ = self._conv_keys(user_id, conversation_id)
         now = utcnow()
         done = await self._script("rename")(
-            keys=[key, index],
-            args=[user_id, conversation_id, title, title_key(title), iso(now), micros(now), self.ttl_ms],
+            keys=[self._conv_key(conversation_id)],
+            args=[user_id, title, title_key(title), iso(now), self.ttl_ms],
         )
+        if done:
+            await self._touch_index(user_id, conversation_id, micros(now))
         return bool(done)
 
     async def update_conversation(self, user_id: str, conversation_id: str, *, meta: Mapping[str, Any]) -> bool:
-        key, msgs, order, index, _ = self._conv_keys(user_id, conversation_id)
+        key, msgs, order = self._conv_keys(conversation_id)
 
         async def work(pipe: Pipeline) -> bool:
             owner, old = await pipe.hmget(key, ["user_id", "meta"])
@@ -215,72 +232,113 @@ class RedisConversations(RedisConnection, ConversationStore):
                 return False
             pipe.multi()
             pipe.hset(key, "meta", to_json(merged(json.loads(old or "{}"), meta)))
-            for k in (key, msgs, order, index):
+            pipe.hincrby(key, "ver", 1)
+            for k in (key, msgs, order):
                 pipe.pexpire(k, self.ttl_ms)
             return True
 
-        return await self._transaction(work, key)
+        done = await self._transaction(work, key)
+        if done:
+            await self._touch_index(user_id, conversation_id)
+        return done
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
-        conv = self._k("conv", conversation_id)
-        keys = [*self._conv_keys(user_id, conversation_id), f"{conv}:vectors", f"{conv}:summary"]  # + context
-        return bool(await self._script("delete_conversation")(keys=keys, args=[user_id, conversation_id]))
+        conv = self._conv_key(conversation_id)
+        keys = [*self._conv_keys(conversation_id), f"{conv}:vectors", f"{conv}:summary"]  # + context
+        if not await self._script("delete_conversation")(keys=keys, args=[user_id]):
+            return False
+        await self._r().zrem(self._user_index(user_id), conversation_id)
+        return True
 
     # -- messages ----------------------------------------------------------------------------------------------
-    async def _store_messages(self, user_id: str, conversation_id: str, messages: list[StoredMessage]) -> None:
+    async def _store_messages(self, user_id: str, conversation_id: str, messages: list[StoredMessage]) -> str:
+        """Append ``messages``; returns the conversation's version after the write."""
         now = utcnow()
-        args: list[Any] = [user_id, conversation_id, iso(now), micros(now), self.ttl_ms]
+        streaming = [m.id for m in messages if m.status is MessageStatus.STREAMING]
+        if streaming:  # before the reply exists, so a crash cannot leave one streaming that recovery never sees
+            await self._r().sadd(self._k("streaming"), *streaming)
+        args: list[Any] = [user_id, iso(now), self.ttl_ms]
         for m in messages:
-            args += [m.id, to_json(_message_doc(m)), "1" if m.status is MessageStatus.STREAMING else "0"]
-        if not await self._script("append")(keys=self._conv_keys(user_id, conversation_id), args=args):
+            args += [m.id, to_json(_message_doc(m))]
+        version = await self._script("append")(keys=self._conv_keys(conversation_id), args=args)
+        if not version:
+            if streaming:
+                await self._r().srem(self._k("streaming"), *streaming)
             raise no_conversation(conversation_id)
+        await self._touch_index(user_id, conversation_id, micros(now))
+        return str(version)
 
     async def append_message(self, user_id: str, conversation_id: str, message: NewMessage) -> StoredMessage:
+        return (await self.append_message_versioned(user_id, conversation_id, message))[0]
+
+    async def append_message_versioned(
+        self, user_id: str, conversation_id: str, message: NewMessage
+    ) -> tuple[StoredMessage, str]:
+        """``append_message``, and the conversation's version after it (for the cache's write-through)."""
         stored = new_message(conversation_id, message, message_id=_message_id(conversation_id))
-        await self._store_messages(user_id, conversation_id, [stored])
-        return stored
+        return stored, await self._store_messages(user_id, conversation_id, [stored])
 
     async def update_message(self, user_id: str, message_id: str, change: MessageChange) -> StoredMessage | None:
+        return (await self._update_message(user_id, message_id, change))[0]
+
+    async def update_message_versioned(
+        self, user_id: str, message_id: str, change: MessageChange
+    ) -> tuple[StoredMessage | None, str | None]:
         return await self._update_message(user_id, message_id, change)
 
     async def _update_message(
         self, user_id: str, message_id: str, change: MessageChange, usage: UsageRecord | None = None
-    ) -> StoredMessage | None:
+    ) -> tuple[StoredMessage | None, str | None]:
+        """The changed message (None: not the user's) and the conversation's version after the change."""
         conversation_id = _conversation_of(message_id)
-        key, msgs, order, index, streaming = self._conv_keys(user_id, conversation_id)
+        key, msgs, order = self._conv_keys(conversation_id)
+        changed_message: list[StoredMessage] = []
 
-        async def work(pipe: Pipeline) -> StoredMessage | None:
+        async def work(pipe: Pipeline) -> None:
+            changed_message.clear()  # a retry after a WATCH conflict starts over
             owner = await pipe.hget(key, "user_id")
             raw = await pipe.hget(msgs, message_id) if owner == user_id else None
             pipe.multi()
-            if usage is not None:
-                queue_usage(pipe, self._k, usage)  # in the reply's transaction
             if raw is None:
-                return None
+                return
             message = changed(_message(message_id, conversation_id, json.loads(raw)), change)
+            changed_message.append(message)
             pipe.hset(msgs, message_id, to_json(_message_doc(message)))
-            if message.status is not MessageStatus.STREAMING:
-                pipe.srem(streaming, message_id)
-            for k in (key, msgs, order, index):
+            pipe.hincrby(key, "ver", 1)
+            for k in (key, msgs, order):
                 pipe.pexpire(k, self.ttl_ms)
-            return message
 
-        return await self._transaction(work, key, msgs)
+        replies: list[Any] = await self._r().transaction(work, key, msgs)
+        message = changed_message[0] if changed_message else None
+        version = str(replies[1]) if message is not None else None
+        # The reply first, then its usage: a retried finish_turn rewrites the same reply, and records the usage
+        # once. (They are in different slots, so on a cluster they cannot share a transaction.)
+        final = change.status is not None and change.status is not MessageStatus.STREAMING  # the reply's last write
+        if usage is not None or final:
+            # One pipeline without a transaction (its keys are in other slots; on a cluster, one batch per node).
+            async with self._r().pipeline(transaction=False) as pipe:
+                if usage is not None:
+                    queue_usage(pipe, self._k, usage)
+                if final:
+                    if message is not None:
+                        pipe.pexpire(self._user_index(user_id), self.ttl_ms)
+                    pipe.srem(self._k("streaming"), message_id)
+                await pipe.execute()
+        return message, version
 
     async def delete_messages_from(self, user_id: str, conversation_id: str, message_id: str) -> int:
-        keys = [*self._conv_keys(user_id, conversation_id), self._k("conv", conversation_id, "vectors")]
-        deleted = await self._script("delete_messages_from")(
-            keys=keys, args=[user_id, conversation_id, message_id, self.ttl_ms]
-        )
-        return int(deleted)
+        keys = [*self._conv_keys(conversation_id), self._conv_key(conversation_id, "vectors")]
+        deleted = int(await self._script("delete_messages_from")(keys=keys, args=[user_id, message_id, self.ttl_ms]))
+        if deleted:
+            await self._touch_index(user_id, conversation_id)
+        return deleted
 
     async def list_messages(
         self, user_id: str, conversation_id: str, *, limit: int | None = None, before: str | None = None
     ) -> list[StoredMessage] | None:
-        key, msgs, order, _, _ = self._conv_keys(user_id, conversation_id)
         # One script: the ownership check, the page and its documents in one round trip and one consistent view.
         args = [user_id, "0" if before is None else "1", before or "", -1 if limit is None else max(limit, 0)]
-        found = await self._script("list_messages")(keys=[key, msgs, order], args=args)
+        found = await self._script("list_messages")(keys=self._conv_keys(conversation_id), args=args)
         if found is None:
             return None
         if found[0] == 0:
@@ -292,9 +350,15 @@ class RedisConversations(RedisConnection, ConversationStore):
     async def begin_turn(
         self, user_id: str, conversation_id: str, turn: NewTurn
     ) -> tuple[StoredMessage | None, StoredMessage]:
-        user_msg, reply = turn_messages(conversation_id, turn, message_id=lambda: _message_id(conversation_id))
-        await self._store_messages(user_id, conversation_id, [m for m in (user_msg, reply) if m is not None])
+        user_msg, reply, _ = await self.begin_turn_versioned(user_id, conversation_id, turn)
         return user_msg, reply
+
+    async def begin_turn_versioned(
+        self, user_id: str, conversation_id: str, turn: NewTurn
+    ) -> tuple[StoredMessage | None, StoredMessage, str]:
+        user_msg, reply = turn_messages(conversation_id, turn, message_id=lambda: _message_id(conversation_id))
+        version = await self._store_messages(user_id, conversation_id, [m for m in (user_msg, reply) if m is not None])
+        return user_msg, reply, version
 
     async def create_conversation_with_turn(
         self, user_id: str, new: NewConversation, turn: NewTurn
@@ -302,40 +366,49 @@ class RedisConversations(RedisConnection, ConversationStore):
         conv = new_conversation(user_id, new)
         user_msg, reply = turn_messages(conv.id, turn, message_id=lambda: _message_id(conv.id))
         messages = [m for m in (user_msg, reply) if m is not None]
-        key, msgs, order, index, streaming = self._conv_keys(user_id, conv.id)
+        key, msgs, order = self._conv_keys(conv.id)
+        r = self._r()
+        await r.sadd(self._k("streaming"), reply.id)
         # One MULTI, no ownership check to make: the conversation is new, so nobody else can write to it yet.
-        async with self._r().pipeline(transaction=True) as pipe:
+        async with r.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=_conversation_fields(conv, seq=len(messages)))
             pipe.hset(msgs, mapping={m.id: to_json(_message_doc(m)) for m in messages})
             pipe.zadd(order, {m.id: seq for seq, m in enumerate(messages, start=1)})
-            pipe.zadd(index, {conv.id: micros(conv.updated_at)})
-            pipe.sadd(streaming, reply.id)
-            for k in (key, msgs, order, index):
+            for k in (key, msgs, order):
                 pipe.pexpire(k, self.ttl_ms)
             await pipe.execute()
+        await self._touch_index(user_id, conv.id, micros(conv.updated_at))
         return conv, user_msg, reply
 
     async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
-        # One MULTI: the final reply and its usage are stored together or not at all.
+        # The final reply, then its usage (recorded even when the reply is gone).
+        return (await self._update_message(user_id, message_id, result.change(), result.usage))[0]
+
+    async def finish_turn_versioned(
+        self, user_id: str, message_id: str, result: TurnResult
+    ) -> tuple[StoredMessage | None, str | None]:
         return await self._update_message(user_id, message_id, result.change(), result.usage)
 
     async def _repair_streaming(self) -> None:
         """Make every reply still marked streaming interrupted (``recover_interrupted``)."""
         r = self._r()
         for message_id in await r.smembers(self._k("streaming")):
-            msgs = self._k("conv", _conversation_of(message_id), "msgs")
+            key, msgs, _ = self._conv_keys(_conversation_of(message_id))
 
-            async def repair(pipe: Pipeline, message_id: str = message_id, msgs: str = msgs) -> None:
+            async def repair(pipe: Pipeline, message_id: str = message_id, key: str = key, msgs: str = msgs) -> None:
                 raw = await pipe.hget(msgs, message_id)
+                exists = await pipe.hget(key, "user_id") is not None
                 pipe.multi()
                 if raw is not None:
                     doc = json.loads(raw)
                     if doc["status"] == MessageStatus.STREAMING:
                         doc["status"] = MessageStatus.INTERRUPTED.value
                         pipe.hset(msgs, message_id, to_json(doc))
-                pipe.srem(self._k("streaming"), message_id)
+                        if exists:  # never make a conversation hash of a bare version
+                            pipe.hincrby(key, "ver", 1)
 
-            await r.transaction(repair, msgs)
+            await r.transaction(repair, key, msgs)
+            await r.srem(self._k("streaming"), message_id)
 
 
 # -- documents ---------------------------------------------------------------------------------------------------
@@ -358,6 +431,7 @@ def _conversation_fields(c: Conversation, *, seq: int) -> dict[str, Any]:
         "created_at": iso(c.created_at),
         "updated_at": iso(c.updated_at),
         "seq": seq,
+        "ver": 1,  # + 1 on every write to the conversation or its messages (conversation_version)
     }
     if c.persona is not None:
         fields["persona"] = c.persona

@@ -1,5 +1,6 @@
-"""Redis usage records: ``P:usage`` and ``P:user:{uid}:usage``, zsets of usage documents scored by created_at
-(microseconds), which never expire."""
+"""Redis usage records: ``P:usage`` and ``P:user:<uid>:usage``, zsets of usage documents scored by created_at
+(microseconds), which never expire. The two are in different slots (on Redis Cluster): a record is added to each by
+its own command, the user's first (the quota counts from it)."""
 
 from __future__ import annotations
 
@@ -18,18 +19,18 @@ if TYPE_CHECKING:
 
 
 def queue_usage(pipe: Pipeline, key: Callable[..., str], record: UsageRecord) -> None:
-    """Queue the writes of one usage record on ``pipe`` (``finish_turn`` queues them with the reply's)."""
+    """Queue the writes of one usage record on ``pipe`` (a pipeline without transaction: two slots)."""
     doc = usage_row(record)
     created = doc["created_at"]
     doc = {"id": new_id(), **doc, "created_at": iso(created)}  # the id makes every record a distinct member
     member = {to_json(doc): micros(created)}
-    pipe.zadd(key("usage"), member)
     pipe.zadd(key("user", record.user_id, "usage"), member)
+    pipe.zadd(key("usage"), member)
 
 
 class RedisUsage(RedisConnection, UsageStore):
     async def record_usage(self, record: UsageRecord) -> None:
-        async with self._r().pipeline(transaction=True) as pipe:
+        async with self._r().pipeline(transaction=False) as pipe:
             queue_usage(pipe, self._k, record)
             await pipe.execute()
 
@@ -49,7 +50,7 @@ class RedisUsage(RedisConnection, UsageStore):
         user_ids = sorted({uid for uid, _ in sums})
         async with self._r().pipeline(transaction=False) as pipe:
             for uid in user_ids:
-                pipe.hget(self._k("user", uid), "name")
+                pipe.hget(self._acct_key("user", uid), "name")
             names = dict(zip(user_ids, await pipe.execute(), strict=True))
         return [
             UsageTotal(uid, names[uid], model, turns, prompt, completion, float(cost))

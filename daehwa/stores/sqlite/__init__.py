@@ -26,6 +26,7 @@ from ..migrations import apply_sqlite
 from .accounts import SQLiteAccounts
 from .context import SQLiteContext
 from .conversations import SQLiteConversations, repair_streaming
+from .forms import SQLiteForms
 from .usage import SQLiteUsage
 
 if TYPE_CHECKING:
@@ -46,11 +47,12 @@ def path_from_url(url: str) -> str:
     return path
 
 
-class SQLiteStore(SQLiteConversations, SQLiteAccounts, SQLiteUsage, SQLiteContext, Store):
+class SQLiteStore(SQLiteConversations, SQLiteAccounts, SQLiteUsage, SQLiteContext, SQLiteForms, Store):
     """Conversations, accounts and usage in one SQLite file (created, with its directory, on ``open()``)."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = path if path == ":memory:" else str(Path(path).expanduser())
+        self.uri = False  # self.path is a file: URI (the memory store's)
         self.busy_timeout_ms = busy_timeout_ms
         self._db = None
         self._executor = None
@@ -76,10 +78,10 @@ class SQLiteStore(SQLiteConversations, SQLiteAccounts, SQLiteUsage, SQLiteContex
 
     def _connect(self) -> tuple[sqlite3.Connection, list[str]]:
         """On the worker thread, which owns the connection from now on."""
-        if self.path != ":memory:":
+        if self.path != ":memory:" and not self.uri:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, sqlite3 must not open transactions behind our back.
-        db = sqlite3.connect(self.path, isolation_level=None)
+        db = sqlite3.connect(self.path, isolation_level=None, uri=self.uri)
         db.row_factory = sqlite3.Row
         try:
             # busy_timeout first: switching to WAL itself waits for the lock when another process is writing.

@@ -6,6 +6,7 @@
 
 import { ApiError, api, setCsrfToken, streamTurn } from "./api.js";
 import { attachComposer } from "./composer.js";
+import { refreshFormChip } from "./forms.js";
 import { applyI18n, fillLanguageSelect, locale, setLocale, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
@@ -431,6 +432,7 @@ async function createConversation() {
   $("new-chat-panel").hidden = true;
   bumpConversation(created.conversation);
   renderHeader();
+  refreshFormChip(created.conversation.id);
   renderMessages();
   return created.conversation;
 }
@@ -452,6 +454,7 @@ async function onStartChat() {
 
 function showNewChat({ push }) {
   state.current = null;
+  refreshFormChip(null);
   state.messages = [];
   setOlder(null);
   if (push) history.pushState(null, "", "/");
@@ -495,6 +498,7 @@ async function openConversation(id, { push }) {
   setOlder(data);
   $("new-chat-panel").hidden = true;
   renderHeader();
+  refreshFormChip(id);
   renderConversations();
   renderMessages();
   updateBusy();
@@ -1085,6 +1089,7 @@ async function runTurn(conv, path, body, ctx) {
   // nodes this turn wrote into, so read the finished conversation again.
   if (showing() && !turn.replyNode.isConnected) await openConversation(conv.id, { push: false });
   if (turn.started) refreshTitle(conv.id);
+  if (showing()) refreshFormChip(conv.id);
 }
 
 async function refreshTitle(id) {

@@ -82,6 +82,10 @@ const STRINGS = {
     load_failed: "불러오지 못했어요: {reason}",
     session_expired: "로그인이 만료됐어요. 다시 로그인하세요.",
     not_found: "이 대화를 찾을 수 없어요.",
+    form_next: "다음",
+    form_done: "완료",
+    form_confirming: "확인 중",
+    form_cancelled: "취소됨",
   },
   en: {
     app_name: "Daehwa",
@@ -163,6 +167,10 @@ const STRINGS = {
     load_failed: "Could not load: {reason}",
     session_expired: "Your session ended. Please sign in again.",
     not_found: "This conversation was not found.",
+    form_next: "next",
+    form_done: "done",
+    form_confirming: "confirming",
+    form_cancelled: "cancelled",
   },
 };
 
