@@ -1,13 +1,17 @@
-"""What daehwa's /v1/chat/completions adds in front of an instant upstream: requests/s and latency p50/p99.
+"""What daehwa's /v1/chat/completions adds in front of an instant upstream: requests/s, latency p50/p99, CPU/request.
 
-Three processes: the fake upstream in instant mode (``tests/fake_upstream.py --instant``: precomputed replies), a real
-``daehwa serve`` whose default model is that upstream (providers file, SQLite store, one API key), and this load
-client. The same non-streaming request goes to the upstream directly and through daehwa, at each concurrency, with
-the paths alternating per round so background load on a shared machine hits both alike. "Added" is daehwa's latency
-minus the direct latency at the same percentile: auth, validation, the turn pipeline and two store transactions
+Four processes: the fake upstream in instant mode (``tests/fake_upstream.py --instant``: precomputed replies), a real
+``daehwa serve`` whose default model is that upstream (providers file, SQLite store, one API key, logging at info),
+the minimal FastAPI + httpx pass-through proxy of ``proxy_baseline.py`` in front of the same upstream, and this load
+client. The same request goes to the upstream directly, through the baseline proxy and through daehwa, at each
+concurrency, with the paths alternating per round so background load on a shared machine hits all alike.
+"Added" is daehwa's latency minus the direct latency at the same percentile: auth, validation, the turn pipeline and
+two store transactions
 (the logged ``api`` conversation with the user's message and the streaming reply, then the reply with its usage),
 plus the extra HTTP hop. "CPU/req" is the CPU time the daehwa server process spent per request (from /proc, Linux),
 which other load on a shared machine disturbs much less than latency.
+
+"ratio" is daehwa's CPU per request over the baseline proxy's (the issue's goal: at most 1.2).
 
     python benchmarks/bench_gateway.py                         # concurrency 1 and 32
     python benchmarks/bench_gateway.py --requests 2000 --concurrency 1 8 32 --stream
@@ -95,6 +99,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds the requests are split into")
     parser.add_argument("--stream", action="store_true", help="stream: true (SSE) instead of one JSON response")
+    parser.add_argument("--log-level", default="info", help="daehwa's DAEHWA_LOG_LEVEL (the issue measures at info)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,34 +120,44 @@ def main() -> None:
             "DAEHWA_PROVIDERS_FILE": str(data / "providers.toml"),
             "DAEHWA_DEFAULT_MODEL": "up/fake-model",
             "DAEHWA_PORT": str(port),
-            "DAEHWA_LOG_LEVEL": "warning",
+            "DAEHWA_LOG_LEVEL": args.log_level,
         }
         cli = [sys.executable, "-m", "daehwa"]
         subprocess.run([*cli, "users", "create", "bench", "--no-password"], env=env, check=True, capture_output=True)
         made = subprocess.run([*cli, "keys", "create", "--user", "bench"], env=env, check=True, capture_output=True)
         key = made.stdout.decode().strip().splitlines()[-1]
         log = data / "serve.log"
+        proxy_port = free_port()
         with log.open("wb") as sink:
             server = subprocess.Popen([*cli, "serve"], env=env, stdout=sink, stderr=sink)
+            proxy = [sys.executable, str(ROOT / "benchmarks" / "proxy_baseline.py"), "--upstream", upstream_url]
+            baseline = subprocess.Popen(
+                [*proxy, "--port", str(proxy_port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         try:
             wait_healthy(f"http://127.0.0.1:{port}/healthz", server, log)
+            wait_healthy(f"http://127.0.0.1:{proxy_port}/healthz", baseline, log)
             paths = {
                 "direct": (f"{upstream_url}/chat/completions", {}),
+                "baseline": (f"http://127.0.0.1:{proxy_port}/v1/chat/completions", {}),
                 "daehwa": (f"http://127.0.0.1:{port}/v1/chat/completions", {"Authorization": f"Bearer {key}"}),
             }
             mode = "stream" if args.stream else "non-stream"
             print(f"/v1/chat/completions ({mode}), {args.requests} requests per path and concurrency")
-            print(f"{'conc':>4} {'path':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU/req':>8}")
-            pids = {"direct": upstream.pid, "daehwa": server.pid}
+            print(f"{'conc':>4} {'path':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU/req':>8}")
+            pids = {"direct": upstream.pid, "baseline": baseline.pid, "daehwa": server.pid}
+            names = tuple(pids)
             for concurrency in args.concurrency:
-                results: dict[str, list[float]] = {"direct": [], "daehwa": []}
-                elapsed = {"direct": 0.0, "daehwa": 0.0}
-                cpu: dict[str, float | None] = {"direct": 0.0, "daehwa": 0.0}
+                results: dict[str, list[float]] = {name: [] for name in names}
+                elapsed = {name: 0.0 for name in names}
+                cpu: dict[str, float | None] = {name: 0.0 for name in names}
                 for url, headers in paths.values():  # warm up connections and caches
                     asyncio.run(load(url, headers, min(100, args.requests), concurrency, args.stream))
                 per_round = max(1, args.requests // args.rounds)
                 for round_no in range(args.rounds):
-                    order = ("direct", "daehwa") if round_no % 2 == 0 else ("daehwa", "direct")
+                    order = names if round_no % 2 == 0 else names[::-1]
                     for name in order:
                         url, headers = paths[name]
                         start, cpu_start = time.perf_counter(), cpu_seconds(pids[name])
@@ -153,21 +168,27 @@ def main() -> None:
                             cpu[name] = None
                         else:
                             cpu[name] = spent + cpu_end - cpu_start
-                for name in ("direct", "daehwa"):
+                for name in names:
                     lat = results[name]
                     spent = cpu[name]
                     cpu_text = "n/a" if spent is None else f"{spent / len(lat) * 1000:.2f}"
                     print(
-                        f"{concurrency:>4} {name:>7} {len(lat) / elapsed[name]:>8.0f} "
+                        f"{concurrency:>4} {name:>8} {len(lat) / elapsed[name]:>8.0f} "
                         f"{pct(lat, 50) * 1000:>8.2f} {pct(lat, 99) * 1000:>8.2f} {cpu_text:>8}"
                     )
                 added50 = (pct(results["daehwa"], 50) - pct(results["direct"], 50)) * 1000
                 added99 = (pct(results["daehwa"], 99) - pct(results["direct"], 99)) * 1000
                 mean_added = (statistics.mean(results["daehwa"]) - statistics.mean(results["direct"])) * 1000
                 print(f"{concurrency:>4}   added p50 {added50:.2f} ms, p99 {added99:.2f} ms, mean {mean_added:.2f} ms")
+                ours, theirs = cpu["daehwa"], cpu["baseline"]
+                if ours is not None and theirs:
+                    ratio = (ours / len(results["daehwa"])) / (theirs / len(results["baseline"]))
+                    print(f"{concurrency:>4}   CPU/req daehwa / baseline proxy = {ratio:.2f} (goal <= 1.2)")
         finally:
             server.terminate()
             server.wait(15)
+            baseline.terminate()
+            baseline.wait(15)
             upstream.terminate()
             upstream.wait(15)
 

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         min_length=1,
         description="Redis store: prefix of every key, so several services can share one Redis database.",
     )
+    redis_pool_size: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Redis store: most connections a server process opens; a request waits for a free one (up to "
+        "DAEHWA_REQUEST_TIMEOUT) rather than failing when all are busy.",
+    )
     postgres_pool_size: int = Field(
         default=10, ge=1, le=1000, description="PostgreSQL store: most connections the pool opens."
     )

@@ -142,3 +142,12 @@ class ProviderTimeout(ProviderError):
 
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message, retryable=retryable)
+
+
+class StoreUnavailable(DaehwaError):
+    """The conversation store (Redis, PostgreSQL) cannot be reached; ``code`` names it: ``redis_unavailable``..."""
+
+    status = 503
+    type = "server_error"
+    code = "store_unavailable"
+    retry_after: float | None = 1.0

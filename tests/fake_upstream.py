@@ -635,8 +635,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--instant", action="store_true", help="precomputed replies, no recording")
+    parser.add_argument("--chunks", type=int, default=0, help="with --chunk-delay: words of the streamed reply")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream chunks (load tests)")
     args = parser.parse_args()
-    up = FakeUpstream(port=args.port, instant=args.instant).start()
+    default = None
+    if args.chunks or args.chunk_delay:
+        words = [f"word{i} " for i in range(max(1, args.chunks or 8))]
+        default = Reply("".join(words), chunks=words, chunk_delay=args.chunk_delay)
+    up = FakeUpstream(port=args.port, instant=args.instant, default=default).start()
     print(up.base_url, flush=True)
     try:
         while True:

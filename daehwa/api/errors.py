@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..errors import DaehwaError, RateLimited
+from ..stores.outage import outage_exception_types, store_outage
 from ..types import PARAM_BOUNDS, bound_message
 
 log = logging.getLogger("daehwa.api")
@@ -112,7 +113,6 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body(message, type_, code), status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
 
-    @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         if getattr(exc, "sqlstate", None) == _SQLSTATE_UNTRANSLATABLE:
             # PostgreSQL refused a NUL character in some text the pipeline does not check (a name, a rename).
@@ -125,6 +125,10 @@ def install_error_handlers(app: FastAPI) -> None:
             )
             return JSONResponse(error_body(message, "invalid_request_error", "invalid_text"), status_code=400)
         rid = _request_id(request)
+        outage = store_outage(exc)
+        if outage is not None:  # Redis or PostgreSQL down or restarting: a 503 naming it, and no traceback
+            log.warning("request %s failed: %s (%s)", rid, outage.code, type(exc).__name__)
+            return error_response(outage)
         log.error("unexpected error in request %s", rid, exc_info=exc)
         return JSONResponse(
             error_body(
@@ -134,6 +138,12 @@ def install_error_handlers(app: FastAPI) -> None:
             ),
             status_code=500,
         )
+
+    app.add_exception_handler(Exception, _unexpected)
+    # Handled below ServerErrorMiddleware too (which re-raises what it handles), so an outage is answered as a
+    # handled error: the connection-level exception types a store driver raises, told apart by store_outage().
+    for kind in outage_exception_types():
+        app.add_exception_handler(kind, _unexpected)
 
 
 _SQLSTATE_UNTRANSLATABLE = "22021"  # character_not_in_repertoire: asyncpg's error for U+0000 in text

@@ -3,10 +3,12 @@
 One ``AsyncOpenAI`` client per provider, with the SDK's own retries off: the pipeline has the one retry layer, and it
 decides from ``ProviderError.retryable`` / ``retry_after``, which this module derives from the upstream's answer.
 
-The SDK does the HTTP side (auth, base URL, headers, timeouts, status errors) through its generic
-``client.post(..., cast_to=httpx2.Response, stream=True)``; this module builds the JSON body and reads the SSE lines
-itself. ``chat.completions.create`` would run its typed request transform and build a pydantic model per chunk, which
-cost more CPU per request than all the rest of the gateway together.
+The request goes out as one raw ``httpx2`` stream on the client the SDK is built around (passed to it as
+``http_client``, so one connection pool and one close): this module builds the JSON body, sends it with the key in
+the ``Authorization`` header, turns an error status into the SDK's ``APIStatusError`` (the same ``code``, ``param``
+and ``type``) and reads the SSE lines itself. ``chat.completions.create`` would run its typed request transform and
+build a pydantic model per chunk, and even the SDK's generic ``client.post`` cost about as much CPU per request as
+the rest of the pass-through (benchmarks/README.md, "HTTP gateway").
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options"})
 #: Keys of ``options`` in a providers-file entry of type "openai".
 OPTION_KEYS = frozenset({"timeout", "headers", "sends_done"})
 _MAX_UPSTREAM_MESSAGE = 500
+#: The SDK's own defaults for its HTTP client.
+_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=5.0)
+_JSON = {"Content-Type": "application/json"}
 #: After ``[DONE]``, how long to read on to the end of the body so the connection can be reused (as the SDK does).
 _DRAIN_SECONDS = 0.1
 
@@ -85,6 +90,7 @@ class OpenAIProvider(Provider):
         # Resolved once: a key changed later needs a restart, like every other setting.
         self._api_key: SecretStr | None = settings.secret(config.api_key_env)
         self._client: openai.AsyncOpenAI | None = None
+        self._http: httpx2.AsyncClient | None = None  # the SDK client's HTTP client, used directly by stream()
 
     def tokenizer(self, model: str) -> Tokenizer | None:
         """OpenAI's own BPE for OpenAI-family model ids (on any server); None for others (Qwen on vLLM, GLM, ...)."""
@@ -103,21 +109,35 @@ class OpenAIProvider(Provider):
             self._get_client()
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
+        client, self._client, self._http = self._client, None, None
         if client is not None:
-            await client.close()
+            await client.close()  # closes the HTTP client too
 
     def _get_client(self) -> openai.AsyncOpenAI:
         if self._client is None:
             key = self._api_key.get_secret_value() if self._api_key is not None else PLACEHOLDER_KEY
+            headers = {"Authorization": f"Bearer {key}", "Accept": "application/json", **self._headers}
+            self._http = httpx2.AsyncClient(
+                base_url=self.base_url,
+                headers=headers,
+                timeout=httpx2.Timeout(self.timeout),
+                limits=_LIMITS,
+                follow_redirects=True,
+            )
             self._client = openai.AsyncOpenAI(
                 api_key=key,
                 base_url=self.base_url,
                 max_retries=0,
                 timeout=self.timeout,
                 default_headers=self._headers or None,
+                http_client=self._http,
             )
         return self._client
+
+    def _http_client(self) -> httpx2.AsyncClient:
+        self._get_client()
+        assert self._http is not None
+        return self._http
 
     def _missing_key_reason(self) -> str | None:
         env = self.config.api_key_env
@@ -192,18 +212,16 @@ class OpenAIProvider(Provider):
         reason = self._missing_key_reason()
         if reason is not None:
             raise ModelUnavailable(f"Model '{self.name}/{request.model}' is not available. {reason}")
-        client = self._get_client()
+        client = self._http_client()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         try:
             async with asyncio.timeout_at(deadline):
-                response: httpx2.Response = await client.post(
-                    "/chat/completions",
-                    body=body,
-                    cast_to=httpx2.Response,
-                    stream=True,
-                    options={"security": {"bearer_auth": True}},
-                )
+                sent = client.build_request("POST", "chat/completions", content=content, headers=_JSON)
+                response = await client.send(sent, stream=True)
+                if response.status_code >= 400:
+                    raise await _status_error(response)
         except Exception as exc:
             raise self._translate(exc, request.model) from None
 
@@ -454,6 +472,20 @@ class _Chunks:
         if chunk.get("model"):
             self.model = str(chunk["model"])
         return None
+
+
+async def _status_error(response: httpx2.Response) -> openai.APIStatusError:
+    """The SDK's error for an error status (its body read and closed), as ``client.post`` would have raised it."""
+    try:
+        await response.aread()
+    finally:
+        await response.aclose()
+    try:
+        data: object = response.json()
+    except ValueError:
+        data = response.text or None
+    body = data.get("error", data) if isinstance(data, dict) else data
+    return openai.APIStatusError(f"Error code: {response.status_code} - {data}", response=response, body=body)
 
 
 async def _drain(received: AsyncIterator[bytes]) -> None:

@@ -21,6 +21,7 @@ import uuid
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
+import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -78,26 +79,51 @@ class RedisStore(
 ):
     """Conversation history that expires after ``ttl_seconds`` without writes; accounts and usage that do not."""
 
-    def __init__(self, url: str, *, prefix: str = "daehwa", ttl_seconds: float = 30 * 86_400) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "daehwa",
+        ttl_seconds: float = 30 * 86_400,
+        pool_size: int = 100,
+        pool_timeout: float = 60.0,
+    ) -> None:
         if ttl_seconds <= 0:
             raise ConfigError("DAEHWA_REDIS_TTL_DAYS must be positive.")
         self.url = url
         self.prefix = check_prefix(prefix)
         self.cluster = is_cluster_url(url)
         self.ttl_ms = int(ttl_seconds * 1000)
+        self.pool_size = pool_size
+        self.pool_timeout = pool_timeout
         self._client = None
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> RedisStore:
         if settings is None:
             return cls(url)
-        return cls(url, prefix=settings.redis_key_prefix, ttl_seconds=settings.redis_ttl_days * 86_400)
+        return cls(
+            url,
+            prefix=settings.redis_key_prefix,
+            ttl_seconds=settings.redis_ttl_days * 86_400,
+            pool_size=settings.redis_pool_size,
+            pool_timeout=settings.request_timeout,
+        )
 
     def __repr__(self) -> str:
         return f"RedisStore({redact(self.url)!r}, prefix={self.prefix!r})"
 
     async def open(self) -> None:
-        client = connect(self.url)
+        # A blocking pool: with more concurrent requests than connections a request waits for one; redis-py's
+        # default pool (100 connections in redis-py 8) fails the request with "Too many connections" instead.
+        # (A cluster client keeps a pool per node, unbounded.)
+        if self.cluster:
+            client = connect(self.url)
+        else:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, decode_responses=True, max_connections=self.pool_size, timeout=self.pool_timeout
+            )
+            client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         try:
             await client.ping()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
