@@ -189,6 +189,21 @@ def test_the_example_tutor_room_streams_remembers_and_keeps_a_cut_reply(site: tu
             assert (role, status) == ("daehwa-assistant", "interrupted")
             assert text.startswith("ECHO") and "답변이 중간에 멈췄어요." in text
             page.screenshot(path=str(ARTIFACTS / "django-tutor-interrupted.png"), full_page=True)
+
+            # A guest (no login, another browser profile) has a room of its own, kept by the Django session.
+            guest = browser.new_context(locale="en-US").new_page()
+            guest.on("pageerror", lambda e: errors.append(str(e)))
+            guest.goto(url + "/guest/")
+            guest.wait_for_selector(".daehwa-room[data-state='open']")
+            _wait_reply_final(guest, 1)
+            guest.fill("input[name=message]", "hello [[steady 2 10]]")
+            guest.press("input[name=message]", "Enter")
+            _wait_reply_final(guest, 2)
+            assert guest.get_attribute("input[name=message]", "placeholder") == "Write a message"
+            guest.reload()
+            guest.wait_for_selector(".daehwa-room[data-state='open']")
+            guest.wait_for_function("() => document.querySelectorAll('#daehwa-messages .daehwa-msg').length === 3")
+            assert [text for _, _, text in _bubbles(guest)] == [OPENER, "hello [[steady 2 10]]", "w1 w2"]
         finally:
             browser.close()
     assert errors == []
