@@ -176,6 +176,16 @@ def test_the_example_tutor_room_streams_remembers_and_keeps_a_cut_reply(site: tu
             assert _bubbles(page) == shown
             assert len(upstream.requests) == 2
 
+            # Stop: the part that arrived stays, marked as cut short, and the room takes the next message.
+            page.fill("input[name=message]", "천천히 말해 주세요 [[stall]]")
+            page.press("input[name=message]", "Enter")
+            page.wait_for_function("() => document.querySelector('.daehwa-streaming .daehwa-text')?.innerText")
+            page.click(".daehwa-stop")
+            _wait_reply_final(page, 3)
+            role, status, text = _bubbles(page)[-1]
+            assert (role, status) == ("daehwa-assistant", "interrupted") and text.startswith("E")
+            assert page.input_value("input[name=message]") == ""
+
             # The connection drops mid-reply (a reload): the part that arrived is kept and marked as cut short.
             page.fill("input[name=message]", "이야기해 주세요 [[stall]]")
             page.press("input[name=message]", "Enter")
@@ -184,7 +194,7 @@ def test_the_example_tutor_room_streams_remembers_and_keeps_a_cut_reply(site: tu
             )
             page.reload()
             page.wait_for_selector(".daehwa-room[data-state='open']")
-            page.wait_for_function("() => document.querySelectorAll('#daehwa-messages .daehwa-msg').length === 5")
+            page.wait_for_function("() => document.querySelectorAll('#daehwa-messages .daehwa-msg').length === 7")
             role, status, text = _bubbles(page)[-1]
             assert (role, status) == ("daehwa-assistant", "interrupted")
             assert text.startswith("ECHO") and "답변이 중간에 멈췄어요." in text
