@@ -187,6 +187,45 @@ async def test_django_users_map_to_their_own_daehwa_users_and_rooms(room: Servic
         await conversation_of(room, name)  # exactly one each
 
 
+async def test_two_tabs_opening_at_once_share_one_conversation(room: Services):
+    tabs = [communicator(GreeterConsumer) for _ in range(3)]
+    await asyncio.gather(*(tab.connect() for tab in tabs))
+    for tab in tabs:
+        assert "Hi minji!" in await tab.receive_from()
+        await tab.disconnect()
+    user_id, conv_id = await conversation_of(room, "django-7")
+    assert len(await room.store.list_messages(user_id, conv_id) or []) == 1  # one greeting
+
+
+class TopicConsumer(DaehwaChatConsumer):
+    first_message_template = "Let's talk about {topic}."
+
+    def get_context_data(self) -> dict[str, Any]:
+        return {**super().get_context_data(), "topic": self.scope["url_route"]["kwargs"]["topic"]}
+
+    def get_conversation_key(self) -> str:
+        return f"topic:{self.scope['url_route']['kwargs']['topic']}"
+
+
+async def test_a_conversation_key_from_the_url_gives_one_room_per_topic(room: Services):
+    from channels.routing import URLRouter
+    from django.urls import path
+
+    app = URLRouter([path("ws/topic/<str:topic>/", TopicConsumer.as_asgi())])
+    for topic in ("coffee", "travel", "coffee"):
+        comm = WebsocketCommunicator(app, f"/ws/topic/{topic}/")
+        comm.scope["user"] = MINJI
+        await comm.connect()
+        assert f"Let's talk about {topic}." in await comm.receive_from()
+        await comm.disconnect()
+    record = await room.store.get_user_by_name("django-7")
+    assert record is not None
+    assert sorted(c.meta["django_consumer"] for c in await room.store.list_conversations(record.user.id)) == [
+        "topic:coffee",
+        "topic:travel",
+    ]
+
+
 # -- the bot speaks first, streams, remembers ---------------------------------------------------------------------
 async def test_the_bot_speaks_first_with_the_prompt_templates_filled_in(room: Services, fake_provider: FakeProvider):
     fake_provider.enqueue(Script(chunks=["Hello! ", "What would ", "you like?"]))

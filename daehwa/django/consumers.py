@@ -356,7 +356,7 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
         """This room's conversation of the user (found by its key), or a new one with its greeting; (it, created)."""
         assert self.services is not None and self.daehwa_user is not None
         store, user, key = self.services.store, self.daehwa_user, self.get_conversation_key()
-        async with get_runtime().creating():
+        async with get_runtime().creating(f"{user.id}:{key}"):
             found = await self._find_conversation(key)
             if found is not None:
                 return found, False
@@ -368,13 +368,13 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
                     meta={"django_consumer": key, "auto_title": False},
                 ),
             )
-        greeting = self.get_first_message()
-        if greeting:
-            await store.append_message(
-                user.id,
-                conversation.id,
-                NewMessage(role="assistant", content=greeting, meta={"first_message": True}),
-            )
+            greeting = self.get_first_message()
+            if greeting:
+                await store.append_message(
+                    user.id,
+                    conversation.id,
+                    NewMessage(role="assistant", content=greeting, meta={"first_message": True}),
+                )
         return conversation, True
 
     async def _find_conversation(self, key: str) -> Conversation | None:

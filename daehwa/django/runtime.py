@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -62,7 +63,8 @@ class Runtime:
         self._owned = False  # built here (and closed here), or installed by the caller
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
-        self._creating: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        # One lock per room being opened, dropped when no connection holds it.
+        self._creating: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def services(self) -> Services:
         """The started services, built and started on the first call in this event loop."""
@@ -89,12 +91,13 @@ class Runtime:
         assert self._turns is not None
         return self._turns
 
-    def creating(self) -> asyncio.Lock:
-        """Held while a room finds or creates its conversation, so two tabs opening at once share one."""
-        loop = asyncio.get_running_loop()
-        if self._creating is None or self._creating[0] is not loop:
-            self._creating = (loop, asyncio.Lock())
-        return self._creating[1]
+    def creating(self, key: str) -> asyncio.Lock:
+        """Held while a room finds or creates its conversation ``key``, so two tabs opening at once share one."""
+        slot = (id(asyncio.get_running_loop()), key)
+        lock = self._creating.get(slot)
+        if lock is None:
+            lock = self._creating[slot] = asyncio.Lock()
+        return lock
 
     def install(self, services: Services, turns: ActiveTurns | None = None) -> None:
         """Use services built and started by the caller (tests, a project that builds its own); not closed here."""
