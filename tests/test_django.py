@@ -357,6 +357,50 @@ async def test_a_second_message_while_a_reply_streams_is_refused_politely(room: 
     await comm.disconnect()
 
 
+def streaming_text(history: str) -> str:
+    """The text of the reply still being written in a history frame."""
+    match = re.search(r'<div class="daehwa-text" id="daehwa-text-[^"]+" data-thinking="[^"]*">(.*?)</div>', history)
+    assert match, history
+    return match.group(1)
+
+
+async def test_a_second_tab_follows_the_reply_the_first_one_is_streaming(room: Services, fake_provider: FakeProvider):
+    fake_provider.enqueue(Script(chunks=["one ", "two ", "three"], delay=0.3))
+    first = communicator(PlainConsumer)
+    await first.connect()
+    await first.receive_from()
+    await first.send_json_to({"message": "count"})
+    await frames_until(first, lambda f: "one " in f)
+
+    second = communicator(PlainConsumer)
+    await second.connect()
+    history = await second.receive_from()
+    assert "count" in history and 'data-status="streaming"' in history
+    frames = await frames_until(second, is_final_reply)
+    assert streaming_text(history) + "".join(deltas(frames)) == "one two three"  # each piece once
+    assert "<p>one two three</p>" in frames[-1] and 'data-status="complete"' in frames[-1]
+    assert "<p>one two three</p>" in (await frames_until(first, is_final_reply))[-1]
+    await first.disconnect()
+    await second.disconnect()
+
+
+async def test_stop_in_the_second_tab_stops_the_reply_of_the_first(room: Services, fake_provider: FakeProvider):
+    fake_provider.enqueue(Script(chunks=["going"], hang=True))
+    first = communicator(PlainConsumer)
+    await first.connect()
+    await first.receive_from()
+    await first.send_json_to({"message": "go"})
+    await frames_until(first, lambda f: "going" in f)
+    second = communicator(PlainConsumer)
+    await second.connect()
+    await second.receive_from()
+    await second.send_json_to({"message": "too", "action": "stop"})
+    for tab in (first, second):
+        final = (await frames_until(tab, is_final_reply))[-1]
+        assert 'data-status="interrupted"' in final and "going" in final
+        await tab.disconnect()
+
+
 # -- errors, in the user's language ------------------------------------------------------------------------------------
 async def test_a_blocked_message_is_shown_struck_out_with_the_reason(room: Services, fake_provider: FakeProvider):
     comm = communicator(PlainConsumer)

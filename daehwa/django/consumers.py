@@ -27,7 +27,7 @@ import html
 import json
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from contextlib import suppress
 from typing import Any, ClassVar
 
@@ -40,8 +40,9 @@ from ..errors import Conflict, DaehwaError
 from ..i18n import normalize_locale
 from ..pipeline import TurnDelta, TurnRequest
 from ..rendering import render_message
+from ..resume import StreamTimes, follow_reply
 from ..services import Services
-from ..stores.base import ConversationQuery, MessageChange, NewConversation, NewMessage
+from ..stores.base import ConversationQuery, MessageChange, NewConversation, NewMessage, StreamChunk
 from ..types import Conversation, GenerationParams, MessageStatus, StoredMessage, User
 from .messages import error_text, say
 from .runtime import get_runtime
@@ -93,8 +94,9 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
         self.services: Services | None = None
         self.daehwa_user: User | None = None
         self.conversation: Conversation | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the turn this socket runs, or the reply it follows
         self._handle: TurnHandle | None = None
+        self._following = False
 
     # -- what subclasses change ----------------------------------------------------------------------------------
     async def can_accept(self) -> bool:
@@ -170,6 +172,9 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=self.render_history(messages))
         if created and self.first_user_message_template:
             self._start(self.get_first_user_message(), hidden=True)
+        elif messages and messages[-1].role == "assistant" and messages[-1].status is MessageStatus.STREAMING:
+            # Another tab (or process) is writing a reply: follow it here from the store's chunk log.
+            self._task = asyncio.ensure_future(self._guarded(self._follow(messages[-1])))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.conversation is None:
@@ -184,6 +189,10 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
         if data.get("action") == "stop":
             if self._handle is not None:
                 self._handle.stop()
+            elif self._following and self.daehwa_user is not None:
+                # The reply is another socket's: stop it wherever it runs (this process or one sharing the store).
+                turns = await get_runtime().turns()
+                await turns.stop(self.daehwa_user.id, self.conversation.id, wait=False)
             return
         content = data.get("message")
         if not isinstance(content, str):
@@ -222,17 +231,42 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
 
     # -- turns ------------------------------------------------------------------------------------------------------
     def _start(self, content: str, *, hidden: bool = False) -> None:
-        self._task = asyncio.ensure_future(self._turn(content, hidden=hidden))
+        self._task = asyncio.ensure_future(self._guarded(self._run_turn(content, hidden=hidden)))
 
-    async def _turn(self, content: str, *, hidden: bool) -> None:
+    async def _guarded(self, work: Awaitable[None]) -> None:
         try:
-            await self._run_turn(content, hidden=hidden)
+            await work
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug, or the socket gone while sending: logged, never shown as a traceback
             log.exception("a chat turn failed")
             with suppress(Exception):
                 await self.send_notice(say("failed", self.locale))
+
+    async def _follow(self, reply: StoredMessage) -> None:
+        """Stream a reply that another socket's turn is writing, from where the history showed it, to its end."""
+        assert self.services is not None and self.daehwa_user is not None
+        settings = self.services.settings
+        times = StreamTimes(settings.stream_lease_seconds, settings.stream_log_seconds)
+        target = f"daehwa-text-{reply.id}"
+        self._following = True
+        try:
+            items = follow_reply(
+                self.services.store,
+                self.daehwa_user.id,
+                reply.conversation_id,
+                reply.id,
+                after=len(reply.content),
+                times=times,
+            )
+            async for item in items:
+                if isinstance(item, StreamChunk):
+                    text = html.escape(item.text, quote=False)
+                    await self.send(text_data=f'<div id="{target}" hx-swap-oob="beforeend">{text}</div>')
+                else:
+                    await self.send(text_data=self.render_message(item, swap="outerHTML"))
+        finally:
+            self._following = False
 
     async def _run_turn(self, content: str, *, hidden: bool) -> None:
         assert self.services is not None and self.daehwa_user is not None and self.conversation is not None
@@ -247,7 +281,8 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
             locale=self.locale,
         )
         try:
-            handle = await TurnHandle.open(self.services.chat, request, await get_runtime().turns())
+            # Resumable: the reply's text goes to the store's chunk log, so another tab can follow it live.
+            handle = await TurnHandle.open(self.services.chat, request, await get_runtime().turns(), resumable=True)
         except DaehwaError as exc:
             await self._refused(exc, content)
             return
