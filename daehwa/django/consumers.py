@@ -22,7 +22,6 @@ the ``render_*`` methods (or the ``daehwa/*.html`` templates) to change how they
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import html
 import json
 import logging
@@ -34,6 +33,7 @@ from typing import Any, ClassVar
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings as django_settings
 from django.template.loader import render_to_string
+from django.utils.crypto import salted_hmac
 
 from ..api.stream import TurnHandle
 from ..errors import Conflict, DaehwaError
@@ -140,7 +140,7 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
     async def get_daehwa_user(self) -> User:
         """The daehwa user of this socket: ``django-<pk>`` for a Django user; a guest per session for anonymous ones.
 
-        A guest's name holds a hash of the session key (never the key), so a guest keeps the room across reloads
+        A guest's name holds an HMAC of the session key (never the key), so a guest keeps the room across reloads
         while the Django session lasts; without a session each connection is a new guest.
         """
         user = self.scope.get("user")
@@ -148,7 +148,7 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
             return await self._user(f"django-{user.pk}", anonymous=False)
         session = self.scope.get("session")
         key = getattr(session, "session_key", None) if session is not None else None
-        tag = hashlib.sha256(key.encode()).hexdigest()[:24] if key else secrets.token_hex(12)
+        tag = salted_hmac("daehwa.django.guest", key).hexdigest()[:24] if key else secrets.token_hex(12)
         return await self._user(f"django-guest-{tag}", anonymous=True)
 
     # -- the socket ------------------------------------------------------------------------------------------------
