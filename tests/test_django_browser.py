@@ -54,7 +54,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _example_site(tmp: Path, upstream: FakeUpstream) -> Iterator[str]:
+def _example_site(tmp: Path, upstream: FakeUpstream) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     providers = tmp / "providers.toml"
     providers.write_text(f'[providers.fake]\ntype = "openai"\nbase_url = "{upstream.base_url}"\nmodels = ["echo"]\n')
     port = _free_port()
@@ -86,7 +86,7 @@ def _example_site(tmp: Path, upstream: FakeUpstream) -> Iterator[str]:
             if time.monotonic() > deadline:
                 pytest.fail(f"serve.py did not answer within 90 s:\n{log.read_text()}")
             time.sleep(0.2)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
@@ -98,11 +98,11 @@ def _example_site(tmp: Path, upstream: FakeUpstream) -> Iterator[str]:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[tuple[str, FakeUpstream]]:
+def site(tmp_path: Path) -> Iterator[tuple[str, FakeUpstream, subprocess.Popen[bytes]]]:
     require(CHROMIUM.is_file(), f"{CHROMIUM} is missing: apt-get install chromium")
     require(SERVE.is_file(), f"{SERVE} is missing")
-    with FakeUpstream(models=["echo"]) as upstream, _example_site(tmp_path, upstream) as url:
-        yield url, upstream
+    with FakeUpstream(models=["echo"]) as upstream, _example_site(tmp_path, upstream) as (url, proc):
+        yield url, upstream, proc
 
 
 def _bubbles(page: Any) -> list[tuple[str, str, str]]:
@@ -123,10 +123,12 @@ def _wait_reply_final(page: Any, count: int) -> None:
     )
 
 
-def test_the_example_tutor_room_streams_remembers_and_keeps_a_cut_reply(site: tuple[str, FakeUpstream]):
+def test_the_example_tutor_room_streams_remembers_and_keeps_a_cut_reply(
+    site: tuple[str, FakeUpstream, subprocess.Popen[bytes]],
+):
     from playwright.sync_api import sync_playwright
 
-    url, upstream = site
+    url, upstream, server = site
     requests: list[str] = []
     errors: list[str] = []
     with sync_playwright() as pw:
@@ -214,8 +216,17 @@ def test_the_example_tutor_room_streams_remembers_and_keeps_a_cut_reply(site: tu
             guest.wait_for_selector(".daehwa-room[data-state='open']")
             guest.wait_for_function("() => document.querySelectorAll('#daehwa-messages .daehwa-msg').length === 3")
             assert [text for _, _, text in _bubbles(guest)] == [OPENER, "hello [[steady 2 10]]", "w1 w2"]
+
+            # The server goes away: the room says it is reconnecting (htmx-ext-ws retries with backoff).
+            assert not guest.is_visible(".daehwa-reconnecting")
+            clean = list(errors)  # from here on the browser logs its refused reconnects
+            server.terminate()
+            server.wait(15)
+            guest.wait_for_selector(".daehwa-room[data-state='reconnecting']")
+            assert guest.is_visible(".daehwa-reconnecting")
+            assert "Reconnecting" in guest.inner_text(".daehwa-reconnecting")
         finally:
             browser.close()
-    assert errors == []
+    assert clean == []
     assert all(u.startswith(url) for u in requests), [u for u in requests if not u.startswith(url)]  # no CDN
     assert any(u.endswith("/static/daehwa/htmx-ext-ws.js") for u in requests)
