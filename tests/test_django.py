@@ -484,6 +484,10 @@ async def test_frames_that_are_not_messages_get_a_notice(room: Services):
         assert "could not be read" in await comm.receive_from()
     await comm.send_json_to({"message": "   "})
     assert "The message is empty" in (await frames_until(comm, is_notice))[-1]
+    await comm.send_json_to({"message": "x" * (room.settings.max_message_chars + 1)})
+    assert "The message is too long" in (await frames_until(comm, is_notice))[-1]
+    await comm.send_json_to({"message": "x" * room.settings.max_request_bytes})  # never parsed
+    assert "The message is too long" in (await frames_until(comm, is_notice))[-1]
     await comm.disconnect()
 
 

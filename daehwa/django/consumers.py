@@ -179,6 +179,10 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.conversation is None:
             return  # refused or failed at connect; the socket is closing
+        assert self.services is not None
+        if text_data is not None and len(text_data) > self.services.settings.max_request_bytes:
+            await self.send_notice(say("message_too_long", self.locale))
+            return
         try:
             data = json.loads(text_data or "")
         except ValueError:
