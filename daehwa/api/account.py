@@ -51,7 +51,7 @@ async def delete_account(body: DeleteAccountIn, principal: CurrentPrincipal, req
     accounts = accounts_of(request)
     if body.confirm != user.name:
         raise InvalidRequest(
-            f'To delete your account, send your user name as "confirm" ("{user.name}"): this cannot be undone.',
+            f"To delete your account, send your user name as confirm ({user.name!r}): this cannot be undone.",
             param="confirm",
             code="confirmation_required",
         )
@@ -59,7 +59,7 @@ async def delete_account(body: DeleteAccountIn, principal: CurrentPrincipal, req
         body.password and await accounts.verify_user_password(user.id, body.password)
     ):
         raise PermissionDenied(
-            'The password is missing or wrong: send your current password as "password".', code="invalid_credentials"
+            "The password is missing or wrong: send your current password as password.", code="invalid_credentials"
         )
     await accounts.check_deletable(user)
     turns = request.app.state.turns
