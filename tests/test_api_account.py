@@ -187,7 +187,8 @@ async def test_interests_off_learns_and_uses_nothing_and_on_again(
     await services.chat.run(TurnRequest(user=alice, content="파이썬 비동기 프로그래밍 질문", persona="guide"))
     await services.chat.drain()
     assert "사용자는 레디스 캐시" in _system(fake_provider)
-    assert "파이썬" in [i["term"] for i in (await client.get("/api/me/interests", headers=auth(alice_key))).json()["data"]]
+    learned = (await client.get("/api/me/interests", headers=auth(alice_key))).json()["data"]
+    assert "파이썬" in [i["term"] for i in learned]
     assert (await client.put("/api/me/interests", json={}, headers=auth(alice_key))).status_code == 400
 
 
