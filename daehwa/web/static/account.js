@@ -75,8 +75,10 @@ export function attachAccount(user, onDeleted) {
     try {
       await api("DELETE", "/api/me", body);
     } catch (e) {
-      const wrongPassword = e instanceof ApiError && e.code === "invalid_credentials";
-      error.textContent = wrongPassword ? t("account_delete_wrong_password") : (e && e.message) || String(e);
+      const code = e instanceof ApiError ? e.code : null;
+      if (code === "invalid_credentials") error.textContent = t("account_delete_wrong_password");
+      else if (code === "last_admin") error.textContent = t("account_delete_last_admin");
+      else error.textContent = (e && e.message) || String(e);
       error.hidden = false;
       confirm.disabled = false;
       return;
