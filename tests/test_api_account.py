@@ -258,3 +258,40 @@ async def test_cli_users_delete_asks_refuses_the_last_admin_and_deletes(cli_env:
     async with cli_accounts(cli_env) as accounts:
         assert await accounts.store.get_user_by_name("carol") is None
         assert [u.name for u in await accounts.store.list_users()] == ["boss"]
+
+
+@pytest.mark.redis
+async def test_the_user_deleted_signal_reaches_another_process_over_redis(settings: Settings) -> None:
+    """Two stores and two turn registries on one Redis prefix: what two server processes share."""
+    from tests.api_helpers import wait_for
+    from tests.test_stores import _redis_namespace
+
+    async with _redis_namespace() as factory:
+        here_store, there_store = factory(), factory()
+        await here_store.open()
+        await there_store.open()
+        here_turns, there_turns = ActiveTurns(here_store), ActiveTurns(there_store)
+        here, there = Accounts(here_store, settings, hasher=FAST_HASHER), Accounts(there_store, settings)
+        there_turns.on_user_deleted.append(there.forget_user)
+        await here_turns.open()
+        await there_turns.open()
+        try:
+            user = await here.create_user("remote-gone", None)
+            key = (await here.create_api_key(user.id)).secret
+            assert (await there.user_for_api_key(key)).id == user.id  # cached over there
+            await here.delete_user(user.id)
+            await here_turns.end_user(user.id, wait=False)  # as DELETE /api/me does after the deletion
+
+            async def refused() -> bool:
+                try:
+                    await there.user_for_api_key(key)
+                except Exception:
+                    return True
+                return False
+
+            assert await wait_for(refused, within=3.0)
+        finally:
+            await here_turns.close()
+            await there_turns.close()
+            await here_store.close()
+            await there_store.close()
