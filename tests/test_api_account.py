@@ -4,7 +4,6 @@ through the real app (docs/api.md, docs/intelligence.md)."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from pathlib import Path
 
@@ -18,9 +17,10 @@ from daehwa.config import Settings
 from daehwa.services import Services
 from daehwa.stores.base import DELETED_USER_ID
 from daehwa.types import User
-from tests.api_helpers import auth
-from tests.conftest import FakeProvider, Script
+from tests.api_helpers import LiveServer, auth
+from tests.conftest import FakeProvider
 from tests.test_accounts import FAST_HASHER, cli_accounts, cli_env, daehwa, failed  # noqa: F401  (cli_env: fixture)
+from tests.test_stores_deletion import ALL_KINDS
 
 pytest_plugins = ["tests.api_fixtures"]
 
@@ -113,30 +113,33 @@ async def test_the_last_admin_cannot_delete_itself(client: httpx.AsyncClient, ac
     assert (await _delete_me(client, auth(key), confirm="owner")).status_code == 200
 
 
-async def test_deletion_stops_the_users_running_turn_first(
-    client: httpx.AsyncClient, app, services: Services, alice: User, alice_key: str, fake_provider: FakeProvider
-) -> None:  # type: ignore[no-untyped-def]
-    fake_provider.enqueue(Script(chunks=["thinking"], hang=True))
-    turn = asyncio.create_task(services.chat.run(TurnRequest(user=alice, content="a long question")))
-    await fake_provider.started.wait()
-    # The turn runs outside any request here; register it the way the routes do, through a stop callback.
-    turns: ActiveTurns = app.state.turns
-    stopped: list[str] = []
+async def test_deletion_stops_the_users_streaming_reply_first(
+    live_server: LiveServer, services: Services, alice: User, alice_key: str, fake_provider: FakeProvider
+) -> None:
+    from tests.test_api_stream import HANGING, new_conversation, sse_events
 
-    class Handle:
-        key = (alice.id, "c")
-
-        def stop(self) -> None:
-            stopped.append("stop")
-            turn.cancel()
-            turns.discard(self)  # type: ignore[arg-type]
-
-    turns.add(Handle())  # type: ignore[arg-type]
-    r = await _delete_me(client, auth(alice_key), confirm="alice")
-    assert r.status_code == 200, r.text
-    assert stopped == ["stop"]
-    with pytest.raises(asyncio.CancelledError):
-        await turn
+    cid = await new_conversation(live_server.base_url, alice_key)
+    fake_provider.enqueue(HANGING)
+    events = []
+    async with (
+        httpx.AsyncClient(base_url=live_server.base_url) as c,
+        c.stream(
+            "POST", f"/api/conversations/{cid}/messages", json={"content": "story", "stream": True},
+            headers=auth(alice_key),
+        ) as r,
+    ):  # fmt: skip
+        async for kind, data in sse_events(r):
+            events.append((kind, data))
+            if kind == "delta" and len(events) == 2:
+                gone = await c.request("DELETE", "/api/me", json={"confirm": "alice"}, headers=auth(alice_key))
+                assert gone.status_code == 200, gone.text
+                assert gone.json()["conversations"] == 1 and gone.json()["usage_records_kept"] == 1
+    assert events[-1][0] == "done" and events[-1][1]["outcome"] == "interrupted"  # the stream ended, not hung
+    assert fake_provider.cancelled == 1
+    # The reply it stored when it stopped went with the account; its usage stayed, detached.
+    assert await services.store.list_conversations(alice.id, ALL_KINDS) == []
+    totals = await services.store.usage_totals()
+    assert [t.user_id for t in totals] == [DELETED_USER_ID]
 
 
 async def test_another_process_forgets_a_deleted_user_through_the_signal(
