@@ -27,6 +27,20 @@ pytest_plugins = ["tests.api_fixtures"]
 PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    # A loaded machine can take longer than the default 2 s hook bound to embed the catalogue on its first use.
+    return Settings(
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'test.db'}",
+        default_model="fake",
+        stream_flush_seconds=0.05,
+        filter_output_action="off",
+        pipeline_hook_timeout_seconds=30.0,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
 async def _session(client: httpx.AsyncClient, name: str, password: str = PASSWORD) -> dict[str, str]:
     r = await client.post("/api/auth/login", json={"username": name, "password": password})
     assert r.status_code == 200, r.text
