@@ -85,18 +85,37 @@ class RedisUserDeletion(RedisConversations, RedisAccounts, RedisUsage, RedisProf
         return int(removed)
 
     async def _delete_user_conversations(self, user_id: str) -> int:
+        """The conversations of the user's index, in batches: one pipeline reads their owners and message ids, one
+        deletes those that are the user's, with their context keys and reply logs (each DEL within one slot)."""
         r = self._r()
+        ids: list[str] = await r.zrange(self._user_index(user_id), 0, -1)
         deleted = 0
-        for conversation_id in await r.zrange(self._user_index(user_id), 0, -1):
-            # The reply logs first: they are found through the conversation's messages.
-            message_ids = await r.hkeys(self._conv_key(conversation_id, "msgs"))
-            logs = [key for mid in message_ids for key in self._reply_keys(conversation_id, mid)]
-            for start in range(0, len(logs), _BATCH):
-                await r.delete(*logs[start : start + _BATCH])
-            if message_ids:
-                await r.srem(self._k("streaming"), *message_ids)
-            if await self.delete_conversation(user_id, conversation_id):
-                deleted += 1
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start : start + _BATCH]
+            async with r.pipeline(transaction=False) as pipe:
+                for cid in batch:
+                    pipe.hget(self._conv_key(cid), "user_id")
+                    pipe.hkeys(self._conv_key(cid, "msgs"))
+                found = await pipe.execute()
+            owned = [
+                (cid, message_ids)
+                for cid, owner, message_ids in zip(batch, found[::2], found[1::2], strict=True)
+                if owner == user_id
+            ]
+            if not owned:
+                continue
+            async with r.pipeline(transaction=False) as pipe:
+                for cid, message_ids in owned:
+                    conv = self._conv_key(cid)
+                    pipe.delete(*self._conv_keys(cid), f"{conv}:vectors", f"{conv}:summary")
+                    logs = [key for mid in message_ids for key in self._reply_keys(cid, mid)]
+                    if logs:
+                        pipe.delete(*logs)
+                streaming = [mid for _, message_ids in owned for mid in message_ids]
+                if streaming:
+                    pipe.srem(self._k("streaming"), *streaming)
+                await pipe.execute()
+            deleted += len(owned)
         await r.delete(self._user_index(user_id))
         return deleted
 
