@@ -518,6 +518,16 @@ def test_daehwa_settings_come_from_the_django_settings():
         daehwa_settings()
 
 
+def test_manage_py_check_reports_a_wrong_daehwa_setting():
+    from django.core import checks
+
+    with override_settings(DAEHWA={"DEFAULT_MODLE": "x"}):
+        errors = [e for e in checks.run_checks() if e.id == "daehwa.E001"]
+    assert len(errors) == 1 and "DEFAULT_MODLE" in errors[0].msg
+    with override_settings(DAEHWA={"DEFAULT_MODEL": "x"}):
+        assert [e for e in checks.run_checks() if e.id == "daehwa.E001"] == []
+
+
 async def test_built_from_settings_daehwa_against_an_http_upstream(runtime: Runtime, tmp_path: Path):
     with FakeUpstream() as upstream:
         providers = tmp_path / "providers.toml"
