@@ -21,12 +21,14 @@ Errors are translated to HTTP, OpenAI JSON or CLI output only at the edge (``dae
 
 from __future__ import annotations
 
+#: OpenAI's error ``type`` of the 4xx statuses that are not an ``invalid_request_error``.
+_CLIENT_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
 
 class DaehwaError(Exception):
     """Base of every error the service raises on purpose."""
 
     status: int = 500
-    type: str = "server_error"  # OpenAI's error ``type``
     code: str = "internal_error"  # stable machine-readable code
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
@@ -35,6 +37,13 @@ class DaehwaError(Exception):
         self.param = param
         if code is not None:
             self.code = code
+
+    @property
+    def type(self) -> str:
+        """OpenAI's error ``type``, which follows from the status."""
+        if self.status >= 500:
+            return "server_error"
+        return _CLIENT_ERROR_TYPES.get(self.status, "invalid_request_error")
 
     def to_openai(self) -> dict[str, dict[str, str | None]]:
         """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
@@ -47,7 +56,6 @@ class ConfigError(DaehwaError):
 
 class InvalidRequest(DaehwaError):
     status = 400
-    type = "invalid_request_error"
     code = "invalid_request"
 
 
@@ -57,37 +65,31 @@ class UnsupportedParameter(InvalidRequest):
 
 class AuthenticationError(DaehwaError):
     status = 401
-    type = "authentication_error"
     code = "invalid_api_key"
 
 
 class PermissionDenied(DaehwaError):
     status = 403
-    type = "permission_error"
     code = "permission_denied"
 
 
 class NotFound(DaehwaError):
     status = 404
-    type = "invalid_request_error"
     code = "not_found"
 
 
 class Conflict(DaehwaError):
     status = 409
-    type = "invalid_request_error"
     code = "conflict"
 
 
 class ContentBlocked(DaehwaError):
     status = 422
-    type = "invalid_request_error"
     code = "content_blocked"
 
 
 class RateLimited(DaehwaError):
     status = 429
-    type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
     def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
@@ -97,7 +99,6 @@ class RateLimited(DaehwaError):
 
 class ModelNotFound(DaehwaError):
     status = 404
-    type = "invalid_request_error"
     code = "model_not_found"
 
     def __init__(self, message: str, *, param: str | None = "model", code: str | None = None) -> None:
@@ -106,7 +107,6 @@ class ModelNotFound(DaehwaError):
 
 class ModelUnavailable(DaehwaError):
     status = 503
-    type = "server_error"
     code = "model_unavailable"
 
 
@@ -118,7 +118,6 @@ class ProviderError(DaehwaError):
     """The upstream model failed. ``retryable`` is true for connection errors, 429 and 5xx."""
 
     status = 502
-    type = "server_error"
     code = "upstream_error"
 
     def __init__(
@@ -148,6 +147,5 @@ class StoreUnavailable(DaehwaError):
     """The conversation store (Redis, PostgreSQL) cannot be reached; ``code`` names it: ``redis_unavailable``..."""
 
     status = 503
-    type = "server_error"
     code = "store_unavailable"
     retry_after: float | None = 1.0
