@@ -118,16 +118,12 @@ def params_from_wire(values: Mapping[str, object]) -> GenerationParams:
     return GenerationParams(**known, extra=extra)  # type: ignore[arg-type]
 
 
-class FirstTokenTimeout(ProviderTimeout):
+class FirstTokenTimeout(ProviderTimeout, code="first_token_timeout"):
     """A model sent no text within ``DAEHWA_FIRST_TOKEN_TIMEOUT``; the router moves on to the next candidate."""
 
-    code = "first_token_timeout"
 
-
-class StreamStalled(ProviderTimeout):
+class StreamStalled(ProviderTimeout, code="stream_stalled"):
     """A reply stopped mid-way for longer than ``DAEHWA_STREAM_IDLE_TIMEOUT``."""
-
-    code = "stream_stalled"
 
 
 @dataclass(frozen=True, slots=True)
