@@ -37,6 +37,7 @@ from .base import (
     StreamTimes,
     TurnResult,
     UsageStore,
+    UserDeletion,
     UserRecord,
 )
 
@@ -66,6 +67,7 @@ __all__ = [
     "StreamTimes",
     "TurnResult",
     "UsageStore",
+    "UserDeletion",
     "UserRecord",
     "open_store",
     "store_backends",
