@@ -110,6 +110,7 @@ class CuttingProxy:
 
     ``cut_after(b"event: delta")`` arms it: the next response chunk holding those bytes is passed on, then that
     connection is closed on both sides (the server sees the client leave, the client sees its body end early).
+    ``down()`` closes every open connection and refuses new ones, as if the server were gone, until ``up()``.
     """
 
     def __init__(self, target_port: int) -> None:
@@ -122,6 +123,8 @@ class CuttingProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self._marker: bytes | None = None
         self.cuts = 0
+        self.refusing = False
+        self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -130,13 +133,29 @@ class CuttingProxy:
         with self._lock:
             self._marker = marker
 
+    def down(self) -> None:
+        self.refusing = True
+        with self._lock:
+            sockets, self._open = list(self._open), set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def up(self) -> None:
+        self.refusing = False
+
     def _accept(self) -> None:
         while not self._closed:
             try:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.refusing:
+                client.close()
+                continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._open.update((client, upstream))
             threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
 
@@ -158,6 +177,8 @@ class CuttingProxy:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+            with self._lock:
+                self._open.discard(sock)
 
     def close(self) -> None:
         self._closed = True

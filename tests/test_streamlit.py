@@ -133,7 +133,9 @@ def test_login_send_streamed_reply_usage_and_conversation_list(
     assert bubbles(at) == [("user", "안녕하세요!"), ("assistant", "안녕하세요, 반가워요!")]
     assert "토큰 12 + 5 = 17 · 비용 $0.022000" in captions(at)  # (12 * 1000 + 5 * 2000) / 1e6 USD
     conversation_id = at.query_params["c"][0] if isinstance(at.query_params["c"], list) else at.query_params["c"]
-    assert f"open_{conversation_id}" in [b.key for b in at.sidebar.button]
+    # The first message names the conversation: the list and the header say so on this very run.
+    assert [b.label for b in at.sidebar.button if b.key == f"open_{conversation_id}"] == ["안녕하세요!"]
+    assert [h.value for h in at.main.subheader] == ["안녕하세요!"]
 
     at.run()  # any later run (a click, a rerun) draws the history from the server and sends nothing
     no_traceback(at)
@@ -283,9 +285,15 @@ def test_a_dropped_connection_keeps_the_partial_reply_and_retry_gets_the_rest(
         who, partial = bubbles(at)[-1]
         assert who == "assistant" and partial and full.startswith(partial) and partial != full
         assert any("연결이 끊겼어요" in w.value for w in at.warning)
-        retry = at.button(key="retry")
 
-        retry.click().run()  # the server kept writing: the page follows the reply to its end
+        proxy.down()  # the server cannot be reached: Retry keeps the partial reply and offers Retry again
+        at.button(key="retry").click().run()
+        no_traceback(at)
+        assert bubbles(at)[-1] == ("assistant", partial)
+        assert any("연결할 수 없어요" in e.value for e in at.error)
+        proxy.up()
+
+        at.button(key="retry").click().run()  # the server kept writing: the page follows the reply to its end
         no_traceback(at)
         assert bubbles(at) == [("user", "길게 말해 줘"), ("assistant", full.strip())]
         assert not at.warning

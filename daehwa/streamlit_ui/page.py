@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from daehwa.client import (
     Conversation,
@@ -191,9 +192,12 @@ def stop_reply() -> None:
         st.session_state["stop_error"] = exc
 
 
-def sidebar(client: DaehwaClient, conversation_id: str | None) -> None:
+def sidebar(client: DaehwaClient, conversation_id: str | None) -> DeltaGenerator:
     """The sidebar: language, user, New chat, persona and model pickers (for new conversations and the next
-    message; ``st.session_state["persona"]``, ``["model"]``, None for the server's default), Stop, the list."""
+    message; ``st.session_state["persona"]``, ``["model"]``, None for the server's default), Stop.
+
+    Returns the place of the conversation list, filled by ``conversation_list`` once the page is drawn (so a title
+    the first message gave is already in it)."""
     with st.sidebar:
         st.selectbox(t("language"), list(LANGUAGES), format_func=LANGUAGES.__getitem__, key="language")
         st.caption(t("signed_in_as", name=st.session_state.get("user", "")))
@@ -220,11 +224,16 @@ def sidebar(client: DaehwaClient, conversation_id: str | None) -> None:
         if stop_error is not None:
             show_error(stop_error)
         st.subheader(t("conversations"))
+        return st.container()
+
+
+def conversation_list(box: DeltaGenerator, client: DaehwaClient, conversation_id: str | None) -> None:
+    with box:
         try:
             conversations = client.list_conversations(limit=50)
         except DaehwaAPIError as exc:
             show_error(exc)
-            conversations = []
+            return
         if not conversations:
             st.caption(t("no_conversations"))
         for conversation in conversations:
@@ -354,20 +363,19 @@ def show_dropped(dropped: Dropped) -> None:
             st.button(t("retry"), key="retry")
 
 
-def send(client: DaehwaClient, conversation_id: str, prompt: str, model: str | None) -> None:
+def send(client: DaehwaClient, conversation_id: str, prompt: str, model: str | None) -> Conversation | None:
+    """The user's message and the streamed reply; the conversation as the turn left it (a first message names it)."""
     with st.chat_message("user"):
         st.markdown(prompt)
     with st.chat_message("assistant"):
         try:
             with st.spinner(t("thinking")):
                 reply = client.stream(conversation_id, prompt, model=model)
-        except DaehwaConnectionError as exc:
-            show_error(exc)
-            return
         except DaehwaAPIError as exc:  # found before the turn started: quota, blocked message, unknown conversation
             show_error(exc)
-            return
+            return None
         stream_reply(reply)
+    return reply.started.conversation if reply.started else None
 
 
 def conversation_view(client: DaehwaClient, conversation_id: str, prompt: str | None, model: str | None) -> None:
@@ -381,7 +389,9 @@ def conversation_view(client: DaehwaClient, conversation_id: str, prompt: str | 
         if exc.code == "not_found":
             open_conversation(None)
         return
-    header(page.conversation)
+    head = st.empty()
+    with head.container():
+        header(page.conversation)
     if not page.messages and not prompt:
         st.caption(t("empty"))
     for message in page.messages:
@@ -390,7 +400,10 @@ def conversation_view(client: DaehwaClient, conversation_id: str, prompt: str | 
         else:
             show_message(message)
     if prompt:
-        send(client, conversation_id, prompt, model)
+        named = send(client, conversation_id, prompt, model)
+        if named is not None and named.title != page.conversation.title:
+            with head.container():
+                header(named)
 
 
 def header(conversation: Conversation) -> None:
@@ -419,7 +432,7 @@ def main() -> None:
         login_page()
         return
     # The prompt is read first (the box is drawn at the bottom wherever it is called) so that a first message's new
-    # conversation is in the sidebar's list on this very run. The box is disabled while a reply streams: a message
+    # conversation is open at once. The box is disabled while a reply streams: a message
     # sent meanwhile would interrupt the script, and with it the stream on the page.
     typed = st.chat_input(t("placeholder"), key="prompt", submit_mode="disable")
     prompt = typed if isinstance(typed, str) and typed.strip() else None
@@ -428,18 +441,18 @@ def main() -> None:
         conversation_id = new_conversation(client, st.session_state.get("persona"), st.session_state.get("model"))
         if conversation_id is None:
             prompt = None
-    sidebar(client, conversation_id)
+    listed = sidebar(client, conversation_id)
     if st.session_state.get("client") is None:  # the login ended while drawing the sidebar
         st.rerun()
-    if conversation_id is None:
-        st.title(t("title"))
-        st.caption(t("empty"))
-        return
-    model = st.session_state.get("model")
     try:
-        conversation_view(client, conversation_id, prompt, model)
+        if conversation_id is None:
+            st.title(t("title"))
+            st.caption(t("empty"))
+        else:
+            conversation_view(client, conversation_id, prompt, st.session_state.get("model"))
     except DaehwaAPIError as exc:
         show_error(exc)
+    conversation_list(listed, client, st.session_state.get("conversation_id"))
 
 
 def run() -> None:
