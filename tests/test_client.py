@@ -136,6 +136,8 @@ def test_stop_ends_a_streaming_reply_with_the_text_so_far(client: DaehwaClient, 
     assert 3 <= len(received) < 100
     stored = client.get_conversation(conversation.id).messages[-1]
     assert stored.status == "interrupted" and stored.content == "".join(received) == result.text
+    assert result.usage is not None and result.usage == stored.usage  # a stopped reply is accounted too
+    assert result.usage.cost == pytest.approx(_cost(result.usage.prompt_tokens, result.usage.completion_tokens))
     assert client.stop(conversation.id) is False  # nothing runs any more
 
 

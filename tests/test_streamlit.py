@@ -25,7 +25,7 @@ pytest.importorskip("streamlit", reason='the Streamlit app needs pip install "da
 
 from streamlit.testing.v1 import AppTest
 
-from daehwa.client import DaehwaClient
+from daehwa.client import DaehwaClient, ReplyUsage
 from daehwa.streamlit_ui import APP_FILE
 from tests.api_helpers import free_port
 from tests.daehwa_server import CuttingProxy, Served, serving
@@ -44,6 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "DAEHWA_PRICES_FILE": str(prices),
         "DAEHWA_FALLBACK_REPLY": "false",
         "DAEHWA_USER_QUOTAS": '{"quota-user": {"tokens_per_day": 1}}',
+        "DAEHWA_FILTER_OUTPUT_ACTION": "mask",  # the default: the streamed chunks are cut differently from the model's
     }
     with FakeUpstream(models=("m1", "m2")) as up, serving(tmp, up, env=env) as served:
         yield served
@@ -101,6 +102,11 @@ def bubbles(at: AppTest) -> list[tuple[str, str]]:
 
 def captions(at: AppTest) -> list[str]:
     return [c.value for m in at.chat_message for c in m.caption]
+
+
+def usage_caption(usage: ReplyUsage) -> str:
+    cost = f"${usage.cost:.6f}" if usage.cost is not None else "알 수 없음"
+    return f"토큰 {usage.prompt_tokens:,} + {usage.completion_tokens:,} = {usage.total_tokens:,} · 비용 {cost}"
 
 
 def no_traceback(at: AppTest) -> None:
@@ -263,6 +269,7 @@ def test_stop_button_stops_the_reply_and_keeps_what_was_written(
     assert stored.status == "interrupted" and 3 <= len(stored.content.split()) < 200
     assert bubbles(at)[-1] == ("assistant", stored.content.strip())  # markdown drops the trailing space
     assert "⏹ 답변이 중간에 멈췄어요." in captions(at)
+    assert stored.usage is not None and usage_caption(stored.usage) in captions(at)
     client.close()
 
 

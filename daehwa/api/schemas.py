@@ -191,7 +191,7 @@ class TurnResultOut(BaseModel):
     model: str
     ttft_ms: float | None
     total_ms: float | None
-    cost: float | None = Field(default=None, description="USD from the price table; null when unknown or stopped")
+    cost: float | None = Field(default=None, description="USD from the price table; null when the price is unknown")
     error: ErrorDetail | None
     user_meta: dict[str, Any] = Field(
         default_factory=dict, description="What the turn's contributors added to the user's message (e.g. mood)."
@@ -294,17 +294,18 @@ def turn_result_json(
 ) -> dict[str, Any]:
     """The end of a turn; ``finished`` is None when it was stopped (the stored partial reply is ``message``)."""
     if finished is None:
+        stored = _reply_usage(message.meta)  # what the stopped turn had used, as stored with the reply
         return {
             "conversation_id": started.conversation.id,
             "user_message": message_json(started.user_message) if started.user_message else None,
             "message": message_json(message),
-            "usage": None,
+            "usage": {k: stored[k] for k in _TOKEN_KEYS} if stored else None,
             "outcome": "interrupted",
             "finish_reason": "stopped" if stopped else "interrupted",
             "model": message.model or started.model,
             "ttft_ms": None,
             "total_ms": None,
-            "cost": None,
+            "cost": stored["cost"] if stored else None,
             "error": None,
             "user_meta": {},
             "reply_meta": {},
