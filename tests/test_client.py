@@ -8,8 +8,12 @@ reply meant for a later request).
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -262,6 +266,18 @@ async def test_the_async_client_streams_sends_stops_and_raises(server: Served, u
         assert [m.status for m in page.messages if m.role == "assistant"] == ["complete", "complete", "interrupted"]
         assert [m.name for m in await c.personas()] and [m.id for m in await c.models()]
         await asyncio.sleep(0)
+
+
+def test_the_readme_client_example_works_as_written(server: Served, upstream: FakeUpstream) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Python client and Streamlit app", 1)[1].split("\n## ", 1)[0]
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "DaehwaClient(" in b]
+    code = code.replace("http://127.0.0.1:8000", server.url).replace('"dh-..."', repr(server.key))
+    upstream.enqueue(Reply("반가워요!", chunks=["반가", "워요!"]))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "반가워요!"
+    assert upstream.last.json["messages"][-1]["content"] == "안녕하세요!"
 
 
 def test_resume_needs_a_started_reply(client: DaehwaClient) -> None:

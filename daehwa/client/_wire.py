@@ -26,7 +26,6 @@ __all__ = [
     "SSEEvent",
     "Started",
     "TurnResult",
-    "Usage",
     "UsageReport",
     "User",
 ]
@@ -181,9 +180,6 @@ class ReplyUsage:
             int(data.get("total_tokens") or 0),
             _float(data.get("cost", cost)),
         )
-
-
-Usage = ReplyUsage
 
 
 @dataclass(frozen=True, slots=True)
