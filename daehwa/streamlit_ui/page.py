@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import streamlit as st
@@ -314,44 +314,39 @@ class Follow:
         return self.reply.result
 
 
-def stream_reply(reply: ReplyStream, *, shown_before: str = "") -> None:
-    """Inside an assistant bubble: the spinner until the first token, the streamed text, then its notes."""
-    follow = Follow(reply)
+def stream_reply(open_reply: Callable[[], ReplyStream]) -> ReplyStream | None:
+    """Inside an assistant bubble: the "thinking" spinner while the reply opens and until its first token, then the
+    streamed text and its notes. Returns the stream (None when it could not be opened: the error is shown)."""
     try:
         with st.spinner(t("thinking")):
+            reply = open_reply()
+            follow = Follow(reply)
             follow.wait_first()
-        if shown_before:
-            st.markdown(shown_before)
+    except DaehwaAPIError as exc:  # found before the turn started: quota, blocked message, unknown conversation
+        show_error(exc)
+        return None
+    try:
         written = st.write_stream(follow) if follow.first is not None else ""
     finally:
         reply.close()
     if follow.dropped is not None:
-        st.session_state["dropped"] = Dropped(
-            reply.conversation_id, reply.message_id, shown_before + (written if isinstance(written, str) else "")
-        )
+        received = written if isinstance(written, str) else ""
+        st.session_state["dropped"] = Dropped(reply.conversation_id, reply.message_id, received)
         st.warning(t("dropped"))
         st.button(t("retry"), key="retry")  # a rerun: the page follows the reply again from the server
-        return
+        return reply
     st.session_state.pop("dropped", None)
     if follow.failed is not None:
         show_error(follow.failed)
-        return
-    result = follow.result
-    if result is not None:
-        show_status(result.message, stopped=result.stopped)
+    elif follow.result is not None:
+        show_status(follow.result.message, stopped=follow.result.stopped)
+    return reply
 
 
 def follow_live(client: DaehwaClient, message: Message) -> None:
     """A reply the server is still writing: all of it from its start (the chunk log), live, then its notes."""
     with st.chat_message("assistant"):
-        try:
-            reply = client.resume_stream(message.conversation_id, message.id, after=0)
-        except DaehwaAPIError as exc:
-            if message.content:
-                st.markdown(message.content)
-            show_error(exc)
-            return
-        stream_reply(reply)
+        stream_reply(lambda: client.resume_stream(message.conversation_id, message.id, after=0))
 
 
 def show_dropped(dropped: Dropped) -> None:
@@ -368,14 +363,8 @@ def send(client: DaehwaClient, conversation_id: str, prompt: str, model: str | N
     with st.chat_message("user"):
         st.markdown(prompt)
     with st.chat_message("assistant"):
-        try:
-            with st.spinner(t("thinking")):
-                reply = client.stream(conversation_id, prompt, model=model)
-        except DaehwaAPIError as exc:  # found before the turn started: quota, blocked message, unknown conversation
-            show_error(exc)
-            return None
-        stream_reply(reply)
-    return reply.started.conversation if reply.started else None
+        reply = stream_reply(lambda: client.stream(conversation_id, prompt, model=model))
+    return reply.started.conversation if reply is not None and reply.started else None
 
 
 def conversation_view(client: DaehwaClient, conversation_id: str, prompt: str | None, model: str | None) -> None:
@@ -383,7 +372,7 @@ def conversation_view(client: DaehwaClient, conversation_id: str, prompt: str | 
         page = client.get_conversation(conversation_id)
     except DaehwaAPIError as exc:
         dropped: Dropped | None = st.session_state.get("dropped")
-        if isinstance(exc, DaehwaConnectionError) and dropped is not None:
+        if isinstance(exc, DaehwaConnectionError) and dropped and dropped.conversation_id == conversation_id:
             show_dropped(dropped)
         show_error(exc)
         if exc.code == "not_found":
