@@ -268,7 +268,7 @@ def test_stop_button_stops_the_reply_and_keeps_what_was_written(
     stored = client.get_conversation(conversation.id).messages[-1]
     assert stored.status == "interrupted" and 3 <= len(stored.content.split()) < 200
     assert bubbles(at)[-1] == ("assistant", stored.content.strip())  # markdown drops the trailing space
-    assert "⏹ 답변이 중간에 멈췄어요." in captions(at)
+    assert "■ 답변이 중간에 멈췄어요." in captions(at)
     assert stored.usage is not None and usage_caption(stored.usage) in captions(at)
     client.close()
 

@@ -36,8 +36,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "Tokens {prompt:,} + {completion:,} = {total:,} · cost {cost}",
     },
     "cost_unknown": {"ko": "알 수 없음", "en": "unknown"},
-    "status_interrupted": {"ko": "⏹ 답변이 중간에 멈췄어요.", "en": "⏹ The reply stopped part way."},
-    "status_stopped": {"ko": "⏹ 중지했어요.", "en": "⏹ Stopped."},
+    "status_interrupted": {"ko": "■ 답변이 중간에 멈췄어요.", "en": "■ The reply stopped part way."},
+    "status_stopped": {"ko": "■ 중지했어요.", "en": "■ Stopped."},
     "status_blocked": {"ko": "🚫 차단됨", "en": "🚫 Blocked"},
     "status_fallback": {"ko": "모델 대신 보낸 안내 메시지예요.", "en": "A notice sent in place of the model's reply."},
     "dropped": {
