@@ -49,7 +49,7 @@ MODEL_DOWN = frozenset(
     }
 )
 #: Errors the server words for people in their language (quotas, the banned-word filter): shown as they come.
-LOCALISED = frozenset({"content_blocked", "rate_limit_exceeded", "token_quota_exceeded", "request_quota_exceeded"})
+LOCALISED = frozenset({"content_blocked", "rate_limit_exceeded", "token_quota_exceeded"})
 
 
 @dataclass
