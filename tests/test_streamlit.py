@@ -190,9 +190,11 @@ def test_persona_and_model_pickers_start_the_conversation_with_them(
     models = at.sidebar.selectbox(key="model")
     models.set_value("up/m2")
     at.run()
+    before = calls(upstream)
     upstream.enqueue(Reply("from the second model"))
     send(at, "hello")
     no_traceback(at)
+    assert calls(upstream) == before + 1  # the persona's extras (mood, interests) make no model call of their own
     assert upstream.last.json["model"] == "m2"
     assert bubbles(at)[-1] == ("assistant", "from the second model")
     with DaehwaClient(server.url, api_key=key) as client:
