@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         description="Keep this many recently read conversations (with their messages) in each process, checked "
-        "against the store's version of them on every read, so never stale (0: off). Redis stores only.",
+        "against the store's version of them on every read, so never stale (0: off). Redis and PostgreSQL stores only.",
     )
 
     # -- models ------------------------------------------------------------------------------------------------

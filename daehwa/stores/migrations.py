@@ -464,6 +464,13 @@ async def p009_stream_chunks(conn: Any) -> None:
     )
 
 
+@postgres_migrations
+async def p010_conversation_versions(conn: Any) -> None:
+    # + 1 on every write to the conversation or its messages, in the same statement: what the cache of hot
+    # conversations (stores/cache.py) compares. A constant default: no table rewrite.
+    await conn.execute("ALTER TABLE conversations ADD COLUMN version bigint NOT NULL DEFAULT 1")
+
+
 async def apply_postgres(conn: Any) -> list[str]:
     """Apply pending PostgreSQL migrations in one transaction under an advisory lock; return the names applied now."""
     async with conn.transaction():
