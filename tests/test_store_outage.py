@@ -1,21 +1,19 @@
 """A store that goes down answers 503 naming it (not 500), and requests recover by themselves when it is back.
 
-Runs its own ``redis-server`` on a free loopback port (never the shared one): stopped mid-test, then restarted on the
-same port with its append-only file, so the accounts and the conversations stored before the outage are still there.
+Runs its own ``redis-server`` or PostgreSQL server on a free loopback port (``tests/own_servers.py``; never the shared
+ones): stopped mid-test, then restarted on the same port with its data, so the accounts and the conversations stored
+before the outage are still there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from argon2 import PasswordHasher
 
 from daehwa.accounts import Accounts
@@ -25,60 +23,30 @@ from daehwa.errors import StoreUnavailable
 from daehwa.providers.registry import ProviderRegistry
 from daehwa.services import build_services
 from daehwa.stores.outage import store_outage
-from tests.api_helpers import free_port
 from tests.conftest import FakeProvider, require
+from tests.own_servers import OwnPostgres, OwnRedis, own_server
 
 BODY = {"model": "fake/echo", "messages": [{"role": "user", "content": "hello"}]}
 
 
-class OwnRedis:
-    """A redis-server of this test's own, restartable on the same port and data directory."""
-
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        durable = ["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"]
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data), *durable],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis(port=self.port, socket_timeout=0.5).ping():
-                    return
-            except redis.exceptions.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()  # SIGTERM: redis-server flushes its append-only file and exits
-            self.proc.wait(10)
-            self.proc = None
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    require(shutil.which("redis-server") is not None, "redis-server is not installed")
-    server = OwnRedis(tmp_path)
-    server.start()
-    try:
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("postgres", marks=pytest.mark.postgres)])  # fmt: skip
+def own_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OwnRedis | OwnPostgres]:
+    """A Redis or PostgreSQL server of this test's own (never the shared one), to stop and start again."""
+    kind = OwnRedis if request.param == "redis" else OwnPostgres
+    reason = kind.available()
+    require(reason is None, str(reason))
+    with own_server(request.param, tmp_path) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
-async def outage_client(tmp_path: Path, own_redis: OwnRedis) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+async def outage_client(
+    tmp_path: Path, own_store: OwnRedis | OwnPostgres
+) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     settings = Settings(
         data_dir=tmp_path,
-        database_url=own_redis.url,
+        database_url=own_store.url,
         default_model="fake",
         filter_output_action="off",
         auth_cache_seconds=0,
@@ -99,23 +67,24 @@ async def outage_client(tmp_path: Path, own_redis: OwnRedis) -> AsyncIterator[tu
         await services.aclose()
 
 
-async def test_redis_outage_is_a_503_naming_redis_and_requests_recover(
-    outage_client: tuple[httpx.AsyncClient, str], own_redis: OwnRedis
+async def test_a_store_outage_is_a_503_naming_the_store_and_requests_recover(
+    outage_client: tuple[httpx.AsyncClient, str], own_store: OwnRedis | OwnPostgres
 ) -> None:
     client, _ = outage_client
     before = await client.post("/v1/chat/completions", json={**BODY, "messages": [{"role": "user", "content": "one"}]})
     assert before.status_code == 200, before.text
 
-    own_redis.stop()
+    own_store.stop()
+    code = f"{own_store.name}_unavailable"
     for body in (BODY, {**BODY, "stream": True}):
         down = await client.post("/v1/chat/completions", json=body)
         assert down.status_code == 503, down.text
         error = down.json()["error"]
-        assert error["code"] == "redis_unavailable" and "Redis" in error["message"]
+        assert error["code"] == code and own_store.label in error["message"]
         assert error["type"] == "server_error" and down.headers["retry-after"] == "1"
-    assert (await client.get("/api/conversations")).json()["error"]["code"] == "redis_unavailable"
+    assert (await client.get("/api/conversations")).json()["error"]["code"] == code
 
-    own_redis.start()
+    own_store.start()
     deadline = time.monotonic() + 15
     while True:  # no restart of daehwa: the client reconnects on the next call
         after = await client.post(
