@@ -199,7 +199,8 @@ async def users_loop(
 ) -> list[tuple[str, float, float, str]]:
     """``n`` users, each streaming one completion after another until ``until`` (monotonic): (the user message,
     start, end, error or "") of every stream. A user waits 0.2 s after a failed one, as a client retrying would."""
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    # Idle connections expire before uvicorn's keep-alive timeout (5 s) closes them: no reuse race in the client.
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=2)
     results: list[tuple[str, float, float, str]] = []
     async with httpx.AsyncClient(limits=limits, timeout=limit, headers=headers) as client:
 
@@ -256,7 +257,7 @@ def outage_run(
     )
     for name, group in groups:
         errors = [e for *_, e in group if e]
-        print(f"streams {name}: {len(group)}, errors {len(errors)}")
+        print(f"streams {name}: {len(group)}, acknowledged {len(group) - len(errors)}, errors {len(errors)}")
         report_errors(errors, log, tag)
     ok_after = sorted(end for _, _, end, e in groups[2][1] if not e)
     if ok_after:

@@ -362,8 +362,8 @@ class Settings(BaseSettings):
         le=64,
         description=(
             "Server processes 'daehwa serve' runs (uvicorn workers on one port). More than one needs a Redis or "
-            "PostgreSQL store, which carries stop signals and resumable streams between them (Redis also quotas and "
-            "open circuit breakers)."
+            "PostgreSQL store, which carries stop signals, resumable streams and open circuit breakers between them "
+            "(Redis also quotas)."
         ),
     )
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")

@@ -471,6 +471,12 @@ async def p010_conversation_versions(conn: Any) -> None:
     await conn.execute("ALTER TABLE conversations ADD COLUMN version bigint NOT NULL DEFAULT 1")
 
 
+@postgres_migrations
+async def p011_breakers(conn: Any) -> None:
+    # Circuit breakers some process opened, shared by every process of the store (stores/breakers.py).
+    await conn.execute("CREATE TABLE breakers (model text PRIMARY KEY, open_until timestamptz NOT NULL)")
+
+
 async def apply_postgres(conn: Any) -> list[str]:
     """Apply pending PostgreSQL migrations in one transaction under an advisory lock; return the names applied now."""
     async with conn.transaction():

@@ -16,6 +16,7 @@ import asyncpg
 from ...errors import ConfigError
 from ...types import MessageStatus
 from ..base import Store
+from ..breakers import BreakerBoard, PostgresBreakerBoard
 from ..common import redact
 from ..migrations import apply_postgres
 from ..signals import PostgresSignals, StopSignals
@@ -126,3 +127,6 @@ class PostgresStore(
 
     def stop_signals(self) -> StopSignals:
         return PostgresSignals(self.dsn, self.schema)
+
+    def breaker_board(self) -> BreakerBoard:
+        return PostgresBreakerBoard(self._p)
