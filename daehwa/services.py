@@ -60,7 +60,7 @@ class Services:
         """
         await self.store.open()
         await self.recover_interrupted()
-        # Open breakers are shared with the other processes of the store (when it has a board: Redis).
+        # Open breakers are shared with the other processes of the store (when it has a board: Redis, PostgreSQL).
         self._breaker_sharing = asyncio.ensure_future(self.router.share_breakers(self.store.breaker_board()))
         default = self.settings.default_model.partition("/")[0]
         await self.providers.start([default])
