@@ -155,3 +155,17 @@ async def test_concurrent_writers_each_move_the_version(two_processes: tuple[Cac
     cached = [m.content for m in await a.list_messages("u1", conv.id) or []]
     assert sorted(cached) == sorted([f"x{i}" for i in range(3)] * 2 + [f"y{i}" for i in range(5)] * 2)
     assert cached == [m.content for m in await a.inner.list_messages("u1", conv.id) or []]
+
+
+async def test_deleting_a_user_in_one_process_empties_both_caches(two_processes: tuple[CachedStore, CachedStore]):
+    a, b = two_processes
+    user = await a.create_user("cached-gone", password_hash=None)
+    conv = await a.create_conversation(user.id, NewConversation(title="t"))
+    await a.append_message(user.id, conv.id, NewMessage(role="user", content="secret"))
+    assert await _seen(a, user.id, conv.id) == ("t", [("secret", "complete")])
+    assert await _seen(b, user.id, conv.id) == ("t", [("secret", "complete")])
+    deletion = await a.delete_user(user.id)
+    assert deletion is not None and deletion.conversations == 1
+    assert not [k for k in a._entries if k[0] == user.id]  # this process dropped its copy at once
+    assert await _seen(b, user.id, conv.id) == (None, [])  # the other one's version read misses it
+    assert not [k for k in b._entries if k[0] == user.id]

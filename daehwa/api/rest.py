@@ -211,9 +211,13 @@ async def get_conversation(
         raise NotFound("No such conversation.", param="conversation_id")
     has_more = len(found) > limit
     page = found[-limit:]
+    messages = [message_json(m) for m in page]
+    intel = services_of(request).intelligence
+    if intel is not None and not user.anonymous:
+        messages = await intel.without_dismissed(user.id, messages)
     return {
         "conversation": conversation_json(conversation),
-        "messages": [message_json(m) for m in page],
+        "messages": messages,
         "has_more": has_more,
         "next_before": page[0].id if has_more else None,
     }

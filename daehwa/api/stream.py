@@ -61,9 +61,13 @@ class ActiveTurns:
     """
 
     _POLL_SECONDS = 0.05
+    #: The conversation id of a signal that means "this user was deleted": stop all their turns, forget them.
+    USER_DELETED = "*"
 
     def __init__(self, store: Store | None = None, *, stop_wait_seconds: float = 3.0) -> None:
         self._turns: dict[tuple[str, str], set[TurnHandle]] = {}
+        # Called with the user id on a USER_DELETED signal (the app forgets the user's cached credentials).
+        self.on_user_deleted: list[Callable[[str], object]] = []
         self._detached: set[asyncio.Future[Any]] = set()  # SSE turns whose client left, kept for a resume
         self._store = store
         self._signals: StopSignals = store.stop_signals() if store is not None else LocalSignals()
@@ -87,8 +91,14 @@ class ActiveTurns:
                 del self._turns[handle.key]
 
     def stop_here(self, user_id: str, conversation_id: str) -> bool:
-        """Stop the conversation's turns running in this process; whether there were any."""
-        handles = list(self._turns.get((user_id, conversation_id), ()))
+        """Stop the conversation's turns running in this process (every turn of the user for ``USER_DELETED``);
+        whether there were any."""
+        if conversation_id == self.USER_DELETED:
+            for forget in self.on_user_deleted:
+                forget(user_id)
+            handles = [h for key, found in list(self._turns.items()) if key[0] == user_id for h in found]
+        else:
+            handles = list(self._turns.get((user_id, conversation_id), ()))
         for handle in handles:
             handle.stop()
         return bool(handles)
@@ -116,6 +126,22 @@ class ActiveTurns:
                 return True
         log.warning("stop: no server process stopped the reply %s within %.1fs", reply.id, self._stop_wait)
         return False
+
+    async def end_user(self, user_id: str, *, wait: bool = True) -> None:
+        """A user is being deleted: every server process sharing the store stops the user's turns and forgets their
+        cached credentials (one signal). With ``wait``, waits (at most the stop wait) for this process's turns of the
+        user to store what they generated, so the deletion that follows removes it too."""
+        self.stop_here(user_id, self.USER_DELETED)
+        with suppress(Exception):  # best effort, like every signal: the deletion goes on regardless
+            await self._signals.publish(user_id, self.USER_DELETED)
+        if not wait:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._stop_wait
+        while loop.time() < deadline:
+            if not any(key[0] == user_id for key in self._turns):
+                return
+            await asyncio.sleep(self._POLL_SECONDS)
 
     async def _streaming_reply(
         self, user_id: str, conversation_id: str, reply_id: str | None = None

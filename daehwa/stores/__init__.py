@@ -36,6 +36,7 @@ from .base import (
     StreamRead,
     TurnResult,
     UsageStore,
+    UserDeletion,
     UserRecord,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "StreamRead",
     "TurnResult",
     "UsageStore",
+    "UserDeletion",
     "UserRecord",
     "open_store",
     "store_backends",

@@ -9,7 +9,7 @@ clears the board.
 * ``LocalBreakerBoard`` (SQLite, memory): nothing to share; each process's breakers are its own.
 * ``RedisBreakerBoard``: one hash ``<prefix>:breakers`` (model -> open-until, epoch seconds): a single key, so it
   works on Redis Cluster too.
-* ``PostgresBreakerBoard``: the table ``breakers`` (model, open_until; migration ``p011_breakers``), on the
+* ``PostgresBreakerBoard``: the table ``breakers`` (model, open_until; migration ``p012_breakers``), on the
   database's clock, so processes on machines whose clocks differ agree.
 
 The board is advice: when the store cannot be reached the breakers go on working in process, as with one worker.

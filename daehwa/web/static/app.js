@@ -5,6 +5,7 @@
 // or as HTML the server sanitised, through `setServerHTML` (the one Trusted Types policy the CSP allows).
 
 import { ApiError, api, setCsrfToken, streamTurn } from "./api.js";
+import { attachAccount } from "./account.js";
 import { attachInterests, renderCards } from "./cards.js";
 import { attachComposer } from "./composer.js";
 import { refreshFormChip } from "./forms.js";
@@ -186,6 +187,7 @@ async function signedIn(me) {
   setCsrfToken(me.csrf_token);
   $("me-name").textContent = me.user.name;
   attachInterests(me.user);
+  attachAccount(me.user, () => signedOut(t("account_deleted")));
   $("login-view").hidden = true;
   $("app").hidden = false;
   await Promise.all([loadPickers(), loadConversations()]);
@@ -198,13 +200,17 @@ async function onLogout() {
   } catch (e) {
     if (!sessionEnded(e)) return showError(reasonOf(e));
   }
+  signedOut();
+}
+
+function signedOut(message) {
   for (const turn of state.turns.values()) turn.controller.abort();
   state.turns.clear();
   state.current = null;
   state.messages = [];
   $("messages").replaceChildren();
   history.replaceState(null, "", "/");
-  showLogin();
+  showLogin(message);
 }
 
 // -- routing ---------------------------------------------------------------------------------------------------
