@@ -153,7 +153,7 @@ async def test_a_store_restart_under_load_fails_clearly_and_loses_no_acknowledge
     code = f"{own_store.name}_unavailable"
     results: list[tuple[str, str, str]] = []  # (tag, how it ended, phase)
     phase = "before"
-    recovered = asyncio.Event()
+    under_way = asyncio.Event()
 
     async def user(n: int) -> None:
         i, ok_after = 0, 0
@@ -163,15 +163,16 @@ async def test_a_store_restart_under_load_fails_clearly_and_loses_no_acknowledge
             seen_phase = phase
             ended = await _streamed(served.client, tag)
             results.append((tag, ended, seen_phase))
+            if sum(e == "ok" for _, e, _ in results) >= 3:
+                under_way.set()
             if phase == "after" and seen_phase == "after":
                 ok_after = ok_after + 1 if ended == "ok" else 0
             if phase != "after" or ended != "ok":
                 await asyncio.sleep(0.05)
-        recovered.set()
 
     users = [asyncio.ensure_future(user(n)) for n in range(12)]
     try:
-        await asyncio.sleep(1.0)
+        await asyncio.wait_for(under_way.wait(), 30)  # some streams acknowledged, others in flight
         phase = "down"
         await asyncio.to_thread(own_store.stop)
         await asyncio.sleep(1.5)
