@@ -19,6 +19,7 @@ from daehwa.stores import (
     SessionRecord,
     Store,
     StreamChunk,
+    StreamTimes,
     TurnResult,
 )
 from daehwa.stores.base import DELETED_USER_ID
@@ -68,7 +69,7 @@ async def _fill(backend: Store, tag: str) -> Footprint:
     second = await backend.create_conversation(user.id, NewConversation(title="second"))
     _, streaming = await backend.begin_turn(user.id, second.id, NewTurn(user_content="more", reply_model="m"))
     await backend.append_stream(
-        user.id, second.id, streaming.id, StreamChunk(0, f"{word} partial"), lease_seconds=30, expire_seconds=600
+        user.id, second.id, streaming.id, StreamChunk(0, f"{word} partial"), StreamTimes(30, 600)
     )
     await backend.update_message(user.id, streaming.id, MessageChange(meta={"note": word}))
     api = await backend.create_conversation(user.id, NewConversation(kind="api"))

@@ -29,6 +29,18 @@ def param_field(name: str) -> Any:
     return Field(default=None, ge=low, le=high, allow_inf_nan=finite, description=f"From {low} to {high}.")
 
 
+class GenerationOptions(BaseModel):
+    """The generation parameters that every reply-producing route and WebSocket frame takes, all optional."""
+
+    temperature: float | None = param_field("temperature")
+    top_p: float | None = param_field("top_p")
+    max_tokens: int | None = param_field("max_tokens")
+    stop: str | list[str] | None = Field(default=None, description="Up to 4 stop sequences.")
+    seed: int | None = param_field("seed")
+    presence_penalty: float | None = param_field("presence_penalty")
+    frequency_penalty: float | None = param_field("frequency_penalty")
+
+
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -301,12 +313,10 @@ def turn_result_json(
     }
 
 
-def generation_params(options: Any) -> GenerationParams:
+def generation_params(options: GenerationOptions) -> GenerationParams:
     """GenerationParams from a body's option fields (the ones given)."""
     values = {
-        name: getattr(options, name)
-        for name in ("temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty")
-        if getattr(options, name, None) is not None
+        name: getattr(options, name) for name in GenerationOptions.model_fields if getattr(options, name) is not None
     }
     stop = values.get("stop")
     if isinstance(stop, list) and len(stop) > 4:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -34,7 +34,7 @@ from ..text import check_json, invalid_char
 from ..types import MessageStatus, StoredMessage, User
 from .auth import Principal, resolve_principal
 from .errors import retry_after_seconds, validation_message
-from .schemas import generation_params, message_json, param_field, started_json, turn_result_json
+from .schemas import GenerationOptions, generation_params, message_json, started_json, turn_result_json
 
 log = logging.getLogger("daehwa.api")
 
@@ -495,7 +495,7 @@ WS_UNAUTHENTICATED = 4401
 WS_FORBIDDEN = 4403
 
 
-class WsTurnIn(BaseModel):
+class WsTurnIn(GenerationOptions):
     """A client frame that starts a turn (``message``, ``regenerate`` or ``edit``)."""
 
     type: str
@@ -506,13 +506,6 @@ class WsTurnIn(BaseModel):
     title: str | None = Field(default=None, max_length=200)
     request_id: str | None = Field(default=None, max_length=128)
     model: str | None = Field(default=None, max_length=200)
-    temperature: float | None = param_field("temperature")
-    top_p: float | None = param_field("top_p")
-    max_tokens: int | None = param_field("max_tokens")
-    stop: str | list[str] | None = None
-    seed: int | None = param_field("seed")
-    presence_penalty: float | None = param_field("presence_penalty")
-    frequency_penalty: float | None = param_field("frequency_penalty")
 
 
 def _same_origin(ws: WebSocket) -> bool:

@@ -453,6 +453,14 @@ class StreamChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamTimes:
+    """How long a writer's lease lasts and how long a log is kept after its last write (from Settings)."""
+
+    lease_seconds: float = 5.0
+    expire_seconds: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class StreamRead:
     """What ``read_stream`` found: the chunks after the asked offset, whether the writer's lease still runs and
     whether the writer said the reply ended."""
@@ -473,14 +481,7 @@ class StreamLogStore(abc.ABC):
 
     @abc.abstractmethod
     async def append_stream(
-        self,
-        user_id: str,
-        conversation_id: str,
-        message_id: str,
-        chunk: StreamChunk,
-        *,
-        lease_seconds: float,
-        expire_seconds: float,
+        self, user_id: str, conversation_id: str, message_id: str, chunk: StreamChunk, times: StreamTimes
     ) -> None:
         """Append ``chunk`` (an empty one only renews the lease); chunks come in order, each ``start`` at the
         previous one's ``end``."""

@@ -44,6 +44,7 @@ from .base import (
     Store,
     StreamChunk,
     StreamRead,
+    StreamTimes,
     TurnResult,
     UserDeletion,
     UserRecord,
@@ -378,18 +379,9 @@ class CachedStore(Store):
         return await self.inner.set_form_delivery(user_id, record_id, delivery)
 
     async def append_stream(
-        self,
-        user_id: str,
-        conversation_id: str,
-        message_id: str,
-        chunk: StreamChunk,
-        *,
-        lease_seconds: float,
-        expire_seconds: float,
+        self, user_id: str, conversation_id: str, message_id: str, chunk: StreamChunk, times: StreamTimes
     ) -> None:
-        await self.inner.append_stream(
-            user_id, conversation_id, message_id, chunk, lease_seconds=lease_seconds, expire_seconds=expire_seconds
-        )
+        await self.inner.append_stream(user_id, conversation_id, message_id, chunk, times)
 
     async def end_stream(self, user_id: str, conversation_id: str, message_id: str, *, expire_seconds: float) -> None:
         await self.inner.end_stream(user_id, conversation_id, message_id, expire_seconds=expire_seconds)
