@@ -236,8 +236,8 @@ async def test_recovery_leaves_replies_that_live_processes_stream_alone(
     _, leased = await store.begin_turn("u1", conv.id, NewTurn(user_content="a", reply_model="m"))
     _, lapsed = await store.begin_turn("u1", conv.id, NewTurn(user_content="b", reply_model="m"))
     _, unlogged = await store.begin_turn("u1", conv.id, NewTurn(user_content="c", reply_model="m"))
-    await store.append_stream("u1", conv.id, leased.id, StreamChunk(0, "live"), lease_seconds=30, expire_seconds=60)
-    await store.append_stream("u1", conv.id, lapsed.id, StreamChunk(0, "dead"), lease_seconds=0.05, expire_seconds=60)
+    await store.append_stream("u1", conv.id, leased.id, StreamChunk(0, "live"), StreamTimes(30, 60))
+    await store.append_stream("u1", conv.id, lapsed.id, StreamChunk(0, "dead"), StreamTimes(0.05, 60))
     await asyncio.sleep(0.2)  # the second lease lapses
     restarted = store_factory()
     await restarted.open()
