@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,5 +111,5 @@ class SQLiteStore(
     async def ping(self) -> None:
         await self._read(lambda db: db.execute("SELECT 1").fetchone())
 
-    async def recover_interrupted(self) -> None:
-        await self._write(repair_streaming)
+    async def recover_interrupted(self, *, created_before: datetime | None = None) -> None:
+        await self._write(lambda db: repair_streaming(db, created_before))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from ...types import Conversation, MessageStatus, StoredMessage
@@ -197,8 +199,17 @@ class SQLiteConversations(SQLiteConnection, ConversationStore):
 
 
 # -- helpers run on the worker thread ----------------------------------------------------------------------------
-def repair_streaming(db: sqlite3.Connection) -> None:
-    db.execute("UPDATE messages SET status = ? WHERE status = ?", (MessageStatus.INTERRUPTED, MessageStatus.STREAMING))
+def repair_streaming(db: sqlite3.Connection, created_before: datetime | None) -> None:
+    """``recover_interrupted``: streaming replies whose chunk log's lease lapsed, or that have no log and were
+    created by ``created_before``."""
+    bound = iso(created_before) if created_before else None
+    db.execute(
+        """UPDATE messages SET status = ? WHERE status = ?
+        AND NOT EXISTS (SELECT 1 FROM reply_streams s WHERE s.message_id = messages.id AND s.lease_until >= ?)
+        AND (? IS NULL OR created_at <= ?
+             OR EXISTS (SELECT 1 FROM reply_streams s WHERE s.message_id = messages.id))""",
+        (MessageStatus.INTERRUPTED, MessageStatus.STREAMING, time.time(), bound, bound),
+    )
 
 
 def _insert_conversation(db: sqlite3.Connection, c: Conversation) -> None:
