@@ -307,6 +307,122 @@ async def test_the_history_comes_back_on_every_reconnect(room: Services, fake_pr
     ]
 
 
+async def test_an_opening_the_model_failed_is_spoken_on_the_next_connect(room: Services, fake_provider: FakeProvider):
+    fake_provider.enqueue(Script(chunks=[], error=ProviderError("upstream said 503", upstream_status=503)))
+    comm = communicator(TutorConsumer, language="en")
+    await comm.connect()
+    await comm.receive_from()
+    failed = (await frames_until(comm, is_final_reply))[-1]
+    assert 'data-status="fallback"' in failed  # the model is down when the conversation is created
+    await comm.disconnect()
+
+    fake_provider.enqueue(Script(chunks=["Hello! ", "Shall we begin?"]))
+    again = communicator(TutorConsumer, language="en")
+    await again.connect()
+    history = await again.receive_from()
+    assert "Replies are delayed" not in history  # the failed reply is replaced, not shown above the new one
+    frames = await frames_until(again, is_final_reply)
+    assert deltas(frames) == ["Hello! ", "Shall we begin?"]
+    await again.disconnect()
+    assert [m.content for m in fake_provider.requests[1].messages[1:]] == ["첫 문장으로 대화를 시작해주세요."]
+
+    user_id, conv_id = await conversation_of(room, "django-7")
+    messages = await room.store.list_messages(user_id, conv_id) or []
+    assert [(m.role, m.status) for m in messages] == [
+        ("user", MessageStatus.COMPLETE),
+        ("assistant", MessageStatus.COMPLETE),
+    ]
+    assert messages[0].meta.get("django_hidden")
+    third = communicator(TutorConsumer)
+    await third.connect()
+    assert re.findall(r"<p>(.*?)</p>", await third.receive_from()) == ["Hello! Shall we begin?"]
+    assert await third.receive_nothing(0.2)  # answered: not spoken again
+    await third.disconnect()
+    assert len(fake_provider.requests) == 2
+
+
+async def test_without_a_fallback_reply_a_failed_opening_is_retried_too(
+    runtime: Runtime, settings: Settings, fake_provider: FakeProvider
+):
+    settings = settings.model_copy(update={"fallback_reply": False})
+    services = build_services(settings, providers=ProviderRegistry([fake_provider]))
+    await services.start()
+    runtime.install(services)
+    try:
+        fake_provider.enqueue(Script(chunks=[], error=ProviderError("connection reset by upstream")))
+        comm = communicator(TutorConsumer)
+        await comm.connect()
+        await comm.receive_from()
+        assert "지금은 모델에 연결할 수 없어요" in (await frames_until(comm, is_notice))[-1]
+        await comm.disconnect()
+
+        fake_provider.enqueue(Script(chunks=["Hi!"]))
+        again = communicator(TutorConsumer)
+        await again.connect()
+        assert re.findall(r"<p>(.*?)</p>", await again.receive_from()) == []  # the room was empty
+        assert "<p>Hi!</p>" in (await frames_until(again, is_final_reply))[-1]
+        await again.disconnect()
+        user_id, conv_id = await conversation_of(services, "django-7")
+        assert [m.status for m in await services.store.list_messages(user_id, conv_id) or []] == [
+            MessageStatus.COMPLETE,
+            MessageStatus.COMPLETE,
+        ]
+    finally:
+        await runtime.aclose()
+        await services.aclose()
+
+
+async def test_a_refused_opening_is_retried_and_two_tabs_retry_it_once(
+    runtime: Runtime, settings: Settings, fake_provider: FakeProvider
+):
+    settings = settings.model_copy(update={"rate_limit_requests_per_minute": 1})
+    services = build_services(settings, providers=ProviderRegistry([fake_provider]))
+    await services.start()
+    runtime.install(services)
+    try:
+        blocker = communicator(PlainConsumer)
+        await blocker.connect()
+        await blocker.receive_from()
+        await blocker.send_json_to({"message": "one"})  # the minute's one request
+        await frames_until(blocker, is_final_reply)
+        await blocker.disconnect()
+        comm = communicator(TutorConsumer, language="en")
+        await comm.connect()
+        await comm.receive_from()
+        assert "Too many messages" in await comm.receive_from()  # the opening was refused before it was stored
+        await comm.disconnect()
+
+        services.chat.limiter = None  # the quota is lifted
+        fake_provider.enqueue(Script(chunks=["Hi ", "there!"], delay=0.1))
+        tabs = [communicator(TutorConsumer) for _ in range(2)]
+        await asyncio.gather(*(tab.connect() for tab in tabs))
+        for tab in tabs:
+            await tab.receive_from()
+            assert "<p>Hi there!</p>" in (await frames_until(tab, is_final_reply))[-1]
+            await tab.disconnect()
+        assert len(fake_provider.requests) == 2  # "one", then one opening for both tabs
+    finally:
+        await runtime.aclose()
+        await services.aclose()
+
+
+async def test_no_opening_once_the_user_has_spoken(room: Services, fake_provider: FakeProvider):
+    fake_provider.enqueue(Script(chunks=[], error=ProviderError("down", upstream_status=503)))
+    comm = communicator(TutorConsumer)
+    await comm.connect()
+    await comm.receive_from()
+    await frames_until(comm, is_final_reply)  # the fallback reply
+    await comm.send_json_to({"message": "hello?"})
+    assert "echo: hello?" in (await frames_until(comm, is_final_reply))[-1]
+    await comm.disconnect()
+    again = communicator(TutorConsumer)
+    await again.connect()
+    await again.receive_from()
+    assert await again.receive_nothing(0.2)
+    await again.disconnect()
+    assert len(fake_provider.requests) == 2
+
+
 async def test_a_dropped_socket_keeps_the_partial_reply(room: Services, fake_provider: FakeProvider):
     fake_provider.enqueue(Script(chunks=["Half of ", "a reply"], hang=True))
     comm = communicator(PlainConsumer)
