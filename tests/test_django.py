@@ -24,24 +24,28 @@ except ImportError:  # the [django] extra: a skip here, a failure in CI
         raise
     pytest.skip("the [django] extra is not installed: pip install -e '.[django]'", allow_module_level=True)
 
-from .django_settings import configure
+from .django_settings import configure, migrate
 
 configure()
 
+from asgiref.sync import sync_to_async  # noqa: E402
 from channels.testing import WebsocketCommunicator  # noqa: E402
 from django.apps import apps  # noqa: E402
 from django.contrib.auth.models import AnonymousUser  # noqa: E402
 from django.contrib.auth.models import User as DjangoUser  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.db import transaction  # noqa: E402
 from django.template.loader import render_to_string  # noqa: E402
 from django.test import override_settings  # noqa: E402
 
 from daehwa.config import Settings  # noqa: E402
-from daehwa.django.consumers import CLOSE_LOGIN_REQUIRED, DaehwaChatConsumer  # noqa: E402
+from daehwa.django.consumers import CLOSE_LOGIN_REQUIRED, CLOSE_USER_DELETED, DaehwaChatConsumer  # noqa: E402
 from daehwa.django.runtime import Runtime, daehwa_settings, get_runtime, lifespan  # noqa: E402
 from daehwa.errors import ProviderError  # noqa: E402
 from daehwa.providers.registry import ProviderRegistry  # noqa: E402
 from daehwa.services import Services, build_services  # noqa: E402
+from daehwa.stores import open_store  # noqa: E402
+from daehwa.stores.base import NewConversation, NewMessage  # noqa: E402
 from daehwa.types import MessageStatus  # noqa: E402
 
 from .conftest import FakeProvider, Script  # noqa: E402
@@ -515,6 +519,75 @@ async def test_stop_in_the_second_tab_stops_the_reply_of_the_first(room: Service
         final = (await frames_until(tab, is_final_reply))[-1]
         assert 'data-status="interrupted"' in final and "going" in final
         await tab.disconnect()
+
+
+# -- deleting users ----------------------------------------------------------------------------------------------------
+async def test_deleting_a_django_user_deletes_its_daehwa_data_and_closes_its_rooms(
+    room: Services, fake_provider: FakeProvider
+):
+    await sync_to_async(migrate)()
+    sora = await sync_to_async(DjangoUser.objects.create_user)("sora")
+    haneul = await sync_to_async(DjangoUser.objects.create_user)("haneul")
+    fake_provider.enqueue(Script(chunks=["Once upon"], hang=True))
+    comm = communicator(PlainConsumer, sora, language="en")
+    await comm.connect()
+    await comm.receive_from()
+    await comm.send_json_to({"message": "a story"})
+    await frames_until(comm, lambda f: "Once upon" in f)
+    other = communicator(GreeterConsumer, haneul)
+    await other.connect()
+    await other.receive_from()
+    assert await room.store.get_user_by_name(f"django-{sora.pk}") is not None
+
+    await sync_to_async(sora.delete)()  # as the admin or a view would, in a thread of the server's process
+
+    frames = await frames_until(comm, lambda f: "This account was deleted" in f)
+    assert "Traceback" not in "".join(frames)
+    assert await comm.receive_output() == {"type": "websocket.close", "code": CLOSE_USER_DELETED}
+    assert fake_provider.cancelled == 1  # the running reply was stopped
+    assert await room.store.get_user_by_name(f"django-{sora.pk}") is None
+    kept = await room.store.get_user_by_name(f"django-{haneul.pk}")
+    assert kept is not None and len(await room.store.list_conversations(kept.user.id)) == 1
+    assert await other.receive_nothing(0.2)  # another user's room goes on
+    await other.send_json_to({"message": "still here?"})
+    assert "echo: still here?" in (await frames_until(other, is_final_reply))[-1]
+    await other.disconnect()
+
+
+def test_deleting_a_django_user_where_daehwa_does_not_run_deletes_it_through_the_store(
+    runtime: Runtime, tmp_path: Path
+):
+    migrate()
+    url = f"sqlite:///{tmp_path / 'daehwa.db'}"
+    dahye = DjangoUser.objects.create_user("dahye")
+    names = (f"django-{dahye.pk}", "django-999999")
+
+    async def seed() -> None:
+        store = open_store(url)
+        await store.open()
+        for name in names:
+            user = await store.create_user(name, password_hash=None)
+            conversation = await store.create_conversation(user.id, NewConversation(title="Tutor"))
+            await store.append_message(user.id, conversation.id, NewMessage(role="user", content="hi"))
+        await store.close()
+
+    async def present() -> list[str]:
+        store = open_store(url)
+        await store.open()
+        try:
+            return [name for name in names if await store.get_user_by_name(name) is not None]
+        finally:
+            await store.close()
+
+    asyncio.run(seed())
+    with override_settings(DAEHWA={"DATABASE_URL": url, "DATA_DIR": str(tmp_path)}):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            dahye.delete()
+            raise RuntimeError("rolled back")
+        assert asyncio.run(present()) == list(names)  # nothing is deleted before the deletion is committed
+        # E.g. the admin on a WSGI server, or manage.py shell: no daehwa event loop in this process.
+        DjangoUser.objects.filter(username="dahye").delete()
+    assert asyncio.run(present()) == ["django-999999"]
 
 
 # -- errors, in the user's language ------------------------------------------------------------------------------------

@@ -33,7 +33,6 @@ from typing import Any, ClassVar
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings as django_settings
 from django.template.loader import render_to_string
-from django.utils.crypto import salted_hmac
 
 from ..api.stream import TurnHandle
 from ..errors import Conflict, DaehwaError
@@ -44,6 +43,7 @@ from ..resume import StreamTimes, follow_reply
 from ..services import Services
 from ..stores.base import ConversationQuery, MessageChange, NewConversation, NewMessage, StreamChunk
 from ..types import Conversation, GenerationParams, MessageStatus, StoredMessage, User
+from .accounts import daehwa_user_name, guest_name
 from .messages import error_text, say
 from .runtime import get_runtime
 
@@ -52,6 +52,7 @@ log = logging.getLogger("daehwa.django")
 #: Close codes the page can tell apart (a browser never sees a refused handshake's HTTP status).
 CLOSE_LOGIN_REQUIRED = 4401
 CLOSE_UNAVAILABLE = 1011  # htmx-ext-ws reconnects after this one, with backoff
+CLOSE_USER_DELETED = 4410  # the account (Django user or guest) was deleted: no reconnect
 
 SOURCE = "django"  # the turn's transport, in metrics and usage records
 HIDDEN = "django_hidden"  # meta flag of the opening user message the page does not show
@@ -97,6 +98,7 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
         self._task: asyncio.Task[None] | None = None  # the turn this socket runs, or the reply it follows
         self._handle: TurnHandle | None = None
         self._following = False
+        self._closing: asyncio.Future[None] | None = None
 
     # -- what subclasses change ----------------------------------------------------------------------------------
     async def can_accept(self) -> bool:
@@ -145,11 +147,10 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
         """
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
-            return await self._user(f"django-{user.pk}", anonymous=False)
+            return await self._user(daehwa_user_name(user.pk), anonymous=False)
         session = self.scope.get("session")
         key = getattr(session, "session_key", None) if session is not None else None
-        tag = salted_hmac("daehwa.django.guest", key).hexdigest()[:24] if key else secrets.token_hex(12)
-        return await self._user(f"django-guest-{tag}", anonymous=True)
+        return await self._user(guest_name(key), anonymous=True)
 
     # -- the socket ------------------------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -180,6 +181,7 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
             return
         try:
             await self.accept()
+            get_runtime().enter(self.daehwa_user.id, self)
             await self.send(text_data=self.render_history(messages))
         except BaseException:
             if isinstance(opening, TurnHandle):
@@ -228,12 +230,33 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
         self._start(content)
 
     async def disconnect(self, code: int) -> None:
+        if self.daehwa_user is not None:
+            get_runtime().leave(self.daehwa_user.id, self)
         task, self._task = self._task, None
         if task is not None and not task.done():
             # The socket dropped mid-reply: cancelling the turn stores what was generated as interrupted.
             task.cancel()
             with suppress(asyncio.CancelledError, Exception):
                 await task
+
+    def user_deleted(self) -> None:
+        """The daehwa user was deleted (with the Django user, by ``daehwa_clear_guests``, by ``daehwa users
+        delete``): stop the reply, say so, and close without a reconnect."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close_deleted())
+
+    async def _close_deleted(self) -> None:
+        self.conversation = None  # frames from now on are ignored
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()  # what was generated is stored (and deleted with the rest)
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+        try:
+            await self.send_notice(say("account_deleted", self.locale))
+            await self.close(code=CLOSE_USER_DELETED)
+        except Exception:  # the socket is already gone
+            log.debug("the room of a deleted user was already closed", exc_info=True)
 
     # -- the fragments --------------------------------------------------------------------------------------------
     def render_message(self, message: StoredMessage, *, swap: str = "") -> str:
