@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from io import StringIO
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -588,6 +590,95 @@ def test_deleting_a_django_user_where_daehwa_does_not_run_deletes_it_through_the
         # E.g. the admin on a WSGI server, or manage.py shell: no daehwa event loop in this process.
         DjangoUser.objects.filter(username="dahye").delete()
     assert asyncio.run(present()) == ["django-999999"]
+
+
+def seed_store(url: str, users: list[tuple[str, bool]]) -> None:
+    """Users (name, anonymous) with a conversation each, in the daehwa store at ``url``."""
+
+    async def seed() -> None:
+        store = open_store(url)
+        await store.open()
+        for name, anonymous in users:
+            user = await store.create_user(name, password_hash=None, anonymous=anonymous)
+            conversation = await store.create_conversation(user.id, NewConversation(title="Tutor"))
+            await store.append_message(user.id, conversation.id, NewMessage(role="user", content="hi"))
+        await store.close()
+
+    asyncio.run(seed())
+
+
+def user_names(url: str) -> list[str]:
+    async def names() -> list[str]:
+        store = open_store(url)
+        await store.open()
+        try:
+            return sorted(u.name for u in await store.list_users())
+        finally:
+            await store.close()
+
+    return asyncio.run(names())
+
+
+def test_clear_guests_deletes_the_guests_whose_session_has_ended(runtime: Runtime, tmp_path: Path):
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from daehwa.django.accounts import guest_name
+
+    migrate()
+    sessions = []
+    for _ in range(3):
+        session = SessionStore()
+        session.create()
+        sessions.append(session.session_key)
+    live, expired, ended = sessions
+    Session.objects.filter(session_key=expired).update(expire_date=timezone.now() - timedelta(minutes=1))
+    Session.objects.filter(session_key=ended).delete()  # a logout, or clearsessions
+    url = f"sqlite:///{tmp_path / 'daehwa.db'}"
+    kept = [(guest_name(live), True), ("django-5", False), ("guest-0a1b2c", True)]  # daehwa's own guests are its own
+    gone = [(guest_name(expired), True), (guest_name(ended), True), (guest_name(None), True)]
+    seed_store(url, kept + gone)
+
+    out = StringIO()
+    with override_settings(DAEHWA={"DATABASE_URL": url, "DATA_DIR": str(tmp_path)}):
+        call_command("daehwa_clear_guests", stdout=out)
+        assert "Deleted 0 guest user(s)" in out.getvalue()  # all were active in the last hour
+        call_command("daehwa_clear_guests", "--keep-minutes", "0", "--dry-run", stdout=out)
+        assert "Would delete 3 guest user(s)" in out.getvalue()
+        assert len(user_names(url)) == 6
+        call_command("daehwa_clear_guests", "--keep-minutes", "0", stdout=out)
+    assert "Deleted 3 guest user(s)" in out.getvalue()
+    assert user_names(url) == sorted(name for name, _ in kept)
+
+
+def test_clear_guests_says_which_session_engines_it_can_read(runtime: Runtime, tmp_path: Path):
+    from django.core.management import CommandError, call_command
+
+    daehwa = {"DATABASE_URL": f"sqlite:///{tmp_path / 'daehwa.db'}", "DATA_DIR": str(tmp_path)}
+    engine = "django.contrib.sessions.backends.signed_cookies"
+    with override_settings(SESSION_ENGINE=engine, DAEHWA=daehwa), pytest.raises(CommandError, match="cannot list"):
+        call_command("daehwa_clear_guests")
+
+
+def test_clear_guests_reads_the_file_session_engine(runtime: Runtime, tmp_path: Path):
+    from django.contrib.sessions.backends.file import SessionStore
+    from django.core.management import call_command
+
+    from daehwa.django.accounts import guest_name
+
+    url = f"sqlite:///{tmp_path / 'daehwa.db'}"
+    (tmp_path / "sessions").mkdir()
+    with override_settings(
+        SESSION_ENGINE="django.contrib.sessions.backends.file", SESSION_FILE_PATH=str(tmp_path / "sessions")
+    ):
+        session = SessionStore()
+        session.create()
+        seed_store(url, [(guest_name(session.session_key), True), (guest_name("gone"), True)])
+        with override_settings(DAEHWA={"DATABASE_URL": url, "DATA_DIR": str(tmp_path)}):
+            call_command("daehwa_clear_guests", "--keep-minutes", "0", stdout=StringIO())
+    assert user_names(url) == [guest_name(session.session_key)]
 
 
 # -- errors, in the user's language ------------------------------------------------------------------------------------

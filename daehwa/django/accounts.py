@@ -17,17 +17,24 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+from importlib import import_module
 from typing import Any, TypeVar
 
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from ..api.stream import ActiveTurns
 from ..stores import open_store
-from ..stores.base import Store
+from ..stores.base import ConversationQuery, Store
+from ..types import User
 from .runtime import daehwa_settings, get_runtime
 
 log = logging.getLogger("daehwa.django")
@@ -119,6 +126,58 @@ def delete_daehwa_users(names: Iterable[str]) -> list[str]:
 
     async def work(store: Store, end_user: EndUser) -> list[str]:
         return await delete_users(store, end_user, wanted)
+
+    return run_on_daehwa(work)
+
+
+def live_session_keys() -> Iterator[str]:
+    """The keys of the Django sessions that exist and have not expired (database and file session engines)."""
+    engine: Any = import_module(django_settings.SESSION_ENGINE).SessionStore
+    if hasattr(engine, "get_model_class"):  # db, cached_db, and database-backed engines of your own
+        model = engine.get_model_class()
+        live = model.objects.filter(expire_date__gt=timezone.now()).values_list("session_key", flat=True)
+        yield from live.iterator()
+        return
+    from django.contrib.sessions.backends.file import SessionStore as FileSessionStore
+
+    if issubclass(engine, FileSessionStore):
+        # The file engine keeps expired sessions until clearsessions removes them: run it first.
+        prefix = django_settings.SESSION_COOKIE_NAME
+        for name in os.listdir(engine._get_storage_path()):
+            if name.startswith(prefix):
+                yield name[len(prefix) :]
+        return
+    raise ImproperlyConfigured(
+        f"daehwa_clear_guests cannot list the sessions of SESSION_ENGINE {django_settings.SESSION_ENGINE!r}: it "
+        "knows the database engines (db, cached_db) and the file engine. With a cache or signed-cookie engine, "
+        "delete old guests with 'daehwa users delete NAME'."
+    )
+
+
+async def _last_active(store: Store, user: User) -> datetime | None:
+    conversations = await store.list_conversations(user.id, ConversationQuery(kind=None, limit=1))
+    times = [t for t in (user.created_at, conversations[0].updated_at if conversations else None) if t is not None]
+    return max(times, default=None)
+
+
+def clear_guests(*, keep_minutes: float = 60, dry_run: bool = False) -> list[str]:
+    """Delete the guests (``django-guest-...``) whose Django session no longer exists or has expired, unless they
+    were active in the last ``keep_minutes`` (a guest without a session, in a room still open); their names."""
+    live = {guest_tag(key) for key in live_session_keys()}
+    cutoff = datetime.now(UTC) - timedelta(minutes=keep_minutes)
+
+    async def work(store: Store, end_user: EndUser) -> list[str]:
+        stale: list[str] = []
+        for user in await store.list_users():
+            if not (user.anonymous and user.name.startswith(GUEST_PREFIX)) or user.name[len(GUEST_PREFIX) :] in live:
+                continue
+            active = await _last_active(store, user)
+            if keep_minutes > 0 and active is not None and active > cutoff:
+                continue
+            stale.append(user.name)
+        if dry_run:
+            return stale
+        return await delete_users(store, end_user, stale)
 
     return run_on_daehwa(work)
 
