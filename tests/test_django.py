@@ -681,6 +681,46 @@ def test_clear_guests_reads_the_file_session_engine(runtime: Runtime, tmp_path: 
     assert user_names(url) == [guest_name(session.session_key)]
 
 
+@pytest.mark.redis
+async def test_a_guest_deleted_by_another_process_has_its_room_closed_over_redis(
+    runtime: Runtime, settings: Settings, fake_provider: FakeProvider
+):
+    """The room's process and a ``manage.py daehwa_clear_guests`` process share a Redis store and its signals."""
+    from daehwa.api.stream import ActiveTurns
+    from daehwa.django import accounts
+    from daehwa.stores.redis import RedisStore
+
+    from .test_stores import REDIS_URL, _redis_namespace
+
+    async with _redis_namespace() as factory:
+        store = factory()
+        assert isinstance(store, RedisStore)
+        services = build_services(settings, providers=ProviderRegistry([fake_provider]), store=store)
+        await services.start()
+        turns = ActiveTurns(services.store)
+        await turns.open()
+        runtime.install(services, turns)
+        try:
+            comm = communicator(GuestConsumer, AnonymousUser(), session=SimpleNamespace(session_key="k1"))
+            await comm.connect()
+            assert "Welcome, guest." in await comm.receive_from()
+
+            async def work(other: Any, end_user: Any) -> list[str]:
+                return await accounts.delete_users(other, end_user, [accounts.guest_name("k1")])
+
+            daehwa = {"DATABASE_URL": REDIS_URL, "REDIS_KEY_PREFIX": store.prefix}
+            with override_settings(DAEHWA=daehwa):  # the other process opens its own store, as the command does
+                deleted = await asyncio.to_thread(asyncio.run, accounts._with_own_store(work))
+            assert deleted == [accounts.guest_name("k1")]
+            assert "계정이 삭제되어 대화를 끝냈어요" in await comm.receive_from(3)
+            assert await comm.receive_output(3) == {"type": "websocket.close", "code": CLOSE_USER_DELETED}
+            assert await services.store.list_users() == []
+        finally:
+            await runtime.aclose()
+            await turns.close()
+            await services.aclose()
+
+
 # -- errors, in the user's language ------------------------------------------------------------------------------------
 async def test_a_blocked_message_is_shown_struck_out_with_the_reason(room: Services, fake_provider: FakeProvider):
     comm = communicator(PlainConsumer)
