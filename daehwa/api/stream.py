@@ -431,16 +431,19 @@ def resumed_result_json(message: StoredMessage) -> dict[str, Any]:
     original stream's, so they are null here)."""
     outcome = _OUTCOMES.get(message.status, "ok")
     error = message.meta.get("error")
+    shown = message_json(message)
+    usage = shown["usage"]
     return {
         "conversation_id": message.conversation_id,
         "user_message": None,
-        "message": message_json(message),
-        "usage": None,
+        "message": shown,
+        "usage": usage and {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
         "outcome": outcome,
         "finish_reason": {"ok": "stop", "fallback": "stop", "blocked": "content_filter"}.get(outcome, outcome),
         "model": message.model,
         "ttft_ms": None,
         "total_ms": None,
+        "cost": usage["cost"] if usage else None,
         "error": error if isinstance(error, dict) else None,
     }
 
