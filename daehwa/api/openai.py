@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Annotated, Any, Literal
 
@@ -348,26 +348,19 @@ def _stream_response(handle: TurnHandle, include_usage: bool, n: int) -> EventSt
         data.update(more)
         return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
+    # What is ready at the same moment goes out as one write: a delta with the role chunk that opens its choice, and
+    # the end (finish chunks, usage, [DONE]); each write is a syscall here and a wake-up of the client.
     async def produce(send: SendBytes) -> None:
         opened: set[int] = set()
 
         async def emit(delta: TurnDelta) -> None:
-            choices = []
+            content = chunk(
+                [{"index": delta.index, "delta": {"content": delta.text}, "logprobs": None, "finish_reason": None}]
+            )
             if delta.index not in opened:
                 opened.add(delta.index)
-                choices.append(
-                    {
-                        "index": delta.index,
-                        "delta": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                )
-            choices.append(
-                {"index": delta.index, "delta": {"content": delta.text}, "logprobs": None, "finish_reason": None}
-            )
-            for c in choices:
-                await send(chunk([c]))
+                content = _role_chunk(chunk, delta.index) + content
+            await send(content)
 
         try:
             outcome = await handle.run(emit)
@@ -377,30 +370,30 @@ def _stream_response(handle: TurnHandle, include_usage: bool, n: int) -> EventSt
         finished = outcome.finished
         if finished is None or finished.error is not None:
             if finished is not None and finished.error is not None:
-                await send(b"data: " + json.dumps(error_event_json(finished.error)).encode() + b"\n\n")
+                error = b"data: " + json.dumps(error_event_json(finished.error)).encode() + b"\n\n"
+                await send(error + b"data: [DONE]\n\n")
+                return
             await send(b"data: [DONE]\n\n")
             return
         reason = _finish_reason(finished.finish_reason)
+        end: list[bytes] = []
         for index in range(max(n, len(finished.texts))):
             if index not in opened:
-                await send(
-                    chunk(
-                        [
-                            {
-                                "index": index,
-                                "delta": {"role": "assistant", "content": ""},
-                                "logprobs": None,
-                                "finish_reason": None,
-                            }
-                        ]
-                    )
-                )
-            await send(chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]))
+                end.append(_role_chunk(chunk, index))
+            end.append(chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]))
         if include_usage:
-            await send(chunk([], usage=_usage(finished.usage)))
-        await send(b"data: [DONE]\n\n")
+            end.append(chunk([], usage=_usage(finished.usage)))
+        end.append(b"data: [DONE]\n\n")
+        await send(b"".join(end))
 
     return EventStreamResponse(produce)
+
+
+def _role_chunk(chunk: Callable[[list[dict[str, Any]]], bytes], index: int) -> bytes:
+    """The chunk that opens choice ``index``: its role and empty content, as OpenAI sends first."""
+    return chunk(
+        [{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]
+    )
 
 
 class ModelObject(BaseModel):
