@@ -89,7 +89,8 @@ def start_daehwa(
 ) -> tuple[subprocess.Popen[bytes], int, str, Path]:
     """A ``daehwa serve`` on its own SQLite file with one user and API key: (process, port, key, log file).
 
-    ``source`` runs the daehwa package found in that directory instead (``PYTHONPATH``), e.g. a worktree of main."""
+    ``source`` runs the daehwa package found in that directory instead (its working directory and ``PYTHONPATH``), e.g.
+    a worktree of main."""
     data.mkdir(parents=True)
     (data / "providers.toml").write_text(
         f'[providers.up]\ntype = "openai"\nbase_url = "{upstream_url}"\nmodels = ["fake-model"]\n'
@@ -104,15 +105,21 @@ def start_daehwa(
         "DAEHWA_PORT": str(port),
         "DAEHWA_LOG_LEVEL": log_level,
     }
+    cwd = ROOT  # ``python -m`` looks in the working directory first
     if source is not None:
-        env["PYTHONPATH"] = str(Path(source).resolve())
+        cwd = Path(source).resolve()
+        env["PYTHONPATH"] = str(cwd)
     cli = [sys.executable, "-m", "daehwa"]
-    subprocess.run([*cli, "users", "create", "bench", "--no-password"], env=env, check=True, capture_output=True)
-    made = subprocess.run([*cli, "keys", "create", "--user", "bench"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [*cli, "users", "create", "bench", "--no-password"], env=env, cwd=cwd, check=True, capture_output=True
+    )
+    made = subprocess.run(
+        [*cli, "keys", "create", "--user", "bench"], env=env, cwd=cwd, check=True, capture_output=True
+    )
     key = made.stdout.decode().strip().splitlines()[-1]
     log = data / "serve.log"
     with log.open("wb") as sink:
-        server = subprocess.Popen([*cli, "serve"], env=env, stdout=sink, stderr=sink)
+        server = subprocess.Popen([*cli, "serve"], env=env, cwd=cwd, stdout=sink, stderr=sink)
     return server, port, key, log
 
 
@@ -163,7 +170,7 @@ def main() -> None:
             for server, port, _, log in servers.values():
                 wait_healthy(f"http://127.0.0.1:{port}/healthz", server, log)
             wait_healthy(f"http://127.0.0.1:{proxy_port}/healthz", baseline, data / "daehwa" / "serve.log")
-            paths = {
+            paths: dict[str, tuple[str, dict[str, str]]] = {
                 "direct": (f"{upstream_url}/chat/completions", {}),
                 "baseline": (f"http://127.0.0.1:{proxy_port}/v1/chat/completions", {}),
             }
