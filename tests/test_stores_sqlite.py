@@ -384,16 +384,22 @@ async def test_an_inline_write_never_waits_for_another_process_on_the_event_loop
     await store.close()
 
 
-async def test_wal_checkpoints_run_on_the_thread(tmp_path: Path) -> None:
+async def test_wal_checkpoints_run_beside_the_stores_thread_and_writes_go_on(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "wal.db")
     await store.open()
     assert (await store._read(lambda db: db.execute("PRAGMA wal_autocheckpoint").fetchone()[0])) == 0
     hops = _count_hops(store)
     conv = await store.create_conversation("u1")
+    hops.clear()
     for i in range(CHECKPOINT_EVERY):
         await store.begin_turn("u1", conv.id, NewTurn(user_content=f"q{i}", reply_model="m"))
-    assert hops.count("_checkpoint") == 1
-    assert len(await store.list_messages("u1", conv.id) or []) == 2 * CHECKPOINT_EVERY
+    checkpoint = store._checkpointing
+    assert checkpoint is not None and hops == []  # not on the store's thread, and no write went there meanwhile
+    await checkpoint
+    wal = tmp_path / "wal.db-wal"
+    frames = await store._read(lambda db: db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+    assert frames[1] == frames[2]  # every frame of the WAL is in the database file
+    assert wal.exists() and len(await store.list_messages("u1", conv.id) or []) == 2 * CHECKPOINT_EVERY
     await store.close()
 
 
