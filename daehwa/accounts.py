@@ -5,7 +5,8 @@ long random strings, so a fast hash is enough), passwords as argon2id hashes. An
 Checked keys and sessions are remembered for ``DAEHWA_AUTH_CACHE_SECONDS`` so a request costs no store round trip;
 revoking, logging out or changing a password through this object forgets them at once (another process, e.g. the CLI,
 reaches a running server's memory within that time). A password change ends the user's other sessions and unused
-login links; API keys are separate credentials and stay.
+login links; API keys are separate credentials and stay. Deleting a user (``delete_user``) ends all of them, and the
+server's processes forget them at once through the stop-signal channel (``ActiveTurns.end_user``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from .config import Settings
 from .errors import AuthenticationError, Conflict, InvalidRequest, NotFound
-from .stores.base import ApiKeyRecord, SessionRecord, Store
+from .stores.base import ApiKeyRecord, SessionRecord, Store, UserDeletion
 from .types import User
 
 KEY_PREFIX = "dh-"
@@ -161,6 +162,40 @@ class Accounts:
         self._sessions_ended += 1
         self._sessions.drop_where(lambda session: session.user.id == user_id)
         return ended
+
+    async def check_deletable(self, user: User) -> None:
+        """Refuse to delete the last admin: nobody could then manage the service (``bootstrap_owner`` only makes a
+        new owner when there are no users at all)."""
+        if not user.is_admin:
+            return
+        if not any(u.is_admin and u.id != user.id for u in await self.store.list_users()):
+            raise Conflict(
+                f"{user.name!r} is the only admin: create another admin first ('daehwa users create NAME --admin'), "
+                "then delete this account.",
+                code="last_admin",
+            )
+
+    async def delete_user(self, user_id: str) -> UserDeletion:
+        """Delete the account and everything kept for it (``Store.delete_user``: usage records stay, detached);
+        its sessions and keys stop working in this process at once. Refuses the last admin."""
+        record = await self.store.get_user(user_id)
+        if record is None:
+            raise NotFound("No such user.", param="user")
+        await self.check_deletable(record.user)
+        self.forget_user(user_id)
+        try:
+            deletion = await self.store.delete_user(user_id)
+        finally:
+            self.forget_user(user_id)  # a request between the two may have cached it again
+        if deletion is None:  # deleted meanwhile by another request or process
+            raise NotFound("No such user.", param="user")
+        return deletion
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop this process's cached sessions and API keys of the user (deleted here or in another process)."""
+        self._sessions_ended += 1
+        self._sessions.drop_where(lambda session: session.user.id == user_id)
+        self._keys.drop_where(lambda value: value[1].id == user_id)
 
     async def has_password(self, user_id: str) -> bool:
         record = await self.store.get_user(user_id)

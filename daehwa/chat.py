@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from .config import Settings
 from .context import count_message_tokens, estimate_tokens
-from .context.engine import BuiltContext, ContextEngine, ContextMemory
+from .context.engine import BuiltContext, ContextEngine
 from .context.policy import ContextPolicy
 from .context.summary import Entry
 from .context.tokens import TokenCounter
@@ -124,16 +124,7 @@ class ChatService:
         self.limiter = limiter
         self.pricing = pricing
         self.count_tokens = token_counter
-        self.context = context or ContextEngine(
-            router=router,
-            metrics=metrics,
-            memory=store if isinstance(store, ContextMemory) else None,
-            embedder=None,
-            policy=settings.context_policy_default(),
-            max_tokens_cap=settings.context_max_tokens,
-            reply_tokens=settings.context_reply_tokens,
-            summary_model=settings.context_summary_model,
-        )
+        self.context = context or ContextEngine.from_settings(settings, router=router, metrics=metrics, store=store)
         self.contributors: list[TurnContributor] = list(contributors)
         #: The context memory (vectors, summary) is brought up to date by the first observer.
         self.observers: list[TurnObserver] = [ContextMemoryObserver(self), *observers]
@@ -651,6 +642,13 @@ class ChatService:
             source=request.source,
             request_id=request.request_id,
         )
+        # Kept with the reply, so a client that loads the history later still shows what each reply cost.
+        meta["usage"] = {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "cost": record.cost,
+        }
         stored = await self.store.finish_turn(
             request.user.id,
             turn.reply.id,
@@ -677,6 +675,7 @@ class ChatService:
             error=error,
             user_meta=dict(turn.user_meta),
             reply_meta=dict(turn.reply_meta),
+            cost=record.cost,
         )
 
     def _count(

@@ -19,6 +19,7 @@ from rich.table import Table
 from . import __version__
 from .chat import TurnDelta, TurnFinished, TurnRequest, TurnStarted
 from .cli_accounts import keys_app, users_app
+from .cli_streamlit import streamlit as streamlit_command
 from .cli_usage import usage as usage_command
 from .config import Settings, load_settings, settings_table_markdown
 from .errors import DaehwaError
@@ -34,6 +35,7 @@ app.add_typer(users_app, name="users")  # daehwa/cli_accounts.py
 app.add_typer(keys_app, name="keys")
 app.add_typer(filter_app, name="filter")  # daehwa/moderation/cli.py
 app.command("usage")(usage_command)
+app.command("streamlit")(streamlit_command)  # daehwa/cli_streamlit.py
 
 err = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -212,7 +214,7 @@ async def _chat(
         if interactive:
             err.print(
                 "[dim]exit / quit / Ctrl-D: 끝내기 · Ctrl-C: 답변 멈추기 · /context: 마지막 답변의 맥락"
-                " · /interests: 내 관심사 (/interests clear, /interests forget 단어)[/]"
+                " · /interests: 내 관심사 (/interests clear, /interests forget 단어, /interests off|on)[/]"
             )
         lines = _prompt_lines() if interactive else _stdin_lines()
         async for line in lines:
@@ -262,7 +264,8 @@ async def _show_context(services: Any, user: User, conversation_id: str | None) 
 
 
 async def _interests_command(services: Any, user: User, args: str) -> None:
-    """``/interests`` lists what the service remembers; ``/interests clear`` forgets all; ``/interests forget X``."""
+    """``/interests`` lists what the service remembers; ``/interests clear`` forgets all; ``/interests forget X``;
+    ``/interests off`` stops learning and using them, ``/interests on`` starts again."""
     intel = services.intelligence
     if intel is None:
         err.print("[dim]관심사 기능이 꺼져 있어요 (DAEHWA_INTELLIGENCE=true, pip install 'daehwa[intelligence]').[/]")
@@ -271,6 +274,17 @@ async def _interests_command(services: Any, user: User, args: str) -> None:
         err.print("[dim]게스트는 관심사를 저장하지 않아요 (guests have no saved interests).[/]")
         return
     command, _, term = args.strip().partition(" ")
+    if command in ("off", "on"):
+        await intel.store.set_interests_enabled(user.id, command == "on")
+        if command == "on":
+            err.print("관심사를 다시 기억해요 (interests on: learned and used again).", markup=False)
+        else:
+            err.print(
+                "관심사를 더 배우지도 쓰지도 않아요. 기억한 것은 /interests clear로 지울 수 있어요 "
+                "(interests off: nothing learned or used; /interests clear deletes what was learned).",
+                markup=False,
+            )
+        return
     if command == "clear":
         n = await intel.store.delete_interests(user.id)
         err.print(f"관심사 {n}개를 지웠어요 (deleted {n}).", markup=False)
@@ -280,6 +294,8 @@ async def _interests_command(services: Any, user: User, args: str) -> None:
         err.print(f"'{term.strip()}': {'지웠어요 (deleted)' if n else '없어요 (not found)'}", markup=False)
         return
     interests = await intel.interests(user.id, limit=20)
+    if not await intel.remembers(user):
+        err.print("[dim]관심사 기억이 꺼져 있어요: /interests on으로 켜요 (interests are off: /interests on).[/]")
     if not interests:
         err.print("[dim]아직 기억한 관심사가 없어요 (no interests yet).[/]")
         return

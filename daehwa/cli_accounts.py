@@ -7,6 +7,7 @@ from an argument (it would sit in the shell history). ``keys create`` prints the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
@@ -19,11 +20,11 @@ from rich.table import Table
 from .accounts import Accounts
 from .config import Settings
 from .errors import DaehwaError, NotFound
-from .stores import open_store
+from .stores import UserDeletion, open_store
 
 T = TypeVar("T")
 
-users_app = typer.Typer(help="Create and list users.", no_args_is_help=True)
+users_app = typer.Typer(help="Create, list and delete users.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -103,6 +104,58 @@ def users_passwd(
     ended = _run(work)
     out.print(f"Password of {name} set.", markup=False)
     out.print(f"Ended {ended} browser session(s) and login link(s); API keys keep working.")
+
+
+@users_app.command("delete")
+def users_delete(
+    name: Annotated[str, typer.Argument(help="The user.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a user and everything kept for them: conversations, interests, form records, API keys, sessions.
+
+    Usage records stay for accounting, no longer linked to the user. The last admin cannot be deleted. Servers
+    sharing a Redis or PostgreSQL store are told at once (their stop-signal channel): they stop the user's turns
+    and forget the user's cached sessions and keys; any other stops accepting them within DAEHWA_AUTH_CACHE_SECONDS."""
+
+    async def check(accounts: Accounts) -> None:
+        await accounts.check_deletable(await accounts.user_by_name(name))
+
+    _run(check)  # a missing user or the last admin fails before the question
+    if not yes and not typer.confirm(
+        f"Delete the user {name} and all their conversations? This cannot be undone.", default=False
+    ):
+        err.print("Nothing deleted.")
+        raise typer.Exit(1)
+
+    async def work(accounts: Accounts) -> UserDeletion:
+        user_id = (await accounts.user_by_name(name)).id
+        await _tell_servers(accounts, user_id)  # their turns of the user stop (and store) before the data goes
+        try:
+            return await accounts.delete_user(user_id)
+        finally:
+            await _tell_servers(accounts, user_id)
+
+    done = _run(work)
+    out.print(f"Deleted user {name}.", markup=False)
+    out.print(
+        f"Removed {done.conversations} conversation(s), {done.form_records} form record(s), {done.api_keys} API "
+        f"key(s) and {done.sessions} session(s) or login link(s); kept {done.usage_detached} usage record(s), "
+        "detached from the user."
+    )
+
+
+async def _tell_servers(accounts: Accounts, user_id: str) -> None:
+    """The "user deleted" signal to the server processes sharing the store (``ActiveTurns.end_user``); best effort."""
+    from .api.stream import ActiveTurns
+
+    signals = accounts.store.stop_signals()
+    # A server that misses it still stops accepting the user's credentials within the auth cache time.
+    with contextlib.suppress(Exception):
+        try:
+            await signals.open(lambda _user, _conversation: None)
+            await signals.publish(user_id, ActiveTurns.USER_DELETED)
+        finally:
+            await signals.close()
 
 
 @users_app.command("login-link")

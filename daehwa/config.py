@@ -7,6 +7,7 @@ README's configuration table is generated from them (``daehwa config --markdown`
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -15,7 +16,7 @@ from platformdirs import user_data_dir
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import DaehwaError
+from .errors import ConfigError, DaehwaError
 
 if TYPE_CHECKING:
     from .context.policy import ContextPolicy
@@ -476,3 +477,13 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**given)
     except Exception as exc:  # pydantic's ValidationError names the field; keep it, drop the traceback
         raise DaehwaError(f"Invalid settings: {exc}") from None
+
+
+def read_toml_file(path: Path, *, what: str, setting: str) -> dict[str, Any]:
+    """The TOML file a setting names, parsed; a missing or malformed one is a ``ConfigError`` naming the setting."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist: create it or unset {setting}.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None

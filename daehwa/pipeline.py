@@ -101,6 +101,7 @@ class TurnFinished:
     error: DaehwaError | None = None
     user_meta: Mapping[str, Any] = field(default_factory=dict)  # what contributors added to the user's message
     reply_meta: Mapping[str, Any] = field(default_factory=dict)  # what contributors added to the reply
+    cost: float | None = None  # USD from the price table; None when the model's price is unknown
 
 
 #: A piece of the reply for choice ``index``, as the pipeline passes it on (after the output filter): the provider's

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .config import read_toml_file
 from .errors import ConfigError, InvalidRequest
 from .types import Usage, UsageTotal
 
@@ -79,12 +79,7 @@ class PriceTable:
 
 def load_prices(path: Path) -> dict[str, Price]:
     """Read a price file (see the module docstring); errors name the file and the entry."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"Price file {path} does not exist: create it or unset DAEHWA_PRICES_FILE.") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"Price file {path} is not valid TOML: {exc}") from None
+    data = read_toml_file(path, what="Price file", setting="DAEHWA_PRICES_FILE")
     models = data.get("models")
     if not isinstance(models, dict):
         raise ConfigError(f'Price file {path} needs [models."<provider>/<model>"] tables with input and output.')

@@ -76,6 +76,17 @@ class BreakerSnapshot:
     retry_in: float | None  # seconds until an open breaker lets a probe through
 
 
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """When a circuit breaker opens and how it lets calls through again (see ``CircuitBreaker``)."""
+
+    window: float = 60.0
+    min_requests: int = 10
+    threshold: float = 0.5
+    open_seconds: float = 30.0
+    probes: int = 1
+
+
 class CircuitBreaker:
     """Fails fast while an upstream keeps failing, and lets a few probes through to notice when it is back.
 
@@ -88,21 +99,13 @@ class CircuitBreaker:
     def __init__(
         self,
         name: str,
+        policy: BreakerPolicy | None = None,
         *,
-        window: float = 60.0,
-        min_requests: int = 10,
-        threshold: float = 0.5,
-        open_seconds: float = 30.0,
-        probes: int = 1,
         clock: Clock = time.monotonic,
         on_change: Callable[[CircuitBreaker], None] | None = None,
     ) -> None:
         self.name = name
-        self.window = window
-        self.min_requests = min_requests
-        self.threshold = threshold
-        self.open_seconds = open_seconds
-        self.probes = probes
+        self.policy = policy or BreakerPolicy()
         self.clock = clock
         self.on_change = on_change
         self._state = BreakerState.CLOSED
@@ -115,7 +118,7 @@ class CircuitBreaker:
     @property
     def state(self) -> BreakerState:
         """The current state; an open breaker whose time is up reads as half-open."""
-        if self._state is BreakerState.OPEN and self.clock() - self._opened_at >= self.open_seconds:
+        if self._state is BreakerState.OPEN and self.clock() - self._opened_at >= self.policy.open_seconds:
             self._set(BreakerState.HALF_OPEN)
         return self._state
 
@@ -125,7 +128,7 @@ class CircuitBreaker:
         state = self.state
         if state is BreakerState.CLOSED:
             return True
-        if state is BreakerState.HALF_OPEN and self._probing < self.probes:
+        if state is BreakerState.HALF_OPEN and self._probing < self.policy.probes:
             self._probing += 1
             return True
         return False
@@ -147,8 +150,8 @@ class CircuitBreaker:
         self._add(failed=True)
         if (
             self._state is BreakerState.CLOSED
-            and len(self._results) >= self.min_requests
-            and self._failures / len(self._results) >= self.threshold
+            and len(self._results) >= self.policy.min_requests
+            and self._failures / len(self._results) >= self.policy.threshold
         ):
             self._open()
 
@@ -157,7 +160,7 @@ class CircuitBreaker:
         An open breaker that closes later than that stays as it is."""
         if self.state is BreakerState.OPEN and (self.retry_in() or 0.0) >= seconds:
             return
-        self._opened_at = self.clock() - max(0.0, self.open_seconds - seconds)
+        self._opened_at = self.clock() - max(0.0, self.policy.open_seconds - seconds)
         self._probing = 0
         self.adopted = True
         try:
@@ -173,7 +176,7 @@ class CircuitBreaker:
     def retry_in(self) -> float | None:
         if self.state is not BreakerState.OPEN:
             return None
-        return max(0.0, self.open_seconds - (self.clock() - self._opened_at))
+        return max(0.0, self.policy.open_seconds - (self.clock() - self._opened_at))
 
     def snapshot(self) -> BreakerSnapshot:
         state = self.state
@@ -195,7 +198,7 @@ class CircuitBreaker:
         self._failures += failed
 
     def _prune(self, now: float) -> None:
-        horizon = now - self.window
+        horizon = now - self.policy.window
         results = self._results
         while results and results[0][0] < horizon:
             _, failed = results.popleft()

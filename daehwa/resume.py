@@ -18,10 +18,9 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
-from dataclasses import dataclass
 
 from .errors import NotFound
-from .stores.base import MessageChange, Store, StreamChunk
+from .stores.base import MessageChange, Store, StreamChunk, StreamTimes
 from .types import MessageStatus, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -30,14 +29,6 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.05
 #: A reader that found the log ended waits this long for the reply's final save to show.
 SETTLE_SECONDS = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class StreamTimes:
-    """How long a writer's lease lasts and how long a log is kept after its last write (from Settings)."""
-
-    lease_seconds: float = 5.0
-    expire_seconds: float = 300.0
 
 
 class ChunkPublisher:
@@ -92,14 +83,7 @@ class ChunkPublisher:
         chunk = StreamChunk(self._written, text)
         user_id, conversation_id, message_id = self.key
         try:
-            await self.store.append_stream(
-                user_id,
-                conversation_id,
-                message_id,
-                chunk,
-                lease_seconds=self.times.lease_seconds,
-                expire_seconds=self.times.expire_seconds,
-            )
+            await self.store.append_stream(user_id, conversation_id, message_id, chunk, self.times)
         except Exception:
             self._pending.insert(0, text)  # sent again with the next write: the log never has a gap
             self._failed = True

@@ -39,7 +39,7 @@ from .errors import (
 from .metrics import Metrics
 from .providers.base import Provider
 from .providers.registry import ProviderRegistry
-from .resilience import BreakerSnapshot, BreakerState, Bulkhead, CircuitBreaker, Clock, RetryPolicy
+from .resilience import BreakerPolicy, BreakerSnapshot, BreakerState, Bulkhead, CircuitBreaker, Clock, RetryPolicy
 from .types import (
     PARAM_BOUNDS,
     PARAM_NAMES,
@@ -118,16 +118,12 @@ def params_from_wire(values: Mapping[str, object]) -> GenerationParams:
     return GenerationParams(**known, extra=extra)  # type: ignore[arg-type]
 
 
-class FirstTokenTimeout(ProviderTimeout):
+class FirstTokenTimeout(ProviderTimeout, code="first_token_timeout"):
     """A model sent no text within ``DAEHWA_FIRST_TOKEN_TIMEOUT``; the router moves on to the next candidate."""
 
-    code = "first_token_timeout"
 
-
-class StreamStalled(ProviderTimeout):
+class StreamStalled(ProviderTimeout, code="stream_stalled"):
     """A reply stopped mid-way for longer than ``DAEHWA_STREAM_IDLE_TIMEOUT``."""
-
-    code = "stream_stalled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +135,7 @@ class ResilienceConfig:
     first_token_deadline: float = 20.0
     stream_idle_timeout: float = 30.0
     fallback_models: tuple[str, ...] = ()
-    breaker_window: float = 60.0
-    breaker_min_requests: int = 10
-    breaker_error_rate: float = 0.5
-    breaker_open_seconds: float = 30.0
-    breaker_probes: int = 1
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     bulkhead_limit: int = 100
     bulkhead_wait: float = 2.0
 
@@ -159,11 +151,13 @@ class ResilienceConfig:
             first_token_deadline=settings.first_token_deadline,
             stream_idle_timeout=settings.stream_idle_timeout,
             fallback_models=tuple(settings.fallback_models),
-            breaker_window=settings.breaker_window_seconds,
-            breaker_min_requests=settings.breaker_min_requests,
-            breaker_error_rate=settings.breaker_error_rate,
-            breaker_open_seconds=settings.breaker_open_seconds,
-            breaker_probes=settings.breaker_half_open_probes,
+            breaker=BreakerPolicy(
+                window=settings.breaker_window_seconds,
+                min_requests=settings.breaker_min_requests,
+                threshold=settings.breaker_error_rate,
+                open_seconds=settings.breaker_open_seconds,
+                probes=settings.breaker_half_open_probes,
+            ),
             bulkhead_limit=settings.bulkhead_limit,
             bulkhead_wait=settings.bulkhead_wait_seconds,
         )
@@ -245,17 +239,7 @@ class Router:
                 self._breakers.pop(old, None)  # a call still holding it finishes with it; then it is garbage
         breaker = self._breakers.get(model)
         if breaker is None:
-            c = self.config
-            breaker = CircuitBreaker(
-                model,
-                window=c.breaker_window,
-                min_requests=c.breaker_min_requests,
-                threshold=c.breaker_error_rate,
-                open_seconds=c.breaker_open_seconds,
-                probes=c.breaker_probes,
-                clock=self.clock,
-                on_change=self._breaker_changed,
-            )
+            breaker = CircuitBreaker(model, self.config.breaker, clock=self.clock, on_change=self._breaker_changed)
             self._breakers[model] = breaker
             self.metrics.breaker_state.labels(self.metrics.model(model)).set(BreakerState.CLOSED)
         return breaker
@@ -300,7 +284,7 @@ class Router:
         )
         if self._board is not None and not breaker.adopted:
             if state is BreakerState.OPEN:
-                self._tell_board(self._board.opened(breaker.name, breaker.open_seconds))
+                self._tell_board(self._board.opened(breaker.name, breaker.policy.open_seconds))
             elif state is BreakerState.CLOSED:
                 self._tell_board(self._board.closed(breaker.name))
 

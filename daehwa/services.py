@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .chat import ChatService
 from .config import Settings
 from .context.embeddings import load_embedder
-from .context.engine import ContextEngine, ContextMemory
+from .context.engine import ContextEngine
 from .intelligence.collecting import FormCollector, FormWebhooks
 from .intelligence.extract import Extractor
 from .metrics import Metrics
@@ -106,15 +106,12 @@ def build_services(
     quotas = QuotaLimiter.from_settings(settings, store=store, metrics=metrics)
     limiter = quotas if quotas.enabled else None
     policy = ModerationPolicy(input=settings.filter_input_action, output=settings.filter_output_action)
-    context = ContextEngine(
+    context = ContextEngine.from_settings(
+        settings,
         router=router,
         metrics=metrics,
-        memory=store if isinstance(store, ContextMemory) else None,
+        store=store,
         embedder=load_embedder(settings.context_embedder, threads=settings.context_embed_threads),
-        policy=settings.context_policy_default(),
-        max_tokens_cap=settings.context_max_tokens,
-        reply_tokens=settings.context_reply_tokens,
-        summary_model=settings.context_summary_model,
         embedder_missing=None if settings.context_embedder != "off" else "DAEHWA_CONTEXT_EMBEDDER is off",
     )
     intel = None

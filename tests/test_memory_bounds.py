@@ -38,7 +38,8 @@ async def test_turns_that_end_every_way_leave_no_tasks_behind(
     services: Services, fake_provider: FakeProvider, alice: User
 ) -> None:
     # A third of these turns fail: keep the breaker out of it, so that every turn reaches the provider.
-    services.router.config = replace(services.router.config, breaker_min_requests=1000)
+    config = services.router.config
+    services.router.config = replace(config, breaker=replace(config.breaker, min_requests=1000))
     await settle()
     tasks_before = len(asyncio.all_tasks())
     outcomes: list[Outcome] = []

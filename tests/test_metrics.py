@@ -209,6 +209,9 @@ def test_price_file_errors_name_the_problem(tmp_path: Path):
         load_prices(bad)
     with pytest.raises(ConfigError, match="DAEHWA_PRICES_FILE"):
         load_prices(tmp_path / "missing.toml")
+    bad.write_text("[models\n")
+    with pytest.raises(ConfigError, match=r"Price file .*bad\.toml is not valid TOML"):
+        load_prices(bad)
 
 
 def test_parse_since():

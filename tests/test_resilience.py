@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from daehwa.errors import ProviderBusy
-from daehwa.resilience import BreakerState, Bulkhead, CircuitBreaker, RetryPolicy
+from daehwa.resilience import BreakerPolicy, BreakerState, Bulkhead, CircuitBreaker, RetryPolicy
 
 
 class Clock:
@@ -42,9 +42,8 @@ def test_jittered_delays_differ_between_callers():
 
 # -- circuit breaker -------------------------------------------------------------------------------------------
 def breaker(clock: Clock, **kw: object) -> CircuitBreaker:
-    options: dict = {"window": 60.0, "min_requests": 4, "threshold": 0.5, "open_seconds": 30.0, "clock": clock}
-    options.update(kw)
-    return CircuitBreaker("p/m", **options)
+    policy = BreakerPolicy(window=60.0, min_requests=4, threshold=0.5, open_seconds=30.0)
+    return CircuitBreaker("p/m", policy, clock=clock, **kw)
 
 
 def test_breaker_stays_closed_below_the_minimum_number_of_requests():

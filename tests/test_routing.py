@@ -19,7 +19,7 @@ from daehwa.errors import (
 )
 from daehwa.metrics import Metrics
 from daehwa.providers.registry import ProviderRegistry
-from daehwa.resilience import RetryPolicy
+from daehwa.resilience import BreakerPolicy, RetryPolicy
 from daehwa.routing import FirstTokenTimeout, ResilienceConfig, RouteEnd, Router, StreamStalled
 from daehwa.stores.breakers import BreakerBoard
 from daehwa.types import ChatMessage, GenerationParams, TextDelta
@@ -53,8 +53,7 @@ def config(**overrides: object) -> ResilienceConfig:
         "first_token_timeout": 5.0,
         "first_token_deadline": 10.0,
         "stream_idle_timeout": 5.0,
-        "breaker_min_requests": 4,
-        "breaker_open_seconds": 30.0,
+        "breaker": BreakerPolicy(min_requests=4, open_seconds=30.0),
     }
     values.update(overrides)
     return ResilienceConfig(**values)
@@ -267,7 +266,7 @@ async def test_the_breaker_opens_and_then_the_model_is_skipped_without_a_call(
 
 
 async def test_an_open_breaker_with_no_fallback_fails_fast_with_a_clear_error(make_router, primary: FakeProvider):
-    router = make_router(retry=RetryPolicy(attempts=1), breaker_min_requests=2)
+    router = make_router(retry=RetryPolicy(attempts=1), breaker=BreakerPolicy(min_requests=2))
     primary.enqueue(retryable(), retryable())
     for _ in range(2):
         with pytest.raises(ProviderError):
@@ -468,7 +467,10 @@ async def test_a_breaker_opened_in_one_process_is_open_in_another_on_redis(prima
         stores = [store_factory(), store_factory()]  # two service instances on one Redis namespace
         for store in stores:
             await store.open()
-        one, other = (Router(ProviderRegistry([primary]), Metrics(), config(breaker_min_requests=2)) for _ in stores)
+        one, other = (
+            Router(ProviderRegistry([primary]), Metrics(), config(breaker=BreakerPolicy(min_requests=2)))
+            for _ in stores
+        )
         sharing = [
             asyncio.ensure_future(router.share_breakers(store.breaker_board(), every=0.05))
             for router, store in zip((one, other), stores, strict=True)
@@ -497,7 +499,7 @@ async def test_a_breaker_opened_in_one_process_is_open_in_another_on_redis(prima
 
 
 async def test_breakers_work_in_process_when_the_board_cannot_be_reached(primary: FakeProvider) -> None:
-    router = Router(ProviderRegistry([primary]), Metrics(), config(breaker_min_requests=2))
+    router = Router(ProviderRegistry([primary]), Metrics(), config(breaker=BreakerPolicy(min_requests=2)))
     board = BrokenBoard()
     sharing = asyncio.ensure_future(router.share_breakers(board, every=0.01))
     try:

@@ -31,6 +31,7 @@ from daehwa.stores import (
     SessionRecord,
     Store,
     StreamChunk,
+    StreamTimes,
     TurnResult,
     UsageStore,
     open_store,
@@ -1316,6 +1317,9 @@ async def test_form_records_are_the_owners_and_survive_reopen_and_conversation_d
 
 
 # -- stream chunk logs (resume a reply from any process) ---------------------------------------------------------
+_TIMES = StreamTimes(lease_seconds=30, expire_seconds=60)
+
+
 async def _streaming_reply(store: Store) -> tuple[str, str, str]:
     user = await store.create_user(f"s-{uuid.uuid4().hex[:8]}", password_hash=None)
     conv, _, reply = await store.create_conversation_with_turn(
@@ -1332,7 +1336,7 @@ async def test_stream_log_replays_from_any_offset_and_survives_a_reopen(
     offset = 0
     for text in ("안녕", "하세요, ", "", "world"):
         chunk = StreamChunk(offset, text)
-        await store.append_stream(uid, cid, mid, chunk, lease_seconds=30, expire_seconds=60)
+        await store.append_stream(uid, cid, mid, chunk, _TIMES)
         offset = chunk.end
     read = await store.read_stream(uid, cid, mid)
     assert read is not None and read.alive and not read.ended
@@ -1344,7 +1348,7 @@ async def test_stream_log_replays_from_any_offset_and_survives_a_reopen(
     at_end = await store.read_stream(uid, cid, mid, after=12)
     assert at_end is not None and at_end.chunks == []
     # A chunk sent twice (a retried write) is kept once.
-    await store.append_stream(uid, cid, mid, StreamChunk(7, "world"), lease_seconds=30, expire_seconds=60)
+    await store.append_stream(uid, cid, mid, StreamChunk(7, "world"), _TIMES)
     await store.end_stream(uid, cid, mid, expire_seconds=60)
     again = store_factory()
     await again.open()
@@ -1358,12 +1362,11 @@ async def test_stream_log_replays_from_any_offset_and_survives_a_reopen(
 
 async def test_stream_log_reads_a_chunk_sent_again_with_more_text_once(store: Store) -> None:
     uid, cid, mid = await _streaming_reply(store)
-    times = {"lease_seconds": 30, "expire_seconds": 60}
-    await store.append_stream(uid, cid, mid, StreamChunk(0, "하나 "), **times)
+    await store.append_stream(uid, cid, mid, StreamChunk(0, "하나 "), _TIMES)
     # Stored, but the writer saw an error: it sends the same start again, with what arrived meanwhile.
-    await store.append_stream(uid, cid, mid, StreamChunk(3, "둘 "), **times)
-    await store.append_stream(uid, cid, mid, StreamChunk(3, "둘 셋 "), **times)
-    await store.append_stream(uid, cid, mid, StreamChunk(7, "넷"), **times)
+    await store.append_stream(uid, cid, mid, StreamChunk(3, "둘 "), _TIMES)
+    await store.append_stream(uid, cid, mid, StreamChunk(3, "둘 셋 "), _TIMES)
+    await store.append_stream(uid, cid, mid, StreamChunk(7, "넷"), _TIMES)
     for after in (0, 2, 4, 6, 8):
         read = await store.read_stream(uid, cid, mid, after=after)
         assert read is not None
@@ -1374,11 +1377,11 @@ async def test_stream_log_reads_a_chunk_sent_again_with_more_text_once(store: St
 async def test_stream_log_of_another_user_or_conversation_reads_as_missing(store: Store) -> None:
     uid, cid, mid = await _streaming_reply(store)
     other, other_cid, _ = await _streaming_reply(store)
-    await store.append_stream(uid, cid, mid, StreamChunk(0, "secret"), lease_seconds=30, expire_seconds=60)
+    await store.append_stream(uid, cid, mid, StreamChunk(0, "secret"), _TIMES)
     assert await store.read_stream(other, cid, mid) is None
     assert await store.read_stream(uid, other_cid, mid) is None
     # Another user cannot write into it or end it either.
-    await store.append_stream(other, cid, mid, StreamChunk(6, " more"), lease_seconds=30, expire_seconds=60)
+    await store.append_stream(other, cid, mid, StreamChunk(6, " more"), _TIMES)
     await store.end_stream(other, cid, mid, expire_seconds=60)
     read = await store.read_stream(uid, cid, mid)
     assert read is not None and not read.ended and [c.text for c in read.chunks] == ["secret"]
@@ -1386,7 +1389,7 @@ async def test_stream_log_of_another_user_or_conversation_reads_as_missing(store
 
 async def test_stream_log_lease_lapses_and_the_log_expires(store: Store) -> None:
     uid, cid, mid = await _streaming_reply(store)
-    await store.append_stream(uid, cid, mid, StreamChunk(0, "part"), lease_seconds=0.2, expire_seconds=60)
+    await store.append_stream(uid, cid, mid, StreamChunk(0, "part"), StreamTimes(lease_seconds=0.2, expire_seconds=60))
     await asyncio.sleep(0.4)
     lapsed = await store.read_stream(uid, cid, mid)
     assert lapsed is not None and not lapsed.alive and not lapsed.ended  # the writer is gone, its text is kept

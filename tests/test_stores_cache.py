@@ -118,3 +118,17 @@ async def test_a_process_keeps_its_own_writes_in_its_cache(two_processes: tuple[
     misses = a.misses
     assert [m.content for m in await a.list_messages("u1", conv.id) or []][-2:] == ["from b", "q4"]
     assert a.misses == misses + 1
+
+
+async def test_deleting_a_user_in_one_process_empties_both_caches(two_processes: tuple[CachedStore, CachedStore]):
+    a, b = two_processes
+    user = await a.create_user("cached-gone", password_hash=None)
+    conv = await a.create_conversation(user.id, NewConversation(title="t"))
+    await a.append_message(user.id, conv.id, NewMessage(role="user", content="secret"))
+    assert await _seen(a, user.id, conv.id) == ("t", [("secret", "complete")])
+    assert await _seen(b, user.id, conv.id) == ("t", [("secret", "complete")])
+    deletion = await a.delete_user(user.id)
+    assert deletion is not None and deletion.conversations == 1
+    assert not [k for k in a._entries if k[0] == user.id]  # this process dropped its copy at once
+    assert await _seen(b, user.id, conv.id) == (None, [])  # the other one's version read misses it
+    assert not [k for k in b._entries if k[0] == user.id]

@@ -122,6 +122,8 @@ def _serve(tmp: Path, upstream: FakeUpstream, **settings: str) -> Iterator[tuple
         DAEHWA_DEFAULT_MODEL="fake/echo",
         DAEHWA_STREAM_FLUSH_SECONDS="0.1",
         DAEHWA_LOG_LEVEL="warning",
+        # The first recommendation embeds the catalogue: on a loaded machine longer than the default 2 s hook bound.
+        DAEHWA_PIPELINE_HOOK_TIMEOUT_SECONDS="30",
     )
     env.update({f"DAEHWA_{name.upper()}": value for name, value in settings.items()})
     log = tmp / "serve.log"

@@ -18,7 +18,7 @@ from .. import __version__
 from ..accounts import Accounts
 from ..config import Settings
 from ..services import Services, build_services
-from . import auth, intelligence, openai, ops, rest, stream, web
+from . import account, auth, intelligence, openai, ops, rest, stream, web
 from .errors import install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestIdMiddleware, install_log_redaction, remove_log_redaction
 from .stream import ActiveTurns
@@ -61,6 +61,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.services = services
     app.state.accounts = Accounts(services.store, settings)
     app.state.turns = ActiveTurns(services.store)
+    app.state.turns.on_user_deleted.append(app.state.accounts.forget_user)
     app.state.started_at = time.time()
 
     install_error_handlers(app)
@@ -87,6 +88,7 @@ def app_from_environment() -> FastAPI:
 def _include_routers(app: FastAPI) -> None:
     app.include_router(rest.health_router)
     app.include_router(auth.router)
+    app.include_router(account.router)
     app.include_router(rest.router)
     app.include_router(stream.router)
     app.include_router(openai.router)

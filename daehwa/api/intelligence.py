@@ -1,5 +1,6 @@
-"""Conversation intelligence's routes (docs/intelligence.md): the user's remembered interests and their feedback on
-recommendations. Anonymous users have no profile: reads are empty, writes are 403."""
+"""Conversation intelligence's routes (docs/intelligence.md): the user's remembered interests (with the switch that
+turns them off) and their feedback on recommendations. Anonymous users have no profile: reads are empty, writes
+are 403."""
 
 from __future__ import annotations
 
@@ -24,8 +25,15 @@ class InterestOut(BaseModel):
 
 
 class InterestsOut(BaseModel):
-    data: list[InterestOut]
-    enabled: bool = Field(description="False for anonymous users, who have no profile")
+    data: list[InterestOut] = Field(description="What is remembered, strongest first (kept while turned off)")
+    enabled: bool = Field(
+        description="Whether interests are learned and used: false when you turned them off, and for anonymous users"
+    )
+    anonymous: bool = Field(default=False, description="Anonymous users have no profile")
+
+
+class InterestsSwitchIn(BaseModel):
+    enabled: bool = Field(description="false: learn nothing more and use nothing remembered; true: again")
 
 
 class DeletedOut(BaseModel):
@@ -51,8 +59,20 @@ def _intel(request: Request) -> Intelligence:
 async def list_interests(request: Request, user: CurrentUser) -> dict[str, Any]:
     """What the service remembers you are interested in, strongest first."""
     if user.anonymous:
-        return {"data": [], "enabled": False}
-    return {"data": await _intel(request).interests(user.id), "enabled": True}
+        return {"data": [], "enabled": False, "anonymous": True}
+    intel = _intel(request)
+    return {"data": await intel.interests(user.id), "enabled": await intel.remembers(user), "anonymous": False}
+
+
+@router.put("/api/me/interests", response_model=InterestsOut, responses=_ERRORS)
+async def switch_interests(body: InterestsSwitchIn, request: Request, user: CurrentUser) -> dict[str, Any]:
+    """Turn remembered interests off (nothing more is learned, nothing remembered goes into replies or picks) or on.
+    What was learned stays, to see and delete, until you delete it."""
+    if user.anonymous:
+        raise PermissionDenied("Anonymous users have no profile: log in to keep interests.")
+    intel = _intel(request)
+    await intel.store.set_interests_enabled(user.id, body.enabled)
+    return {"data": await intel.interests(user.id), "enabled": body.enabled, "anonymous": False}
 
 
 @router.delete("/api/me/interests", response_model=DeletedOut, responses=_ERRORS)

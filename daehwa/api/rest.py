@@ -30,13 +30,13 @@ from .schemas import (
     ConversationOut,
     ErrorOut,
     FormProgressOut,
+    GenerationOptions,
     MessageContextOut,
     MessageOut,
     TurnResultOut,
     conversation_json,
     generation_params,
     message_json,
-    param_field,
 )
 from .stream import ActiveTurns, TurnHandle, sse_resume_response, sse_turn_response
 
@@ -67,18 +67,11 @@ def turns_of(request: Request) -> ActiveTurns:
 
 
 # -- request bodies --------------------------------------------------------------------------------------------
-class Options(BaseModel):
+class Options(GenerationOptions):
     """Generation options every reply-producing route takes."""
 
     stream: bool = Field(default=False, description="Answer as an SSE stream instead of one JSON object.")
     model: str | None = Field(default=None, max_length=200, description="e.g. local, openai/gpt-4o-mini")
-    temperature: float | None = param_field("temperature")
-    top_p: float | None = param_field("top_p")
-    max_tokens: int | None = param_field("max_tokens")
-    stop: str | list[str] | None = Field(default=None, description="Up to 4 stop sequences.")
-    seed: int | None = param_field("seed")
-    presence_penalty: float | None = param_field("presence_penalty")
-    frequency_penalty: float | None = param_field("frequency_penalty")
 
 
 class MessageIn(Options):
@@ -211,9 +204,13 @@ async def get_conversation(
         raise NotFound("No such conversation.", param="conversation_id")
     has_more = len(found) > limit
     page = found[-limit:]
+    messages = [message_json(m) for m in page]
+    intel = services_of(request).intelligence
+    if intel is not None and not user.anonymous:
+        messages = await intel.without_dismissed(user.id, messages)
     return {
         "conversation": conversation_json(conversation),
-        "messages": [message_json(m) for m in page],
+        "messages": messages,
         "has_more": has_more,
         "next_before": page[0].id if has_more else None,
     }

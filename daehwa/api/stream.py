@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -33,7 +33,7 @@ from ..text import check_json, invalid_char
 from ..types import MessageStatus, StoredMessage, User
 from .auth import Principal, resolve_principal
 from .errors import retry_after_seconds, validation_message
-from .schemas import generation_params, message_json, param_field, started_json, turn_result_json
+from .schemas import GenerationOptions, generation_params, message_json, started_json, turn_result_json
 
 log = logging.getLogger("daehwa.api")
 
@@ -60,9 +60,13 @@ class ActiveTurns:
     """
 
     _POLL_SECONDS = 0.05
+    #: The conversation id of a signal that means "this user was deleted": stop all their turns, forget them.
+    USER_DELETED = "*"
 
     def __init__(self, store: Store | None = None, *, stop_wait_seconds: float = 3.0) -> None:
         self._turns: dict[tuple[str, str], set[TurnHandle]] = {}
+        # Called with the user id on a USER_DELETED signal (the app forgets the user's cached credentials).
+        self.on_user_deleted: list[Callable[[str], object]] = []
         self._detached: set[asyncio.Future[Any]] = set()  # SSE turns whose client left, kept for a resume
         self._store = store
         self._signals: StopSignals = store.stop_signals() if store is not None else LocalSignals()
@@ -86,8 +90,14 @@ class ActiveTurns:
                 del self._turns[handle.key]
 
     def stop_here(self, user_id: str, conversation_id: str) -> bool:
-        """Stop the conversation's turns running in this process; whether there were any."""
-        handles = list(self._turns.get((user_id, conversation_id), ()))
+        """Stop the conversation's turns running in this process (every turn of the user for ``USER_DELETED``);
+        whether there were any."""
+        if conversation_id == self.USER_DELETED:
+            for forget in self.on_user_deleted:
+                forget(user_id)
+            handles = [h for key, found in list(self._turns.items()) if key[0] == user_id for h in found]
+        else:
+            handles = list(self._turns.get((user_id, conversation_id), ()))
         for handle in handles:
             handle.stop()
         return bool(handles)
@@ -115,6 +125,22 @@ class ActiveTurns:
                 return True
         log.warning("stop: no server process stopped the reply %s within %.1fs", reply.id, self._stop_wait)
         return False
+
+    async def end_user(self, user_id: str, *, wait: bool = True) -> None:
+        """A user is being deleted: every server process sharing the store stops the user's turns and forgets their
+        cached credentials (one signal). With ``wait``, waits (at most the stop wait) for this process's turns of the
+        user to store what they generated, so the deletion that follows removes it too."""
+        self.stop_here(user_id, self.USER_DELETED)
+        with suppress(Exception):  # best effort, like every signal: the deletion goes on regardless
+            await self._signals.publish(user_id, self.USER_DELETED)
+        if not wait:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._stop_wait
+        while loop.time() < deadline:
+            if not any(key[0] == user_id for key in self._turns):
+                return
+            await asyncio.sleep(self._POLL_SECONDS)
 
     async def _streaming_reply(
         self, user_id: str, conversation_id: str, reply_id: str | None = None
@@ -405,16 +431,19 @@ def resumed_result_json(message: StoredMessage) -> dict[str, Any]:
     original stream's, so they are null here)."""
     outcome = _OUTCOMES.get(message.status, "ok")
     error = message.meta.get("error")
+    shown = message_json(message)
+    usage = shown["usage"]
     return {
         "conversation_id": message.conversation_id,
         "user_message": None,
-        "message": message_json(message),
-        "usage": None,
+        "message": shown,
+        "usage": usage and {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
         "outcome": outcome,
         "finish_reason": {"ok": "stop", "fallback": "stop", "blocked": "content_filter"}.get(outcome, outcome),
         "model": message.model,
         "ttft_ms": None,
         "total_ms": None,
+        "cost": usage["cost"] if usage else None,
         "error": error if isinstance(error, dict) else None,
     }
 
@@ -441,7 +470,7 @@ WS_UNAUTHENTICATED = 4401
 WS_FORBIDDEN = 4403
 
 
-class WsTurnIn(BaseModel):
+class WsTurnIn(GenerationOptions):
     """A client frame that starts a turn (``message``, ``regenerate`` or ``edit``)."""
 
     type: str
@@ -452,13 +481,6 @@ class WsTurnIn(BaseModel):
     title: str | None = Field(default=None, max_length=200)
     request_id: str | None = Field(default=None, max_length=128)
     model: str | None = Field(default=None, max_length=200)
-    temperature: float | None = param_field("temperature")
-    top_p: float | None = param_field("top_p")
-    max_tokens: int | None = param_field("max_tokens")
-    stop: str | list[str] | None = None
-    seed: int | None = param_field("seed")
-    presence_penalty: float | None = param_field("presence_penalty")
-    frequency_penalty: float | None = param_field("frequency_penalty")
 
 
 def _same_origin(ws: WebSocket) -> bool:

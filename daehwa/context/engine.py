@@ -32,6 +32,7 @@ from .tokens import EstimateTokenizer, Tokenizer, message_cost
 from .window import RECALL_SHARE, SUMMARY_SHARE, Recalled, assemble, select_window
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from ..metrics import Metrics
     from ..routing import Router
 
@@ -108,6 +109,30 @@ class ContextEngine:
         self.summary_model = summary_model
         self.embedder_missing = embedder_missing or f"the embedding model is not installed: {INSTALL_HINT}"
         self._locks: OrderedDict[str, asyncio.Lock] = OrderedDict()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        router: Router,
+        metrics: Metrics,
+        store: object,
+        embedder: Embedder | None = None,
+        embedder_missing: str | None = None,
+    ) -> ContextEngine:
+        """The engine the ``DAEHWA_CONTEXT_*`` settings describe; it keeps its memory in ``store`` if it can."""
+        return cls(
+            router=router,
+            metrics=metrics,
+            memory=store if isinstance(store, ContextMemory) else None,
+            embedder=embedder,
+            policy=settings.context_policy_default(),
+            max_tokens_cap=settings.context_max_tokens,
+            reply_tokens=settings.context_reply_tokens,
+            summary_model=settings.context_summary_model,
+            embedder_missing=embedder_missing,
+        )
 
     # -- what the model can take -------------------------------------------------------------------------------
     def tokenizer(self, model: str) -> Tokenizer:

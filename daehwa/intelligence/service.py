@@ -2,11 +2,12 @@
 
 - ``MoodContributor``: classifies the user's message from ``turn.query_vector`` (no second embedding), stores
   ``mood`` on the user message's meta and, for a persona with ``tone = "adaptive"``, adds a tone instruction.
-- ``InterestsContributor``: for a persona with ``interests = true`` and a signed-in user, adds
-  "사용자는 X, Y에 관심이 많습니다" from the user's profile.
+- ``InterestsContributor``: for a persona with ``interests = true`` and a signed-in user who has not turned
+  remembered interests off, adds "사용자는 X, Y에 관심이 많습니다" from the user's profile.
 - ``RecommendContributor``: for a persona with a ``catalogue``, picks items (``recommend.pick``), puts them on the
   reply as ``recommendations`` and adds one suggestion sentence.
-- ``InterestsObserver``: after the reply, extracts the message's terms and adds them to the profile (background).
+- ``InterestsObserver``: after the reply, extracts the message's terms and adds them to the profile (background),
+  unless the user turned remembered interests off.
 
 ``Intelligence`` holds what they share (the mood model, the extractor, loaded catalogues) and is what the API's
 ``/api/me/interests`` and feedback routes use. Every hook may fail: the pipeline then drops its writes and the
@@ -26,6 +27,7 @@ from typing import Any
 from ..errors import ConfigError, InvalidRequest, NotFound
 from ..pipeline import Turn, TurnFinished
 from ..stores.base import ProfileStore
+from ..types import User
 from . import interests as interests_mod
 from .interests import InterestExtractor
 from .mood import Mood, MoodModel, keyword_mood, load_model
@@ -89,6 +91,10 @@ class Intelligence:
         return found
 
     # -- interests (the API's view) --
+    async def remembers(self, user: User) -> bool:
+        """Whether the user's interests are learned and used: a signed-in user who did not turn them off."""
+        return not user.anonymous and await self.store.interests_enabled(user.id)
+
     async def interests(self, user_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
         records = await self.store.list_interests(user_id, limit=limit)
         now = datetime.now(UTC)
@@ -98,6 +104,22 @@ class Intelligence:
         counts = await asyncio.to_thread(self.extractor.extract, text)
         if counts:
             await self.store.add_interests(user_id, interests_mod.increments(counts, datetime.now(UTC)))
+
+    async def without_dismissed(self, user_id: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Take the items the user marked "not interested" out of the ``recommendations`` of stored replies (API
+        message JSON, changed in place), so a dismissed card stays gone after a reload; one feedback read per
+        catalogue on the page."""
+        named = {p.get("catalogue") for m in messages for p in m.get("recommendations") or ()}
+        dismissed: dict[Any, set[str]] = {}
+        for name in named:
+            if isinstance(name, str):
+                feedback = await self.store.load_feedback(user_id, name)
+                dismissed[name] = {item for item, f in feedback.items() if f.dismissed}
+        for m in messages:
+            picks = m.get("recommendations")
+            if picks:
+                m["recommendations"] = [p for p in picks if p.get("id") not in dismissed.get(p.get("catalogue"), ())]
+        return messages
 
     async def feedback(self, user_id: str, catalogue: str, item_id: str, action: str) -> None:
         if action not in ("click", "dismiss"):
@@ -139,7 +161,7 @@ class InterestsContributor:
     name: str = "interests"
 
     async def contribute(self, turn: Turn) -> None:
-        if turn.persona is None or not turn.persona.interests or turn.user.anonymous:
+        if turn.persona is None or not turn.persona.interests or not await self.intel.remembers(turn.user):
             return
         records = await self.intel.store.list_interests(turn.user.id, limit=20)
         terms = interests_mod.top_terms(records, self.intel.interests_shown)
@@ -163,8 +185,10 @@ class RecommendContributor:
         interests: list[str] = []
         feedback = {}
         if not turn.user.anonymous:
-            records = await self.intel.store.list_interests(turn.user.id, limit=20)
-            interests = interests_mod.top_terms(records, 10, min_weight=0.5)
+            if await self.intel.remembers(turn.user):
+                records = await self.intel.store.list_interests(turn.user.id, limit=20)
+                interests = interests_mod.top_terms(records, 10, min_weight=0.5)
+            # "Not interested" is the user's explicit choice, not something learned: it counts either way.
             feedback = await self.intel.store.load_feedback(turn.user.id, catalogue.name)
         picks = pick(
             catalogue,
@@ -188,6 +212,8 @@ class InterestsObserver:
 
     async def finished(self, turn: Turn, finished: TurnFinished) -> None:
         if turn.user.anonymous or not turn.content or turn.stateless or turn.blocked:
+            return
+        if not await self.intel.remembers(turn.user):
             return
         await self.intel.learn(turn.user.id, turn.content)
 

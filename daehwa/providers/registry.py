@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import re
-import tomllib
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..config import read_toml_file
 from ..errors import ConfigError, ModelNotFound
 from .base import ModelInfo, Provider, ProviderConfig
 
@@ -64,12 +64,7 @@ _CONFIG_KEYS = {
 
 def load_provider_file(path: Path) -> list[ProviderConfig]:
     """Read named providers from a TOML file: one ``[providers.NAME]`` table each."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"Providers file {path} does not exist: create it or unset DAEHWA_PROVIDERS_FILE.") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"Providers file {path} is not valid TOML: {exc}") from None
+    data = read_toml_file(path, what="Providers file", setting="DAEHWA_PROVIDERS_FILE")
     tables = data.get("providers")
     if not isinstance(tables, dict):
         raise ConfigError(f"Providers file {path} needs [providers.NAME] tables, e.g. [providers.ollama].")

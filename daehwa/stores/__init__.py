@@ -34,8 +34,10 @@ from .base import (
     StreamChunk,
     StreamLogStore,
     StreamRead,
+    StreamTimes,
     TurnResult,
     UsageStore,
+    UserDeletion,
     UserRecord,
 )
 
@@ -62,8 +64,10 @@ __all__ = [
     "StreamChunk",
     "StreamLogStore",
     "StreamRead",
+    "StreamTimes",
     "TurnResult",
     "UsageStore",
+    "UserDeletion",
     "UserRecord",
     "open_store",
     "store_backends",

@@ -61,6 +61,23 @@ class SessionRecord:
     expires_at: datetime
 
 
+#: The ``user_id`` usage records keep once their user is deleted (``AccountStore.delete_user``): the records stay for
+#: accounting, but nothing in them points at the person any more.
+DELETED_USER_ID = "deleted-user"
+
+
+@dataclass(frozen=True, slots=True)
+class UserDeletion:
+    """What ``delete_user`` removed: how many of the user's conversations, form records, API keys and unexpired
+    sessions and login links, and how many usage records it kept detached (``DELETED_USER_ID``)."""
+
+    conversations: int = 0
+    form_records: int = 0
+    api_keys: int = 0
+    sessions: int = 0
+    usage_detached: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class NewConversation:
     """What ``create_conversation`` stores; the id and times are the store's."""
@@ -286,6 +303,16 @@ class AccountStore(abc.ABC):
         """End every session and login link of the user but the one whose token hash is ``keep``; return how many
         unexpired ones ended. A password change calls this, so it must reach all of them, however old."""
 
+    @abc.abstractmethod
+    async def delete_user(self, user_id: str) -> UserDeletion | None:
+        """Delete the account and everything kept for it: its sessions and login links and API keys first (they stop
+        working), then its conversations with their messages, context memory and stream logs, its form records, its
+        profile (interests, feedback, settings), and the user last, so a deletion cut short can be run again.
+
+        Usage records stay for accounting, detached: ``user_id`` becomes ``DELETED_USER_ID`` and the conversation,
+        message and request ids are cleared. ``None`` when there is no such user (what was found under the id is
+        deleted all the same). Policy (the last admin, confirmation) is the caller's: ``Accounts.delete_user``."""
+
 
 class UsageStore(abc.ABC):
     """One record per turn (tokens, latency, cost, outcome), kept when the conversation is deleted."""
@@ -382,8 +409,16 @@ class ProfileStore(abc.ABC):
         """The user's feedback on a catalogue's items, by item id."""
 
     @abc.abstractmethod
+    async def interests_enabled(self, user_id: str) -> bool:
+        """Whether the user lets the service remember their interests (the default: yes)."""
+
+    @abc.abstractmethod
+    async def set_interests_enabled(self, user_id: str, enabled: bool) -> None:
+        """Turn remembered interests off (nothing is learned or used; what was learned stays until deleted) or on."""
+
+    @abc.abstractmethod
     async def delete_profile(self, user_id: str) -> None:
-        """Remove the user's interests and feedback."""
+        """Remove the user's interests, feedback and profile settings."""
 
 
 class FormStore(abc.ABC):
@@ -418,6 +453,14 @@ class StreamChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamTimes:
+    """How long a writer's lease lasts and how long a log is kept after its last write (from Settings)."""
+
+    lease_seconds: float = 5.0
+    expire_seconds: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class StreamRead:
     """What ``read_stream`` found: the chunks after the asked offset, whether the writer's lease still runs and
     whether the writer said the reply ended."""
@@ -438,14 +481,7 @@ class StreamLogStore(abc.ABC):
 
     @abc.abstractmethod
     async def append_stream(
-        self,
-        user_id: str,
-        conversation_id: str,
-        message_id: str,
-        chunk: StreamChunk,
-        *,
-        lease_seconds: float,
-        expire_seconds: float,
+        self, user_id: str, conversation_id: str, message_id: str, chunk: StreamChunk, times: StreamTimes
     ) -> None:
         """Append ``chunk`` (an empty one only renews the lease); chunks come in order, each ``start`` at the
         previous one's ``end``."""

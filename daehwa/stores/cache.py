@@ -43,7 +43,9 @@ from .base import (
     Store,
     StreamChunk,
     StreamRead,
+    StreamTimes,
     TurnResult,
+    UserDeletion,
     UserRecord,
 )
 from .breakers import BreakerBoard
@@ -306,6 +308,13 @@ class CachedStore(Store):
     async def delete_user_sessions(self, user_id: str, *, keep: str | None = None) -> int:
         return await self.inner.delete_user_sessions(user_id, keep=keep)
 
+    async def delete_user(self, user_id: str) -> UserDeletion | None:
+        try:
+            return await self.inner.delete_user(user_id)
+        finally:  # a read would miss them anyway (no versions left), but a deleted user's history must not linger
+            for key in [k for k in self._entries if k[0] == user_id]:
+                del self._entries[key]
+
     async def record_usage(self, record: UsageRecord) -> None:
         await self.inner.record_usage(record)
 
@@ -347,6 +356,12 @@ class CachedStore(Store):
     async def load_feedback(self, user_id: str, catalogue: str) -> dict[str, FeedbackRecord]:
         return await self.inner.load_feedback(user_id, catalogue)
 
+    async def interests_enabled(self, user_id: str) -> bool:
+        return await self.inner.interests_enabled(user_id)
+
+    async def set_interests_enabled(self, user_id: str, enabled: bool) -> None:
+        await self.inner.set_interests_enabled(user_id, enabled)
+
     async def delete_profile(self, user_id: str) -> None:
         await self.inner.delete_profile(user_id)
 
@@ -363,18 +378,9 @@ class CachedStore(Store):
         return await self.inner.set_form_delivery(user_id, record_id, delivery)
 
     async def append_stream(
-        self,
-        user_id: str,
-        conversation_id: str,
-        message_id: str,
-        chunk: StreamChunk,
-        *,
-        lease_seconds: float,
-        expire_seconds: float,
+        self, user_id: str, conversation_id: str, message_id: str, chunk: StreamChunk, times: StreamTimes
     ) -> None:
-        await self.inner.append_stream(
-            user_id, conversation_id, message_id, chunk, lease_seconds=lease_seconds, expire_seconds=expire_seconds
-        )
+        await self.inner.append_stream(user_id, conversation_id, message_id, chunk, times)
 
     async def end_stream(self, user_id: str, conversation_id: str, message_id: str, *, expire_seconds: float) -> None:
         await self.inner.end_stream(user_id, conversation_id, message_id, expire_seconds=expire_seconds)

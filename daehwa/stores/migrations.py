@@ -251,6 +251,18 @@ def m009_stream_chunks(db: sqlite3.Connection) -> None:
     )
 
 
+@sqlite_migrations
+def m011_profile_settings(db: sqlite3.Connection) -> None:
+    # A user's switches for conversation intelligence; no row: the defaults (interests remembered).
+    db.execute(
+        """CREATE TABLE profile_settings (
+            user_id TEXT PRIMARY KEY,
+            interests_enabled INTEGER NOT NULL DEFAULT 1,
+            updated_at TEXT NOT NULL
+        )"""
+    )
+
+
 def apply_sqlite(db: sqlite3.Connection) -> list[str]:
     """Apply pending SQLite migrations in one ``BEGIN IMMEDIATE`` transaction; return the names applied now."""
     # IMMEDIATE takes the write lock first, so a second process waits (busy_timeout) and then sees them recorded.
@@ -460,6 +472,17 @@ async def p009_stream_chunks(conn: Any) -> None:
             start_offset integer NOT NULL,
             text text NOT NULL,
             PRIMARY KEY (message_id, end_offset)
+        );"""
+    )
+
+
+@postgres_migrations
+async def p011_profile_settings(conn: Any) -> None:
+    await conn.execute(
+        """CREATE TABLE profile_settings (
+            user_id text PRIMARY KEY,
+            interests_enabled boolean NOT NULL DEFAULT true,
+            updated_at timestamptz NOT NULL
         );"""
     )
 

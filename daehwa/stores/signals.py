@@ -10,6 +10,9 @@ any process behind a load balancer. Each store names how its processes reach eac
   signal on one shard, which matters for heavy traffic, not for a stop button.
 * ``PostgresSignals``: PostgreSQL LISTEN/NOTIFY on a channel named after the store's schema.
 
+The conversation ``*`` (``ActiveTurns.USER_DELETED``) means "this user was deleted": each process stops all the
+user's turns and forgets the user's cached sessions and API keys (``DELETE /api/me``, ``daehwa users delete``).
+
 Signals are best effort, like a stop button: a process that is reconnecting when one is sent misses it (its subscriber
 reconnects with backoff). The caller that sent one learns the outcome from the store (the reply stops streaming).
 """

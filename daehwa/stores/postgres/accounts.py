@@ -1,4 +1,5 @@
-"""PostgreSQL accounts: ``users``, ``api_keys`` (only the key's hash) and ``sessions`` (only the token's hash)."""
+"""PostgreSQL accounts: ``users``, ``api_keys`` (only the key's hash) and ``sessions`` (only the token's hash); and
+``delete_user``, which removes a user's rows from every table in one transaction."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncpg
 
 from ...errors import Conflict
 from ...types import User
-from ..base import AccountStore, ApiKeyRecord, SessionRecord, UserRecord
+from ..base import DELETED_USER_ID, AccountStore, ApiKeyRecord, SessionRecord, UserDeletion, UserRecord
 from ..common import api_key_from_row, as_utc, new_id, user_record_from_row, utcnow
 from .connection import PostgresConnection, count
 
@@ -141,3 +142,33 @@ class PostgresAccounts(PostgresConnection, AccountStore):
             )
         )
         return int(ended)
+
+    async def delete_user(self, user_id: str) -> UserDeletion | None:
+        async def work() -> UserDeletion | None:
+            async with self._p().acquire() as conn, conn.transaction():
+                live = await conn.fetchval(
+                    "WITH gone AS (DELETE FROM sessions WHERE user_id = $1 RETURNING expires_at) "
+                    "SELECT count(*) FROM gone WHERE expires_at > $2",
+                    user_id,
+                    utcnow(),
+                )
+                keys = count(await conn.execute("DELETE FROM api_keys WHERE user_id = $1", user_id))
+                # Messages, their vectors and the summaries go by ON DELETE CASCADE; stream chunks with their log.
+                conversations = count(await conn.execute("DELETE FROM conversations WHERE user_id = $1", user_id))
+                await conn.execute("DELETE FROM reply_streams WHERE user_id = $1", user_id)
+                forms = count(await conn.execute("DELETE FROM form_records WHERE user_id = $1", user_id))
+                for table in ("user_interests", "recommendation_feedback", "profile_settings"):
+                    await conn.execute(f"DELETE FROM {table} WHERE user_id = $1", user_id)
+                detached = count(
+                    await conn.execute(
+                        "UPDATE usage SET user_id = $1, conversation_id = NULL, message_id = NULL, request_id = NULL "
+                        "WHERE user_id = $2",
+                        DELETED_USER_ID,
+                        user_id,
+                    )
+                )
+                if not count(await conn.execute("DELETE FROM users WHERE id = $1", user_id)):
+                    return None
+                return UserDeletion(conversations, forms, keys, int(live), detached)
+
+        return await self._write(work)

@@ -1,4 +1,4 @@
-"""PostgreSQL user profiles: ``user_interests`` and ``recommendation_feedback`` (as SQLite's)."""
+"""PostgreSQL user profiles: ``user_interests``, ``recommendation_feedback`` and ``profile_settings`` (as SQLite's)."""
 
 from __future__ import annotations
 
@@ -80,10 +80,28 @@ class PostgresProfiles(PostgresConnection, ProfileStore):
         )
         return {r["item_id"]: FeedbackRecord(r["item_id"], int(r["clicks"]), bool(r["dismissed"])) for r in rows}
 
+    async def interests_enabled(self, user_id: str) -> bool:
+        found = await self._p().fetchval(
+            "SELECT interests_enabled FROM profile_settings WHERE user_id = $1", user_id
+        )
+        return found is None or bool(found)
+
+    async def set_interests_enabled(self, user_id: str, enabled: bool) -> None:
+        await self._write(
+            lambda: self._p().execute(
+                """INSERT INTO profile_settings (user_id, interests_enabled, updated_at) VALUES ($1, $2, $3)
+                ON CONFLICT (user_id) DO UPDATE SET interests_enabled = excluded.interests_enabled,
+                    updated_at = excluded.updated_at""",
+                user_id,
+                enabled,
+                utcnow(),
+            )
+        )
+
     async def delete_profile(self, user_id: str) -> None:
         async def work() -> None:
             async with self._p().acquire() as conn, conn.transaction():
-                await conn.execute("DELETE FROM user_interests WHERE user_id = $1", user_id)
-                await conn.execute("DELETE FROM recommendation_feedback WHERE user_id = $1", user_id)
+                for table in ("user_interests", "recommendation_feedback", "profile_settings"):
+                    await conn.execute(f"DELETE FROM {table} WHERE user_id = $1", user_id)
 
         await self._write(work)

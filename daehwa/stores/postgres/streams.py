@@ -5,7 +5,7 @@ Leases and expiry use the database's clock (``now()``), so server processes on m
 
 from __future__ import annotations
 
-from ..base import StreamChunk, StreamLogStore, StreamRead
+from ..base import StreamChunk, StreamLogStore, StreamRead, StreamTimes
 from ..common import cut_chunks
 from .connection import PostgresConnection
 
@@ -25,14 +25,7 @@ ON CONFLICT DO NOTHING
 
 class PostgresStreams(PostgresConnection, StreamLogStore):
     async def append_stream(
-        self,
-        user_id: str,
-        conversation_id: str,
-        message_id: str,
-        chunk: StreamChunk,
-        *,
-        lease_seconds: float,
-        expire_seconds: float,
+        self, user_id: str, conversation_id: str, message_id: str, chunk: StreamChunk, times: StreamTimes
     ) -> None:
         await self._write(
             lambda: self._p().execute(
@@ -40,8 +33,8 @@ class PostgresStreams(PostgresConnection, StreamLogStore):
                 message_id,
                 conversation_id,
                 user_id,
-                float(lease_seconds),
-                float(expire_seconds),
+                float(times.lease_seconds),
+                float(times.expire_seconds),
                 chunk.end,
                 chunk.start,
                 chunk.text,

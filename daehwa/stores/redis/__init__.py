@@ -4,8 +4,8 @@ Each interface of ``base`` has its module here, with the keys it uses and the Lu
 ``conversations`` (``P:conv:{cid}*``, ``P:user:<uid>:convs``, ``P:streaming``), ``accounts`` (``P:{accounts}:*``),
 ``usage`` (``P:usage``, ``P:user:<uid>:usage``), ``context`` (``P:conv:{cid}:vectors|summary``), ``forms``
 (``P:forms:{u:<uid>}:*``) and ``streams`` (the chunk logs of streaming replies, ``P:{c:<cid>}:reply:*``;
-``P:breakers`` is the shared breaker board); ``P`` is the key prefix, ``daehwa`` by default, and ``P:schema`` the
-version of the layout. This module adds the lifecycle.
+``P:breakers`` is the shared breaker board); ``deletion`` deletes a user's keys of all of them. ``P`` is the key
+prefix, ``daehwa`` by default, and ``P:schema`` the version of the layout. This module adds the lifecycle.
 
 Conversation keys carry a TTL (``redis_ttl_days``) that every write to the conversation restarts; accounts, API keys
 and usage never expire. Writes within one conversation, or within the accounts, run as Lua scripts or MULTI
@@ -35,6 +35,7 @@ from .accounts import RedisAccounts
 from .connection import check_prefix, connect, is_cluster_url
 from .context import RedisContext
 from .conversations import RedisConversations
+from .deletion import RedisUserDeletion
 from .forms import RedisForms
 from .profiles import RedisProfiles
 from .streams import RedisStreams
@@ -75,7 +76,15 @@ def format3_name(prefix: str, key: str) -> str | None:
 
 
 class RedisStore(
-    RedisConversations, RedisAccounts, RedisUsage, RedisContext, RedisProfiles, RedisForms, RedisStreams, Store
+    RedisUserDeletion,
+    RedisConversations,
+    RedisAccounts,
+    RedisUsage,
+    RedisContext,
+    RedisProfiles,
+    RedisForms,
+    RedisStreams,
+    Store,
 ):
     """Conversation history that expires after ``ttl_seconds`` without writes; accounts and usage that do not."""
 

@@ -1,9 +1,10 @@
-"""Redis user profiles (no TTL: they live as long as the user)::
+"""Redis user profiles (no TTL: they live as long as the user; ``{uid}`` is literal, the user's hash tag)::
 
-P:user:{id}:interests          zset    term -> time-scaled score
-P:user:{id}:interests:seen     hash    term -> ISO time of the last addition
-P:user:{id}:feedback:{cat}     hash    item id -> "<clicks> <dismissed 0|1>"
-P:user:{id}:feedback           set     catalogue names with feedback (so the profile can be deleted)
+P:profile:{uid}:interests          zset    term -> time-scaled score
+P:profile:{uid}:interests:seen     hash    term -> ISO time of the last addition
+P:profile:{uid}:feedback:<cat>     hash    item id -> "<clicks> <dismissed 0|1>"
+P:profile:{uid}:feedback           set     catalogue names with feedback (so the profile can be deleted)
+P:profile:{uid}:settings           hash    interests -> "0" when the user turned remembered interests off
 """
 
 from __future__ import annotations
@@ -104,6 +105,15 @@ class RedisProfiles(RedisConnection, ProfileStore):
             out[item] = FeedbackRecord(item, int(clicks), dismissed == "1")
         return out
 
+    def _settings_key(self, user_id: str) -> str:
+        return self._k("profile", "{" + user_id + "}", "settings")
+
+    async def interests_enabled(self, user_id: str) -> bool:
+        return await self._r().hget(self._settings_key(user_id), "interests") != "0"
+
+    async def set_interests_enabled(self, user_id: str, enabled: bool) -> None:
+        await self._r().hset(self._settings_key(user_id), "interests", "1" if enabled else "0")
+
     async def delete_profile(self, user_id: str) -> None:
         index = self._k("profile", "{" + user_id + "}", "feedback")
         catalogues = await self._r().smembers(index)
@@ -112,5 +122,6 @@ class RedisProfiles(RedisConnection, ProfileStore):
             *self._interest_keys(user_id),
             index,
             *(self._k("profile", "{" + user_id + "}", "feedback", c) for c in names),
+            self._settings_key(user_id),
         ]
         await self._r().delete(*keys)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from ..base import StreamChunk, StreamLogStore, StreamRead
+from ..base import StreamChunk, StreamLogStore, StreamRead, StreamTimes
 from ..common import cut_chunks
 from .connection import RedisConnection
 
@@ -56,14 +56,7 @@ class RedisStreams(RedisConnection, StreamLogStore):
         return [log, f"{log}:meta", f"{log}:lease"]
 
     async def append_stream(
-        self,
-        user_id: str,
-        conversation_id: str,
-        message_id: str,
-        chunk: StreamChunk,
-        *,
-        lease_seconds: float,
-        expire_seconds: float,
+        self, user_id: str, conversation_id: str, message_id: str, chunk: StreamChunk, times: StreamTimes
     ) -> None:
         await self._script("stream_append")(
             keys=self._reply_keys(conversation_id, message_id),
@@ -73,8 +66,8 @@ class RedisStreams(RedisConnection, StreamLogStore):
                 chunk.end,
                 chunk.start,
                 chunk.text,
-                max(1, int(lease_seconds * 1000)),
-                max(1, int(expire_seconds * 1000)),
+                max(1, int(times.lease_seconds * 1000)),
+                max(1, int(times.expire_seconds * 1000)),
             ],
         )
 

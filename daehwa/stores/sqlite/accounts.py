@@ -1,4 +1,5 @@
-"""SQLite accounts: ``users``, ``api_keys`` (only the key's hash) and ``sessions`` (only the token's hash)."""
+"""SQLite accounts: ``users``, ``api_keys`` (only the key's hash) and ``sessions`` (only the token's hash); and
+``delete_user``, which removes a user's rows from every table in one transaction."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import sqlite3
 
 from ...errors import Conflict
 from ...types import User
-from ..base import AccountStore, ApiKeyRecord, SessionRecord, UserRecord
+from ..base import DELETED_USER_ID, AccountStore, ApiKeyRecord, SessionRecord, UserDeletion, UserRecord
 from ..common import api_key_from_row, from_iso, iso, new_id, user_record_from_row, utcnow
 from .connection import SQLiteConnection
+from .profiles import delete_profile_rows
 
 _API_KEY_COLUMNS = "id, user_id, name, prefix, created_at, last_used_at, revoked_at"
 
@@ -129,5 +131,29 @@ class SQLiteAccounts(SQLiteConnection, AccountStore):
             # ``IS NOT NULL`` when nothing is kept: every row goes.
             cursor = db.execute("DELETE FROM sessions WHERE user_id = ? AND token_hash IS NOT ?", (user_id, keep))
             return cursor.rowcount
+
+        return await self._write(work)
+
+    async def delete_user(self, user_id: str) -> UserDeletion | None:
+        def work(db: sqlite3.Connection) -> UserDeletion | None:
+            now = iso(utcnow())
+            live = db.execute(
+                "SELECT count(*) FROM sessions WHERE user_id = ? AND expires_at > ?", (user_id, now)
+            ).fetchone()[0]
+            db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+            keys = db.execute("DELETE FROM api_keys WHERE user_id = ?", (user_id,)).rowcount
+            # Messages, their vectors and the summaries go by ON DELETE CASCADE; stream chunks with their log.
+            conversations = db.execute("DELETE FROM conversations WHERE user_id = ?", (user_id,)).rowcount
+            db.execute("DELETE FROM reply_streams WHERE user_id = ?", (user_id,))
+            forms = db.execute("DELETE FROM form_records WHERE user_id = ?", (user_id,)).rowcount
+            delete_profile_rows(db, user_id)
+            detached = db.execute(
+                "UPDATE usage SET user_id = ?, conversation_id = NULL, message_id = NULL, request_id = NULL "
+                "WHERE user_id = ?",
+                (DELETED_USER_ID, user_id),
+            ).rowcount
+            if not db.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount:
+                return None
+            return UserDeletion(conversations, forms, keys, live, detached)
 
         return await self._write(work)

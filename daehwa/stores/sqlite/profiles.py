@@ -1,4 +1,5 @@
-"""SQLite user profiles: ``user_interests`` (one row per user and term) and ``recommendation_feedback``."""
+"""SQLite user profiles: ``user_interests`` (one row per user and term), ``recommendation_feedback`` and
+``profile_settings`` (one row per user who changed a switch)."""
 
 from __future__ import annotations
 
@@ -73,9 +74,29 @@ class SQLiteProfiles(SQLiteConnection, ProfileStore):
 
         return await self._read(work)
 
-    async def delete_profile(self, user_id: str) -> None:
-        def work(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM user_interests WHERE user_id = ?", (user_id,))
-            db.execute("DELETE FROM recommendation_feedback WHERE user_id = ?", (user_id,))
+    async def interests_enabled(self, user_id: str) -> bool:
+        row = await self._read(
+            lambda db: db.execute(
+                "SELECT interests_enabled FROM profile_settings WHERE user_id = ?", (user_id,)
+            ).fetchone()
+        )
+        return row is None or bool(row[0])
 
-        await self._write(work)
+    async def set_interests_enabled(self, user_id: str, enabled: bool) -> None:
+        await self._write(
+            lambda db: db.execute(
+                """INSERT INTO profile_settings (user_id, interests_enabled, updated_at) VALUES (?, ?, ?)
+                ON CONFLICT (user_id) DO UPDATE SET interests_enabled = excluded.interests_enabled,
+                    updated_at = excluded.updated_at""",
+                (user_id, int(enabled), iso(utcnow())),
+            )
+        )
+
+    async def delete_profile(self, user_id: str) -> None:
+        await self._write(lambda db: delete_profile_rows(db, user_id))
+
+
+def delete_profile_rows(db: sqlite3.Connection, user_id: str) -> None:
+    """On the worker thread, inside the caller's transaction (``delete_user`` runs it in its own)."""
+    for table in ("user_interests", "recommendation_feedback", "profile_settings"):
+        db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))

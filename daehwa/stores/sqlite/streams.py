@@ -8,21 +8,14 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from ..base import StreamChunk, StreamLogStore, StreamRead
+from ..base import StreamChunk, StreamLogStore, StreamRead, StreamTimes
 from ..common import cut_chunks
 from .connection import SQLiteConnection
 
 
 class SQLiteStreams(SQLiteConnection, StreamLogStore):
     async def append_stream(
-        self,
-        user_id: str,
-        conversation_id: str,
-        message_id: str,
-        chunk: StreamChunk,
-        *,
-        lease_seconds: float,
-        expire_seconds: float,
+        self, user_id: str, conversation_id: str, message_id: str, chunk: StreamChunk, times: StreamTimes
     ) -> None:
         def work(db: sqlite3.Connection) -> None:
             now = time.time()
@@ -32,7 +25,7 @@ class SQLiteStreams(SQLiteConnection, StreamLogStore):
                 ON CONFLICT (message_id) DO UPDATE SET lease_until = excluded.lease_until,
                     expires_at = excluded.expires_at
                 WHERE reply_streams.user_id = excluded.user_id""",
-                (message_id, conversation_id, user_id, now + lease_seconds, now + expire_seconds),
+                (message_id, conversation_id, user_id, now + times.lease_seconds, now + times.expire_seconds),
             )
             if chunk.text:
                 db.execute(

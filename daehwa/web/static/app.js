@@ -5,8 +5,10 @@
 // or as HTML the server sanitised, through `setServerHTML` (the one Trusted Types policy the CSP allows).
 
 import { ApiError, api, setCsrfToken, streamTurn } from "./api.js";
+import { attachAccount } from "./account.js";
 import { attachInterests, renderCards } from "./cards.js";
 import { attachComposer } from "./composer.js";
+import { el } from "./dom.js";
 import { refreshFormChip } from "./forms.js";
 import { applyI18n, fillLanguageSelect, locale, setLocale, t } from "./i18n.js";
 import { resumeReply } from "./resume.js";
@@ -48,13 +50,6 @@ let composer;
 let errorRetry = null;
 
 // -- small helpers ---------------------------------------------------------------------------------------------
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 function iconButton(label, className, pathD) {
   const button = el("button", `icon-btn ${className}`);
@@ -186,6 +181,7 @@ async function signedIn(me) {
   setCsrfToken(me.csrf_token);
   $("me-name").textContent = me.user.name;
   attachInterests(me.user);
+  attachAccount(me.user, () => signedOut(t("account_deleted")));
   $("login-view").hidden = true;
   $("app").hidden = false;
   await Promise.all([loadPickers(), loadConversations()]);
@@ -198,13 +194,17 @@ async function onLogout() {
   } catch (e) {
     if (!sessionEnded(e)) return showError(reasonOf(e));
   }
+  signedOut();
+}
+
+function signedOut(message) {
   for (const turn of state.turns.values()) turn.controller.abort();
   state.turns.clear();
   state.current = null;
   state.messages = [];
   $("messages").replaceChildren();
   history.replaceState(null, "", "/");
-  showLogin();
+  showLogin(message);
 }
 
 // -- routing ---------------------------------------------------------------------------------------------------

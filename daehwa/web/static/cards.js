@@ -1,16 +1,10 @@
 // Conversation intelligence in the page (docs/intelligence.md): recommendation cards under a reply, and the
-// "my interests" panel. app.js calls renderCards(node, message) when it fills a message and attachInterests(user)
-// once after sign-in; everything else lives here.
+// "my interests" panel of the settings dialog. app.js calls renderCards(node, message) when it fills a message and
+// attachInterests(user) once after sign-in; everything else lives here (the dialog's account part: account.js).
 
 import { api } from "./api.js";
+import { el } from "./dom.js";
 import { t } from "./i18n.js";
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 function feedback(item, action) {
   return api("POST", "/api/recommendations/feedback", {
@@ -52,7 +46,7 @@ export function renderCards(node, message) {
   node.querySelector(".msg-main")?.append(box);
 }
 
-async function fillInterests(list, status) {
+async function fillInterests(list, status, toggle) {
   list.replaceChildren();
   let result;
   try {
@@ -61,11 +55,13 @@ async function fillInterests(list, status) {
     status.textContent = t("interests_failed");
     return;
   }
-  if (!result.enabled) {
+  toggle.checked = result.enabled;
+  if (result.anonymous) {
     status.textContent = t("interests_off");
     return;
   }
-  status.textContent = result.data.length ? "" : t("interests_empty");
+  if (!result.enabled) status.textContent = t("interests_paused");
+  else status.textContent = result.data.length ? "" : t("interests_empty");
   for (const interest of result.data.slice(0, 30)) {
     const row = el("li", "interest");
     row.dataset.term = interest.term;
@@ -75,18 +71,18 @@ async function fillInterests(list, status) {
     remove.addEventListener("click", async () => {
       await api("DELETE", `/api/me/interests/${encodeURIComponent(interest.term)}`);
       row.remove();
-      if (!list.children.length) status.textContent = t("interests_empty");
+      if (!list.children.length && toggle.checked) status.textContent = t("interests_empty");
     });
     row.append(el("span", "interest-term", interest.term), remove);
     list.append(row);
   }
 }
 
-/** The "my interests" button next to the user's name, and its dialog. */
+/** The settings button next to the user's name, and its dialog: "my interests" (account.js adds the account part). */
 export function attachInterests(user) {
   document.getElementById("interests-open")?.remove();
   document.getElementById("interests-dialog")?.remove();
-  const open = el("button", "btn btn-ghost small", t("interests"));
+  const open = el("button", "btn btn-ghost small", t("settings"));
   open.id = "interests-open";
   open.type = "button";
   const dialog = el("dialog", "interests-dialog");
@@ -95,25 +91,45 @@ export function attachInterests(user) {
   const heading = el("h2", "", t("interests"));
   heading.id = "interests-heading";
   const hint = el("p", "muted small", t("interests_hint"));
+  // The switch: off = nothing more is learned and nothing remembered is used (PUT /api/me/interests).
+  const toggle = el("input");
+  toggle.type = "checkbox";
+  toggle.id = "interests-enabled";
+  toggle.disabled = user.anonymous;
+  const toggleLabel = el("label", "interests-switch small");
+  toggleLabel.append(toggle, document.createTextNode(" " + t("interests_remember")));
   const status = el("p", "muted small interests-status");
   const list = el("ul", "interest-list");
+  toggle.addEventListener("change", async () => {
+    toggle.disabled = true;
+    try {
+      await api("PUT", "/api/me/interests", { enabled: toggle.checked });
+    } catch {
+      toggle.checked = !toggle.checked;
+    } finally {
+      toggle.disabled = false;
+    }
+    await fillInterests(list, status, toggle);
+  });
   const clear = el("button", "btn small", t("interests_clear"));
   clear.id = "interests-clear";
   clear.type = "button";
   clear.disabled = user.anonymous;
   clear.addEventListener("click", async () => {
     await api("DELETE", "/api/me/interests");
-    await fillInterests(list, status);
+    await fillInterests(list, status, toggle);
   });
   const close = el("button", "btn btn-primary small", t("close"));
   close.type = "button";
   close.addEventListener("click", () => dialog.close());
   const buttons = el("div", "interests-buttons");
-  buttons.append(clear, close);
-  dialog.append(heading, hint, status, list, buttons);
+  buttons.append(clear);
+  const closeRow = el("div", "dialog-close-row"); // account.js puts the account part above it
+  closeRow.append(close);
+  dialog.append(heading, hint, toggleLabel, status, list, buttons, closeRow);
   open.addEventListener("click", async () => {
     dialog.showModal();
-    await fillInterests(list, status);
+    await fillInterests(list, status, toggle);
   });
   const me = document.querySelector(".me");
   me?.insertBefore(open, document.getElementById("logout"));
