@@ -1,7 +1,8 @@
 """What daehwa's /v1/chat/completions adds in front of an instant upstream: requests/s, latency p50/p99, CPU/request.
 
-Four processes: the fake upstream in instant mode (``tests/fake_upstream.py --instant``: precomputed replies), a real
-``daehwa serve`` whose default model is that upstream (providers file, SQLite store, one API key, logging at info),
+Four processes (five with ``--compare``): the fake upstream in instant mode (``tests/fake_upstream.py --instant``:
+precomputed replies), a real ``daehwa serve`` whose default model is that upstream (providers file, SQLite store, one
+API key, logging at info),
 the minimal FastAPI + httpx pass-through proxy of ``proxy_baseline.py`` in front of the same upstream, and this load
 client. The same request goes to the upstream directly, through the baseline proxy and through daehwa, at each
 concurrency, with the paths alternating per round so background load on a shared machine hits all alike.
