@@ -86,13 +86,15 @@ class SQLiteStore(
         if self.path != ":memory:" and not self.uri:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, sqlite3 must not open transactions behind our back.
-        db = sqlite3.connect(self.path, isolation_level=None, uri=self.uri)
+        # check_same_thread off: a turn's small writes run on the event loop while the thread is idle (connection.py).
+        db = sqlite3.connect(self.path, isolation_level=None, uri=self.uri, check_same_thread=False)
         db.row_factory = sqlite3.Row
         try:
             # busy_timeout first: switching to WAL itself waits for the lock when another process is writing.
             db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")  # durable at each checkpoint; safe with WAL
+            db.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run on this thread, never in an inline commit
             db.execute("PRAGMA foreign_keys = ON")
             applied = apply_sqlite(db)
         except BaseException:

@@ -115,7 +115,7 @@ class SQLiteConversations(SQLiteConnection, ConversationStore):
         return await self._write(work)
 
     async def update_message(self, user_id: str, message_id: str, change: MessageChange) -> StoredMessage | None:
-        return await self._write(lambda db: _update_message(db, user_id, message_id, change))
+        return await self._write(lambda db: _update_message(db, user_id, message_id, change), small=True)
 
     async def delete_messages_from(self, user_id: str, conversation_id: str, message_id: str) -> int:
         def work(db: sqlite3.Connection) -> int:
@@ -172,7 +172,7 @@ class SQLiteConversations(SQLiteConnection, ConversationStore):
             _require_conversation(db, user_id, conversation_id)
             _insert_messages(db, [m for m in (user_msg, reply) if m is not None])
 
-        await self._write(work)
+        await self._write(work, small=True)
         return user_msg, reply
 
     async def create_conversation_with_turn(
@@ -185,7 +185,7 @@ class SQLiteConversations(SQLiteConnection, ConversationStore):
             _insert_conversation(db, conv)
             _insert_messages(db, [m for m in (user_msg, reply) if m is not None])
 
-        await self._write(work)
+        await self._write(work, small=True)
         return conv, user_msg, reply
 
     async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
@@ -195,7 +195,7 @@ class SQLiteConversations(SQLiteConnection, ConversationStore):
                 insert_usage(db, result.usage)
             return message
 
-        return await self._write(work)
+        return await self._write(work, small=True)
 
 
 # -- helpers run on the worker thread ----------------------------------------------------------------------------
