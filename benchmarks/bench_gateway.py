@@ -1,7 +1,8 @@
 """What daehwa's /v1/chat/completions adds in front of an instant upstream: requests/s, latency p50/p99, CPU/request.
 
-Four processes: the fake upstream in instant mode (``tests/fake_upstream.py --instant``: precomputed replies), a real
-``daehwa serve`` whose default model is that upstream (providers file, SQLite store, one API key, logging at info),
+Four processes (five with ``--compare``): the fake upstream in instant mode (``tests/fake_upstream.py --instant``:
+precomputed replies), a real ``daehwa serve`` whose default model is that upstream (providers file, SQLite store, one
+API key, logging at info),
 the minimal FastAPI + httpx pass-through proxy of ``proxy_baseline.py`` in front of the same upstream, and this load
 client. The same request goes to the upstream directly, through the baseline proxy and through daehwa, at each
 concurrency, with the paths alternating per round so background load on a shared machine hits all alike.
@@ -15,6 +16,11 @@ which other load on a shared machine disturbs much less than latency.
 
     python benchmarks/bench_gateway.py                         # concurrency 1 and 32
     python benchmarks/bench_gateway.py --requests 2000 --concurrency 1 8 32 --stream
+    git worktree add --detach /tmp/daehwa-main main
+    python benchmarks/bench_gateway.py --compare /tmp/daehwa-main   # this tree and main's, side by side
+
+``--compare`` runs a second daehwa server from another source tree (own SQLite file, same upstream) in the same
+alternating rounds, so a change is measured against its base under the same background load.
 """
 
 from __future__ import annotations
@@ -79,6 +85,45 @@ async def load(url: str, headers: dict[str, str], n: int, concurrency: int, stre
     return latencies
 
 
+def start_daehwa(
+    data: Path, upstream_url: str, log_level: str, *, source: str | None = None
+) -> tuple[subprocess.Popen[bytes], int, str, Path]:
+    """A ``daehwa serve`` on its own SQLite file with one user and API key: (process, port, key, log file).
+
+    ``source`` runs the daehwa package found in that directory instead (its working directory and ``PYTHONPATH``), e.g.
+    a worktree of main."""
+    data.mkdir(parents=True)
+    (data / "providers.toml").write_text(
+        f'[providers.up]\ntype = "openai"\nbase_url = "{upstream_url}"\nmodels = ["fake-model"]\n'
+    )
+    port = free_port()
+    env = {
+        **os.environ,
+        "DAEHWA_DATA_DIR": str(data),
+        "DAEHWA_DATABASE_URL": f"sqlite:///{data / 'bench.db'}",
+        "DAEHWA_PROVIDERS_FILE": str(data / "providers.toml"),
+        "DAEHWA_DEFAULT_MODEL": "up/fake-model",
+        "DAEHWA_PORT": str(port),
+        "DAEHWA_LOG_LEVEL": log_level,
+    }
+    cwd = ROOT  # ``python -m`` looks in the working directory first
+    if source is not None:
+        cwd = Path(source).resolve()
+        env["PYTHONPATH"] = str(cwd)
+    cli = [sys.executable, "-m", "daehwa"]
+    subprocess.run(
+        [*cli, "users", "create", "bench", "--no-password"], env=env, cwd=cwd, check=True, capture_output=True
+    )
+    made = subprocess.run(
+        [*cli, "keys", "create", "--user", "bench"], env=env, cwd=cwd, check=True, capture_output=True
+    )
+    key = made.stdout.decode().strip().splitlines()[-1]
+    log = data / "serve.log"
+    with log.open("wb") as sink:
+        server = subprocess.Popen([*cli, "serve"], env=env, cwd=cwd, stdout=sink, stderr=sink)
+    return server, port, key, log
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of process ``pid`` so far (Linux /proc), or None elsewhere."""
     try:
@@ -100,6 +145,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds the requests are split into")
     parser.add_argument("--stream", action="store_true", help="stream: true (SSE) instead of one JSON response")
     parser.add_argument("--log-level", default="info", help="daehwa's DAEHWA_LOG_LEVEL (the issue measures at info)")
+    parser.add_argument(
+        "--compare",
+        metavar="SOURCE_DIR",
+        help="also run the daehwa found in this directory (e.g. a worktree of main) as 'compared', side by side",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,45 +159,29 @@ def main() -> None:
         )
         assert upstream.stdout is not None
         upstream_url = upstream.stdout.readline().decode().strip()  # http://127.0.0.1:PORT/v1
-        (data / "providers.toml").write_text(
-            f'[providers.up]\ntype = "openai"\nbase_url = "{upstream_url}"\nmodels = ["fake-model"]\n'
-        )
-        port = free_port()
-        env = {
-            **os.environ,
-            "DAEHWA_DATA_DIR": str(data),
-            "DAEHWA_DATABASE_URL": f"sqlite:///{data / 'bench.db'}",
-            "DAEHWA_PROVIDERS_FILE": str(data / "providers.toml"),
-            "DAEHWA_DEFAULT_MODEL": "up/fake-model",
-            "DAEHWA_PORT": str(port),
-            "DAEHWA_LOG_LEVEL": args.log_level,
-        }
-        cli = [sys.executable, "-m", "daehwa"]
-        subprocess.run([*cli, "users", "create", "bench", "--no-password"], env=env, check=True, capture_output=True)
-        made = subprocess.run([*cli, "keys", "create", "--user", "bench"], env=env, check=True, capture_output=True)
-        key = made.stdout.decode().strip().splitlines()[-1]
-        log = data / "serve.log"
         proxy_port = free_port()
-        with log.open("wb") as sink:
-            server = subprocess.Popen([*cli, "serve"], env=env, stdout=sink, stderr=sink)
-            proxy = [sys.executable, str(ROOT / "benchmarks" / "proxy_baseline.py"), "--upstream", upstream_url]
-            baseline = subprocess.Popen(
-                [*proxy, "--port", str(proxy_port)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+        proxy = [sys.executable, str(ROOT / "benchmarks" / "proxy_baseline.py"), "--upstream", upstream_url]
+        baseline = subprocess.Popen(
+            [*proxy, "--port", str(proxy_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        servers = {"daehwa": start_daehwa(data / "daehwa", upstream_url, args.log_level)}
+        if args.compare:
+            servers["compared"] = start_daehwa(data / "compared", upstream_url, args.log_level, source=args.compare)
         try:
-            wait_healthy(f"http://127.0.0.1:{port}/healthz", server, log)
-            wait_healthy(f"http://127.0.0.1:{proxy_port}/healthz", baseline, log)
-            paths = {
+            for server, port, _, log in servers.values():
+                wait_healthy(f"http://127.0.0.1:{port}/healthz", server, log)
+            wait_healthy(f"http://127.0.0.1:{proxy_port}/healthz", baseline, data / "daehwa" / "serve.log")
+            paths: dict[str, tuple[str, dict[str, str]]] = {
                 "direct": (f"{upstream_url}/chat/completions", {}),
                 "baseline": (f"http://127.0.0.1:{proxy_port}/v1/chat/completions", {}),
-                "daehwa": (f"http://127.0.0.1:{port}/v1/chat/completions", {"Authorization": f"Bearer {key}"}),
             }
+            pids = {"direct": upstream.pid, "baseline": baseline.pid}
+            for name, (server, port, key, _) in servers.items():
+                paths[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", {"Authorization": f"Bearer {key}"})
+                pids[name] = server.pid
             mode = "stream" if args.stream else "non-stream"
             print(f"/v1/chat/completions ({mode}), {args.requests} requests per path and concurrency")
             print(f"{'conc':>4} {'path':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU/req':>8}")
-            pids = {"direct": upstream.pid, "baseline": baseline.pid, "daehwa": server.pid}
             names = tuple(pids)
             for concurrency in args.concurrency:
                 results: dict[str, list[float]] = {name: [] for name in names}
@@ -180,13 +214,16 @@ def main() -> None:
                 added99 = (pct(results["daehwa"], 99) - pct(results["direct"], 99)) * 1000
                 mean_added = (statistics.mean(results["daehwa"]) - statistics.mean(results["direct"])) * 1000
                 print(f"{concurrency:>4}   added p50 {added50:.2f} ms, p99 {added99:.2f} ms, mean {mean_added:.2f} ms")
-                ours, theirs = cpu["daehwa"], cpu["baseline"]
-                if ours is not None and theirs:
-                    ratio = (ours / len(results["daehwa"])) / (theirs / len(results["baseline"]))
-                    print(f"{concurrency:>4}   CPU/req daehwa / baseline proxy = {ratio:.2f} (goal <= 1.2)")
+                theirs = cpu["baseline"]
+                for name in servers:
+                    ours = cpu[name]
+                    if ours is not None and theirs:
+                        ratio = (ours / len(results[name])) / (theirs / len(results["baseline"]))
+                        print(f"{concurrency:>4}   CPU/req {name} / baseline proxy = {ratio:.2f} (goal <= 1.2)")
         finally:
-            server.terminate()
-            server.wait(15)
+            for server, *_ in servers.values():
+                server.terminate()
+                server.wait(15)
             baseline.terminate()
             baseline.wait(15)
             upstream.terminate()

@@ -12,6 +12,15 @@ server processes' (the uvicorn supervisor and its workers, from /proc).
     python benchmarks/bench_load.py --conversations 200                               # SQLite, 1 worker
     python benchmarks/bench_load.py --conversations 1000 --workers 2 --store redis    # shared Redis, own key prefix
     python benchmarks/bench_load.py --conversations 1000 --workers 2 --store postgres # shared PostgreSQL, own schema
+    python benchmarks/bench_load.py --conversations 1000 --workers 2 --store redis --restart-store 3
+
+``--restart-store S`` is a failure run instead: the store is a server of the benchmark's own (``tests/own_servers.py``:
+a redis-server or a PostgreSQL server on a free port, never the shared ones); ``--conversations`` users stream one
+completion after another, the store stops ``--restart-after`` seconds in and starts again S seconds later, and the
+users go on for ``--recovery`` seconds more. Streams fail while it is down, each with an error naming the store (a
+503 before the stream starts, an error event in it once started); streams begun after it is back succeed (daehwa
+reconnects by itself, it is not restarted); and every stream acknowledged with ``[DONE]`` must be stored: its user
+message and its complete reply.
 
 Loopback only, bounded: every stream has ``--timeout`` seconds, the whole run a few minutes at most.
 """
@@ -28,6 +37,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -92,7 +102,10 @@ async def one_stream(client: httpx.AsyncClient, url: str, body: dict[str, Any]) 
         async with client.stream("POST", url, json=body) as r:
             if r.status_code != 200:
                 await r.aread()
-                return None, f"HTTP {r.status_code}: {r.text[:200]}", ""
+                try:
+                    return None, f"HTTP {r.status_code} {r.json()['error']['code']}", ""
+                except (ValueError, KeyError, TypeError):
+                    return None, f"HTTP {r.status_code}: {r.text[:200]}", ""
             async for line in r.aiter_lines():
                 if not line.startswith("data: "):
                     continue
@@ -126,8 +139,8 @@ async def wave(url: str, headers: dict[str, str], n: int, model: str, tag: str, 
         return list(await asyncio.gather(*(run(i) for i in range(n))))
 
 
-async def check_store(url: str, env: dict[str, str], tag: str, n: int, reply: str) -> tuple[int, int]:
-    """(user messages missing, replies missing or incomplete) among the ``n`` tagged conversations."""
+async def check_store(url: str, env: dict[str, str], tags: set[str], reply: str) -> tuple[int, int]:
+    """(user messages missing, replies missing or incomplete) among the conversations asked ``tags``."""
     os.environ.update(env)
     from daehwa.config import load_settings
     from daehwa.stores import open_store
@@ -149,15 +162,123 @@ async def check_store(url: str, env: dict[str, str], tag: str, n: int, reply: st
         seen_user, seen_reply = set(), set()
         for conv in conversations:
             messages = await store.list_messages(user.id, conv.id) or []
-            asked = [m.content for m in messages if m.role == "user" and m.content.startswith(tag)]
+            asked = [m.content for m in messages if m.role == "user" and m.content in tags]
             if asked:
                 seen_user.add(asked[0])
                 if any(m.role == "assistant" and m.content == reply for m in messages):
                     seen_reply.add(asked[0])
-        expected = {f"{tag} {i}" for i in range(n)}
-        return len(expected - seen_user), len(expected - seen_reply)
+        return len(tags - seen_user), len(tags - seen_reply)
     finally:
         await store.close()
+
+
+class Restart:
+    """Stops the benchmark's own store server ``after`` seconds from ``start`` and starts it again ``down`` seconds
+    later (in a thread: stopping and starting block); notes when it went down and when it answered again."""
+
+    def __init__(self, server: Any, after: float, down: float) -> None:
+        self.server, self.after, self.down = server, after, down
+        self.begin = self.stopped = self.back = float("inf")
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self.begin = time.monotonic()
+        self.thread.start()
+
+    def _run(self) -> None:
+        time.sleep(self.after)
+        self.stopped = time.monotonic()
+        self.server.stop()
+        time.sleep(self.down)
+        self.server.start()
+        self.back = time.monotonic()
+
+
+async def users_loop(
+    url: str, headers: dict[str, str], n: int, tag: str, until: float, limit: float
+) -> list[tuple[str, float, float, str]]:
+    """``n`` users, each streaming one completion after another until ``until`` (monotonic): (the user message,
+    start, end, error or "") of every stream. A user waits 0.2 s after a failed one, as a client retrying would."""
+    # Idle connections expire before uvicorn's keep-alive timeout (5 s) closes them: no reuse race in the client.
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=2)
+    results: list[tuple[str, float, float, str]] = []
+    async with httpx.AsyncClient(limits=limits, timeout=limit, headers=headers) as client:
+
+        async def user(u: int) -> None:
+            i = 0
+            while time.monotonic() < until:
+                asked = f"{tag} {u}-{i}"
+                i += 1
+                body = {"model": "up/fake-model", "stream": True, "messages": [{"role": "user", "content": asked}]}
+                began = time.monotonic()
+                try:
+                    _, error, _ = await asyncio.wait_for(one_stream(client, url, body), limit)
+                except TimeoutError:
+                    error = "timeout"
+                results.append((asked, began, time.monotonic(), error))
+                if error:
+                    await asyncio.sleep(0.2)
+
+        await asyncio.gather(*(user(u) for u in range(n)))
+    return results
+
+
+def outage_run(
+    args: argparse.Namespace,
+    own: Any,
+    url: str,
+    headers: dict[str, str],
+    tag: str,
+    reply: str,
+    store_url: str,
+    server_pid: int,
+    log: Path,
+) -> None:
+    """``--restart-store``: a steady load of ``--conversations`` users while the store stops and starts again."""
+    restart = Restart(own, args.restart_after, args.restart_store)
+    duration = args.restart_after + args.restart_store + args.recovery
+    print(
+        f"{args.conversations} users streaming back to back for {duration:g} s; the store ({own.label}, a server of "
+        f"the benchmark's own) stops {args.restart_after:g} s in, for {args.restart_store:g} s"
+    )
+    cpu0 = cpu_tree(server_pid)
+    restart.start()
+    results = asyncio.run(users_loop(url, headers, args.conversations, tag, restart.begin + duration, args.timeout))
+    restart.thread.join()
+    cpu = cpu_tree(server_pid) - cpu0
+    print(
+        f"  the store was down {restart.back - restart.stopped:.1f} s (stop, {args.restart_store:g} s, start until "
+        "it answers)"
+    )
+    groups = (
+        ("ended before the stop", [r for r in results if r[2] < restart.stopped]),
+        ("in the outage", [r for r in results if r[2] >= restart.stopped and r[1] < restart.back]),
+        ("begun after it", [r for r in results if r[1] >= restart.back]),
+    )
+    for name, group in groups:
+        errors = [e for *_, e in group if e]
+        print(f"streams {name}: {len(group)}, acknowledged {len(group) - len(errors)}, errors {len(errors)}")
+        report_errors(errors, log, tag)
+    ok_after = sorted(end for _, _, end, e in groups[2][1] if not e)
+    if ok_after:
+        print(f"first stream acknowledged {ok_after[0] - restart.back:.2f} s after the store answered again")
+    late = [e for _, began, _, e in groups[2][1] if e and began >= restart.back + 2]
+    print(f"errors in streams begun 2 s or more after the store was back: {len(late)}")
+    acked = {asked for asked, _, _, e in results if not e}
+    missing_user, missing_reply = asyncio.run(check_store(store_url, {}, acked, reply))
+    print(f"lost: {missing_user} user messages, {missing_reply} replies (of {len(acked)} acknowledged streams)")
+    per = cpu / max(len(results), 1) * 1000
+    print(f"server CPU {cpu:.1f} s = {per:.1f} ms per stream; RSS {rss_mib(server_pid):.0f} MiB (all server processes)")
+
+
+def report_errors(errors: list[str], log: Path, tag: str) -> None:
+    kinds = [re.sub(r"request id \w+", "request id …", e) for e in errors]
+    for text in sorted(set(kinds), key=kinds.count, reverse=True)[:5]:
+        print(f"  {kinds.count(text)} x {text}")
+    if errors:
+        kept = Path(tempfile.gettempdir()) / f"bench_load_{tag}.log"
+        kept.write_bytes(log.read_bytes())
+        print(f"  server log: {kept}")
 
 
 def main() -> None:
@@ -169,15 +290,37 @@ def main() -> None:
     parser.add_argument("--chunk-delay", type=float, default=0.05)
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--restart-store",
+        type=float,
+        default=0,
+        metavar="S",
+        help="a failure run: stop the store (a server of the benchmark's own) under load, for S seconds",
+    )
+    parser.add_argument(
+        "--restart-after", type=float, default=8, metavar="S", help="with --restart-store: stop it this long in"
+    )
+    parser.add_argument(
+        "--recovery", type=float, default=10, metavar="S", help="with --restart-store: go on this long after it"
+    )
     args = parser.parse_args()
+    if args.restart_store and args.store == "sqlite":
+        parser.error("--restart-store needs --store redis or --store postgres")
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the children inherit it: 1,000 streams need ~3,000 fds
     reply = "".join(f"word{i} " for i in range(args.chunks))
     tag = f"load-{uuid.uuid4().hex[:8]}"
     cleanup = None
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
         data = Path(tmp)
-        if args.store == "sqlite":
+        own = None
+        if args.restart_store:
+            from tests.own_servers import own_server
+
+            (data / "store").mkdir()
+            own = servers.enter_context(own_server(args.store, data / "store"))
+            store_url, extra = own.url, {}
+        elif args.store == "sqlite":
             store_url, extra = f"sqlite:///{data / 'bench.db'}", {}
         elif args.store == "redis":
             prefix = f"bench-{tag}"
@@ -253,30 +396,24 @@ def main() -> None:
                 f"{n} concurrent streams, {args.chunks} chunks {args.chunk_delay:g} s apart, store {args.store}, "
                 f"{args.workers} worker(s), log level {args.log_level}"
             )
-            direct = asyncio.run(wave(f"{upstream_url}/chat/completions", {}, n, "fake-model", tag + "d", args.timeout))
-            cpu0, start = cpu_tree(server.pid), time.perf_counter()
             headers = {"Authorization": f"Bearer {key}"}
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            if own is not None:
+                outage_run(args, own, url, headers, tag, reply, store_url, server.pid, log)
+                return
+            direct = asyncio.run(wave(f"{upstream_url}/chat/completions", {}, n, "fake-model", tag + "d", args.timeout))
+            cpu0, start = cpu_tree(server.pid), time.perf_counter()
             through = asyncio.run(wave(url, headers, n, "up/fake-model", tag, args.timeout))
             elapsed, cpu = time.perf_counter() - start, cpu_tree(server.pid) - cpu0
             rss = rss_mib(server.pid)
             errors = [e for _, e, _ in through if e]
             ttft_d = [t for t, e, _ in direct if t is not None and not e]
             ttft = [t for t, e, _ in through if t is not None and not e]
-            missing_user, missing_reply = asyncio.run(check_store(store_url, extra, tag, n, reply))
+            acked = {f"{tag} {i}" for i, (_, e, _) in enumerate(through) if not e}
+            missing_user, missing_reply = asyncio.run(check_store(store_url, extra, acked, reply))
             print(f"errors: {len(errors)} of {n} (direct: {sum(1 for _, e, _ in direct if e)})")
-            kinds = [re.sub(r"request id \w+", "request id …", e) for e in errors]
-            for text in sorted(set(kinds))[:5]:
-                print(f"  {kinds.count(text)} x {text}")
-            if errors:
-                kept = Path(tempfile.gettempdir()) / f"bench_load_{tag}.log"
-                kept.write_bytes(log.read_bytes())
-                print(f"  server log: {kept}")
-            acked = n - len(errors)
-            print(
-                f"lost: {missing_user} user messages, {missing_reply} replies (of {acked} acknowledged streams; "
-                "errored streams count too)"
-            )
+            report_errors(errors, log, tag)
+            print(f"lost: {missing_user} user messages, {missing_reply} replies (of {len(acked)} acknowledged streams)")
             if ttft and ttft_d:
                 d50, d99, t50, t99 = (pct(v, p) * 1000 for v in (ttft_d, ttft) for p in (50, 99))
                 print(

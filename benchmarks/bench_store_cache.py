@@ -1,10 +1,11 @@
 """What the cache of hot conversations saves: a turn's reads (get_conversation + the whole list_messages) straight
-from the Redis store, against a CachedStore hit (one version read, the history from memory).
+from the Redis or PostgreSQL store, against a CachedStore hit (one version read, the history from memory).
 
     python benchmarks/bench_store_cache.py [--url redis://127.0.0.1:6379/0] [--messages 20 200] [--reads 300]
+    python benchmarks/bench_store_cache.py --url postgresql://postgres@127.0.0.1:5432/test
 
-Each message is ~400 characters. Uses its own key prefix, removed afterwards. Prints the wall time per turn's reads
-(median of ``--reads``) and the CPU time of this process per read.
+Each message is ~400 characters. Uses its own key prefix (Redis) or schema (PostgreSQL), removed afterwards. Prints
+the wall time per turn's reads (median of ``--reads``) and the CPU time of this process per read.
 """
 
 from __future__ import annotations
@@ -39,8 +40,18 @@ async def main() -> None:
     parser.add_argument("--reads", type=int, default=300)
     args = parser.parse_args()
     prefix = f"bench-cache-{uuid.uuid4().hex[:8]}"
-    plain = RedisStore(args.url, prefix=prefix)
-    cached = CachedStore(RedisStore(args.url, prefix=prefix), 100)
+    postgres = args.url.startswith("postgres")
+    schema = prefix.replace("-", "_")
+
+    def store() -> Store:
+        if postgres:
+            from daehwa.stores.postgres import PostgresStore
+
+            return PostgresStore(args.url, schema=schema)
+        return RedisStore(args.url, prefix=prefix)
+
+    plain = store()
+    cached = CachedStore(store(), 100)
     await plain.open()
     await cached.open()
     try:
@@ -56,11 +67,18 @@ async def main() -> None:
     finally:
         await plain.close()
         await cached.close()
-        client = connect(args.url)
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        if postgres:
+            import asyncpg
+
+            conn = await asyncpg.connect(args.url)
+            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            await conn.close()
+        else:
+            client = connect(args.url)
+            keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
 
 
 if __name__ == "__main__":

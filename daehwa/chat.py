@@ -642,6 +642,13 @@ class ChatService:
             source=request.source,
             request_id=request.request_id,
         )
+        # Kept with the reply, so a client that loads the history later still shows what each reply cost.
+        meta["usage"] = {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "cost": record.cost,
+        }
         stored = await self.store.finish_turn(
             request.user.id,
             turn.reply.id,
@@ -668,6 +675,7 @@ class ChatService:
             error=error,
             user_meta=dict(turn.user_meta),
             reply_meta=dict(turn.reply_meta),
+            cost=record.cost,
         )
 
     def _count(

@@ -19,6 +19,7 @@ from rich.table import Table
 from . import __version__
 from .chat import TurnDelta, TurnFinished, TurnRequest, TurnStarted
 from .cli_accounts import keys_app, users_app
+from .cli_streamlit import streamlit as streamlit_command
 from .cli_usage import usage as usage_command
 from .config import Settings, load_settings, settings_table_markdown
 from .errors import DaehwaError
@@ -34,6 +35,7 @@ app.add_typer(users_app, name="users")  # daehwa/cli_accounts.py
 app.add_typer(keys_app, name="keys")
 app.add_typer(filter_app, name="filter")  # daehwa/moderation/cli.py
 app.command("usage")(usage_command)
+app.command("streamlit")(streamlit_command)  # daehwa/cli_streamlit.py
 
 err = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         description="Keep this many recently read conversations (with their messages) in each process, checked "
-        "against the store's version of them on every read, so never stale (0: off). Redis stores only.",
+        "against the store's version of them on every read, so never stale (0: off). Redis and PostgreSQL stores only.",
     )
 
     # -- models ------------------------------------------------------------------------------------------------
@@ -363,8 +363,8 @@ class Settings(BaseSettings):
         le=64,
         description=(
             "Server processes 'daehwa serve' runs (uvicorn workers on one port). More than one needs a Redis or "
-            "PostgreSQL store, which carries stop signals and resumable streams between them (Redis also quotas and "
-            "open circuit breakers)."
+            "PostgreSQL store, which carries stop signals, resumable streams and open circuit breakers between them "
+            "(Redis also quotas)."
         ),
     )
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")

@@ -180,4 +180,13 @@ def configure_logging(
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # The HTTP clients' "HTTP Request: POST ... 200" line per upstream call says again what the turn's own line says
+    # (model, outcome, timings) and cost a tenth of a /v1 request's CPU: only at debug. Their warnings still show.
+    quiet = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    for name in QUIET_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
     return handler
+
+
+#: Libraries that log every request they send at info (the upstream calls); kept to warnings unless at debug.
+QUIET_LIBRARY_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")

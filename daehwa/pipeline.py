@@ -101,6 +101,7 @@ class TurnFinished:
     error: DaehwaError | None = None
     user_meta: Mapping[str, Any] = field(default_factory=dict)  # what contributors added to the user's message
     reply_meta: Mapping[str, Any] = field(default_factory=dict)  # what contributors added to the reply
+    cost: float | None = None  # USD from the price table; None when the model's price is unknown
 
 
 #: A piece of the reply for choice ``index``, as the pipeline passes it on (after the output filter): the provider's
@@ -193,7 +194,7 @@ async def run_contributors(
 ) -> None:
     """Each contributor in order; one that raises or runs out of time leaves the turn as it found it."""
     for contributor in contributors:
-        saved = (list(turn.system_parts), copy.deepcopy(turn.user_meta), copy.deepcopy(turn.reply_meta))
+        saved = (list(turn.system_parts), _snapshot(turn.user_meta), _snapshot(turn.reply_meta))
         override = turn.reply_override
         try:
             async with asyncio.timeout(time_bound):
@@ -204,6 +205,11 @@ async def run_contributors(
             _failed(metrics, contributor.name, "contributor", exc)
             turn.system_parts, turn.user_meta, turn.reply_meta = saved
             turn.reply_override = override
+
+
+def _snapshot(meta: dict[str, Any]) -> dict[str, Any]:
+    # Most turns' metas are still empty here: deepcopy walks even an empty dict through its memo machinery.
+    return copy.deepcopy(meta) if meta else {}
 
 
 async def run_observer(observer: TurnObserver, turn: Turn, finished: TurnFinished, *, metrics: Metrics) -> None:

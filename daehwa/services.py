@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .chat import ChatService
@@ -27,6 +28,7 @@ from .routing import ResilienceConfig, Router
 from .stores import open_store
 from .stores.base import Store
 from .stores.cache import CachedStore
+from .stores.common import utcnow
 
 if TYPE_CHECKING:
     from .intelligence.service import Intelligence
@@ -49,6 +51,7 @@ class Services:
     forms: FormCollector | None = None  # the form step (personas with a [form])
 
     _breaker_sharing: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
+    _second_sweep: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
 
     async def start(self) -> None:
         """Open the store, then start the default model's provider (the embedded model loads here, once).
@@ -56,18 +59,39 @@ class Services:
         Other providers start on first use, so e.g. ``daehwa chat -m openai/...`` never loads the local model.
         """
         await self.store.open()
-        await self.store.recover_interrupted()  # replies a crashed server was streaming keep their text
-        # Open breakers are shared with the other processes of the store (when it has a board: Redis).
+        await self.recover_interrupted()
+        # Open breakers are shared with the other processes of the store (when it has a board: Redis, PostgreSQL).
         self._breaker_sharing = asyncio.ensure_future(self.router.share_breakers(self.store.breaker_board()))
         default = self.settings.default_model.partition("/")[0]
         await self.providers.start([default])
 
+    async def recover_interrupted(self) -> None:
+        """Store the replies a crashed server was streaming as interrupted (their text is kept), not the ones other
+        live processes on the store are streaming (their chunk log's lease is alive).
+
+        Twice: now, for replies older than a lease (a reply just begun may not have its lease yet); and once more a
+        lease and a half later, for every reply begun before this start, when the leases of a server that crashed
+        just before it have lapsed.
+        """
+        started = utcnow()
+        lease = self.settings.stream_lease_seconds
+        await self.store.recover_interrupted(created_before=started - timedelta(seconds=lease))
+        self._second_sweep = asyncio.ensure_future(self._sweep_later(started, lease * 1.5))
+
+    async def _sweep_later(self, started: datetime, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self.store.recover_interrupted(created_before=started)
+        except Exception:  # e.g. a store outage: the next start sweeps again, and resuming readers repair their reply
+            log.warning("the second sweep for interrupted replies failed", exc_info=True)
+
     async def aclose(self) -> None:
-        sharing, self._breaker_sharing = self._breaker_sharing, None
-        if sharing is not None:
-            sharing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sharing
+        for task in (self._second_sweep, self._breaker_sharing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._second_sweep = self._breaker_sharing = None
         await self.chat.drain()
         if self.forms is not None:
             await self.forms.webhooks.drain()

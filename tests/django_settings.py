@@ -18,7 +18,10 @@ SETTINGS = {
         "channels",
         "daehwa.django",
     ],
-    "DATABASES": {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    # In memory, shared by the threads of the process (sync_to_async runs the ORM in another thread than the test).
+    "DATABASES": {
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "file:daehwa-django-tests?mode=memory&cache=shared"}
+    },
     "TEMPLATES": [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}],
     "STATIC_URL": "/static/",
     "USE_TZ": True,
@@ -26,8 +29,21 @@ SETTINGS = {
 }
 
 
+_migrated = False
+
+
 def configure() -> None:
     """Configure Django for the tests, unless this process already did."""
     if not settings.configured:
         settings.configure(**SETTINGS)
         django.setup()
+
+
+def migrate() -> None:
+    """Create the tables of the installed apps (users, sessions), once per process."""
+    global _migrated
+    if not _migrated:
+        from django.core.management import call_command
+
+        call_command("migrate", run_syncdb=True, verbosity=0)
+        _migrated = True

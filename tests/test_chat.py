@@ -326,10 +326,17 @@ async def test_a_starting_server_recovers_replies_a_crash_left_streaming(setting
     await first.store.update_message(user.id, reply.id, MessageChange(content="half an ans"))
     await first.store.close()  # the process "died" mid-reply
 
-    second = build_services(settings, providers=ProviderRegistry([fake_provider]))
+    # A reply begun less than a stream lease ago may be a live process's that has not taken its lease yet: the start
+    # sweeps it a lease and a half later (docs/stores.md, "Recovery at start").
+    short_lease = settings.model_copy(update={"stream_lease_seconds": 0.2})
+    second = build_services(short_lease, providers=ProviderRegistry([fake_provider]))
     await second.start()
     try:
-        messages = await second.store.list_messages(user.id, conversation.id) or []
+        for _ in range(100):
+            messages = await second.store.list_messages(user.id, conversation.id) or []
+            if messages[-1].status is not MessageStatus.STREAMING:
+                break
+            await asyncio.sleep(0.05)
         assert (messages[-1].content, messages[-1].status) == ("half an ans", MessageStatus.INTERRUPTED)
     finally:
         await second.aclose()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 
 from daehwa.context.limits import Budget
@@ -89,6 +92,9 @@ def test_assemble_puts_the_summary_in_the_system_prompt_and_excerpts_right_befor
     ) + TOK.prompt_overhead(messages)
     assert not report.exact and report.tokenizer == "estimate" and report.policy == "summary+recall+recent"
     assert ContextReport.from_dict(report.as_dict()) == report
+    with_mood = dataclasses.replace(report, mood={"label": "joy", "scores": {"joy": 0.9}})
+    for one in (report, with_mood):  # the hand-written as_dict is the JSON of every field, as asdict would give
+        assert one.as_dict() == json.loads(json.dumps(dataclasses.asdict(one)))
 
 
 def test_the_recent_only_policy_sends_neither_summary_nor_excerpts():

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from io import StringIO
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -24,24 +26,28 @@ except ImportError:  # the [django] extra: a skip here, a failure in CI
         raise
     pytest.skip("the [django] extra is not installed: pip install -e '.[django]'", allow_module_level=True)
 
-from .django_settings import configure
+from .django_settings import configure, migrate
 
 configure()
 
+from asgiref.sync import sync_to_async  # noqa: E402
 from channels.testing import WebsocketCommunicator  # noqa: E402
 from django.apps import apps  # noqa: E402
 from django.contrib.auth.models import AnonymousUser  # noqa: E402
 from django.contrib.auth.models import User as DjangoUser  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.db import transaction  # noqa: E402
 from django.template.loader import render_to_string  # noqa: E402
 from django.test import override_settings  # noqa: E402
 
 from daehwa.config import Settings  # noqa: E402
-from daehwa.django.consumers import CLOSE_LOGIN_REQUIRED, DaehwaChatConsumer  # noqa: E402
+from daehwa.django.consumers import CLOSE_LOGIN_REQUIRED, CLOSE_USER_DELETED, DaehwaChatConsumer  # noqa: E402
 from daehwa.django.runtime import Runtime, daehwa_settings, get_runtime, lifespan  # noqa: E402
 from daehwa.errors import ProviderError  # noqa: E402
 from daehwa.providers.registry import ProviderRegistry  # noqa: E402
 from daehwa.services import Services, build_services  # noqa: E402
+from daehwa.stores import open_store  # noqa: E402
+from daehwa.stores.base import NewConversation, NewMessage  # noqa: E402
 from daehwa.types import MessageStatus  # noqa: E402
 
 from .conftest import FakeProvider, Script  # noqa: E402
@@ -307,6 +313,122 @@ async def test_the_history_comes_back_on_every_reconnect(room: Services, fake_pr
     ]
 
 
+async def test_an_opening_the_model_failed_is_spoken_on_the_next_connect(room: Services, fake_provider: FakeProvider):
+    fake_provider.enqueue(Script(chunks=[], error=ProviderError("upstream said 503", upstream_status=503)))
+    comm = communicator(TutorConsumer, language="en")
+    await comm.connect()
+    await comm.receive_from()
+    failed = (await frames_until(comm, is_final_reply))[-1]
+    assert 'data-status="fallback"' in failed  # the model is down when the conversation is created
+    await comm.disconnect()
+
+    fake_provider.enqueue(Script(chunks=["Hello! ", "Shall we begin?"]))
+    again = communicator(TutorConsumer, language="en")
+    await again.connect()
+    history = await again.receive_from()
+    assert "Replies are delayed" not in history  # the failed reply is replaced, not shown above the new one
+    frames = await frames_until(again, is_final_reply)
+    assert deltas(frames) == ["Hello! ", "Shall we begin?"]
+    await again.disconnect()
+    assert [m.content for m in fake_provider.requests[1].messages[1:]] == ["첫 문장으로 대화를 시작해주세요."]
+
+    user_id, conv_id = await conversation_of(room, "django-7")
+    messages = await room.store.list_messages(user_id, conv_id) or []
+    assert [(m.role, m.status) for m in messages] == [
+        ("user", MessageStatus.COMPLETE),
+        ("assistant", MessageStatus.COMPLETE),
+    ]
+    assert messages[0].meta.get("django_hidden")
+    third = communicator(TutorConsumer)
+    await third.connect()
+    assert re.findall(r"<p>(.*?)</p>", await third.receive_from()) == ["Hello! Shall we begin?"]
+    assert await third.receive_nothing(0.2)  # answered: not spoken again
+    await third.disconnect()
+    assert len(fake_provider.requests) == 2
+
+
+async def test_without_a_fallback_reply_a_failed_opening_is_retried_too(
+    runtime: Runtime, settings: Settings, fake_provider: FakeProvider
+):
+    settings = settings.model_copy(update={"fallback_reply": False})
+    services = build_services(settings, providers=ProviderRegistry([fake_provider]))
+    await services.start()
+    runtime.install(services)
+    try:
+        fake_provider.enqueue(Script(chunks=[], error=ProviderError("connection reset by upstream")))
+        comm = communicator(TutorConsumer)
+        await comm.connect()
+        await comm.receive_from()
+        assert "지금은 모델에 연결할 수 없어요" in (await frames_until(comm, is_notice))[-1]
+        await comm.disconnect()
+
+        fake_provider.enqueue(Script(chunks=["Hi!"]))
+        again = communicator(TutorConsumer)
+        await again.connect()
+        assert re.findall(r"<p>(.*?)</p>", await again.receive_from()) == []  # the room was empty
+        assert "<p>Hi!</p>" in (await frames_until(again, is_final_reply))[-1]
+        await again.disconnect()
+        user_id, conv_id = await conversation_of(services, "django-7")
+        assert [m.status for m in await services.store.list_messages(user_id, conv_id) or []] == [
+            MessageStatus.COMPLETE,
+            MessageStatus.COMPLETE,
+        ]
+    finally:
+        await runtime.aclose()
+        await services.aclose()
+
+
+async def test_a_refused_opening_is_retried_and_two_tabs_retry_it_once(
+    runtime: Runtime, settings: Settings, fake_provider: FakeProvider
+):
+    settings = settings.model_copy(update={"rate_limit_requests_per_minute": 1})
+    services = build_services(settings, providers=ProviderRegistry([fake_provider]))
+    await services.start()
+    runtime.install(services)
+    try:
+        blocker = communicator(PlainConsumer)
+        await blocker.connect()
+        await blocker.receive_from()
+        await blocker.send_json_to({"message": "one"})  # the minute's one request
+        await frames_until(blocker, is_final_reply)
+        await blocker.disconnect()
+        comm = communicator(TutorConsumer, language="en")
+        await comm.connect()
+        await comm.receive_from()
+        assert "Too many messages" in await comm.receive_from()  # the opening was refused before it was stored
+        await comm.disconnect()
+
+        services.chat.limiter = None  # the quota is lifted
+        fake_provider.enqueue(Script(chunks=["Hi ", "there!"], delay=0.1))
+        tabs = [communicator(TutorConsumer) for _ in range(2)]
+        await asyncio.gather(*(tab.connect() for tab in tabs))
+        for tab in tabs:
+            await tab.receive_from()
+            assert "<p>Hi there!</p>" in (await frames_until(tab, is_final_reply))[-1]
+            await tab.disconnect()
+        assert len(fake_provider.requests) == 2  # "one", then one opening for both tabs
+    finally:
+        await runtime.aclose()
+        await services.aclose()
+
+
+async def test_no_opening_once_the_user_has_spoken(room: Services, fake_provider: FakeProvider):
+    fake_provider.enqueue(Script(chunks=[], error=ProviderError("down", upstream_status=503)))
+    comm = communicator(TutorConsumer)
+    await comm.connect()
+    await comm.receive_from()
+    await frames_until(comm, is_final_reply)  # the fallback reply
+    await comm.send_json_to({"message": "hello?"})
+    assert "echo: hello?" in (await frames_until(comm, is_final_reply))[-1]
+    await comm.disconnect()
+    again = communicator(TutorConsumer)
+    await again.connect()
+    await again.receive_from()
+    assert await again.receive_nothing(0.2)
+    await again.disconnect()
+    assert len(fake_provider.requests) == 2
+
+
 async def test_a_dropped_socket_keeps_the_partial_reply(room: Services, fake_provider: FakeProvider):
     fake_provider.enqueue(Script(chunks=["Half of ", "a reply"], hang=True))
     comm = communicator(PlainConsumer)
@@ -399,6 +521,204 @@ async def test_stop_in_the_second_tab_stops_the_reply_of_the_first(room: Service
         final = (await frames_until(tab, is_final_reply))[-1]
         assert 'data-status="interrupted"' in final and "going" in final
         await tab.disconnect()
+
+
+# -- deleting users ----------------------------------------------------------------------------------------------------
+async def test_deleting_a_django_user_deletes_its_daehwa_data_and_closes_its_rooms(
+    room: Services, fake_provider: FakeProvider
+):
+    await sync_to_async(migrate)()
+    sora = await sync_to_async(DjangoUser.objects.create_user)("sora")
+    haneul = await sync_to_async(DjangoUser.objects.create_user)("haneul")
+    fake_provider.enqueue(Script(chunks=["Once upon"], hang=True))
+    comm = communicator(PlainConsumer, sora, language="en")
+    await comm.connect()
+    await comm.receive_from()
+    await comm.send_json_to({"message": "a story"})
+    await frames_until(comm, lambda f: "Once upon" in f)
+    other = communicator(GreeterConsumer, haneul)
+    await other.connect()
+    await other.receive_from()
+    assert await room.store.get_user_by_name(f"django-{sora.pk}") is not None
+
+    await sync_to_async(sora.delete)()  # as the admin or a view would, in a thread of the server's process
+
+    frames = await frames_until(comm, lambda f: "This account was deleted" in f)
+    assert "Traceback" not in "".join(frames)
+    assert await comm.receive_output() == {"type": "websocket.close", "code": CLOSE_USER_DELETED}
+    assert fake_provider.cancelled == 1  # the running reply was stopped
+    assert await room.store.get_user_by_name(f"django-{sora.pk}") is None
+    kept = await room.store.get_user_by_name(f"django-{haneul.pk}")
+    assert kept is not None and len(await room.store.list_conversations(kept.user.id)) == 1
+    assert await other.receive_nothing(0.2)  # another user's room goes on
+    await other.send_json_to({"message": "still here?"})
+    assert "echo: still here?" in (await frames_until(other, is_final_reply))[-1]
+    await other.disconnect()
+
+
+def test_deleting_a_django_user_where_daehwa_does_not_run_deletes_it_through_the_store(
+    runtime: Runtime, tmp_path: Path
+):
+    migrate()
+    url = f"sqlite:///{tmp_path / 'daehwa.db'}"
+    dahye = DjangoUser.objects.create_user("dahye")
+    names = (f"django-{dahye.pk}", "django-999999")
+
+    async def seed() -> None:
+        store = open_store(url)
+        await store.open()
+        for name in names:
+            user = await store.create_user(name, password_hash=None)
+            conversation = await store.create_conversation(user.id, NewConversation(title="Tutor"))
+            await store.append_message(user.id, conversation.id, NewMessage(role="user", content="hi"))
+        await store.close()
+
+    async def present() -> list[str]:
+        store = open_store(url)
+        await store.open()
+        try:
+            return [name for name in names if await store.get_user_by_name(name) is not None]
+        finally:
+            await store.close()
+
+    asyncio.run(seed())
+    with override_settings(DAEHWA={"DATABASE_URL": url, "DATA_DIR": str(tmp_path)}):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            dahye.delete()
+            raise RuntimeError("rolled back")
+        assert asyncio.run(present()) == list(names)  # nothing is deleted before the deletion is committed
+        # E.g. the admin on a WSGI server, or manage.py shell: no daehwa event loop in this process.
+        DjangoUser.objects.filter(username="dahye").delete()
+    assert asyncio.run(present()) == ["django-999999"]
+
+
+def seed_store(url: str, users: list[tuple[str, bool]]) -> None:
+    """Users (name, anonymous) with a conversation each, in the daehwa store at ``url``."""
+
+    async def seed() -> None:
+        store = open_store(url)
+        await store.open()
+        for name, anonymous in users:
+            user = await store.create_user(name, password_hash=None, anonymous=anonymous)
+            conversation = await store.create_conversation(user.id, NewConversation(title="Tutor"))
+            await store.append_message(user.id, conversation.id, NewMessage(role="user", content="hi"))
+        await store.close()
+
+    asyncio.run(seed())
+
+
+def user_names(url: str) -> list[str]:
+    async def names() -> list[str]:
+        store = open_store(url)
+        await store.open()
+        try:
+            return sorted(u.name for u in await store.list_users())
+        finally:
+            await store.close()
+
+    return asyncio.run(names())
+
+
+def test_clear_guests_deletes_the_guests_whose_session_has_ended(runtime: Runtime, tmp_path: Path):
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from daehwa.django.accounts import guest_name
+
+    migrate()
+    sessions = []
+    for _ in range(3):
+        session = SessionStore()
+        session.create()
+        sessions.append(session.session_key)
+    live, expired, ended = sessions
+    Session.objects.filter(session_key=expired).update(expire_date=timezone.now() - timedelta(minutes=1))
+    Session.objects.filter(session_key=ended).delete()  # a logout, or clearsessions
+    url = f"sqlite:///{tmp_path / 'daehwa.db'}"
+    kept = [(guest_name(live), True), ("django-5", False), ("guest-0a1b2c", True)]  # daehwa's own guests are its own
+    gone = [(guest_name(expired), True), (guest_name(ended), True), (guest_name(None), True)]
+    seed_store(url, kept + gone)
+
+    out = StringIO()
+    with override_settings(DAEHWA={"DATABASE_URL": url, "DATA_DIR": str(tmp_path)}):
+        call_command("daehwa_clear_guests", stdout=out)
+        assert "Deleted 0 guest user(s)" in out.getvalue()  # all were active in the last hour
+        call_command("daehwa_clear_guests", "--keep-minutes", "0", "--dry-run", stdout=out)
+        assert "Would delete 3 guest user(s)" in out.getvalue()
+        assert len(user_names(url)) == 6
+        call_command("daehwa_clear_guests", "--keep-minutes", "0", stdout=out)
+    assert "Deleted 3 guest user(s)" in out.getvalue()
+    assert user_names(url) == sorted(name for name, _ in kept)
+
+
+def test_clear_guests_says_which_session_engines_it_can_read(runtime: Runtime, tmp_path: Path):
+    from django.core.management import CommandError, call_command
+
+    daehwa = {"DATABASE_URL": f"sqlite:///{tmp_path / 'daehwa.db'}", "DATA_DIR": str(tmp_path)}
+    engine = "django.contrib.sessions.backends.signed_cookies"
+    with override_settings(SESSION_ENGINE=engine, DAEHWA=daehwa), pytest.raises(CommandError, match="cannot list"):
+        call_command("daehwa_clear_guests")
+
+
+def test_clear_guests_reads_the_file_session_engine(runtime: Runtime, tmp_path: Path):
+    from django.contrib.sessions.backends.file import SessionStore
+    from django.core.management import call_command
+
+    from daehwa.django.accounts import guest_name
+
+    url = f"sqlite:///{tmp_path / 'daehwa.db'}"
+    (tmp_path / "sessions").mkdir()
+    with override_settings(
+        SESSION_ENGINE="django.contrib.sessions.backends.file", SESSION_FILE_PATH=str(tmp_path / "sessions")
+    ):
+        session = SessionStore()
+        session.create()
+        seed_store(url, [(guest_name(session.session_key), True), (guest_name("gone"), True)])
+        with override_settings(DAEHWA={"DATABASE_URL": url, "DATA_DIR": str(tmp_path)}):
+            call_command("daehwa_clear_guests", "--keep-minutes", "0", stdout=StringIO())
+    assert user_names(url) == [guest_name(session.session_key)]
+
+
+@pytest.mark.redis
+async def test_a_guest_deleted_by_another_process_has_its_room_closed_over_redis(
+    runtime: Runtime, settings: Settings, fake_provider: FakeProvider
+):
+    """The room's process and a ``manage.py daehwa_clear_guests`` process share a Redis store and its signals."""
+    from daehwa.api.stream import ActiveTurns
+    from daehwa.django import accounts
+    from daehwa.stores.redis import RedisStore
+
+    from .test_stores import REDIS_URL, _redis_namespace
+
+    async with _redis_namespace() as factory:
+        store = factory()
+        assert isinstance(store, RedisStore)
+        services = build_services(settings, providers=ProviderRegistry([fake_provider]), store=store)
+        await services.start()
+        turns = ActiveTurns(services.store)
+        await turns.open()
+        runtime.install(services, turns)
+        try:
+            comm = communicator(GuestConsumer, AnonymousUser(), session=SimpleNamespace(session_key="k1"))
+            await comm.connect()
+            assert "Welcome, guest." in await comm.receive_from()
+
+            async def work(other: Any, end_user: Any) -> list[str]:
+                return await accounts.delete_users(other, end_user, [accounts.guest_name("k1")])
+
+            daehwa = {"DATABASE_URL": REDIS_URL, "REDIS_KEY_PREFIX": store.prefix}
+            with override_settings(DAEHWA=daehwa):  # the other process opens its own store, as the command does
+                deleted = await asyncio.to_thread(asyncio.run, accounts._with_own_store(work))
+            assert deleted == [accounts.guest_name("k1")]
+            assert "계정이 삭제되어 대화를 끝냈어요" in await comm.receive_from(3)
+            assert await comm.receive_output(3) == {"type": "websocket.close", "code": CLOSE_USER_DELETED}
+            assert await services.store.list_users() == []
+        finally:
+            await runtime.aclose()
+            await turns.close()
+            await services.aclose()
 
 
 # -- errors, in the user's language ------------------------------------------------------------------------------------

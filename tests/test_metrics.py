@@ -253,6 +253,24 @@ def test_json_logs_carry_the_request_id_and_extra_fields_but_no_text_or_secrets(
     assert "request_id" not in third
 
 
+@pytest.mark.parametrize(("level", "shown"), [("info", False), ("debug", True)])
+def test_the_http_clients_request_lines_are_written_only_at_debug(level: str, shown: bool) -> None:
+    settings = Settings(_env_file=None, log_level=level)  # type: ignore[call-arg]
+    stream = io.StringIO()
+    handler = configure_logging(settings, stream=stream)
+    try:
+        logging.getLogger("httpx2").info('HTTP Request: POST http://up/v1/chat/completions "HTTP/1.1 200 OK"')
+        logging.getLogger("httpx2").warning("upstream connection reset")
+        logging.getLogger("daehwa.chat").info("turn finished")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    messages = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+    assert ("HTTP Request" in messages[0]) is shown
+    assert messages[-2:] == ["upstream connection reset", "turn finished"]
+
+
 def test_message_text_is_logged_only_when_asked():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
     record.content = "hello"

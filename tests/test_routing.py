@@ -459,12 +459,14 @@ async def _wait_for(check, within: float = 5.0) -> bool:  # type: ignore[no-unty
     return True
 
 
-@pytest.mark.redis
-async def test_a_breaker_opened_in_one_process_is_open_in_another_on_redis(primary: FakeProvider) -> None:
-    from tests.test_stores import _redis_namespace
+@pytest.mark.parametrize("backend", [pytest.param("redis", marks=pytest.mark.redis),
+                                     pytest.param("postgres", marks=pytest.mark.postgres)])  # fmt: skip
+async def test_a_breaker_opened_in_one_process_is_open_in_another(primary: FakeProvider, backend: str) -> None:
+    from tests.test_stores import _postgres_namespace, _redis_namespace
 
-    async with _redis_namespace() as store_factory:
-        stores = [store_factory(), store_factory()]  # two service instances on one Redis namespace
+    namespace = _redis_namespace() if backend == "redis" else _postgres_namespace()
+    async with namespace as store_factory:
+        stores = [store_factory(), store_factory()]  # two service instances on one Redis namespace or PG schema
         for store in stores:
             await store.open()
         one, other = (

@@ -107,8 +107,15 @@ def test_kill_9_mid_reply_keeps_the_flushed_text_interrupted_after_the_restart(t
             assert killed_after, "the kill never happened"
             assert server.returncode == -signal.SIGKILL
 
-        with _serving(env, log):  # the restart marks what the dead process left streaming as interrupted
-            page = httpx.get(f"{url}/api/conversations/{cid}", headers=auth(key)).json()
+        # The restart marks what the dead process left streaming as interrupted, once the dead process's lease on
+        # the reply's chunk log has lapsed (until then it cannot be told from a live process's): within 1.5 leases.
+        with _serving(env, log):
+            deadline = time.monotonic() + 20
+            while True:
+                page = httpx.get(f"{url}/api/conversations/{cid}", headers=auth(key)).json()
+                if page["messages"][-1]["status"] != "streaming" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
 
     reply = page["messages"][-1]
     received = "".join(seen)

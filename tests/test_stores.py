@@ -227,6 +227,38 @@ async def test_recovery_turns_streaming_replies_of_a_dead_process_into_interrupt
         await restarted.close()
 
 
+async def test_recovery_leaves_replies_that_live_processes_stream_alone(
+    store: Store, store_factory: StoreFactory
+) -> None:
+    """A starting server relabels only replies whose writer is gone: not one whose chunk log's lease is alive (another
+    process streams it), nor one begun after ``created_before`` (its writer may not have taken its lease yet)."""
+    conv = await store.create_conversation("u1")
+    _, leased = await store.begin_turn("u1", conv.id, NewTurn(user_content="a", reply_model="m"))
+    _, lapsed = await store.begin_turn("u1", conv.id, NewTurn(user_content="b", reply_model="m"))
+    _, unlogged = await store.begin_turn("u1", conv.id, NewTurn(user_content="c", reply_model="m"))
+    await store.append_stream("u1", conv.id, leased.id, StreamChunk(0, "live"), StreamTimes(30, 60))
+    await store.append_stream("u1", conv.id, lapsed.id, StreamChunk(0, "dead"), StreamTimes(0.05, 60))
+    await asyncio.sleep(0.2)  # the second lease lapses
+    restarted = store_factory()
+    await restarted.open()
+    try:
+        await restarted.recover_interrupted(created_before=unlogged.created_at - timedelta(seconds=1))
+        statuses = {m.id: m.status for m in await restarted.list_messages("u1", conv.id) or []}
+        assert statuses[leased.id] is MessageStatus.STREAMING
+        assert statuses[lapsed.id] is MessageStatus.INTERRUPTED  # a lapsed lease is a dead writer, whatever its age
+        assert statuses[unlogged.id] is MessageStatus.STREAMING  # no log yet, and too young to tell
+        await restarted.recover_interrupted(created_before=unlogged.created_at)  # the later sweep: old enough now
+        statuses = {m.id: m.status for m in await restarted.list_messages("u1", conv.id) or []}
+        assert statuses[leased.id] is MessageStatus.STREAMING
+        assert statuses[unlogged.id] is MessageStatus.INTERRUPTED
+        await store.end_stream("u1", conv.id, leased.id, expire_seconds=60)  # an ended log holds no lease
+        await restarted.recover_interrupted()
+        statuses = {m.id: m.status for m in await restarted.list_messages("u1", conv.id) or []}
+        assert statuses[leased.id] is MessageStatus.INTERRUPTED
+    finally:
+        await restarted.close()
+
+
 # -- conversations -----------------------------------------------------------------------------------------------
 async def test_create_and_get_conversation(store: Store) -> None:
     before = datetime.now(UTC)

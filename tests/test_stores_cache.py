@@ -1,9 +1,10 @@
-"""The in-process cache of hot conversations (``stores/cache.py``): two stores on one Redis namespace stand for two
-server processes, each with its own cache. A write in one is never missed by a read in the other, and a read with
-nothing changed is served from the cache."""
+"""The in-process cache of hot conversations (``stores/cache.py``): two stores on one Redis namespace (or one
+PostgreSQL schema) stand for two server processes, each with its own cache. A write in one is never missed by a read
+in the other, and a read with nothing changed is served from the cache."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,14 +18,18 @@ from daehwa.stores.cache import CachedStore
 from daehwa.stores.sqlite import SQLiteStore
 from daehwa.types import MessageStatus
 
-from .test_stores import REDIS_URL, _redis_namespace
+from .test_stores import REDIS_URL, _postgres_namespace, _redis_namespace
 
 
 @pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), pytest.param("redis-cluster",
-                marks=pytest.mark.redis)])  # fmt: skip
+                marks=pytest.mark.redis), pytest.param("postgres", marks=pytest.mark.postgres)])  # fmt: skip
 async def two_processes(request: pytest.FixtureRequest) -> AsyncIterator[tuple[CachedStore, CachedStore]]:
-    url = REDIS_URL if request.param == "redis" else str(request.getfixturevalue("redis_cluster_url"))
-    async with _redis_namespace(url) as factory:
+    if request.param == "postgres":
+        namespace = _postgres_namespace()
+    else:
+        url = REDIS_URL if request.param == "redis" else str(request.getfixturevalue("redis_cluster_url"))
+        namespace = _redis_namespace(url)
+    async with namespace as factory:
         a, b = CachedStore(factory(), 100), CachedStore(factory(), 100)
         await a.open()
         await b.open()
@@ -118,6 +123,38 @@ async def test_a_process_keeps_its_own_writes_in_its_cache(two_processes: tuple[
     misses = a.misses
     assert [m.content for m in await a.list_messages("u1", conv.id) or []][-2:] == ["from b", "q4"]
     assert a.misses == misses + 1
+
+
+async def test_a_reply_another_process_recovers_is_read_as_interrupted(
+    two_processes: tuple[CachedStore, CachedStore],
+) -> None:
+    a, b = two_processes
+    conv = await a.create_conversation("u1", NewConversation(title="r"))
+    _, reply = await a.begin_turn("u1", conv.id, NewTurn(user_content="q", reply_model="m"))
+    await a.update_message("u1", reply.id, MessageChange(content="half"))
+    assert (await _seen(a, "u1", conv.id))[1][-1] == ("half", "streaming")  # cached in A
+    await b.inner.recover_interrupted()  # B starts (no lease on this reply: its writer is gone)
+    assert (await _seen(a, "u1", conv.id))[1][-1] == ("half", "interrupted")
+
+
+async def test_concurrent_writers_each_move_the_version(two_processes: tuple[CachedStore, CachedStore]) -> None:
+    """Every write makes a new version, also when two processes write the same conversation at once."""
+    a, b = two_processes
+    conv = await a.create_conversation("u1", NewConversation(title="c"))
+    await a.list_messages("u1", conv.id)
+    versions = []
+    for store in (a, b):
+        for i in range(3):
+            stored = await store.append_message("u1", conv.id, NewMessage(role="user", content=f"x{i}"))
+            assert stored.id
+            versions.append(await store.inner.conversation_version(conv.id))  # type: ignore[attr-defined]
+    assert len(set(versions)) == 6
+    await asyncio.gather(
+        *(s.append_message("u1", conv.id, NewMessage(role="user", content=f"y{i}")) for i in range(5) for s in (a, b))
+    )
+    cached = [m.content for m in await a.list_messages("u1", conv.id) or []]
+    assert sorted(cached) == sorted([f"x{i}" for i in range(3)] * 2 + [f"y{i}" for i in range(5)] * 2)
+    assert cached == [m.content for m in await a.inner.list_messages("u1", conv.id) or []]
 
 
 async def test_deleting_a_user_in_one_process_empties_both_caches(two_processes: tuple[CachedStore, CachedStore]):

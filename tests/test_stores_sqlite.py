@@ -17,6 +17,7 @@ import pytest
 from daehwa.stores import NewConversation, NewMessage, NewTurn, TurnResult
 from daehwa.stores.migrations import MIGRATIONS_TABLE, sqlite_migrations
 from daehwa.stores.sqlite import SQLiteStore
+from daehwa.stores.sqlite.connection import CHECKPOINT_EVERY, in_transaction
 from daehwa.types import MessageStatus, Outcome, Usage, UsageRecord
 
 
@@ -290,34 +291,115 @@ async def test_using_a_store_before_open_says_what_to_do(tmp_path: Path) -> None
         await SQLiteStore(tmp_path / "x.db").get_conversation("u1", "c")
 
 
-async def test_each_operation_is_one_hop_to_the_connections_thread(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "hops.db")
-    await store.open()
+def _count_hops(store: SQLiteStore) -> list[str]:
+    """The names of the calls submitted to the store's thread from now on."""
     assert store._executor is not None
     submit = store._executor.submit
     hops: list[str] = []
-    statements: list[str] = []
 
     def counting_submit(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        hops.append(threading.current_thread().name)
+        hops.append(getattr(args[1] if fn is in_transaction else fn, "__name__", "?"))
         return submit(fn, *args, **kwargs)
 
     store._executor.submit = counting_submit  # type: ignore[method-assign]
+    return hops
+
+
+async def test_a_turns_writes_run_inline_in_one_transaction_and_the_rest_take_one_hop(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "hops.db")
+    await store.open()
+    statements: list[str] = []
     await store._read(lambda db: db.set_trace_callback(statements.append))
-    hops.clear()
+    hops = _count_hops(store)
 
     conv, _, reply = await store.create_conversation_with_turn(
         "u1", NewConversation(kind="api"), NewTurn(user_content="q", reply_model="m")
     )
-    assert len(hops) == 1 and statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
-    assert len(statements) == 5  # BEGIN, conversation, user message, reply, COMMIT
+    body = [s for s in statements if not s.startswith("PRAGMA busy_timeout")]
+    assert body[0] == "BEGIN IMMEDIATE" and body[-1] == "COMMIT"
+    assert len(body) == 5  # BEGIN, conversation, user message, reply, COMMIT
     usage = UsageRecord(user_id="u1", model="m", usage=Usage(1, 2), outcome=Outcome.OK, ttft_ms=1.0, total_ms=2.0)
     await store.finish_turn(
         "u1", reply.id, TurnResult(content="a", status=MessageStatus.COMPLETE, model="m", meta=None, usage=usage)
     )
     await store.begin_turn("u1", conv.id, NewTurn(user_content="q2", reply_model="m"))
+    assert hops == []  # the thread was idle: on the event loop, no hop at all
     await store.list_messages("u1", conv.id)
-    assert len(hops) == 4  # one per call, however many statements each ran
+    await store.append_message("u1", conv.id, NewMessage(role="user", content="x"))
+    assert len(hops) == 2  # one per other call, however many statements each ran
+    statements.clear()
+    await store.begin_turn("u1", conv.id, NewTurn(user_content="q3", reply_model="m"))
+    # The lock is tried once, then the wait for other processes' locks is back for the thread's writes.
+    assert statements[:3] == ["PRAGMA busy_timeout = 0", "BEGIN IMMEDIATE", "PRAGMA busy_timeout = 10000"]
+    assert (await store._read(lambda db: db.execute("PRAGMA busy_timeout").fetchone()[0])) == 10_000
+    await store.close()
+
+
+async def test_a_small_write_goes_after_what_the_thread_is_still_doing(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "order.db")
+    await store.open()
+    conv, _, reply = await store.create_conversation_with_turn(
+        "u1", NewConversation(kind="api"), NewTurn(user_content="q", reply_model="m")
+    )
+    hops = _count_hops(store)
+    gate = threading.Event()
+
+    def slow_progress(db: sqlite3.Connection) -> None:  # a write queued on the thread, e.g. a reply's progress
+        gate.wait(10)
+        db.execute("UPDATE messages SET content = 'progress' WHERE id = ?", (reply.id,))
+
+    queued = asyncio.ensure_future(store._write(slow_progress))
+    await asyncio.sleep(0.05)
+    final = asyncio.ensure_future(
+        store.finish_turn("u1", reply.id, TurnResult(content="final", status=MessageStatus.COMPLETE))
+    )
+    await asyncio.sleep(0.05)
+    assert not final.done()  # it did not overtake the write before it
+    gate.set()
+    await queued
+    assert (await final) is not None
+    assert hops == ["slow_progress", "work"]
+    assert [m.content for m in await store.list_messages("u1", conv.id) or []] == ["q", "final"]
+    await store.close()
+
+
+async def test_an_inline_write_never_waits_for_another_process_on_the_event_loop(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "busy.db")
+    await store.open()
+    conv, _, reply = await store.create_conversation_with_turn(
+        "u1", NewConversation(kind="api"), NewTurn(user_content="q", reply_model="m")
+    )
+    other = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process is writing
+    hops = _count_hops(store)
+    final = asyncio.ensure_future(
+        store.finish_turn("u1", reply.id, TurnResult(content="final", status=MessageStatus.COMPLETE))
+    )
+    await asyncio.sleep(0.2)  # the loop runs on: the write waits for the lock on the thread
+    assert not final.done() and hops == ["work"]
+    other.execute("COMMIT")
+    other.close()
+    assert (await asyncio.wait_for(final, 10)) is not None
+    assert [m.content for m in await store.list_messages("u1", conv.id) or []] == ["q", "final"]
+    await store.close()
+
+
+async def test_wal_checkpoints_run_beside_the_stores_thread_and_writes_go_on(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "wal.db")
+    await store.open()
+    assert (await store._read(lambda db: db.execute("PRAGMA wal_autocheckpoint").fetchone()[0])) == 0
+    hops = _count_hops(store)
+    conv = await store.create_conversation("u1")
+    hops.clear()
+    for i in range(CHECKPOINT_EVERY):
+        await store.begin_turn("u1", conv.id, NewTurn(user_content=f"q{i}", reply_model="m"))
+    checkpoint = store._checkpointing
+    assert checkpoint is not None and hops == []  # not on the store's thread, and no write went there meanwhile
+    await checkpoint
+    wal = tmp_path / "wal.db-wal"
+    frames = await store._read(lambda db: db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+    assert frames[1] == frames[2]  # every frame of the WAL is in the database file
+    assert wal.exists() and len(await store.list_messages("u1", conv.id) or []) == 2 * CHECKPOINT_EVERY
     await store.close()
 
 

@@ -239,6 +239,40 @@ def test_two_workers_share_streams_and_stop(cluster: Cluster) -> None:
     assert text.split() == [f"w{i}" for i in range(1, 61)]
 
 
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_a_starting_server_leaves_the_replies_another_live_server_streams_alone(cluster: Cluster) -> None:
+    """A server's startup sweep relabels a dead server's streaming replies as interrupted; one that a live server
+    streams (its chunk log's lease is renewed) stays streaming, through both sweeps, and finishes complete."""
+    a, _ = cluster.start()
+    cid, client, response = _start_stream(a, cluster.key, 500)  # 500 words 20 ms apart: ~10 s
+    received, mid, seen_from_b = "", "", []
+    with contextlib.closing(client), contextlib.closing(response):
+        events = _events(response.iter_lines())
+        for kind, data, _ in events:
+            if kind == "start":
+                mid = data["message_id"]
+            elif kind == "delta":
+                received += data["text"]
+                if received.count(" ") >= 5:
+                    break
+        b, _ = cluster.start()  # its sweep runs at start, and again 1.5 leases (1.5 s here) later
+        for _ in range(2):
+            page = httpx.get(f"{b}/api/conversations/{cid}", headers=auth(cluster.key)).json()
+            seen_from_b.append(page["messages"][-1]["status"])
+            time.sleep(1.25)
+        for kind, data, _ in events:
+            if kind == "delta":
+                received += data["text"]
+            elif kind == "done":
+                assert data["outcome"] == "ok" and data["message"]["status"] == "complete"
+                break
+    assert seen_from_b == ["streaming", "streaming"], seen_from_b
+    stored = httpx.get(f"{b}/api/conversations/{cid}", headers=auth(cluster.key)).json()["messages"][-1]
+    assert stored["id"] == mid and stored["status"] == "complete"
+    assert received.split() == [f"w{i}" for i in range(1, 501)]
+
+
 def test_several_workers_on_sqlite_are_refused_with_the_fix(tmp_path: Path) -> None:
     env = {**os.environ, "DAEHWA_DATA_DIR": str(tmp_path), "DAEHWA_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}"}
     result = _daehwa(env, "serve", "--workers", "2", "--port", str(free_port()))

@@ -69,6 +69,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     # Added last = outermost: the request id exists before anything else runs, even for a 413.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)
+    # Outermost of all: POST /v1/chat/completions is answered here, without the layers above (its docstring says why).
+    app.add_middleware(openai.ChatCompletionsRoute, max_bytes=settings.max_request_bytes)
     return app
 
 

@@ -50,15 +50,26 @@ _NO_CREDENTIALS = (
 )
 
 
+async def user_for_authorization(accounts: Accounts, header: str) -> User:
+    """The owner of the API key in an ``Authorization: Bearer <key>`` header; raises 401 for a bad header or key."""
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise AuthenticationError("The Authorization header must be 'Bearer <api key>'.")
+    return await accounts.user_for_api_key(credentials.strip())
+
+
+MISSING_API_KEY = (
+    "You didn't provide an API key: send it as 'Authorization: Bearer <key>' "
+    "(create one with 'daehwa keys create --user NAME')."
+)
+
+
 async def resolve_principal(conn: HTTPConnection, *, allow_cookie: bool = True) -> Principal | None:
     """Credentials of a request or WebSocket handshake; None when it carries none. Raises 401 for bad ones."""
     accounts = accounts_of(conn)
     header = conn.headers.get("authorization")
     if header:
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            raise AuthenticationError("The Authorization header must be 'Bearer <api key>'.")
-        return Principal(await accounts.user_for_api_key(credentials.strip()), "api_key")
+        return Principal(await user_for_authorization(accounts, header), "api_key")
     if not allow_cookie:
         return None
     token = conn.cookies.get(SESSION_COOKIE)
@@ -108,11 +119,7 @@ async def api_key_user(
     """The caller of a /v1 route: API keys only, like OpenAI's API."""
     principal = await resolve_principal(request, allow_cookie=False)
     if principal is None:
-        raise AuthenticationError(
-            "You didn't provide an API key: send it as 'Authorization: Bearer <key>' "
-            "(create one with 'daehwa keys create --user NAME').",
-            code="missing_api_key",
-        )
+        raise AuthenticationError(MISSING_API_KEY, code="missing_api_key")
     return principal.user
 
 

@@ -36,13 +36,7 @@ class RequestIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        given = None
-        for name, value in scope.get("headers", ()):
-            if name == b"x-request-id":
-                given = value.decode("latin-1")
-                break
-        rid = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
+        rid = assign_request_id(scope)
         with bind_request_id(rid):  # every log line of this request (router, pipeline) carries its id
             if scope["type"] == "websocket":
                 await self.app(scope, receive, send)
@@ -55,6 +49,18 @@ class RequestIdMiddleware:
                 await send(message)
 
             await self.app(scope, receive, send_with_id)
+
+
+def assign_request_id(scope: Scope) -> str:
+    """The request's id: a sane ``X-Request-ID`` it brought, or a new one; kept as ``request.state.request_id``."""
+    given = None
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            given = value.decode("latin-1")
+            break
+    rid = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+    scope.setdefault("state", {})["request_id"] = rid
+    return rid
 
 
 class BodyLimitMiddleware:

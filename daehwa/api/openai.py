@@ -8,23 +8,32 @@ conversation of kind ``api`` with source ``v1``, so usage is accounted like any 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..chat import TurnDelta, TurnRequest
-from ..errors import InvalidRequest, NotFound, UnsupportedParameter
+from ..errors import AuthenticationError, DaehwaError, InvalidRequest, NotFound, UnsupportedParameter
+from ..logs import bind_request_id
 from ..routing import params_from_wire
+from ..stores.outage import store_outage
+from ..text import check_json, may_hold_escapes
 from ..types import ChatMessage, User
-from .auth import api_key_user
-from .errors import error_response
+from .auth import MISSING_API_KEY, api_key_user, user_for_authorization
+from .errors import error_response, validation_message
+from .middleware import assign_request_id
 from .schemas import ErrorOut, param_field
 from .stream import EventStreamResponse, SendBytes, TurnHandle, error_event_json
 
+log = logging.getLogger("daehwa.api")
 router = APIRouter(prefix="/v1", tags=["openai"])
+CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
 ApiKeyUser = Annotated[User, Depends(api_key_user)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut} for status in (400, 401, 404, 413, 422, 429, 502, 503, 504)
@@ -118,19 +127,21 @@ def _params(body: ChatCompletionRequest, max_choices: int) -> dict[str, Any]:
     return values
 
 
-def _turn_request(body: ChatCompletionRequest, user: User, request: Request) -> TurnRequest:
+def _turn_request(
+    body: ChatCompletionRequest, user: User, max_choices: int, request_id: str | None, locale: str | None
+) -> TurnRequest:
     messages = [m.to_chat() for m in body.messages]
     if messages[-1].role != "user":
         raise InvalidRequest("The last message must be the user's (role 'user').", param="messages")
-    params = params_from_wire(_params(body, request.app.state.settings.max_choices))
+    params = params_from_wire(_params(body, max_choices))
     return TurnRequest(
         user=user,
         messages=messages,
         model=body.model,
         params=params,
         source="v1",
-        request_id=getattr(request.state, "request_id", None),
-        locale=request.headers.get("accept-language"),
+        request_id=request_id,
+        locale=locale,
         fallback_reply=False,  # a program gets an OpenAI error it can retry on, not a canned sentence as output
     )
 
@@ -164,15 +175,25 @@ def _finish_reason(reason: str) -> str:
 @router.post("/chat/completions", responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}}})
 async def chat_completions(body: ChatCompletionRequest, request: Request, user: ApiKeyUser) -> Response:
     """Create a chat completion (OpenAI-compatible), streamed as SSE chunks with ``stream: true``."""
-    turn = _turn_request(body, user, request)
-    chat = request.app.state.services.chat
+    # The served app answers this route in ``ChatCompletionsRoute`` (below) before FastAPI routes it; this
+    # declaration describes it in the OpenAPI schema and answers when the app is used without that middleware.
+    rid = getattr(request.state, "request_id", None)
+    return await complete(request.app.state, body, user, request_id=rid, locale=request.headers.get("accept-language"))
+
+
+async def complete(
+    state: Any, body: ChatCompletionRequest, user: User, *, request_id: str | None, locale: str | None
+) -> Response:
+    """Run the completion's turn; the response to send (the JSON completion, the SSE stream, or an error)."""
+    turn = _turn_request(body, user, state.settings.max_choices, request_id, locale)
+    chat = state.services.chat
     if body.stream:
-        handle = await TurnHandle.open(chat, turn, request.app.state.turns)
+        handle = await TurnHandle.open(chat, turn, state.turns)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return _stream_response(handle, include_usage, body.n or 1)
     # Registered as an active turn like a streamed one: POST /api/conversations/{id}/stop (from any server process)
     # ends it, and the reply so far is the answer.
-    outcome = await TurnHandle.run_to_end(chat, turn, request.app.state.turns)
+    outcome = await TurnHandle.run_to_end(chat, turn, state.turns)
     finished = outcome.finished
     texts: Mapping[int, str] = {0: outcome.message.content}  # stopped: the reply so far (stored as interrupted)
     model = outcome.message.model or outcome.started.model
@@ -200,6 +221,114 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, user: 
     return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":")), media_type="application/json")
 
 
+class _TooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
+class ChatCompletionsRoute:
+    """``POST /v1/chat/completions`` answered straight from ASGI, ahead of FastAPI's routing: the gateway's hot path.
+
+    Installed as the outermost middleware of the app (under Starlette's ``ServerErrorMiddleware``), it does for this
+    one route what the layers below it do for every other: the request id (``RequestIdMiddleware``), the body limit and
+    the storable-text check (``BodyLimitMiddleware``), the API key (``api_key_user``), the request model
+    (``ChatCompletionRequest``, so the same validation and the same ``validation_message`` errors), and OpenAI's
+    error body for every failure. What it skips is the cost of the layers themselves: FastAPI's routing, dependency
+    solving and request wrappers, and five middleware hops, about a third of the server's CPU per request
+    (benchmarks/README.md, "HTTP gateway"). Any other method or path goes on to the app unchanged.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != CHAT_COMPLETIONS_PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        rid = assign_request_id(scope)
+        with bind_request_id(rid):
+            try:
+                response = await self._answer(scope, receive, rid)
+            except DaehwaError as exc:
+                if exc.status >= 500:
+                    log.warning("request %s failed: %s", rid, exc.code)
+                response = error_response(exc)
+            except Exception as exc:
+                outage = store_outage(exc)
+                if outage is None:
+                    raise  # ServerErrorMiddleware answers (the app's 500 handler) and logs it
+                log.warning("request %s failed: %s (%s)", rid, outage.code, type(exc).__name__)
+                response = error_response(outage)
+            if response is None:
+                return  # the client left while sending its body
+            response.raw_headers.append((b"x-request-id", rid.encode()))
+            await response(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, rid: str) -> Response | None:
+        authorization = locale = None
+        length: int | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+            elif name == b"accept-language":
+                locale = value.decode("latin-1")
+        if length is not None and length > self.max_bytes:
+            raise self._too_large()
+        raw = await self._read_body(receive)
+        if raw is None:
+            return None
+        if may_hold_escapes(raw):
+            with suppress(ValueError):  # not JSON: said below
+                check_json(json.loads(raw))
+        state = scope["app"].state
+        if not authorization:
+            raise AuthenticationError(MISSING_API_KEY, code="missing_api_key")
+        user = await user_for_authorization(state.accounts, authorization)
+        return await complete(state, _parse_request(raw), user, request_id=rid, locale=locale)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # http.disconnect
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise self._too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _too_large(self) -> _TooLarge:
+        return _TooLarge(f"The request body is larger than {self.max_bytes} bytes (DAEHWA_MAX_REQUEST_BYTES).")
+
+
+def _parse_request(raw: bytes) -> ChatCompletionRequest:
+    """The request model from the raw body, with the errors FastAPI's validation gives (``validation_message``)."""
+    if not raw.strip():
+        raise InvalidRequest("The request needs a JSON body.")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise InvalidRequest(
+            f"The request body is not valid JSON ({detail}): send a JSON object.", code="invalid_json"
+        ) from None
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        message, param, code = validation_message(exc.errors())
+        raise InvalidRequest(message, param=param, code=code) from None
+
+
 def _stream_response(handle: TurnHandle, include_usage: bool, n: int) -> EventStreamResponse:
     cid = _completion_id(handle.started.reply_id)
     created = int(time.time())
@@ -219,26 +348,19 @@ def _stream_response(handle: TurnHandle, include_usage: bool, n: int) -> EventSt
         data.update(more)
         return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
+    # What is ready at the same moment goes out as one write: a delta with the role chunk that opens its choice, and
+    # the end (finish chunks, usage, [DONE]); each write is a syscall here and a wake-up of the client.
     async def produce(send: SendBytes) -> None:
         opened: set[int] = set()
 
         async def emit(delta: TurnDelta) -> None:
-            choices = []
+            content = chunk(
+                [{"index": delta.index, "delta": {"content": delta.text}, "logprobs": None, "finish_reason": None}]
+            )
             if delta.index not in opened:
                 opened.add(delta.index)
-                choices.append(
-                    {
-                        "index": delta.index,
-                        "delta": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                )
-            choices.append(
-                {"index": delta.index, "delta": {"content": delta.text}, "logprobs": None, "finish_reason": None}
-            )
-            for c in choices:
-                await send(chunk([c]))
+                content = _role_chunk(chunk, delta.index) + content
+            await send(content)
 
         try:
             outcome = await handle.run(emit)
@@ -248,30 +370,30 @@ def _stream_response(handle: TurnHandle, include_usage: bool, n: int) -> EventSt
         finished = outcome.finished
         if finished is None or finished.error is not None:
             if finished is not None and finished.error is not None:
-                await send(b"data: " + json.dumps(error_event_json(finished.error)).encode() + b"\n\n")
+                error = b"data: " + json.dumps(error_event_json(finished.error)).encode() + b"\n\n"
+                await send(error + b"data: [DONE]\n\n")
+                return
             await send(b"data: [DONE]\n\n")
             return
         reason = _finish_reason(finished.finish_reason)
+        end: list[bytes] = []
         for index in range(max(n, len(finished.texts))):
             if index not in opened:
-                await send(
-                    chunk(
-                        [
-                            {
-                                "index": index,
-                                "delta": {"role": "assistant", "content": ""},
-                                "logprobs": None,
-                                "finish_reason": None,
-                            }
-                        ]
-                    )
-                )
-            await send(chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]))
+                end.append(_role_chunk(chunk, index))
+            end.append(chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]))
         if include_usage:
-            await send(chunk([], usage=_usage(finished.usage)))
-        await send(b"data: [DONE]\n\n")
+            end.append(chunk([], usage=_usage(finished.usage)))
+        end.append(b"data: [DONE]\n\n")
+        await send(b"".join(end))
 
     return EventStreamResponse(produce)
+
+
+def _role_chunk(chunk: Callable[[list[dict[str, Any]]], bytes], index: int) -> bytes:
+    """The chunk that opens choice ``index``: its role and empty content, as OpenAI sends first."""
+    return chunk(
+        [{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]
+    )
 
 
 class ModelObject(BaseModel):
@@ -311,4 +433,4 @@ async def get_model(model_id: str, request: Request, user: ApiKeyUser) -> dict[s
     raise NotFound(f"The model {model_id!r} does not exist: see GET /v1/models.", param="model", code="model_not_found")
 
 
-__all__ = ["ChatCompletionRequest", "router"]
+__all__ = ["ChatCompletionRequest", "ChatCompletionsRoute", "complete", "router"]

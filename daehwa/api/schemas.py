@@ -86,6 +86,13 @@ class MessageError(BaseModel):
     message: str | None
 
 
+class ReplyUsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost: float | None
+
+
 class MessageOut(BaseModel):
     id: str
     conversation_id: str
@@ -100,6 +107,9 @@ class MessageOut(BaseModel):
     )
     recommendations: list[dict[str, Any]] | None = Field(
         default=None, description="Catalogue items offered with a reply: id, catalogue, title, description, url, tags"
+    )
+    usage: ReplyUsageOut | None = Field(
+        default=None, description="A finished reply's tokens and cost (USD, null when the price is unknown)"
     )
 
 
@@ -193,6 +203,7 @@ class TurnResultOut(BaseModel):
     model: str
     ttft_ms: float | None
     total_ms: float | None
+    cost: float | None = Field(default=None, description="USD from the price table; null when the price is unknown")
     error: ErrorDetail | None
     user_meta: dict[str, Any] = Field(
         default_factory=dict, description="What the turn's contributors added to the user's message (e.g. mood)."
@@ -247,8 +258,20 @@ def message_json(m: StoredMessage) -> dict[str, Any]:
         "model": m.model,
         "created_at": iso(m.created_at),
         "error": {"code": error.get("code"), "message": error.get("message")} if isinstance(error, dict) else None,
+        "usage": _reply_usage(m.meta),
         **_intelligence(m.meta),
     }
+
+
+def _reply_usage(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    usage = meta.get("usage")
+    if not isinstance(usage, dict) or not all(isinstance(usage.get(k), int) for k in _TOKEN_KEYS):
+        return None
+    cost = usage.get("cost")
+    return {**{k: usage[k] for k in _TOKEN_KEYS}, "cost": cost if isinstance(cost, int | float) else None}
+
+
+_TOKEN_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def _intelligence(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -283,16 +306,18 @@ def turn_result_json(
 ) -> dict[str, Any]:
     """The end of a turn; ``finished`` is None when it was stopped (the stored partial reply is ``message``)."""
     if finished is None:
+        stored = _reply_usage(message.meta)  # what the stopped turn had used, as stored with the reply
         return {
             "conversation_id": started.conversation.id,
             "user_message": message_json(started.user_message) if started.user_message else None,
             "message": message_json(message),
-            "usage": None,
+            "usage": {k: stored[k] for k in _TOKEN_KEYS} if stored else None,
             "outcome": "interrupted",
             "finish_reason": "stopped" if stopped else "interrupted",
             "model": message.model or started.model,
             "ttft_ms": None,
             "total_ms": None,
+            "cost": stored["cost"] if stored else None,
             "error": None,
             "user_meta": {},
             "reply_meta": {},
@@ -307,6 +332,7 @@ def turn_result_json(
         "model": finished.model,
         "ttft_ms": finished.ttft_ms,
         "total_ms": finished.total_ms,
+        "cost": finished.cost,
         "error": finished.error.to_openai()["error"] if finished.error else None,
         "user_meta": dict(finished.user_meta),
         "reply_meta": dict(finished.reply_meta),

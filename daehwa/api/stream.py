@@ -28,6 +28,7 @@ from ..chat import ChatService, TurnDelta, TurnEvent, TurnFinished, TurnRequest,
 from ..errors import AuthenticationError, DaehwaError, InvalidRequest
 from ..resume import ChunkPublisher, StreamTimes, follow_reply
 from ..stores.base import Store, StreamChunk
+from ..stores.outage import store_outage
 from ..stores.signals import LocalSignals, StopSignals
 from ..text import check_json, invalid_char
 from ..types import MessageStatus, StoredMessage, User
@@ -320,12 +321,23 @@ SendBytes = Callable[[bytes], Awaitable[None]]
 
 
 class EventStreamResponse(Response):
-    """``text/event-stream`` written by ``produce(send)``; the client leaving cancels ``produce`` at once."""
+    """``text/event-stream`` written by ``produce(send)``; the client leaving cancels ``produce`` at once.
+
+    A store outage in the middle (Redis or PostgreSQL went down after the 200 was sent) ends the stream with
+    ``error_frame`` of the outage's error (by default ``/v1``'s ``data: {"error": ...}`` and ``[DONE]``), so the client
+    is told the store is unavailable instead of seeing the connection cut.
+    """
 
     media_type = "text/event-stream"
 
-    def __init__(self, produce: Callable[[SendBytes], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        produce: Callable[[SendBytes], Awaitable[None]],
+        *,
+        error_frame: Callable[[DaehwaError], bytes] | None = None,
+    ) -> None:
         self.produce = produce
+        self.error_frame = error_frame or _v1_error_frame
         self.status_code = 200
         self.background = None
         self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -345,7 +357,14 @@ class EventStreamResponse(Response):
                 with suppress(asyncio.CancelledError):
                     await producer
                 return
-            producer.result()  # a bug in produce surfaces here (and in the log), not silently
+            try:
+                producer.result()  # a bug in produce surfaces here (and in the log), not silently
+            except Exception as exc:
+                outage = store_outage(exc)
+                if outage is None:
+                    raise
+                log.warning("a stream ended early: %s (%s)", outage.code, type(exc).__name__)
+                await send({"type": "http.response.body", "body": self.error_frame(outage), "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             for task in (producer, watcher):
@@ -364,6 +383,15 @@ async def _wait_for_disconnect(receive: Receive) -> None:
 
 def error_event_json(exc: DaehwaError) -> dict[str, Any]:
     return {**exc.to_openai(), "retry_after": retry_after_seconds(exc)}
+
+
+def _v1_error_frame(exc: DaehwaError) -> bytes:
+    return b"data: " + json.dumps(error_event_json(exc)).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+def _sse_error_frame(exc: DaehwaError) -> bytes:
+    """The conversation API's stream ends with an ``error`` event and no ``done``: the client resumes later."""
+    return sse("error", error_event_json(exc))
 
 
 def sse_turn_response(handle: TurnHandle, *, resume_seconds: float = 0.0) -> EventStreamResponse:
@@ -413,7 +441,7 @@ def sse_turn_response(handle: TurnHandle, *, resume_seconds: float = 0.0) -> Eve
             await send(sse("error", error_event_json(outcome.finished.error)))
         await send(sse("done", outcome.json()))
 
-    return EventStreamResponse(produce)
+    return EventStreamResponse(produce, error_frame=_sse_error_frame)
 
 
 _OUTCOMES = {
@@ -431,16 +459,19 @@ def resumed_result_json(message: StoredMessage) -> dict[str, Any]:
     original stream's, so they are null here)."""
     outcome = _OUTCOMES.get(message.status, "ok")
     error = message.meta.get("error")
+    shown = message_json(message)
+    usage = shown["usage"]
     return {
         "conversation_id": message.conversation_id,
         "user_message": None,
-        "message": message_json(message),
-        "usage": None,
+        "message": shown,
+        "usage": usage and {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
         "outcome": outcome,
         "finish_reason": {"ok": "stop", "fallback": "stop", "blocked": "content_filter"}.get(outcome, outcome),
         "model": message.model,
         "ttft_ms": None,
         "total_ms": None,
+        "cost": usage["cost"] if usage else None,
         "error": error if isinstance(error, dict) else None,
     }
 
@@ -457,7 +488,7 @@ def sse_resume_response(
             else:
                 await send(sse("done", resumed_result_json(item)))
 
-    return EventStreamResponse(produce)
+    return EventStreamResponse(produce, error_frame=_sse_error_frame)
 
 
 # -- WebSocket -------------------------------------------------------------------------------------------------

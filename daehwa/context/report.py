@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -52,12 +53,29 @@ class ContextReport:
     mood: Mapping[str, Any] | None = None  # the user message's mood (conversation intelligence), when detected
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["recalled"] = [{**r, "ids": list(r["ids"])} for r in data["recalled"]]
-        data["messages"] = list(data["messages"])
-        data["notes"] = list(data["notes"])
-        data["budget"] = dict(self.budget)
-        return data
+        """Plain JSON data (written out field by field: ``dataclasses.asdict`` cost ~5% of a /v1 request's CPU)."""
+        summary = self.summary
+        return {
+            "policy": self.policy,
+            "tokenizer": self.tokenizer,
+            "exact": self.exact,
+            "tokens": self.tokens,
+            "budget": dict(self.budget),
+            "system_tokens": self.system_tokens,
+            "messages": [{"id": m.id, "role": m.role, "tokens": m.tokens} for m in self.messages],
+            "dropped": self.dropped,
+            "summary": None
+            if summary is None
+            else {
+                "first_id": summary.first_id,
+                "last_id": summary.last_id,
+                "messages": summary.messages,
+                "tokens": summary.tokens,
+            },
+            "recalled": [{"ids": list(r.ids), "score": r.score, "tokens": r.tokens} for r in self.recalled],
+            "notes": list(self.notes),
+            "mood": None if self.mood is None else copy.deepcopy(dict(self.mood)),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ContextReport:

@@ -21,7 +21,10 @@ class DaehwaConfig(AppConfig):
         self.runtime = Runtime()
 
     def ready(self) -> None:
+        from .accounts import connect_user_deletion
+
         checks.register(check_daehwa_settings)
+        connect_user_deletion()  # deleting a Django user deletes its daehwa user and data
 
 
 def check_daehwa_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

@@ -33,7 +33,6 @@ from typing import Any, ClassVar
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings as django_settings
 from django.template.loader import render_to_string
-from django.utils.crypto import salted_hmac
 
 from ..api.stream import TurnHandle
 from ..errors import Conflict, DaehwaError
@@ -44,6 +43,7 @@ from ..resume import StreamTimes, follow_reply
 from ..services import Services
 from ..stores.base import ConversationQuery, MessageChange, NewConversation, NewMessage, StreamChunk
 from ..types import Conversation, GenerationParams, MessageStatus, StoredMessage, User
+from .accounts import daehwa_user_name, guest_name
 from .messages import error_text, say
 from .runtime import get_runtime
 
@@ -52,6 +52,7 @@ log = logging.getLogger("daehwa.django")
 #: Close codes the page can tell apart (a browser never sees a refused handshake's HTTP status).
 CLOSE_LOGIN_REQUIRED = 4401
 CLOSE_UNAVAILABLE = 1011  # htmx-ext-ws reconnects after this one, with backoff
+CLOSE_USER_DELETED = 4410  # the account (Django user or guest) was deleted: no reconnect
 
 SOURCE = "django"  # the turn's transport, in metrics and usage records
 HIDDEN = "django_hidden"  # meta flag of the opening user message the page does not show
@@ -97,6 +98,7 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
         self._task: asyncio.Task[None] | None = None  # the turn this socket runs, or the reply it follows
         self._handle: TurnHandle | None = None
         self._following = False
+        self._closing: asyncio.Future[None] | None = None
 
     # -- what subclasses change ----------------------------------------------------------------------------------
     async def can_accept(self) -> bool:
@@ -145,11 +147,10 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
         """
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
-            return await self._user(f"django-{user.pk}", anonymous=False)
+            return await self._user(daehwa_user_name(user.pk), anonymous=False)
         session = self.scope.get("session")
         key = getattr(session, "session_key", None) if session is not None else None
-        tag = salted_hmac("daehwa.django.guest", key).hexdigest()[:24] if key else secrets.token_hex(12)
-        return await self._user(f"django-guest-{tag}", anonymous=True)
+        return await self._user(guest_name(key), anonymous=True)
 
     # -- the socket ------------------------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -160,18 +161,39 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
             await self.send_notice(say("login_required", self.locale))
             await self.close(code=CLOSE_LOGIN_REQUIRED)
             return
+        opening: TurnHandle | Exception | None = None
         try:
             self.services = await self.get_services()
             self.daehwa_user = await self.get_daehwa_user()
-            self.conversation, created = await self._open_conversation()
-            messages = await self._history()
+            key = self.get_conversation_key()
+            # Held until the opening turn has stored its message, so a second tab sees it and does not open again.
+            async with get_runtime().creating(f"{self.daehwa_user.id}:{key}"):
+                self.conversation, created = await self._open_conversation(key)
+                stored = await self._messages()
+                again = self._opening_to_retry(stored, created=created)
+                if again is not None:
+                    opening = await self._open_opening(regenerate=again)
+            messages = self._shown(stored, retried=again is True)
         except Exception as exc:
+            if isinstance(opening, TurnHandle):
+                await opening.aclose()
             await self._fail_connect(exc)
             return
-        await self.accept()
-        await self.send(text_data=self.render_history(messages))
-        if created and self.first_user_message_template:
-            self._start(self.get_first_user_message(), hidden=True)
+        try:
+            await self.accept()
+            get_runtime().enter(self.daehwa_user.id, self)
+            await self.send(text_data=self.render_history(messages))
+        except BaseException:
+            if isinstance(opening, TurnHandle):
+                await opening.aclose()
+            raise
+        if isinstance(opening, TurnHandle):
+            self._task = asyncio.ensure_future(self._guarded(self._stream(opening)))
+        elif isinstance(opening, DaehwaError):
+            log.info("the opening turn was refused: %s (%s)", opening.code, opening.message)
+            await self.send_notice(error_text(opening, self.locale))
+        elif opening is not None:  # logged where it happened
+            await self.send_notice(say("failed", self.locale))
         elif messages and messages[-1].role == "assistant" and messages[-1].status is MessageStatus.STREAMING:
             # Another tab (or process) is writing a reply: follow it here from the store's chunk log.
             self._task = asyncio.ensure_future(self._guarded(self._follow(messages[-1])))
@@ -208,12 +230,33 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
         self._start(content)
 
     async def disconnect(self, code: int) -> None:
+        if self.daehwa_user is not None:
+            get_runtime().leave(self.daehwa_user.id, self)
         task, self._task = self._task, None
         if task is not None and not task.done():
             # The socket dropped mid-reply: cancelling the turn stores what was generated as interrupted.
             task.cancel()
             with suppress(asyncio.CancelledError, Exception):
                 await task
+
+    def user_deleted(self) -> None:
+        """The daehwa user was deleted (with the Django user, by ``daehwa_clear_guests``, by ``daehwa users
+        delete``): stop the reply, say so, and close without a reconnect."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close_deleted())
+
+    async def _close_deleted(self) -> None:
+        self.conversation = None  # frames from now on are ignored
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()  # what was generated is stored (and deleted with the rest)
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+        try:
+            await self.send_notice(say("account_deleted", self.locale))
+            await self.close(code=CLOSE_USER_DELETED)
+        except Exception:  # the socket is already gone
+            log.debug("the room of a deleted user was already closed", exc_info=True)
 
     # -- the fragments --------------------------------------------------------------------------------------------
     def render_message(self, message: StoredMessage, *, swap: str = "") -> str:
@@ -234,8 +277,8 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=self.render_notice(text))
 
     # -- turns ------------------------------------------------------------------------------------------------------
-    def _start(self, content: str, *, hidden: bool = False) -> None:
-        self._task = asyncio.ensure_future(self._guarded(self._run_turn(content, hidden=hidden)))
+    def _start(self, content: str) -> None:
+        self._task = asyncio.ensure_future(self._guarded(self._run_turn(content)))
 
     async def _guarded(self, work: Awaitable[None]) -> None:
         try:
@@ -272,35 +315,42 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
         finally:
             self._following = False
 
-    async def _run_turn(self, content: str, *, hidden: bool) -> None:
-        assert self.services is not None and self.daehwa_user is not None and self.conversation is not None
-        request = TurnRequest(
+    def _request(self, content: str | None, *, regenerate: bool = False) -> TurnRequest:
+        assert self.daehwa_user is not None and self.conversation is not None
+        return TurnRequest(
             user=self.daehwa_user,
             content=content,
             conversation_id=self.conversation.id,
             model=self.model,
             system=self.get_system_prompt(),
             params=self.get_params(),
+            regenerate=regenerate,
             source=SOURCE,
             locale=self.locale,
         )
+
+    async def _open_turn(self, request: TurnRequest) -> TurnHandle:
+        assert self.services is not None
+        # Resumable: the reply's text goes to the store's chunk log, so another tab can follow it live.
+        return await TurnHandle.open(self.services.chat, request, await get_runtime().turns(), resumable=True)
+
+    async def _run_turn(self, content: str) -> None:
         try:
-            # Resumable: the reply's text goes to the store's chunk log, so another tab can follow it live.
-            handle = await TurnHandle.open(self.services.chat, request, await get_runtime().turns(), resumable=True)
+            handle = await self._open_turn(self._request(content))
         except DaehwaError as exc:
             await self._refused(exc, content)
             return
+        await self._stream(handle, show_user_message=True)
+
+    async def _stream(self, handle: TurnHandle, *, show_user_message: bool = False) -> None:
+        """Send a started turn's user message (if shown), its reply as it streams, and the final reply."""
+        assert self.services is not None and self.daehwa_user is not None and self.conversation is not None
         self._handle = handle
         try:
             started = handle.started
             shown = ""
-            if started.user_message is not None:
-                if hidden:
-                    await self.services.store.update_message(
-                        self.daehwa_user.id, started.user_message.id, MessageChange(meta={HIDDEN: True})
-                    )
-                else:
-                    shown = self.render_message(started.user_message)
+            if show_user_message and started.user_message is not None:
+                shown = self.render_message(started.user_message)
             placeholder = self._placeholder(started.reply_id, started.conversation.id)
             await self.send(
                 text_data=f'<div id="daehwa-messages" hx-swap-oob="beforeend">{shown}{self.render_message(placeholder)}'
@@ -323,6 +373,49 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
         if outcome.finished is not None and outcome.finished.error is not None:
             log.warning("turn ended with %s: %s", outcome.finished.error.code, outcome.finished.error.message)
             await self.send_notice(error_text(outcome.finished.error, self.locale))
+
+    def _opening_to_retry(self, messages: list[StoredMessage], *, created: bool) -> bool | None:
+        """Whether the bot should speak first now: ``None`` no; ``False`` a new opening; ``True`` the opening again.
+
+        The opening is retried on connect while it has no answer (the model was down, or the socket dropped before
+        the first token) and the user has not spoken yet; a reply with text, even interrupted, is an answer."""
+        if not self.first_user_message_template:
+            return None
+        if created:
+            return False
+        if any(m.role == "user" and not m.meta.get(HIDDEN) for m in messages):
+            return None  # the user spoke: the conversation has begun without the opening
+        start = next((i for i, m in enumerate(messages) if m.role == "user"), None)
+        if start is None:
+            return False  # refused before it was stored (a quota, say)
+        replies = [m for m in messages[start + 1 :] if m.role == "assistant"]
+        if not replies:
+            return True
+        reply = replies[-1]
+        failed = reply.status in (MessageStatus.ERROR, MessageStatus.FALLBACK)
+        return True if failed or (reply.status is MessageStatus.INTERRUPTED and not reply.content.strip()) else None
+
+    async def _open_opening(self, *, regenerate: bool) -> TurnHandle | Exception:
+        """Start the bot's opening turn (not streamed yet), or the error that refused it (the room stays open)."""
+        assert self.services is not None and self.daehwa_user is not None
+        try:
+            content = None if regenerate else self.get_first_user_message()
+            handle = await self._open_turn(self._request(content, regenerate=regenerate))
+        except DaehwaError as exc:
+            return exc
+        except Exception as exc:  # a bug, e.g. a template field get_context_data() does not give
+            log.exception("the opening turn failed")
+            return exc
+        message = handle.started.user_message
+        if message is not None:
+            try:
+                await self.services.store.update_message(
+                    self.daehwa_user.id, message.id, MessageChange(meta={HIDDEN: True})
+                )
+            except BaseException:
+                await handle.aclose()
+                raise
+        return handle
 
     async def _refused(self, exc: DaehwaError, content: str) -> None:
         """A turn the pipeline refused before it started; a blocked message is stored (and shown) as blocked."""
@@ -391,29 +484,30 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
             assert record is not None
             return record.user
 
-    async def _open_conversation(self) -> tuple[Conversation, bool]:
-        """This room's conversation of the user (found by its key), or a new one with its greeting; (it, created)."""
+    async def _open_conversation(self, key: str) -> tuple[Conversation, bool]:
+        """This room's conversation of the user (found by its key), or a new one with its greeting; (it, created).
+
+        The caller holds ``Runtime.creating`` for the key, so two tabs opening at once share one conversation."""
         assert self.services is not None and self.daehwa_user is not None
-        store, user, key = self.services.store, self.daehwa_user, self.get_conversation_key()
-        async with get_runtime().creating(f"{user.id}:{key}"):
-            found = await self._find_conversation(key)
-            if found is not None:
-                return found, False
-            conversation = await store.create_conversation(
+        store, user = self.services.store, self.daehwa_user
+        found = await self._find_conversation(key)
+        if found is not None:
+            return found, False
+        conversation = await store.create_conversation(
+            user.id,
+            NewConversation(
+                title=self.title or type(self).__name__,
+                model=self.model,
+                meta={"django_consumer": key, "auto_title": False},
+            ),
+        )
+        greeting = self.get_first_message()
+        if greeting:
+            await store.append_message(
                 user.id,
-                NewConversation(
-                    title=self.title or type(self).__name__,
-                    model=self.model,
-                    meta={"django_consumer": key, "auto_title": False},
-                ),
+                conversation.id,
+                NewMessage(role="assistant", content=greeting, meta={"first_message": True}),
             )
-            greeting = self.get_first_message()
-            if greeting:
-                await store.append_message(
-                    user.id,
-                    conversation.id,
-                    NewMessage(role="assistant", content=greeting, meta={"first_message": True}),
-                )
         return conversation, True
 
     async def _find_conversation(self, key: str) -> Conversation | None:
@@ -428,12 +522,20 @@ class DaehwaChatConsumer(AsyncWebsocketConsumer):
                 return None
             query = ConversationQuery(kind="chat", limit=query.limit, before=page[-1].updated_at)
 
-    async def _history(self) -> list[StoredMessage]:
+    async def _messages(self) -> list[StoredMessage]:
+        """The conversation's last ``history_limit`` messages as stored (hidden ones too)."""
         assert self.services is not None and self.daehwa_user is not None and self.conversation is not None
         messages = await self.services.store.list_messages(
             self.daehwa_user.id, self.conversation.id, limit=self.history_limit
         )
-        return [m for m in messages or () if m.role in ("user", "assistant") and not m.meta.get(HIDDEN)]
+        return list(messages or ())
+
+    def _shown(self, messages: list[StoredMessage], *, retried: bool) -> list[StoredMessage]:
+        """The messages the room shows; an opening being retried replaces the failed reply after it."""
+        if retried:
+            start = next((i for i, m in enumerate(messages) if m.role == "user"), len(messages))
+            messages = messages[:start]
+        return [m for m in messages if m.role in ("user", "assistant") and not m.meta.get(HIDDEN)]
 
     async def _fail_connect(self, exc: Exception) -> None:
         if isinstance(exc, DaehwaError):

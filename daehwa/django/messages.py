@@ -24,6 +24,10 @@ SENTENCES: dict[str, dict[str, str]] = {
         "ko": "로그인해야 대화할 수 있어요. 로그인한 뒤 다시 열어 주세요.",
         "en": "Please sign in to chat, then open this page again.",
     },
+    "account_deleted": {
+        "ko": "계정이 삭제되어 대화를 끝냈어요.",
+        "en": "This account was deleted, so the chat has ended.",
+    },
     "model_down": {
         "ko": "지금은 모델에 연결할 수 없어요. 잠시 후 다시 시도해 주세요.",
         "en": "The model cannot be reached right now. Please try again in a moment.",

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from django.apps import apps
 from django.conf import settings as django_settings
@@ -29,9 +29,19 @@ from ..api.stream import ActiveTurns
 from ..config import Settings
 from ..services import Services, build_services
 
+if TYPE_CHECKING:
+    from ..stores.base import Store
+
 log = logging.getLogger("daehwa.django")
 
 ServicesFactory = Callable[[Settings], Services]
+T = TypeVar("T")
+
+
+class Room(Protocol):
+    """An open chat room (a consumer): told when its daehwa user is deleted."""
+
+    def user_deleted(self) -> None: ...
 
 
 def daehwa_settings() -> Settings:
@@ -65,6 +75,7 @@ class Runtime:
         self._lock: asyncio.Lock | None = None
         # One lock per room being opened, dropped when no connection holds it.
         self._creating: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = weakref.WeakValueDictionary()
+        self._rooms: dict[str, set[Room]] = {}  # the open rooms of this process, by daehwa user id
 
     async def services(self) -> Services:
         """The started services, built and started on the first call in this event loop."""
@@ -80,6 +91,7 @@ class Runtime:
                 services = self.factory(daehwa_settings())
                 await services.start()
                 turns = ActiveTurns(services.store)
+                turns.on_user_deleted.append(self._close_rooms)
                 await turns.open()
                 self._services, self._turns, self._owned = services, turns, True
                 log.info("daehwa services started (model %s)", services.settings.default_model)
@@ -99,10 +111,45 @@ class Runtime:
             lock = self._creating[slot] = asyncio.Lock()
         return lock
 
+    def enter(self, user_id: str, room: Room) -> None:
+        """A room of the daehwa user opened (``leave`` when it closes): it is closed if the user is deleted."""
+        self._rooms.setdefault(user_id, set()).add(room)
+
+    def leave(self, user_id: str, room: Room) -> None:
+        rooms = self._rooms.get(user_id)
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self._rooms[user_id]
+
+    def _close_rooms(self, user_id: str) -> None:
+        # The "user deleted" signal, from this process or another one sharing the store.
+        for room in self._rooms.pop(user_id, set()):
+            room.user_deleted()
+
+    def live_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The running event loop whose services serve this process's rooms, if there is one."""
+        loop = self._loop
+        if self._services is None or self._turns is None or loop is None or loop.is_closed() or not loop.is_running():
+            return None
+        return loop
+
+    async def with_services(self, work: Callable[[Store, Callable[[str, bool], Awaitable[None]]], Awaitable[T]]) -> T:
+        """``work(store, end_user)`` on these services, ``end_user`` being ``ActiveTurns.end_user`` (every process
+        stops the user's turns and closes their rooms)."""
+        services, turns = await self.services(), await self.turns()
+
+        async def end_user(user_id: str, wait: bool) -> None:
+            await turns.end_user(user_id, wait=wait)
+
+        return await work(services.store, end_user)
+
     def install(self, services: Services, turns: ActiveTurns | None = None) -> None:
         """Use services built and started by the caller (tests, a project that builds its own); not closed here."""
         self._services, self._owned = services, False
         self._turns = turns or ActiveTurns(services.store)
+        if self._close_rooms not in self._turns.on_user_deleted:
+            self._turns.on_user_deleted.append(self._close_rooms)
         self._loop = asyncio.get_running_loop()
         self._lock = asyncio.Lock()
 

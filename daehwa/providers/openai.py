@@ -91,6 +91,7 @@ class OpenAIProvider(Provider):
         self._api_key: SecretStr | None = settings.secret(config.api_key_env)
         self._client: openai.AsyncOpenAI | None = None
         self._http: httpx2.AsyncClient | None = None  # the SDK client's HTTP client, used directly by stream()
+        self._completions_url = httpx2.URL()
 
     def tokenizer(self, model: str) -> Tokenizer | None:
         """OpenAI's own BPE for OpenAI-family model ids (on any server); None for others (Qwen on vLLM, GLM, ...)."""
@@ -124,6 +125,9 @@ class OpenAIProvider(Provider):
                 limits=_LIMITS,
                 follow_redirects=True,
             )
+            # Merged into the base URL once, as the client would (it re-parsed the URL on every request).
+            base = self._http.base_url
+            self._completions_url = base.copy_with(raw_path=base.raw_path + b"chat/completions")
             self._client = openai.AsyncOpenAI(
                 api_key=key,
                 base_url=self.base_url,
@@ -218,7 +222,7 @@ class OpenAIProvider(Provider):
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         try:
             async with asyncio.timeout_at(deadline):
-                sent = client.build_request("POST", "chat/completions", content=content, headers=_JSON)
+                sent = client.build_request("POST", self._completions_url, content=content, headers=_JSON)
                 response = await client.send(sent, stream=True)
                 if response.status_code >= 400:
                     raise await _status_error(response)

@@ -509,11 +509,14 @@ class Store(ConversationStore, AccountStore, UsageStore, ContextStore, ProfileSt
         """Connect and apply pending migrations."""
 
     @abc.abstractmethod
-    async def recover_interrupted(self) -> None:
+    async def recover_interrupted(self, *, created_before: datetime | None = None) -> None:
         """Mark replies left ``streaming`` by a process that died as ``interrupted`` (their text so far is kept).
 
-        Only the server calls this, when it starts: a one-off command (``daehwa users``, ``daehwa usage``) opening
-        the store while a server is running must not relabel the replies that server is streaming.
+        A reply whose chunk log has a live lease (``StreamLogStore``: its writer renews it while it runs) belongs to
+        a running process and is left alone, and so is one created after ``created_before`` (None: no bound): a
+        live process may not have taken its lease yet. Only the server calls this, when it starts: a one-off
+        command (``daehwa users``, ``daehwa usage``) opening the store while a server is running must not relabel
+        the replies that server is streaming.
         """
 
     @abc.abstractmethod

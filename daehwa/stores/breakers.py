@@ -6,9 +6,11 @@ for the time left, so an upstream that fails in one worker is spared by all of t
 process probes the upstream itself when its open time is up (one probe per process), and a probe that succeeds
 clears the board.
 
-* ``LocalBreakerBoard`` (SQLite, PostgreSQL): nothing to share; each process's breakers are its own.
+* ``LocalBreakerBoard`` (SQLite, memory): nothing to share; each process's breakers are its own.
 * ``RedisBreakerBoard``: one hash ``<prefix>:breakers`` (model -> open-until, epoch seconds): a single key, so it
   works on Redis Cluster too.
+* ``PostgresBreakerBoard``: the table ``breakers`` (model, open_until; migration ``p012_breakers``), on the
+  database's clock, so processes on machines whose clocks differ agree.
 
 The board is advice: when the store cannot be reached the breakers go on working in process, as with one worker.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -78,4 +81,31 @@ class RedisBreakerBoard(BreakerBoard):
                 stale.append(model)
         if stale:
             await self.client.hdel(self.key, *stale)
+        return left
+
+
+class PostgresBreakerBoard(BreakerBoard):
+    """The table ``breakers``: model -> when its breaker closes (``timestamptz``); readers drop stale rows."""
+
+    def __init__(self, pool: Callable[[], Any]) -> None:
+        self.pool = pool  # the store's asyncpg pool (a callable: the store raises if it is closed)
+
+    async def opened(self, model: str, seconds: float) -> None:
+        await self.pool().execute(
+            """INSERT INTO breakers (model, open_until) VALUES ($1, now() + make_interval(secs => $2))
+            ON CONFLICT (model) DO UPDATE SET open_until = excluded.open_until""",
+            model,
+            float(seconds),
+        )
+
+    async def closed(self, model: str) -> None:
+        await self.pool().execute("DELETE FROM breakers WHERE model = $1", model)
+
+    async def open_breakers(self) -> dict[str, float]:
+        rows = await self.pool().fetch(
+            "SELECT model, extract(epoch FROM open_until - now())::float8 AS left_seconds FROM breakers"
+        )
+        left = {row["model"]: row["left_seconds"] for row in rows if row["left_seconds"] > 0}
+        if len(left) < len(rows):
+            await self.pool().execute("DELETE FROM breakers WHERE open_until <= now()")
         return left

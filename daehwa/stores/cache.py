@@ -15,7 +15,8 @@ other write came between, so the process applies its own write to its copy inste
 
 What it saves: the history's transfer and decoding (``benchmarks/bench_store_cache.py``: a 200-message history is
 ~10x cheaper to serve from the cache), not round trips. Stores that keep versions implement ``conversation_version``
-(Redis does; PostgreSQL and SQLite do not yet, so the setting refuses them with an error that says so).
+(Redis in the conversation's hash, PostgreSQL in a column of ``conversations``; SQLite does not, one process has no
+one to be stale against, so the setting refuses it with an error that says so).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class CachedStore(Store):
     def __init__(self, inner: Store, size: int) -> None:
         if not isinstance(inner, VersionedStore):
             raise ConfigError(
-                f"DAEHWA_STORE_CACHE_CONVERSATIONS needs a store that keeps conversation versions (Redis); "
+                f"DAEHWA_STORE_CACHE_CONVERSATIONS needs a store that keeps conversation versions (Redis, PostgreSQL); "
                 f"{type(inner).__name__} does not: set it to 0."
             )
         self.inner = inner
@@ -393,9 +394,9 @@ class CachedStore(Store):
     async def open(self) -> None:
         await self.inner.open()
 
-    async def recover_interrupted(self) -> None:
+    async def recover_interrupted(self, *, created_before: datetime | None = None) -> None:
         self._entries.clear()
-        await self.inner.recover_interrupted()
+        await self.inner.recover_interrupted(created_before=created_before)
 
     async def close(self) -> None:
         self._entries.clear()

@@ -477,6 +477,13 @@ async def p009_stream_chunks(conn: Any) -> None:
 
 
 @postgres_migrations
+async def p010_conversation_versions(conn: Any) -> None:
+    # + 1 on every write to the conversation or its messages, in the same statement: what the cache of hot
+    # conversations (stores/cache.py) compares. A constant default: no table rewrite.
+    await conn.execute("ALTER TABLE conversations ADD COLUMN version bigint NOT NULL DEFAULT 1")
+
+
+@postgres_migrations
 async def p011_profile_settings(conn: Any) -> None:
     await conn.execute(
         """CREATE TABLE profile_settings (
@@ -485,6 +492,12 @@ async def p011_profile_settings(conn: Any) -> None:
             updated_at timestamptz NOT NULL
         );"""
     )
+
+
+@postgres_migrations
+async def p012_breakers(conn: Any) -> None:
+    # Circuit breakers some process opened, shared by every process of the store (stores/breakers.py).
+    await conn.execute("CREATE TABLE breakers (model text PRIMARY KEY, open_until timestamptz NOT NULL)")
 
 
 async def apply_postgres(conn: Any) -> list[str]:

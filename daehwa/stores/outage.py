@@ -26,6 +26,10 @@ def _connection_level(exc: BaseException) -> bool:
         sqlstate = str(getattr(exc, "sqlstate", "") or "")
         if sqlstate.startswith(_SQLSTATES) or name in ("ConnectionDoesNotExistError", "InterfaceError"):
             return name != "InterfaceError" or "closed" in str(exc) or "released" in str(exc)
+        if name == "InternalClientError" and "cannot switch to state" in str(exc):
+            # A pooled connection whose session the server ended mid-statement (a restart): its protocol state is
+            # left behind (MagicStack/asyncpg#1069); the pool's reset on release fails and replaces it.
+            return True
     return False
 
 
@@ -52,7 +56,12 @@ def outage_exception_types() -> list[type[Exception]]:
     try:
         import asyncpg
 
-        kinds += [asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError]
+        kinds += [
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.OperatorInterventionError,
+            asyncpg.InternalClientError,
+        ]
     except ImportError:  # the "postgres" extra is not installed
         pass
     return kinds

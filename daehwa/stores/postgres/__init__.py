@@ -8,6 +8,7 @@ puts them in another one (created if missing), which is how the tests isolate th
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -15,6 +16,7 @@ import asyncpg
 from ...errors import ConfigError
 from ...types import MessageStatus
 from ..base import Store
+from ..breakers import BreakerBoard, PostgresBreakerBoard
 from ..common import redact
 from ..migrations import apply_postgres
 from ..signals import PostgresSignals, StopSignals
@@ -33,6 +35,21 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+# Streaming replies ($2) whose chunk log's lease lapsed, or that have no log and were created by $3 (NULL: any),
+# become $1; their conversations' versions first (rows locked in the order every other write takes them:
+# conversation, then messages).
+_RECOVER = """
+WITH stale AS (
+    SELECT m.id, m.conversation_id FROM messages m LEFT JOIN reply_streams s ON s.message_id = m.id
+    WHERE m.status = $2 AND (s.message_id IS NULL OR s.lease_until < now())
+    AND ($3::timestamptz IS NULL OR m.created_at <= $3 OR s.message_id IS NOT NULL)
+), bumped AS (
+    UPDATE conversations SET version = version + 1 WHERE id IN (SELECT conversation_id FROM stale) RETURNING id
+)
+UPDATE messages SET status = $1
+WHERE id IN (SELECT id FROM stale) AND status = $2 AND conversation_id IN (SELECT id FROM bumped)
+"""
 
 
 class PostgresStore(
@@ -94,12 +111,11 @@ class PostgresStore(
             raise
         self._pool = pool
 
-    async def recover_interrupted(self) -> None:
-        await self._p().execute(
-            "UPDATE messages SET status = $1 WHERE status = $2",
-            MessageStatus.INTERRUPTED.value,
-            MessageStatus.STREAMING.value,
-        )
+    async def recover_interrupted(self, *, created_before: datetime | None = None) -> None:
+        async with self._p().acquire() as conn, conn.transaction():
+            # Processes starting at once take turns: each would lock the same conversations in its own order.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.daehwa_recover'))")
+            await conn.execute(_RECOVER, MessageStatus.INTERRUPTED.value, MessageStatus.STREAMING.value, created_before)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -111,3 +127,6 @@ class PostgresStore(
 
     def stop_signals(self) -> StopSignals:
         return PostgresSignals(self.dsn, self.schema)
+
+    def breaker_board(self) -> BreakerBoard:
+        return PostgresBreakerBoard(self._p)

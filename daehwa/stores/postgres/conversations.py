@@ -3,6 +3,11 @@
 ``begin_turn`` bumps the conversation and inserts both messages in one ``WITH ... INSERT``
 (``create_conversation_with_turn`` inserts the conversation too), ``finish_turn`` updates the reply and inserts its
 usage in one statement, so each is one round trip and atomic without an explicit transaction.
+
+Every write to a conversation or its messages adds 1 to the conversation's ``version`` in the same statement
+(migration ``p010``), which the cache of hot conversations compares (``stores/cache.py``). A statement that writes
+both locks the conversation row first, then the messages, the order ``delete_conversation`` (its cascade) and
+``begin_turn`` take them in, so concurrent writers queue instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -40,13 +45,13 @@ _NEW_MESSAGES = """new AS (
 INSERT INTO messages (id, conversation_id, role, content, status, model, meta, created_at)
 SELECT new.id, conv.id, new.role, new.content, new.status, new.model, new.meta::jsonb, ${6}
 FROM conv, new ORDER BY new.n
-RETURNING id
+RETURNING id, (SELECT version FROM conv) AS version
 """
 
 # $1 conversation id, $2 user id, $3 now, $4-$9 the messages
 _INSERT_MESSAGES = (
-    "WITH conv AS (UPDATE conversations SET updated_at = $3 WHERE id = $1 AND user_id = $2 RETURNING id), "
-    + _NEW_MESSAGES.format(4, 5, 6, 7, 8, 9, 3)
+    "WITH conv AS (UPDATE conversations SET updated_at = $3, version = version + 1 WHERE id = $1 AND user_id = $2 "
+    "RETURNING id, version), " + _NEW_MESSAGES.format(4, 5, 6, 7, 8, 9, 3)
 )
 
 # A new conversation and its first messages in one statement; the messages' foreign key is checked at its end.
@@ -56,29 +61,52 @@ _INSERT_CONVERSATION = (
     "INSERT INTO conversations (id, user_id, title, title_key, persona, model, kind, meta, created_at, updated_at) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
 )
-_INSERT_CONVERSATION_WITH_MESSAGES = f"WITH conv AS ({_INSERT_CONVERSATION} RETURNING id), " + _NEW_MESSAGES.format(
-    10, 11, 12, 13, 14, 15, 9
+_INSERT_CONVERSATION_WITH_MESSAGES = f"WITH conv AS ({_INSERT_CONVERSATION} RETURNING id, version), " + (
+    _NEW_MESSAGES.format(10, 11, 12, 13, 14, 15, 9)
 )
 
-# $1 message id, $2 user id, $3 content, $4 status, $5 model, $6 meta to merge (jsonb, shallow like dict.update)
+# $1 message id, $2 user id, $3 content, $4 status, $5 model, $6 meta to merge (jsonb, shallow like dict.update).
+# The conversation's version first (its row locked before the message's), then the message; ``updated`` returns the
+# message and the conversation's new version.
 _UPDATE_MESSAGE = """
-UPDATE messages m SET
-    content = COALESCE($3, m.content),
-    status = COALESCE($4, m.status),
-    model = COALESCE($5, m.model),
-    meta = m.meta || $6::jsonb
-FROM conversations c
-WHERE m.id = $1 AND c.id = m.conversation_id AND c.user_id = $2
-RETURNING m.id, m.conversation_id, m.role, m.content, m.status, m.model, m.meta, m.created_at
+bumped AS (
+    UPDATE conversations c SET version = c.version + 1
+    FROM messages m
+    WHERE m.id = $1 AND c.id = m.conversation_id AND c.user_id = $2
+    RETURNING c.id, c.version
+),
+updated AS (
+    UPDATE messages m SET
+        content = COALESCE($3, m.content),
+        status = COALESCE($4, m.status),
+        model = COALESCE($5, m.model),
+        meta = m.meta || $6::jsonb
+    FROM bumped
+    WHERE m.id = $1 AND m.conversation_id = bumped.id
+    RETURNING m.id, m.conversation_id, m.role, m.content, m.status, m.model, m.meta, m.created_at, bumped.version
+)
 """
+_UPDATE = f"WITH {_UPDATE_MESSAGE} SELECT * FROM updated"
 
 # The reply's final state and its usage together (data-modifying CTEs always run, so the usage row is written even
 # when the reply is gone).
 _FINISH_TURN = (
-    f"WITH updated AS ({_UPDATE_MESSAGE}), "
+    f"WITH {_UPDATE_MESSAGE}, "
     f"accounted AS (INSERT INTO usage ({USAGE_COLUMNS}) VALUES ({usage_values(7)})) "
     "SELECT * FROM updated"
 )
+
+# $1 conversation id, $2 from this message on, $3 user id
+_DELETE_FROM = """
+WITH bumped AS (
+    UPDATE conversations SET version = version + 1 WHERE id = $1 AND user_id = $3 RETURNING id
+), deleted AS (
+    DELETE FROM messages WHERE conversation_id = (SELECT id FROM bumped)
+    AND seq >= (SELECT seq FROM messages WHERE id = $2 AND conversation_id = $1)
+    RETURNING 1
+)
+SELECT count(*) FROM deleted
+"""
 
 
 class PostgresConversations(PostgresConnection, ConversationStore):
@@ -115,7 +143,8 @@ class PostgresConversations(PostgresConnection, ConversationStore):
     async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> bool:
         status = await self._write(
             lambda: self._p().execute(
-                "UPDATE conversations SET title = $3, title_key = $4, updated_at = $5 WHERE id = $1 AND user_id = $2",
+                "UPDATE conversations SET title = $3, title_key = $4, updated_at = $5, version = version + 1 "
+                "WHERE id = $1 AND user_id = $2",
                 conversation_id,
                 user_id,
                 title,
@@ -128,7 +157,8 @@ class PostgresConversations(PostgresConnection, ConversationStore):
     async def update_conversation(self, user_id: str, conversation_id: str, *, meta: Mapping[str, Any]) -> bool:
         status = await self._write(
             lambda: self._p().execute(
-                "UPDATE conversations SET meta = meta || $3::jsonb WHERE id = $1 AND user_id = $2",
+                "UPDATE conversations SET meta = meta || $3::jsonb, version = version + 1 "
+                "WHERE id = $1 AND user_id = $2",
                 conversation_id,
                 user_id,
                 dict(meta),
@@ -144,8 +174,15 @@ class PostgresConversations(PostgresConnection, ConversationStore):
         )
         return count(status) > 0
 
+    async def conversation_version(self, conversation_id: str) -> str | None:
+        """The conversation's version: + 1 on every write to it or its messages (``None``: no such conversation).
+        The cache of hot conversations compares it."""
+        version = await self._p().fetchval("SELECT version FROM conversations WHERE id = $1", conversation_id)
+        return None if version is None else str(version)
+
     # -- messages ----------------------------------------------------------------------------------------------
-    async def _insert(self, user_id: str, conversation_id: str, messages: list[StoredMessage]) -> None:
+    async def _insert(self, user_id: str, conversation_id: str, messages: list[StoredMessage]) -> str:
+        """Insert ``messages``; returns the conversation's version after the write."""
         created = await self._write(
             lambda: self._p().fetch(
                 _INSERT_MESSAGES, conversation_id, user_id, messages[0].created_at, *_message_arrays(messages)
@@ -153,28 +190,31 @@ class PostgresConversations(PostgresConnection, ConversationStore):
         )
         if not created:
             raise no_conversation(conversation_id)
+        return str(created[0]["version"])
 
     async def append_message(self, user_id: str, conversation_id: str, message: NewMessage) -> StoredMessage:
+        return (await self.append_message_versioned(user_id, conversation_id, message))[0]
+
+    async def append_message_versioned(
+        self, user_id: str, conversation_id: str, message: NewMessage
+    ) -> tuple[StoredMessage, str]:
+        """``append_message``, and the conversation's version after it (for the cache's write-through)."""
         stored = new_message(conversation_id, message)
-        await self._insert(user_id, conversation_id, [stored])
-        return stored
+        return stored, await self._insert(user_id, conversation_id, [stored])
 
     async def update_message(self, user_id: str, message_id: str, change: MessageChange) -> StoredMessage | None:
-        row = await self._write(lambda: self._p().fetchrow(_UPDATE_MESSAGE, *_change_args(message_id, user_id, change)))
-        return message_from_row(row) if row else None
+        return (await self.update_message_versioned(user_id, message_id, change))[0]
+
+    async def update_message_versioned(
+        self, user_id: str, message_id: str, change: MessageChange
+    ) -> tuple[StoredMessage | None, str | None]:
+        """The changed message (None: not the user's) and the conversation's version after the change."""
+        row = await self._write(lambda: self._p().fetchrow(_UPDATE, *_change_args(message_id, user_id, change)))
+        return _versioned(row)
 
     async def delete_messages_from(self, user_id: str, conversation_id: str, message_id: str) -> int:
-        status = await self._write(
-            lambda: self._p().execute(
-                """DELETE FROM messages WHERE conversation_id = $1 AND seq >= (
-                       SELECT m.seq FROM messages m JOIN conversations c ON c.id = m.conversation_id
-                       WHERE m.id = $2 AND m.conversation_id = $1 AND c.user_id = $3)""",
-                conversation_id,
-                message_id,
-                user_id,
-            )
-        )
-        return count(status)
+        deleted = await self._write(lambda: self._p().fetchval(_DELETE_FROM, conversation_id, message_id, user_id))
+        return int(deleted or 0)
 
     async def list_messages(
         self, user_id: str, conversation_id: str, *, limit: int | None = None, before: str | None = None
@@ -221,9 +261,15 @@ class PostgresConversations(PostgresConnection, ConversationStore):
     async def begin_turn(
         self, user_id: str, conversation_id: str, turn: NewTurn
     ) -> tuple[StoredMessage | None, StoredMessage]:
-        user_msg, reply = turn_messages(conversation_id, turn, now=utcnow())
-        await self._insert(user_id, conversation_id, [m for m in (user_msg, reply) if m is not None])
+        user_msg, reply, _ = await self.begin_turn_versioned(user_id, conversation_id, turn)
         return user_msg, reply
+
+    async def begin_turn_versioned(
+        self, user_id: str, conversation_id: str, turn: NewTurn
+    ) -> tuple[StoredMessage | None, StoredMessage, str]:
+        user_msg, reply = turn_messages(conversation_id, turn, now=utcnow())
+        version = await self._insert(user_id, conversation_id, [m for m in (user_msg, reply) if m is not None])
+        return user_msg, reply, version
 
     async def create_conversation_with_turn(
         self, user_id: str, new: NewConversation, turn: NewTurn
@@ -239,11 +285,21 @@ class PostgresConversations(PostgresConnection, ConversationStore):
         return conv, user_msg, reply
 
     async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
+        return (await self.finish_turn_versioned(user_id, message_id, result))[0]
+
+    async def finish_turn_versioned(
+        self, user_id: str, message_id: str, result: TurnResult
+    ) -> tuple[StoredMessage | None, str | None]:
         if result.usage is None:
-            return await self.update_message(user_id, message_id, result.change())
+            return await self.update_message_versioned(user_id, message_id, result.change())
         args = [*_change_args(message_id, user_id, result.change()), *usage_args(result.usage)]
         row = await self._write(lambda: self._p().fetchrow(_FINISH_TURN, *args))
-        return message_from_row(row) if row else None
+        return _versioned(row)
+
+
+def _versioned(row: Any) -> tuple[StoredMessage | None, str | None]:
+    """A row of ``_UPDATE`` or ``_FINISH_TURN``: the message and the conversation's version."""
+    return (message_from_row(row), str(row["version"])) if row else (None, None)
 
 
 def _conversation_args(c: Conversation) -> list[Any]:

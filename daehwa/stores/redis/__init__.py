@@ -19,6 +19,7 @@ import asyncio
 import re
 import uuid
 from contextlib import suppress
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
@@ -213,8 +214,8 @@ class RedisStore(
         await r.delete(src)
         return True
 
-    async def recover_interrupted(self) -> None:
-        await self._repair_streaming()
+    async def recover_interrupted(self, *, created_before: datetime | None = None) -> None:
+        await self._repair_streaming(created_before, self._lease_state)
 
     async def close(self) -> None:
         if self._client is not None:

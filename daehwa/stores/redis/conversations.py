@@ -23,7 +23,8 @@ conversation is gone), and a reply joins ``P:streaming`` before it is stored and
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...types import Conversation, MessageStatus, StoredMessage, UsageRecord
@@ -389,26 +390,44 @@ class RedisConversations(RedisConnection, ConversationStore):
     ) -> tuple[StoredMessage | None, str | None]:
         return await self._update_message(user_id, message_id, result.change(), result.usage)
 
-    async def _repair_streaming(self) -> None:
-        """Make every reply still marked streaming interrupted (``recover_interrupted``)."""
+    async def _repair_streaming(
+        self, created_before: datetime | None, lease_state: Callable[[str, str], Awaitable[bool | None]]
+    ) -> None:
+        """Make the replies still marked streaming interrupted (``recover_interrupted``), except those whose chunk
+        log's lease is alive (``lease_state`` True; the log is in another slot, so it is asked first, on its own)
+        and those without a log (None) created after ``created_before``; those stay in ``P:streaming``."""
         r = self._r()
         for message_id in await r.smembers(self._k("streaming")):
-            key, msgs, _ = self._conv_keys(_conversation_of(message_id))
+            conversation_id = _conversation_of(message_id)
+            state = await lease_state(conversation_id, message_id)
+            if state is True:
+                continue  # a running process streams it
+            bound = created_before if state is None else None  # a lapsed lease: its writer is gone, whatever its age
+            if await self._repair_reply(conversation_id, message_id, bound):
+                await r.srem(self._k("streaming"), message_id)
 
-            async def repair(pipe: Pipeline, message_id: str = message_id, key: str = key, msgs: str = msgs) -> None:
-                raw = await pipe.hget(msgs, message_id)
-                exists = await pipe.hget(key, "user_id") is not None
-                pipe.multi()
-                if raw is not None:
-                    doc = json.loads(raw)
-                    if doc["status"] == MessageStatus.STREAMING:
-                        doc["status"] = MessageStatus.INTERRUPTED.value
-                        pipe.hset(msgs, message_id, to_json(doc))
-                        if exists:  # never make a conversation hash of a bare version
-                            pipe.hincrby(key, "ver", 1)
+    async def _repair_reply(self, conversation_id: str, message_id: str, created_before: datetime | None) -> bool:
+        """Store one reply as interrupted if it still streams; False: left alone (created after ``created_before``,
+        so maybe a live process's that has not taken its lease yet)."""
+        key, msgs, _ = self._conv_keys(conversation_id)
 
-            await r.transaction(repair, key, msgs)
-            await r.srem(self._k("streaming"), message_id)
+        async def repair(pipe: Pipeline) -> bool:
+            raw = await pipe.hget(msgs, message_id)
+            exists = await pipe.hget(key, "user_id") is not None
+            doc = json.loads(raw) if raw is not None else None
+            pipe.multi()
+            if doc is None or doc["status"] != MessageStatus.STREAMING:
+                return True  # gone or done: only its entry in P:streaming is left to drop
+            if created_before is not None and _message(message_id, conversation_id, doc).created_at > created_before:
+                return False
+            doc["status"] = MessageStatus.INTERRUPTED.value
+            pipe.hset(msgs, message_id, to_json(doc))
+            if exists:  # never make a conversation hash of a bare version
+                pipe.hincrby(key, "ver", 1)
+            return True
+
+        done: bool = await self._r().transaction(repair, key, msgs, value_from_callable=True)
+        return done
 
 
 # -- documents ---------------------------------------------------------------------------------------------------

@@ -55,6 +55,16 @@ class RedisStreams(RedisConnection, StreamLogStore):
         log = self._k("{c:" + conversation_id + "}", "reply", message_id)
         return [log, f"{log}:meta", f"{log}:lease"]
 
+    async def _lease_state(self, conversation_id: str, message_id: str) -> bool | None:
+        """True: the writer of the reply's chunk log holds its lease (a running process streams it); False: the
+        lease lapsed (the writer is gone); None: the reply has no log."""
+        _, meta, lease = self._reply_keys(conversation_id, message_id)
+        pipe = self._r().pipeline(transaction=False)  # one slot: the keys share the reply's hash tag
+        pipe.exists(lease)
+        pipe.exists(meta)
+        alive, logged = await pipe.execute()
+        return True if alive else (False if logged else None)
+
     async def append_stream(
         self, user_id: str, conversation_id: str, message_id: str, chunk: StreamChunk, times: StreamTimes
     ) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,13 +86,15 @@ class SQLiteStore(
         if self.path != ":memory:" and not self.uri:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, sqlite3 must not open transactions behind our back.
-        db = sqlite3.connect(self.path, isolation_level=None, uri=self.uri)
+        # check_same_thread off: a turn's small writes run on the event loop while the thread is idle (connection.py).
+        db = sqlite3.connect(self.path, isolation_level=None, uri=self.uri, check_same_thread=False)
         db.row_factory = sqlite3.Row
         try:
             # busy_timeout first: switching to WAL itself waits for the lock when another process is writing.
             db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")  # durable at each checkpoint; safe with WAL
+            db.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run on this thread, never in an inline commit
             db.execute("PRAGMA foreign_keys = ON")
             applied = apply_sqlite(db)
         except BaseException:
@@ -110,5 +113,5 @@ class SQLiteStore(
     async def ping(self) -> None:
         await self._read(lambda db: db.execute("SELECT 1").fetchone())
 
-    async def recover_interrupted(self) -> None:
-        await self._write(repair_streaming)
+    async def recover_interrupted(self, *, created_before: datetime | None = None) -> None:
+        await self._write(lambda db: repair_streaming(db, created_before))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from ...types import Conversation, MessageStatus, StoredMessage
@@ -113,7 +115,7 @@ class SQLiteConversations(SQLiteConnection, ConversationStore):
         return await self._write(work)
 
     async def update_message(self, user_id: str, message_id: str, change: MessageChange) -> StoredMessage | None:
-        return await self._write(lambda db: _update_message(db, user_id, message_id, change))
+        return await self._write(lambda db: _update_message(db, user_id, message_id, change), small=True)
 
     async def delete_messages_from(self, user_id: str, conversation_id: str, message_id: str) -> int:
         def work(db: sqlite3.Connection) -> int:
@@ -170,7 +172,7 @@ class SQLiteConversations(SQLiteConnection, ConversationStore):
             _require_conversation(db, user_id, conversation_id)
             _insert_messages(db, [m for m in (user_msg, reply) if m is not None])
 
-        await self._write(work)
+        await self._write(work, small=True)
         return user_msg, reply
 
     async def create_conversation_with_turn(
@@ -183,7 +185,7 @@ class SQLiteConversations(SQLiteConnection, ConversationStore):
             _insert_conversation(db, conv)
             _insert_messages(db, [m for m in (user_msg, reply) if m is not None])
 
-        await self._write(work)
+        await self._write(work, small=True)
         return conv, user_msg, reply
 
     async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
@@ -193,12 +195,21 @@ class SQLiteConversations(SQLiteConnection, ConversationStore):
                 insert_usage(db, result.usage)
             return message
 
-        return await self._write(work)
+        return await self._write(work, small=True)
 
 
 # -- helpers run on the worker thread ----------------------------------------------------------------------------
-def repair_streaming(db: sqlite3.Connection) -> None:
-    db.execute("UPDATE messages SET status = ? WHERE status = ?", (MessageStatus.INTERRUPTED, MessageStatus.STREAMING))
+def repair_streaming(db: sqlite3.Connection, created_before: datetime | None) -> None:
+    """``recover_interrupted``: streaming replies whose chunk log's lease lapsed, or that have no log and were
+    created by ``created_before``."""
+    bound = iso(created_before) if created_before else None
+    db.execute(
+        """UPDATE messages SET status = ? WHERE status = ?
+        AND NOT EXISTS (SELECT 1 FROM reply_streams s WHERE s.message_id = messages.id AND s.lease_until >= ?)
+        AND (? IS NULL OR created_at <= ?
+             OR EXISTS (SELECT 1 FROM reply_streams s WHERE s.message_id = messages.id))""",
+        (MessageStatus.INTERRUPTED, MessageStatus.STREAMING, time.time(), bound, bound),
+    )
 
 
 def _insert_conversation(db: sqlite3.Connection, c: Conversation) -> None:

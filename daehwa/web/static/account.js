@@ -3,14 +3,8 @@
 // (docs/api.md) and back to the login view. app.js calls attachAccount(user, onDeleted) after attachInterests.
 
 import { ApiError, api } from "./api.js";
+import { el } from "./dom.js";
 import { t } from "./i18n.js";
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 function field(id, label, type) {
   const wrap = el("label", "account-field small");

@@ -8,6 +8,7 @@ import { ApiError, api, setCsrfToken, streamTurn } from "./api.js";
 import { attachAccount } from "./account.js";
 import { attachInterests, renderCards } from "./cards.js";
 import { attachComposer } from "./composer.js";
+import { el } from "./dom.js";
 import { refreshFormChip } from "./forms.js";
 import { applyI18n, fillLanguageSelect, locale, setLocale, t } from "./i18n.js";
 import { resumeReply } from "./resume.js";
@@ -49,13 +50,6 @@ let composer;
 let errorRetry = null;
 
 // -- small helpers ---------------------------------------------------------------------------------------------
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 function iconButton(label, className, pathD) {
   const button = el("button", `icon-btn ${className}`);

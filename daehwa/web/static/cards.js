@@ -3,14 +3,8 @@
 // attachInterests(user) once after sign-in; everything else lives here (the dialog's account part: account.js).
 
 import { api } from "./api.js";
+import { el } from "./dom.js";
 import { t } from "./i18n.js";
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 function feedback(item, action) {
   return api("POST", "/api/recommendations/feedback", {
