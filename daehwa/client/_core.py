@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 
-from ._wire import DaehwaAPIError, DaehwaConnectionError, SSEEvent, Started, TurnResult
+from ._wire import DaehwaAPIError, DaehwaConnectionError, SSEEvent, Started, TurnResult, error_of
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=300.0)  # a model may think for a while before (and between) tokens
 CSRF_HEADER = "X-CSRF-Token"
@@ -32,14 +32,30 @@ class Call:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-class ClientBase:
-    """Credentials, language and the request descriptions both clients send."""
+TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
+HTTPT = TypeVar("HTTPT", httpx.Client, httpx.AsyncClient)
 
-    def __init__(self, base_url: str, *, api_key: str | None, language: str | None) -> None:
+
+class ClientBase(Generic[TransportT, HTTPT]):
+    """Credentials, language and the request descriptions both clients send; ``_open`` makes the httpx client."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        language: str | None = None,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        transport: TransportT | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.language = language
         self.csrf_token: str | None = None  # set by login(): session logins send it on state-changing requests
+        self._http: HTTPT = self._open(timeout, transport)
+
+    def _open(self, timeout: httpx.Timeout | float, transport: TransportT | None) -> HTTPT:
+        raise NotImplementedError
 
     def _headers(self, method: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -72,6 +88,29 @@ def options(given: Mapping[str, Any]) -> dict[str, Any]:
 
 def message_body(content: str, stream: bool, opts: Mapping[str, Any]) -> dict[str, Any]:
     return {"content": content, "stream": stream, **options(opts)}
+
+
+# -- requests and answers (sans-IO: each client only sends the Call and hands the JSON back) -----------------------
+def create_conversation_call(
+    persona: str | None, model: str | None, variables: dict[str, Any] | None, title: str | None
+) -> Call:
+    body = {"persona": persona, "model": model, "variables": variables, "title": title}
+    return Call("POST", "/api/conversations", json={k: v for k, v in body.items() if v is not None})
+
+
+def resume_call(
+    conversation_id: str | DaehwaConnectionError, message_id: str | None, after: int
+) -> tuple[Call, StreamState]:
+    """The request and the stream state that get the rest of a reply (from the ids, or a dropped stream's error)."""
+    if isinstance(conversation_id, DaehwaConnectionError):
+        dropped = conversation_id
+        if dropped.conversation_id is None or dropped.message_id is None:
+            raise ValueError("this connection error happened before the reply started: send the message again")
+        conversation_id, message_id, after = dropped.conversation_id, dropped.message_id, dropped.offset
+    if message_id is None:
+        raise TypeError("resume_stream needs the reply's message_id")
+    call = Call("GET", f"/api/conversations/{conversation_id}/messages/{message_id}/stream", params={"after": after})
+    return call, StreamState(conversation_id, message_id=message_id, offset=after)
 
 
 class StreamState:
@@ -123,6 +162,48 @@ class StreamState:
             error = self.result.error or self.error or DaehwaAPIError("The model failed.", code="upstream_error")
             raise error
         return self.result
+
+
+class StreamView:
+    """What a streamed reply shows of its ``StreamState`` (both ``ReplyStream`` and ``AsyncReplyStream``)."""
+
+    _state: StreamState
+
+    @property
+    def conversation_id(self) -> str:
+        return self._state.conversation_id
+
+    @property
+    def message_id(self) -> str | None:
+        return self._state.message_id
+
+    @property
+    def started(self) -> Started | None:
+        return self._state.started
+
+    @property
+    def text(self) -> str:
+        """The text this stream delivered so far."""
+        return self._state.text
+
+    @property
+    def offset(self) -> int:
+        return self._state.offset
+
+    @property
+    def result(self) -> TurnResult | None:
+        """The ``done`` event's TurnResult, once the stream ended."""
+        return self._state.result
+
+    @property
+    def error(self) -> DaehwaAPIError | None:
+        """An ``error`` event: the model failed mid-reply (the partial reply is kept)."""
+        return self._state.error
+
+
+def http_error(response: httpx.Response, body: bytes) -> DaehwaAPIError:
+    """The error of an answer with status >= 400, from its body."""
+    return error_of(response, body.decode("utf-8", "replace"))
 
 
 def unreachable(base_url: str, exc: httpx.TransportError) -> DaehwaConnectionError:

@@ -8,27 +8,34 @@ from typing import Any
 
 import httpx
 
-from ._core import DEFAULT_TIMEOUT, Call, ClientBase, StreamState, message_body, options, unreachable
+from ._core import (
+    Call,
+    ClientBase,
+    StreamState,
+    StreamView,
+    create_conversation_call,
+    http_error,
+    message_body,
+    options,
+    resume_call,
+    unreachable,
+)
 from ._wire import (
     Conversation,
     ConversationPage,
     ConversationStart,
-    DaehwaAPIError,
     DaehwaConnectionError,
-    Message,
     Model,
     Persona,
     SSEEvent,
     SSEParser,
-    Started,
     TurnResult,
     UsageReport,
     User,
-    error_of,
 )
 
 
-class ReplyStream:
+class ReplyStream(StreamView):
     """A reply as it streams: iterate for the text deltas (``str``); then ``result`` is the ``TurnResult``.
 
     Use it as a context manager (or call ``close``) when you may stop reading early. A connection that breaks off
@@ -41,37 +48,6 @@ class ReplyStream:
         self._state = state
         self._events = SSEParser().events(response.iter_lines())
         self._closed = False
-
-    @property
-    def conversation_id(self) -> str:
-        return self._state.conversation_id
-
-    @property
-    def message_id(self) -> str | None:
-        return self._state.message_id
-
-    @property
-    def started(self) -> Started | None:
-        return self._state.started
-
-    @property
-    def text(self) -> str:
-        """The text this stream delivered so far."""
-        return self._state.text
-
-    @property
-    def offset(self) -> int:
-        return self._state.offset
-
-    @property
-    def result(self) -> TurnResult | None:
-        """The ``done`` event's TurnResult, once the stream ended."""
-        return self._state.result
-
-    @property
-    def error(self) -> DaehwaAPIError | None:
-        """An ``error`` event: the model failed mid-reply (the partial reply is kept)."""
-        return self._state.error
 
     def _read_start(self) -> None:
         while (event := self._next_event()) is not None:
@@ -126,7 +102,7 @@ class ReplyStream:
         self.close()
 
 
-class DaehwaClient(ClientBase):
+class DaehwaClient(ClientBase[httpx.BaseTransport, httpx.Client]):
     """A typed client of daehwa's conversation API (``/api``): the server keeps the history.
 
     ``DaehwaClient(url, api_key="dh-...")``, or ``DaehwaClient(url).login("alice", "password")`` for a session.
@@ -134,17 +110,8 @@ class DaehwaClient(ClientBase):
     titles come in it.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        language: str | None = None,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(base_url, api_key=api_key, language=language)
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+    def _open(self, timeout: httpx.Timeout | float, transport: httpx.BaseTransport | None) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
     # -- plumbing --------------------------------------------------------------------------------------------------
     def _send(self, call: Call, *, stream: bool = False) -> httpx.Response:
@@ -154,10 +121,10 @@ class DaehwaClient(ClientBase):
             raise unreachable(self.base_url, exc) from exc
         if response.status_code >= 400:
             try:
-                body = response.read().decode("utf-8", "replace")
+                body = response.read()
             finally:
                 response.close()
-            raise error_of(response, body)
+            raise http_error(response, body)
         return response
 
     def _json(self, call: Call) -> Any:
@@ -217,11 +184,7 @@ class DaehwaClient(ClientBase):
         variables: dict[str, Any] | None = None,
         title: str | None = None,
     ) -> ConversationStart:
-        body = {"persona": persona, "model": model, "variables": variables, "title": title}
-        data = self._json(Call("POST", "/api/conversations", json={k: v for k, v in body.items() if v is not None}))
-        return ConversationStart(
-            Conversation.from_json(data["conversation"]), [Message.from_json(m) for m in data["messages"]]
-        )
+        return ConversationStart.from_json(self._json(create_conversation_call(persona, model, variables, title)))
 
     def list_conversations(
         self, *, query: str | None = None, limit: int = 50, before: str | None = None
@@ -234,15 +197,8 @@ class DaehwaClient(ClientBase):
         self, conversation_id: str, *, limit: int = 200, before: str | None = None
     ) -> ConversationPage:
         """A conversation and its latest ``limit`` messages, oldest first (``before``: a message id to page back)."""
-        data = self._json(
-            Call("GET", f"/api/conversations/{conversation_id}", params={"limit": limit, "before": before})
-        )
-        return ConversationPage(
-            Conversation.from_json(data["conversation"]),
-            [Message.from_json(m) for m in data["messages"]],
-            bool(data.get("has_more")),
-            data.get("next_before"),
-        )
+        call = Call("GET", f"/api/conversations/{conversation_id}", params={"limit": limit, "before": before})
+        return ConversationPage.from_json(self._json(call))
 
     def rename_conversation(self, conversation_id: str, title: str) -> Conversation:
         return Conversation.from_json(
@@ -290,17 +246,8 @@ class DaehwaClient(ClientBase):
 
         Pass the ``DaehwaConnectionError`` a dropped stream raised to go on where it broke off.
         """
-        if isinstance(conversation_id, DaehwaConnectionError):
-            dropped = conversation_id
-            if dropped.conversation_id is None or dropped.message_id is None:
-                raise ValueError("this connection error happened before the reply started: send the message again")
-            conversation_id, message_id, after = dropped.conversation_id, dropped.message_id, dropped.offset
-        if message_id is None:
-            raise TypeError("resume_stream needs the reply's message_id")
-        call = Call(
-            "GET", f"/api/conversations/{conversation_id}/messages/{message_id}/stream", params={"after": after}
-        )
-        return self._stream(call, StreamState(conversation_id, message_id=message_id, offset=after), expect_start=False)
+        call, state = resume_call(conversation_id, message_id, after)
+        return self._stream(call, state, expect_start=False)
 
     def stop(self, conversation_id: str) -> bool:
         """Stop the reply being generated for this conversation; whether one was running."""

@@ -222,6 +222,10 @@ class ConversationStart:
     conversation: Conversation
     messages: list[Message]
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ConversationStart:
+        return cls(Conversation.from_json(data["conversation"]), [Message.from_json(m) for m in data["messages"]])
+
 
 @dataclass(frozen=True, slots=True)
 class ConversationPage:
@@ -231,6 +235,15 @@ class ConversationPage:
     messages: list[Message]
     has_more: bool
     next_before: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ConversationPage:
+        return cls(
+            Conversation.from_json(data["conversation"]),
+            [Message.from_json(m) for m in data["messages"]],
+            bool(data.get("has_more")),
+            data.get("next_before"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
