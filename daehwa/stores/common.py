@@ -7,6 +7,7 @@ JSON text, flags booleans or ``"1"``/``"0"``, so one function serves all three b
 
 from __future__ import annotations
 
+import abc
 import json
 import secrets
 import time
@@ -27,12 +28,14 @@ from ..types import (
 )
 from .base import (
     ApiKeyRecord,
+    ConversationStore,
     FormRecord,
     MessageChange,
     NewConversation,
     NewMessage,
     NewTurn,
     StreamChunk,
+    TurnResult,
     UserRecord,
 )
 
@@ -330,3 +333,47 @@ def cut_chunks(chunks: list[StreamChunk], after: int) -> list[StreamChunk]:
         out.append(chunk if chunk.start >= pos else StreamChunk(pos, chunk.text[pos - chunk.start :]))
         pos = chunk.end
     return out
+
+
+class VersionedConversationStore(ConversationStore):
+    """A ``ConversationStore`` that keeps a version per conversation (Redis, PostgreSQL; see ``cache.VersionedStore``):
+    each plain write is its ``*_versioned`` twin without the version, so a backend writes each once."""
+
+    async def append_message(self, user_id: str, conversation_id: str, message: NewMessage) -> StoredMessage:
+        return (await self.append_message_versioned(user_id, conversation_id, message))[0]
+
+    async def update_message(self, user_id: str, message_id: str, change: MessageChange) -> StoredMessage | None:
+        return (await self.update_message_versioned(user_id, message_id, change))[0]
+
+    async def begin_turn(
+        self, user_id: str, conversation_id: str, turn: NewTurn
+    ) -> tuple[StoredMessage | None, StoredMessage]:
+        user_msg, reply, _ = await self.begin_turn_versioned(user_id, conversation_id, turn)
+        return user_msg, reply
+
+    async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
+        return (await self.finish_turn_versioned(user_id, message_id, result))[0]
+
+    @abc.abstractmethod
+    async def append_message_versioned(
+        self, user_id: str, conversation_id: str, message: NewMessage
+    ) -> tuple[StoredMessage, str]:
+        """``append_message``, and the conversation's version after it (for the cache's write-through)."""
+
+    @abc.abstractmethod
+    async def update_message_versioned(
+        self, user_id: str, message_id: str, change: MessageChange
+    ) -> tuple[StoredMessage | None, str | None]:
+        """The changed message (None: not the user's) and the conversation's version after the change."""
+
+    @abc.abstractmethod
+    async def begin_turn_versioned(
+        self, user_id: str, conversation_id: str, turn: NewTurn
+    ) -> tuple[StoredMessage | None, StoredMessage, str]:
+        """``begin_turn``, and the conversation's version after it."""
+
+    @abc.abstractmethod
+    async def finish_turn_versioned(
+        self, user_id: str, message_id: str, result: TurnResult
+    ) -> tuple[StoredMessage | None, str | None]:
+        """``finish_turn``, and the conversation's version after it (None: the reply is gone)."""

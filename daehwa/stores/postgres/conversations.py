@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...types import Conversation, MessageStatus, StoredMessage
-from ..base import ConversationQuery, ConversationStore, MessageChange, NewConversation, NewMessage, NewTurn, TurnResult
+from ..base import ConversationQuery, MessageChange, NewConversation, NewMessage, NewTurn, TurnResult
 from ..common import (
     USAGE_COLUMNS,
+    VersionedConversationStore,
     as_utc,
     conversation_from_row,
     message_from_row,
@@ -109,7 +110,7 @@ SELECT count(*) FROM deleted
 """
 
 
-class PostgresConversations(PostgresConnection, ConversationStore):
+class PostgresConversations(PostgresConnection, VersionedConversationStore):
     async def create_conversation(self, user_id: str, new: NewConversation | None = None) -> Conversation:
         conv = new_conversation(user_id, new)
         await self._write(lambda: self._p().execute(_INSERT_CONVERSATION, *_conversation_args(conv)))
@@ -192,18 +193,12 @@ class PostgresConversations(PostgresConnection, ConversationStore):
             raise no_conversation(conversation_id)
         return str(created[0]["version"])
 
-    async def append_message(self, user_id: str, conversation_id: str, message: NewMessage) -> StoredMessage:
-        return (await self.append_message_versioned(user_id, conversation_id, message))[0]
-
     async def append_message_versioned(
         self, user_id: str, conversation_id: str, message: NewMessage
     ) -> tuple[StoredMessage, str]:
         """``append_message``, and the conversation's version after it (for the cache's write-through)."""
         stored = new_message(conversation_id, message)
         return stored, await self._insert(user_id, conversation_id, [stored])
-
-    async def update_message(self, user_id: str, message_id: str, change: MessageChange) -> StoredMessage | None:
-        return (await self.update_message_versioned(user_id, message_id, change))[0]
 
     async def update_message_versioned(
         self, user_id: str, message_id: str, change: MessageChange
@@ -258,12 +253,6 @@ class PostgresConversations(PostgresConnection, ConversationStore):
         return [message_from_row(row) for row in rows]
 
     # -- turns -------------------------------------------------------------------------------------------------
-    async def begin_turn(
-        self, user_id: str, conversation_id: str, turn: NewTurn
-    ) -> tuple[StoredMessage | None, StoredMessage]:
-        user_msg, reply, _ = await self.begin_turn_versioned(user_id, conversation_id, turn)
-        return user_msg, reply
-
     async def begin_turn_versioned(
         self, user_id: str, conversation_id: str, turn: NewTurn
     ) -> tuple[StoredMessage | None, StoredMessage, str]:
@@ -283,9 +272,6 @@ class PostgresConversations(PostgresConnection, ConversationStore):
             )
         )
         return conv, user_msg, reply
-
-    async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
-        return (await self.finish_turn_versioned(user_id, message_id, result))[0]
 
     async def finish_turn_versioned(
         self, user_id: str, message_id: str, result: TurnResult

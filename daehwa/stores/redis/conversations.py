@@ -28,8 +28,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...types import Conversation, MessageStatus, StoredMessage, UsageRecord
-from ..base import ConversationQuery, ConversationStore, MessageChange, NewConversation, NewMessage, NewTurn, TurnResult
+from ..base import ConversationQuery, MessageChange, NewConversation, NewMessage, NewTurn, TurnResult
 from ..common import (
+    VersionedConversationStore,
     changed,
     conversation_from_row,
     iso,
@@ -135,7 +136,7 @@ return 1
 """
 
 
-class RedisConversations(RedisConnection, ConversationStore):
+class RedisConversations(RedisConnection, VersionedConversationStore):
     SCRIPTS: ClassVar[Mapping[str, str]] = {
         "append": _APPEND,
         "delete_conversation": _DELETE_CONVERSATION,
@@ -269,18 +270,12 @@ class RedisConversations(RedisConnection, ConversationStore):
         await self._touch_index(user_id, conversation_id, micros(now))
         return str(version)
 
-    async def append_message(self, user_id: str, conversation_id: str, message: NewMessage) -> StoredMessage:
-        return (await self.append_message_versioned(user_id, conversation_id, message))[0]
-
     async def append_message_versioned(
         self, user_id: str, conversation_id: str, message: NewMessage
     ) -> tuple[StoredMessage, str]:
         """``append_message``, and the conversation's version after it (for the cache's write-through)."""
         stored = new_message(conversation_id, message, message_id=_message_id(conversation_id))
         return stored, await self._store_messages(user_id, conversation_id, [stored])
-
-    async def update_message(self, user_id: str, message_id: str, change: MessageChange) -> StoredMessage | None:
-        return (await self._update_message(user_id, message_id, change))[0]
 
     async def update_message_versioned(
         self, user_id: str, message_id: str, change: MessageChange
@@ -348,12 +343,6 @@ class RedisConversations(RedisConnection, ConversationStore):
         return [_message(mid, conversation_id, json.loads(raw)) for mid, raw in zip(flat[::2], flat[1::2], strict=True)]
 
     # -- turns -------------------------------------------------------------------------------------------------
-    async def begin_turn(
-        self, user_id: str, conversation_id: str, turn: NewTurn
-    ) -> tuple[StoredMessage | None, StoredMessage]:
-        user_msg, reply, _ = await self.begin_turn_versioned(user_id, conversation_id, turn)
-        return user_msg, reply
-
     async def begin_turn_versioned(
         self, user_id: str, conversation_id: str, turn: NewTurn
     ) -> tuple[StoredMessage | None, StoredMessage, str]:
@@ -381,13 +370,10 @@ class RedisConversations(RedisConnection, ConversationStore):
         await self._touch_index(user_id, conv.id, micros(conv.updated_at))
         return conv, user_msg, reply
 
-    async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
-        # The final reply, then its usage (recorded even when the reply is gone).
-        return (await self._update_message(user_id, message_id, result.change(), result.usage))[0]
-
     async def finish_turn_versioned(
         self, user_id: str, message_id: str, result: TurnResult
     ) -> tuple[StoredMessage | None, str | None]:
+        # The final reply, then its usage (recorded even when the reply is gone).
         return await self._update_message(user_id, message_id, result.change(), result.usage)
 
     async def _repair_streaming(
