@@ -213,6 +213,7 @@ USAGE_FIELDS = (
     "created_at",
 )
 USAGE_COLUMNS = ", ".join(USAGE_FIELDS)  # the order of ``usage_row``
+API_KEY_COLUMNS = "id, user_id, name, prefix, created_at, last_used_at, revoked_at"  # ``api_key_from_row``
 
 
 # -- rows -> types -----------------------------------------------------------------------------------------------

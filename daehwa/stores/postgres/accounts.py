@@ -8,10 +8,8 @@ import asyncpg
 from ...errors import Conflict
 from ...types import User
 from ..base import DELETED_USER_ID, AccountStore, ApiKeyRecord, SessionRecord, UserDeletion, UserRecord
-from ..common import api_key_from_row, as_utc, new_id, user_record_from_row, utcnow
+from ..common import API_KEY_COLUMNS, api_key_from_row, as_utc, new_id, user_record_from_row, utcnow
 from .connection import PostgresConnection, count
-
-_API_KEY_COLUMNS = "id, user_id, name, prefix, created_at, last_used_at, revoked_at"
 
 
 class PostgresAccounts(PostgresConnection, AccountStore):
@@ -76,7 +74,7 @@ class PostgresAccounts(PostgresConnection, AccountStore):
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
         row = await self._write(
             lambda: self._p().fetchrow(
-                f"UPDATE api_keys SET last_used_at = $2 WHERE key_hash = $1 RETURNING {_API_KEY_COLUMNS}",
+                f"UPDATE api_keys SET last_used_at = $2 WHERE key_hash = $1 RETURNING {API_KEY_COLUMNS}",
                 key_hash,
                 utcnow(),
             )
@@ -85,7 +83,7 @@ class PostgresAccounts(PostgresConnection, AccountStore):
 
     async def list_api_keys(self, user_id: str | None = None) -> list[ApiKeyRecord]:
         rows = await self._p().fetch(
-            f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE $1::text IS NULL OR user_id = $1 ORDER BY created_at, id",
+            f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE $1::text IS NULL OR user_id = $1 ORDER BY created_at, id",
             user_id,
         )
         return [api_key_from_row(row) for row in rows]

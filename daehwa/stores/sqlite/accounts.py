@@ -8,11 +8,9 @@ import sqlite3
 from ...errors import Conflict
 from ...types import User
 from ..base import DELETED_USER_ID, AccountStore, ApiKeyRecord, SessionRecord, UserDeletion, UserRecord
-from ..common import api_key_from_row, from_iso, iso, new_id, user_record_from_row, utcnow
+from ..common import API_KEY_COLUMNS, api_key_from_row, from_iso, iso, new_id, user_record_from_row, utcnow
 from .connection import SQLiteConnection
 from .profiles import delete_profile_rows
-
-_API_KEY_COLUMNS = "id, user_id, name, prefix, created_at, last_used_at, revoked_at"
 
 
 class SQLiteAccounts(SQLiteConnection, AccountStore):
@@ -72,7 +70,7 @@ class SQLiteAccounts(SQLiteConnection, AccountStore):
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
         def work(db: sqlite3.Connection) -> ApiKeyRecord | None:
             db.execute("UPDATE api_keys SET last_used_at = ? WHERE key_hash = ?", (iso(utcnow()), key_hash))
-            row = db.execute(f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
+            row = db.execute(f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
             return api_key_from_row(dict(row)) if row else None
 
         return await self._write(work)
@@ -80,9 +78,9 @@ class SQLiteAccounts(SQLiteConnection, AccountStore):
     async def list_api_keys(self, user_id: str | None = None) -> list[ApiKeyRecord]:
         params: tuple[str, ...] = ()
         if user_id is None:
-            sql = f"SELECT {_API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
+            sql = f"SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
         else:
-            sql = f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE user_id = ? ORDER BY created_at, id"
+            sql = f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE user_id = ? ORDER BY created_at, id"
             params = (user_id,)
         rows = await self._read(lambda db: db.execute(sql, params).fetchall())
         return [api_key_from_row(dict(row)) for row in rows]
