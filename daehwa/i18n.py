@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 MESSAGES: dict[str, dict[str, str]] = {
     "fallback_reply": {
@@ -49,11 +50,18 @@ def normalize_locale(locale: str | None) -> str:
     return "ko"
 
 
-def t(key: str, locale: str | None = None, **values: object) -> str:
-    """The sentence ``key`` in ``locale`` (see ``normalize_locale``), with ``values`` filled into its fields."""
-    table = MESSAGES[key]
+def pick(sentences: Mapping[str, Mapping[str, str]], key: str, locale: str | None, **values: object) -> str:
+    """``sentences[key]`` in ``locale`` (see ``normalize_locale``; English where it lacks the language), with
+    ``values`` filled into its fields: the lookup of every ko/en table (this module's, the Django room's, the
+    Streamlit app's)."""
+    table = sentences[key]
     text = table.get(normalize_locale(locale), table["en"])
     return text.format(**values) if values else text
+
+
+def t(key: str, locale: str | None = None, **values: object) -> str:
+    """The sentence ``key`` in ``locale`` (see ``normalize_locale``), with ``values`` filled into its fields."""
+    return pick(MESSAGES, key, locale, **values)
 
 
 def format_duration(seconds: float, locale: str | None = None) -> str:

@@ -17,7 +17,7 @@ from ..errors import (
     RateLimited,
     StoreUnavailable,
 )
-from ..i18n import normalize_locale
+from ..i18n import pick
 
 SENTENCES: dict[str, dict[str, str]] = {
     "login_required": {
@@ -75,8 +75,7 @@ SENTENCES: dict[str, dict[str, str]] = {
 
 def say(key: str, locale: str | None) -> str:
     """The sentence ``key`` in ``locale`` (``ko`` unless the locale asks for English)."""
-    table = SENTENCES[key]
-    return table.get(normalize_locale(locale), table["en"])
+    return pick(SENTENCES, key, locale)
 
 
 def error_text(exc: DaehwaError, locale: str | None) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..i18n import pick
+
 LANGUAGES = {"ko": "한국어", "en": "English"}
 
 TEXTS: dict[str, dict[str, str]] = {
@@ -69,6 +71,4 @@ TEXTS: dict[str, dict[str, str]] = {
 
 def text(key: str, language: str, **values: object) -> str:
     """The sentence ``key`` in ``language`` (Korean when the language is unknown), with ``values`` filled in."""
-    table = TEXTS[key]
-    sentence = table.get(language) or table["ko"]
-    return sentence.format(**values) if values else sentence
+    return pick(TEXTS, key, language, **values)
