@@ -55,6 +55,7 @@ from .pipeline import (
     TurnObserver,
     TurnRequest,
     TurnStarted,
+    observer_applies,
     run_contributors,
     run_observer,
 )
@@ -245,6 +246,8 @@ class ChatService:
         """Finish the turn, then start the observers in the background."""
         finished = await self._finish(turn)
         for observer in self.observers:
+            if not observer_applies(observer, turn, finished):
+                continue  # e.g. both built-in observers on client-kept history: no task for nothing
             self._in_background(run_observer(observer, turn, finished, metrics=self.metrics))
         return finished
 
@@ -722,6 +725,14 @@ class ContextMemoryObserver:
 
     def __init__(self, chat: ChatService) -> None:
         self.chat = chat
+
+    def applies(self, turn: Turn, finished: TurnFinished) -> bool:
+        return (
+            self.chat.context.memory is not None
+            and turn.built is not None
+            and not turn.stateless
+            and finished.message.status in CONTEXT_STATUSES
+        )
 
     async def finished(self, turn: Turn, finished: TurnFinished) -> None:
         engine, built, conversation = self.chat.context, turn.built, turn.conversation
