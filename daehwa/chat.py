@@ -379,14 +379,14 @@ class ChatService:
         return bool(self.contributors) or any(not isinstance(o, ContextMemoryObserver) for o in self.observers)
 
     async def _contribute(self, turn: Turn) -> None:
-        """The contributors, in order; what they put in ``user_meta`` is stored on the user's message."""
+        """The contributors, in order; what they put in ``user_meta`` is stored on the user's message with the reply
+        (``finish_turn``'s one transaction: two store writes per turn, not three)."""
         if not self.contributors:
             return
         await run_contributors(
             turn, self.contributors, time_bound=self.settings.pipeline_hook_timeout_seconds, metrics=self.metrics
         )
         if turn.user_meta and turn.user_message is not None:
-            await self.store.update_message(turn.user.id, turn.user_message.id, MessageChange(meta=turn.user_meta))
             turn.user_message = replace(turn.user_message, meta={**turn.user_message.meta, **turn.user_meta})
 
     async def _build_context(self, turn: Turn) -> None:
@@ -655,7 +655,15 @@ class ChatService:
         stored = await self.store.finish_turn(
             request.user.id,
             turn.reply.id,
-            TurnResult(content=text, status=status, model=answered_by, meta=meta or None, usage=record),
+            TurnResult(
+                content=text,
+                status=status,
+                model=answered_by,
+                meta=meta or None,
+                usage=record,
+                user_message_id=turn.user_message.id if turn.user_message is not None else None,
+                user_meta=turn.user_meta or None,
+            ),
         )
         if self.limiter is not None:
             await self.limiter.record(request.user, tokens=usage.total_tokens)
