@@ -375,30 +375,45 @@ class EventStreamResponse(Response):
         async def send_bytes(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
-        producer = asyncio.ensure_future(self.produce(send_bytes))
+        # ``produce`` runs in this task (one task fewer per stream); the watcher cancels it when the client leaves,
+        # and that cancellation is taken back here (``uncancel``) once the partial reply is stored.
+        current = asyncio.current_task()
+        assert current is not None
+        producing = True
+        left = False
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+
+        def on_disconnect(task: asyncio.Future[None]) -> None:
+            nonlocal left
+            if producing and not task.cancelled() and task.exception() is None:
+                left = True
+                current.cancel()
+
+        watcher.add_done_callback(on_disconnect)
         try:
-            await asyncio.wait({producer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if not producer.done():  # the client left: stop generating (the partial reply is stored)
-                producer.cancel()
-                with suppress(asyncio.CancelledError):
-                    await producer
-                return
             try:
-                producer.result()  # a bug in produce surfaces here (and in the log), not silently
-            except Exception as exc:
+                await self.produce(send_bytes)
+            except asyncio.CancelledError:
+                producing = False
+                if left and current.uncancel() == 0:
+                    return  # the client left: generation stopped (the partial reply is stored)
+                raise
+            except Exception as exc:  # a bug in produce surfaces here (and in the log), not silently
+                producing = False
                 outage = store_outage(exc)
                 if outage is None:
                     raise
                 log.warning("a stream ended early: %s (%s)", outage.code, type(exc).__name__)
                 await send({"type": "http.response.body", "body": self.error_frame(outage), "more_body": True})
+            producing = False
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            for task in (producer, watcher):
-                if not task.done():
-                    task.cancel()
-                    with suppress(asyncio.CancelledError, Exception):
-                        await task
+            producing = False
+            watcher.remove_done_callback(on_disconnect)
+            if not watcher.done():
+                watcher.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await watcher
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
