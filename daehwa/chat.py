@@ -237,10 +237,25 @@ class ChatService:
         finally:
             self.metrics.active_streams.dec()
 
-    async def drain(self) -> None:
-        """Wait for replies still being saved and observers still running (called on shutdown)."""
+    async def drain(self, grace_seconds: float | None = None) -> None:
+        """Wait for replies still being saved and observers still running (called on shutdown).
+
+        With ``grace_seconds``, work still running after that many seconds is cancelled with a warning: a shutdown must
+        end even when a store that went away leaves a write waiting for a connection that never comes back."""
+        loop = asyncio.get_running_loop()
+        deadline = None if grace_seconds is None else loop.time() + grace_seconds
         while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+            pending = list(self._background)
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                log.warning(
+                    "shutdown: cancelling %d background task(s) still running after %.0f s", len(pending), grace_seconds
+                )
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                return
+            await asyncio.wait(pending, timeout=left)
 
     async def _close(self, turn: Turn) -> TurnFinished:
         """Finish the turn, then start the observers in the background."""

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How long a shutdown waits for replies still being saved and observers still running before it cancels them.
+_DRAIN_SECONDS = 30.0
+
 
 @dataclass
 class Services:
@@ -92,7 +95,7 @@ class Services:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._second_sweep = self._breaker_sharing = None
-        await self.chat.drain()
+        await self.chat.drain(grace_seconds=_DRAIN_SECONDS)
         if self.forms is not None:
             await self.forms.webhooks.drain()
         close = getattr(self.chat.context.embedder, "close", None)

@@ -340,3 +340,16 @@ async def test_a_starting_server_recovers_replies_a_crash_left_streaming(setting
         assert (messages[-1].content, messages[-1].status) == ("half an ans", MessageStatus.INTERRUPTED)
     finally:
         await second.aclose()
+
+
+async def test_drain_with_a_timeout_cancels_background_work_that_never_ends(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shutdown ends even when a background write waits forever (e.g. for a store connection that never comes
+    back): what is still running after the timeout is cancelled, with a warning."""
+    never = asyncio.Event()
+    services.chat._in_background(never.wait())
+    services.chat._in_background(asyncio.sleep(0))
+    await asyncio.wait_for(services.chat.drain(grace_seconds=0.2), 5)
+    assert not services.chat._background
+    assert "cancelling 1 background task" in caplog.text

@@ -278,6 +278,7 @@ async def test_the_guide_persona_works_with_the_embedded_model(tmp_path: Path, m
         database_url=f"sqlite:///{tmp_path / 'qwen.db'}",
         default_model=f"local/{name}",
         filter_output_action="off",
+        pipeline_hook_timeout_seconds=30.0,  # the embedder's and the catalogue's first load run inside the hooks
         _env_file=None,  # type: ignore[call-arg]
     )
     svc = build_services(settings, providers=ProviderRegistry([provider]))

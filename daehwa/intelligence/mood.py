@@ -2,8 +2,10 @@
 
 The classifier is a multinomial logistic regression over the message's multilingual-e5-small vector, the same
 ``turn.query_vector`` the context engine computed for recall (so mood costs one 3x384 matrix product, not a second
-embedding). Its weights (``data/mood.npz``, ~5 KB) are trained by ``benchmarks/train_mood.py`` on
-``data/mood_rows.tsv``; the held-out accuracy is stored in the file and shown by ``benchmarks/bench_intelligence.py``.
+embedding). Its weights (``data/mood.npz``, ~3 KB) are trained by ``benchmarks/train_mood.py`` on
+``data/mood_rows.tsv`` (chat messages written for daehwa) and a public sample of KOTE (Korean comments with emotion
+labels, MIT, ``benchmarks/data/kote``); both held-out accuracies are stored in the file and shown by
+``benchmarks/bench_intelligence.py``.
 
 Without a vector (no embedding model installed) a small keyword list answers instead, with a low confidence and
 ``method = "keywords"``: a fallback, never the main classifier.
@@ -36,13 +38,22 @@ class Mood:
 class MoodModel:
     """Softmax regression ``p = softmax(W x + b)`` over a unit-length embedding ``x``."""
 
-    def __init__(self, weights: Any, bias: Any, labels: Sequence[str], *, accuracy: float | None = None) -> None:
+    def __init__(
+        self,
+        weights: Any,
+        bias: Any,
+        labels: Sequence[str],
+        *,
+        accuracy: float | None = None,
+        public_accuracy: float | None = None,
+    ) -> None:
         import numpy as np
 
         self.weights = np.asarray(weights, dtype=np.float32)
         self.bias = np.asarray(bias, dtype=np.float32)
         self.labels = tuple(labels)
-        self.accuracy = accuracy
+        self.accuracy = accuracy  # held-out accuracy on daehwa's own chat rows
+        self.public_accuracy = public_accuracy  # held-out accuracy on the public KOTE sample
         if self.weights.shape != (len(self.labels), self.bias.shape[0]) and self.weights.shape[0] != len(self.labels):
             raise ValueError("mood weights do not match their labels: retrain with benchmarks/train_mood.py")
 
@@ -56,7 +67,9 @@ class MoodModel:
 
         with np.load(path, allow_pickle=False) as data:
             accuracy = float(data["accuracy"]) if "accuracy" in data else None
-            return cls(data["weights"], data["bias"], [str(x) for x in data["labels"]], accuracy=accuracy)
+            public = float(data["public_accuracy"]) if "public_accuracy" in data else None
+            labels = [str(x) for x in data["labels"]]
+            return cls(data["weights"], data["bias"], labels, accuracy=accuracy, public_accuracy=public)
 
     def save(self, path: Path, **extra: Any) -> None:
         import numpy as np

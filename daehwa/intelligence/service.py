@@ -50,8 +50,9 @@ DEFAULT_TONE: dict[str, dict[str, str]] = {
         "en": "The user seems happy. Share their joy and answer in a bright, warm tone.",
     },
 }
-#: Below this confidence the mood is stored but the tone is left alone.
-TONE_MIN_CONFIDENCE = 0.55
+#: Below this confidence the mood is stored but the tone is left alone (0.5 for the KOTE-trained weights, which are
+#: less overconfident than the first ones: docs/intelligence.md, "Tone").
+TONE_MIN_CONFIDENCE = 0.5
 
 
 def turn_locale(turn: Turn) -> str:
