@@ -55,6 +55,7 @@ from .pipeline import (
     TurnObserver,
     TurnRequest,
     TurnStarted,
+    observer_applies,
     run_contributors,
     run_observer,
 )
@@ -260,6 +261,8 @@ class ChatService:
         """Finish the turn, then start the observers in the background."""
         finished = await self._finish(turn)
         for observer in self.observers:
+            if not observer_applies(observer, turn, finished):
+                continue  # e.g. both built-in observers on client-kept history: no task for nothing
             self._in_background(run_observer(observer, turn, finished, metrics=self.metrics))
         return finished
 
@@ -391,14 +394,14 @@ class ChatService:
         return bool(self.contributors) or any(not isinstance(o, ContextMemoryObserver) for o in self.observers)
 
     async def _contribute(self, turn: Turn) -> None:
-        """The contributors, in order; what they put in ``user_meta`` is stored on the user's message."""
+        """The contributors, in order; what they put in ``user_meta`` is stored on the user's message with the reply
+        (``finish_turn``'s one transaction: two store writes per turn, not three)."""
         if not self.contributors:
             return
         await run_contributors(
             turn, self.contributors, time_bound=self.settings.pipeline_hook_timeout_seconds, metrics=self.metrics
         )
         if turn.user_meta and turn.user_message is not None:
-            await self.store.update_message(turn.user.id, turn.user_message.id, MessageChange(meta=turn.user_meta))
             turn.user_message = replace(turn.user_message, meta={**turn.user_message.meta, **turn.user_meta})
 
     async def _build_context(self, turn: Turn) -> None:
@@ -667,7 +670,15 @@ class ChatService:
         stored = await self.store.finish_turn(
             request.user.id,
             turn.reply.id,
-            TurnResult(content=text, status=status, model=answered_by, meta=meta or None, usage=record),
+            TurnResult(
+                content=text,
+                status=status,
+                model=answered_by,
+                meta=meta or None,
+                usage=record,
+                user_message_id=turn.user_message.id if turn.user_message is not None else None,
+                user_meta=turn.user_meta or None,
+            ),
         )
         if self.limiter is not None:
             await self.limiter.record(request.user, tokens=usage.total_tokens)
@@ -737,6 +748,14 @@ class ContextMemoryObserver:
 
     def __init__(self, chat: ChatService) -> None:
         self.chat = chat
+
+    def applies(self, turn: Turn, finished: TurnFinished) -> bool:
+        return (
+            self.chat.context.memory is not None
+            and turn.built is not None
+            and not turn.stateless
+            and finished.message.status in CONTEXT_STATUSES
+        )
 
     async def finished(self, turn: Turn, finished: TurnFinished) -> None:
         engine, built, conversation = self.chat.context, turn.built, turn.conversation

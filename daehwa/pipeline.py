@@ -168,7 +168,11 @@ class Turn:
 
 # -- the hooks -----------------------------------------------------------------------------------------------------
 class TurnContributor(Protocol):
-    """Runs after persist and the query embedding, before the context is built (within the hook time bound)."""
+    """Runs after persist and the query embedding, before the context is built (within the hook time bound).
+
+    A contributor may also have ``applies(turn) -> bool``, a cheap synchronous check: when it says False the
+    contributor is skipped without a time bound or a snapshot of the turn (most hooks do nothing on ``/v1``).
+    """
 
     name: str
 
@@ -176,11 +180,37 @@ class TurnContributor(Protocol):
 
 
 class TurnObserver(Protocol):
-    """Runs in the background after the reply is stored; never delays the reply."""
+    """Runs in the background after the reply is stored; never delays the reply.
+
+    An observer may also have ``applies(turn, finished) -> bool``: when it says False no background task is started
+    for it.
+    """
 
     name: str
 
     async def finished(self, turn: Turn, finished: TurnFinished) -> None: ...
+
+
+def contributor_applies(contributor: TurnContributor, turn: Turn) -> bool:
+    """The contributor's ``applies`` (True when it has none); one that raises is run (and fails) as usual."""
+    applies = getattr(contributor, "applies", None)
+    if applies is None:
+        return True
+    try:
+        return bool(applies(turn))
+    except Exception:
+        return True
+
+
+def observer_applies(observer: TurnObserver, turn: Turn, finished: TurnFinished) -> bool:
+    """The observer's ``applies`` (True when it has none); one that raises is run (and fails) as usual."""
+    applies = getattr(observer, "applies", None)
+    if applies is None:
+        return True
+    try:
+        return bool(applies(turn, finished))
+    except Exception:
+        return True
 
 
 def _failed(metrics: Metrics, name: str, what: str, exc: BaseException) -> None:
@@ -194,6 +224,8 @@ async def run_contributors(
 ) -> None:
     """Each contributor in order; one that raises or runs out of time leaves the turn as it found it."""
     for contributor in contributors:
+        if not contributor_applies(contributor, turn):
+            continue
         saved = (list(turn.system_parts), _snapshot(turn.user_meta), _snapshot(turn.reply_meta))
         override = turn.reply_override
         try:
@@ -231,6 +263,8 @@ __all__ = [
     "TurnObserver",
     "TurnRequest",
     "TurnStarted",
+    "contributor_applies",
+    "observer_applies",
     "run_contributors",
     "run_observer",
 ]

@@ -164,6 +164,45 @@ async def test_an_observer_runs_after_the_reply_is_stored(services: Services, al
     assert failures(services, "failing") == 1
 
 
+async def test_hooks_whose_applies_says_no_are_skipped(services: Services, alice: User) -> None:
+    """``applies`` False: the contributor is not run (and not timed: a slow one counts no failure), the observer gets
+    no background task; ``applies`` True and hooks without ``applies`` run as before."""
+    ran: list[str] = []
+
+    class Skipped(Slow):
+        name = "skipped"
+
+        def applies(self, turn: Turn) -> bool:
+            return turn.content == "run me"
+
+    class Runs:
+        name = "runs"
+
+        def applies(self, turn: Turn) -> bool:
+            return True
+
+        async def contribute(self, turn: Turn) -> None:
+            ran.append("contributor")
+
+    class Quiet:
+        name = "quiet"
+
+        def applies(self, turn: Turn, finished: TurnFinished) -> bool:
+            return False
+
+        async def finished(self, turn: Turn, finished: TurnFinished) -> None:
+            ran.append("quiet observer")
+
+    services.chat.contributors.extend([Skipped(), Runs()])
+    services.chat.observers[:] = [Quiet()]
+    tasks_before = len(asyncio.all_tasks())
+    _, finished = await services.chat.run(TurnRequest(user=alice, content="hello"))
+    assert len(asyncio.all_tasks()) == tasks_before  # no observer task was started
+    await services.chat.drain()
+    assert finished.message.content == "echo: hello"
+    assert failures(services, "skipped") == 0 and ran == ["contributor"]
+
+
 async def test_hook_meta_is_in_the_rest_and_v1_responses(
     app: FastAPI, client: httpx.AsyncClient, services: Services, alice_key: str
 ) -> None:

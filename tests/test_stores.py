@@ -753,6 +753,41 @@ async def test_finish_turn_records_usage_even_when_the_reply_is_gone(store: Stor
     assert await store.tokens_used_since("u1", datetime.now(UTC) - timedelta(minutes=1)) == 8
 
 
+async def test_finish_turn_merges_user_meta_into_the_users_message(store: Store) -> None:
+    """A turn's contributors' meta (e.g. its mood) reaches the user's message in the finish write, with or without
+    usage."""
+    conv = await store.create_conversation("u1")
+    new = NewTurn(user_content="x", reply_model="m", user_meta={"lang": "ko"})
+    user_msg, reply = await store.begin_turn("u1", conv.id, new)
+    assert user_msg is not None
+    mood = {"label": "positive", "confidence": 0.9}
+    done = await store.finish_turn(
+        "u1",
+        reply.id,
+        TurnResult(
+            content="y",
+            status=MessageStatus.COMPLETE,
+            usage=_usage("u1", "m", 1, 1, conversation_id=conv.id, message_id=reply.id),
+            user_message_id=user_msg.id,
+            user_meta={"mood": mood},
+        ),
+    )
+    assert done is not None and done.content == "y"
+    stored = await store.list_messages("u1", conv.id) or []
+    assert [dict(m.meta) for m in stored] == [{"lang": "ko", "mood": mood}, {}]
+    assert await store.tokens_used_since("u1", datetime.now(UTC) - timedelta(minutes=1)) == 2
+
+    user2, reply2 = await store.begin_turn("u1", conv.id, NewTurn(user_content="z", reply_model="m"))
+    assert user2 is not None
+    await store.finish_turn(
+        "u1",
+        reply2.id,
+        TurnResult(content="w", status=MessageStatus.COMPLETE, user_message_id=user2.id, user_meta={"mood": "n"}),
+    )
+    stored = await store.list_messages("u1", conv.id) or []
+    assert stored[2].meta == {"mood": "n"} and stored[3].content == "w"
+
+
 async def test_finish_turn_without_usage(store: Store) -> None:
     conv = await store.create_conversation("u1")
     _, reply = await store.begin_turn("u1", conv.id, NewTurn(user_content="x", reply_model="m"))

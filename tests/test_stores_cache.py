@@ -107,15 +107,21 @@ async def test_a_process_keeps_its_own_writes_in_its_cache(two_processes: tuple[
     conv = await a.create_conversation("u1", NewConversation(title="w"))
     await a.append_message("u1", conv.id, NewMessage(role="user", content="q1"))
     await a.list_messages("u1", conv.id)  # cached
-    _, reply = await a.begin_turn("u1", conv.id, NewTurn(user_content="q2", reply_model="m"))
+    user_msg, reply = await a.begin_turn("u1", conv.id, NewTurn(user_content="q2", reply_model="m"))
+    assert user_msg is not None
     await a.update_message("u1", reply.id, MessageChange(content="pa", meta={"x": 1}))
-    await a.finish_turn("u1", reply.id, TurnResult("pa rt", MessageStatus.COMPLETE, meta={"y": 2}))
+    await a.finish_turn(
+        "u1",
+        reply.id,
+        TurnResult("pa rt", MessageStatus.COMPLETE, meta={"y": 2}, user_message_id=user_msg.id, user_meta={"m": 1}),
+    )
     await a.append_message("u1", conv.id, NewMessage(role="user", content="q3"))
     hits = a.hits
     cached = await a.list_messages("u1", conv.id)
     assert a.hits == hits + 1  # its own writes moved the copy along: still a hit
     assert cached == await a.inner.list_messages("u1", conv.id)  # and it is exactly what the store holds
     assert [m.content for m in cached or []] == ["q1", "q2", "pa rt", "q3"]
+    assert (cached or [])[1].meta == {"m": 1}  # the user's message got the turn's user meta in the finish write
 
     # A write from the other process in between: the next own write cannot move the copy along, so it is dropped.
     await b.append_message("u1", conv.id, NewMessage(role="user", content="from b"))

@@ -194,8 +194,9 @@ class TurnHandle:
         self.user = user
         self.turns = turns
         self.key = (user.id, started.conversation.id)
-        self._task: asyncio.Task[TurnFinished] | None = None
+        self._task: asyncio.Task[Any] | None = None
         self._stop_requested = False
+        self._ran = False  # run() was called (its task, or the caller's, is consuming the events)
         self._offset = 0
         # A resumable reply's text goes to the store's chunk log, so a client can resume it from any process.
         self.chunks: ChunkPublisher | None = None
@@ -251,6 +252,10 @@ class TurnHandle:
 
     async def run(self, emit: Emit | None = None) -> TurnOutcome:
         """Stream the deltas to ``emit``; returns when the turn is finished or stopped."""
+        self._ran = True
+        current = asyncio.current_task()
+        if current is not None and not self._stop_requested:
+            return await self._run_here(current, emit)
         self._task = asyncio.ensure_future(self._consume(emit))
         if self._stop_requested:
             # Let the turn take one step first: cancelled while parked at TurnStarted, the pipeline could not store
@@ -268,10 +273,32 @@ class TurnHandle:
             self.turns.discard(self)
         return TurnOutcome(self.started, finished, finished.message)
 
+    async def _run_here(self, current: asyncio.Task[Any], emit: Emit | None) -> TurnOutcome:
+        """``run`` in the caller's task, without a task of its own (one less per turn on the hot path): ``stop``
+        cancels the caller's task, and the cancellation is taken back here (``uncancel``) when ``stop`` was its
+        only cause; a cancellation from elsewhere (the client left, shutdown) goes on up as before."""
+        self._task = current
+        try:
+            finished = await self._consume(emit)
+        except asyncio.CancelledError:
+            self._task = None
+            if not self._stop_requested or current.uncancel() > 0:
+                raise
+            return TurnOutcome(self.started, None, await self._stored_reply(), stopped=True)
+        finally:
+            self._task = None
+            self.turns.discard(self)
+        if self._stop_requested and current.cancelling() == 1:
+            # stop() came after the turn's last suspension point: its cancel is still pending on this task.
+            current.uncancel()
+            with suppress(asyncio.CancelledError):
+                await asyncio.sleep(0)  # delivers (and drops) the pending cancellation
+        return TurnOutcome(self.started, finished, finished.message)
+
     async def aclose(self) -> None:
         """Clean up after a transport failed; a turn that never ran is stopped (and stored as interrupted)."""
         self.turns.discard(self)
-        if self._task is None:
+        if not self._ran:
             self._stop_requested = True
             with suppress(Exception, asyncio.CancelledError):
                 await self.run()
@@ -348,30 +375,45 @@ class EventStreamResponse(Response):
         async def send_bytes(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
-        producer = asyncio.ensure_future(self.produce(send_bytes))
+        # ``produce`` runs in this task (one task fewer per stream); the watcher cancels it when the client leaves,
+        # and that cancellation is taken back here (``uncancel``) once the partial reply is stored.
+        current = asyncio.current_task()
+        assert current is not None
+        producing = True
+        left = False
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+
+        def on_disconnect(task: asyncio.Future[None]) -> None:
+            nonlocal left
+            if producing and not task.cancelled() and task.exception() is None:
+                left = True
+                current.cancel()
+
+        watcher.add_done_callback(on_disconnect)
         try:
-            await asyncio.wait({producer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if not producer.done():  # the client left: stop generating (the partial reply is stored)
-                producer.cancel()
-                with suppress(asyncio.CancelledError):
-                    await producer
-                return
             try:
-                producer.result()  # a bug in produce surfaces here (and in the log), not silently
-            except Exception as exc:
+                await self.produce(send_bytes)
+            except asyncio.CancelledError:
+                producing = False
+                if left and current.uncancel() == 0:
+                    return  # the client left: generation stopped (the partial reply is stored)
+                raise
+            except Exception as exc:  # a bug in produce surfaces here (and in the log), not silently
+                producing = False
                 outage = store_outage(exc)
                 if outage is None:
                     raise
                 log.warning("a stream ended early: %s (%s)", outage.code, type(exc).__name__)
                 await send({"type": "http.response.body", "body": self.error_frame(outage), "more_body": True})
+            producing = False
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            for task in (producer, watcher):
-                if not task.done():
-                    task.cancel()
-                    with suppress(asyncio.CancelledError, Exception):
-                        await task
+            producing = False
+            watcher.remove_done_callback(on_disconnect)
+            if not watcher.done():
+                watcher.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await watcher
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

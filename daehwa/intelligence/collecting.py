@@ -117,6 +117,9 @@ class FormCollector:
         self.today = today or today_in
         self.default_model = default_model
 
+    def applies(self, turn: Turn) -> bool:
+        return turn.persona is not None and turn.persona.form is not None and not turn.stateless
+
     async def contribute(self, turn: Turn) -> None:
         spec = turn.persona.form if turn.persona is not None else None
         if spec is None or turn.conversation is None or turn.stateless:

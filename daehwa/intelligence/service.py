@@ -140,6 +140,9 @@ class MoodContributor:
     intel: Intelligence
     name: str = "mood"
 
+    def applies(self, turn: Turn) -> bool:
+        return bool(turn.content)
+
     async def contribute(self, turn: Turn) -> None:
         if not turn.content:
             return
@@ -161,6 +164,9 @@ class InterestsContributor:
     intel: Intelligence
     name: str = "interests"
 
+    def applies(self, turn: Turn) -> bool:
+        return turn.persona is not None and turn.persona.interests
+
     async def contribute(self, turn: Turn) -> None:
         if turn.persona is None or not turn.persona.interests or not await self.intel.remembers(turn.user):
             return
@@ -175,6 +181,9 @@ class RecommendContributor:
     intel: Intelligence
     name: str = "recommendations"
     limit: int = 2
+
+    def applies(self, turn: Turn) -> bool:
+        return turn.persona is not None and turn.persona.catalogue is not None and bool(turn.content)
 
     async def contribute(self, turn: Turn) -> None:
         persona = turn.persona
@@ -210,6 +219,9 @@ class RecommendContributor:
 class InterestsObserver:
     intel: Intelligence
     name: str = "interests-learn"
+
+    def applies(self, turn: Turn, finished: TurnFinished) -> bool:
+        return not (turn.user.anonymous or not turn.content or turn.stateless or turn.blocked)
 
     async def finished(self, turn: Turn, finished: TurnFinished) -> None:
         if turn.user.anonymous or not turn.content or turn.stateless or turn.blocked:

@@ -92,6 +92,7 @@ class OpenAIProvider(Provider):
         self._client: openai.AsyncOpenAI | None = None
         self._http: httpx2.AsyncClient | None = None  # the SDK client's HTTP client, used directly by stream()
         self._completions_url = httpx2.URL()
+        self._raw: _RawRoute | None = None
 
     def tokenizer(self, model: str) -> Tokenizer | None:
         """OpenAI's own BPE for OpenAI-family model ids (on any server); None for others (Qwen on vLLM, GLM, ...)."""
@@ -137,6 +138,13 @@ class OpenAIProvider(Provider):
                 http_client=self._http,
             )
         return self._client
+
+    def _raw_route(self, client: httpx2.AsyncClient) -> _RawRoute | None:
+        """The upstream's connection pool, called without httpx2's request/response layer (``_RawRoute``); None
+        when the client would not use its own pool for the URL (a proxy from the environment, a custom transport)."""
+        if self._raw is None or self._raw.client is not client:
+            self._raw = _RawRoute.of(client, self._completions_url, _JSON)
+        return self._raw if self._raw.pool is not None else None
 
     def _http_client(self) -> httpx2.AsyncClient:
         self._get_client()
@@ -220,12 +228,22 @@ class OpenAIProvider(Provider):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        route = self._raw_route(client)
         try:
             async with asyncio.timeout_at(deadline):
-                sent = client.build_request("POST", self._completions_url, content=content, headers=_JSON)
-                response = await client.send(sent, stream=True)
-                if response.status_code >= 400:
-                    raise await _status_error(response)
+                response: httpx2.Response | _RawResponse | None = None
+                if route is not None:
+                    response = await route.send(content)
+                    if response.status >= 400:
+                        raise await _status_error(await response.as_error(self._completions_url, content))
+                    if response.status >= 300:  # a redirect: the client's full path follows it
+                        await response.aclose()
+                        response = None
+                if response is None:
+                    sent = client.build_request("POST", self._completions_url, content=content, headers=_JSON)
+                    response = await client.send(sent, stream=True)
+                    if response.status_code >= 400:
+                        raise await _status_error(response)
         except Exception as exc:
             raise self._translate(exc, request.model) from None
 
@@ -476,6 +494,86 @@ class _Chunks:
         if chunk.get("model"):
             self.model = str(chunk["model"])
         return None
+
+
+class _RawRoute:
+    """``POST`` to one URL straight through the client's httpcore2 connection pool: the client's headers (merged
+    once), its timeouts and the same transport errors (``map_httpcore_exceptions``), without building an
+    ``httpx2.Request``/``Response`` and the auth, redirect and hook layers per request (benchmarks/README.md, "Leaner
+    /v1"). A redirect is left to the client; an error status becomes an ``httpx2.Response`` for ``_status_error``."""
+
+    def __init__(self, client: httpx2.AsyncClient, pool: Any, url: Any, headers: list[tuple[bytes, bytes]]) -> None:
+        self.client = client
+        self.pool = pool
+        self.url = url
+        self.headers = headers
+        timeout = client.timeout
+        self.extensions = {
+            "timeout": {"connect": timeout.connect, "read": timeout.read, "write": timeout.write, "pool": timeout.pool}
+        }
+
+    @classmethod
+    def of(cls, client: httpx2.AsyncClient, url: httpx2.URL, extra: Mapping[str, str]) -> _RawRoute:
+        import httpcore2
+        from httpx2._transports.default import AsyncHTTPTransport
+
+        transport = client._transport_for_url(url)
+        pool = getattr(transport, "_pool", None)
+        if type(transport) is not AsyncHTTPTransport or type(pool) is not httpcore2.AsyncConnectionPool:
+            return cls(client, None, None, [])
+        if client.cookies or client.auth is not None or client.event_hooks["request"] or client.event_hooks["response"]:
+            return cls(client, None, None, [])
+        merged = httpx2.Headers(client.headers)
+        merged.update(extra)
+        merged.pop("accept-encoding", None)  # the body is read as sent: no decoding layer
+        host = url.netloc.decode("ascii")
+        headers = [(b"Host", host.encode("ascii")), *merged.raw]
+        target = httpcore2.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path)
+        return cls(client, pool, target, headers)
+
+    async def send(self, content: bytes) -> _RawResponse:
+        import httpcore2
+        from httpx2._transports.default import map_httpcore_exceptions
+
+        headers = [*self.headers, (b"Content-Length", str(len(content)).encode("ascii"))]
+        request = httpcore2.Request(b"POST", self.url, headers=headers, content=content, extensions=self.extensions)
+        with map_httpcore_exceptions():
+            response = await self.pool.handle_async_request(request)
+        return _RawResponse(response)
+
+
+class _RawResponse:
+    """An httpcore2 response read like ``httpx2.Response.aiter_bytes``, its errors mapped to httpx2's."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+        self.status: int = response.status
+
+    async def aiter_bytes(self) -> AsyncGenerator[bytes, None]:
+        from httpx2._transports.default import map_httpcore_exceptions
+
+        with map_httpcore_exceptions():
+            async for chunk in self.response.aiter_stream():
+                if chunk:
+                    yield chunk
+
+    async def aclose(self) -> None:
+        from httpx2._transports.default import map_httpcore_exceptions
+
+        with map_httpcore_exceptions():
+            await self.response.aclose()
+
+    async def as_error(self, url: httpx2.URL, content: bytes) -> httpx2.Response:
+        """The error status as an ``httpx2.Response`` with its body read (and the connection freed)."""
+        from httpx2._transports.default import map_httpcore_exceptions
+
+        try:
+            with map_httpcore_exceptions():
+                body = await self.response.aread()
+        finally:
+            await self.aclose()
+        request = httpx2.Request("POST", url, content=content)
+        return httpx2.Response(self.status, headers=self.response.headers, content=body, request=request)
 
 
 async def _status_error(response: httpx2.Response) -> openai.APIStatusError:

@@ -140,16 +140,28 @@ class NewTurn:
 
 @dataclass(frozen=True, slots=True)
 class TurnResult:
-    """The end of a turn: the reply's final text and status (``meta`` merged) and the usage to record with it."""
+    """The end of a turn: the reply's final text and status (``meta`` merged) and the usage to record with it.
+
+    ``user_meta`` (what the turn's contributors added to the user's message, e.g. its mood) is merged into the meta
+    of the message ``user_message_id`` (the user's message of the same conversation) in the same write, so a turn
+    costs two store transactions, not three."""
 
     content: str
     status: MessageStatus
     model: str | None = None
     meta: Mapping[str, Any] | None = None
     usage: UsageRecord | None = None
+    user_message_id: str | None = None
+    user_meta: Mapping[str, Any] | None = None
 
     def change(self) -> MessageChange:
         return MessageChange(self.content, self.status, self.model, self.meta)
+
+    def user_change(self) -> tuple[str, MessageChange] | None:
+        """The user message's id and its change, or None when there is nothing to add to it."""
+        if self.user_message_id is None or not self.user_meta:
+            return None
+        return self.user_message_id, MessageChange(meta=self.user_meta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,7 +552,10 @@ class Store(ConversationStore, AccountStore, UsageStore, ContextStore, ProfileSt
         return LocalBreakerBoard()
 
     async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
-        """The update and the usage in two steps; backends override this to do both in one transaction."""
+        """The updates and the usage in steps; backends override this to do them in one transaction."""
+        user_change = result.user_change()
+        if user_change is not None:
+            await self.update_message(user_id, *user_change)
         message = await self.update_message(user_id, message_id, result.change())
         if result.usage is not None:
             await self.record_usage(result.usage)

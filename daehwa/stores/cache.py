@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -250,7 +250,21 @@ class CachedStore(Store):
 
     async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
         updated, version = await self._through(self.versioned.finish_turn_versioned(user_id, message_id, result))
-        self._replaced(user_id, message_id, updated, version)
+        user_change = result.user_change()
+        if user_change is None:
+            self._replaced(user_id, message_id, updated, version)
+        elif updated is not None:
+            # The same write merged the contributors' meta into the user's message: the cached copy gets both.
+            user_message_id, change = user_change
+
+            def apply(messages: list[StoredMessage]) -> bool:
+                for i, m in enumerate(messages):
+                    if m.id == user_message_id:
+                        messages[i] = replace(m, meta={**m.meta, **(change.meta or {})})
+                        return _replace(messages, updated)
+                return False
+
+            self._advance(user_id, updated.conversation_id, version, apply)
         return updated
 
     async def _through(

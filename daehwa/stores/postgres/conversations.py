@@ -20,6 +20,7 @@ from ...types import Conversation, MessageStatus, StoredMessage
 from ..base import ConversationQuery, MessageChange, NewConversation, NewMessage, NewTurn, TurnResult
 from ..common import (
     USAGE_COLUMNS,
+    USAGE_FIELDS,
     VersionedConversationStore,
     as_utc,
     conversation_from_row,
@@ -96,6 +97,25 @@ _FINISH_TURN = (
     f"accounted AS (INSERT INTO usage ({USAGE_COLUMNS}) VALUES ({usage_values(7)})) "
     "SELECT * FROM updated"
 )
+
+
+def _user_meta_cte(first: int) -> str:
+    """A CTE merging a turn's user meta into the user's message of the same conversation ($first: its id,
+    $first+1: the meta)."""
+    return (
+        f"user_meta AS (UPDATE messages SET meta = meta || ${first + 1}::jsonb "
+        f"WHERE id = ${first} AND conversation_id = (SELECT id FROM bumped))"
+    )
+
+
+# The finish with what the turn's contributors added to the user's message, in the same statement.
+_FINISH_TURN_WITH_USER_META = (
+    f"WITH {_UPDATE_MESSAGE}, "
+    f"accounted AS (INSERT INTO usage ({USAGE_COLUMNS}) VALUES ({usage_values(7)})), "
+    f"{_user_meta_cte(7 + len(USAGE_FIELDS))} "
+    "SELECT * FROM updated"
+)
+_UPDATE_WITH_USER_META = f"WITH {_UPDATE_MESSAGE}, {_user_meta_cte(7)} SELECT * FROM updated"
 
 # $1 conversation id, $2 from this message on, $3 user id
 _DELETE_FROM = """
@@ -276,10 +296,18 @@ class PostgresConversations(PostgresConnection, VersionedConversationStore):
     async def finish_turn_versioned(
         self, user_id: str, message_id: str, result: TurnResult
     ) -> tuple[StoredMessage | None, str | None]:
+        user_change = result.user_change()
+        args = _change_args(message_id, user_id, result.change())
         if result.usage is None:
-            return await self.update_message_versioned(user_id, message_id, result.change())
-        args = [*_change_args(message_id, user_id, result.change()), *usage_args(result.usage)]
-        row = await self._write(lambda: self._p().fetchrow(_FINISH_TURN, *args))
+            if user_change is None:
+                return await self.update_message_versioned(user_id, message_id, result.change())
+            sql = _UPDATE_WITH_USER_META
+        else:
+            args += usage_args(result.usage)
+            sql = _FINISH_TURN if user_change is None else _FINISH_TURN_WITH_USER_META
+        if user_change is not None:
+            args += [user_change[0], dict(user_change[1].meta or {})]
+        row = await self._write(lambda: self._p().fetchrow(sql, *args))
         return _versioned(row)
 
 

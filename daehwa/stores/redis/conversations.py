@@ -283,9 +283,17 @@ class RedisConversations(RedisConnection, VersionedConversationStore):
         return await self._update_message(user_id, message_id, change)
 
     async def _update_message(
-        self, user_id: str, message_id: str, change: MessageChange, usage: UsageRecord | None = None
+        self,
+        user_id: str,
+        message_id: str,
+        change: MessageChange,
+        usage: UsageRecord | None = None,
+        user_change: tuple[str, MessageChange] | None = None,
     ) -> tuple[StoredMessage | None, str | None]:
-        """The changed message (None: not the user's) and the conversation's version after the change."""
+        """The changed message (None: not the user's) and the conversation's version after the change.
+
+        ``user_change`` (a turn's finish: the user's message and what to merge into it) changes another message of
+        the same conversation in the same transaction."""
         conversation_id = _conversation_of(message_id)
         key, msgs, order = self._conv_keys(conversation_id)
         changed_message: list[StoredMessage] = []
@@ -294,15 +302,21 @@ class RedisConversations(RedisConnection, VersionedConversationStore):
             changed_message.clear()  # a retry after a WATCH conflict starts over
             owner = await pipe.hget(key, "user_id")
             raw = await pipe.hget(msgs, message_id) if owner == user_id else None
+            other = None
+            if raw is not None and user_change is not None and _conversation_of(user_change[0]) == conversation_id:
+                other = await pipe.hget(msgs, user_change[0])
             pipe.multi()
             if raw is None:
                 return
             message = changed(_message(message_id, conversation_id, json.loads(raw)), change)
             changed_message.append(message)
             pipe.hset(msgs, message_id, to_json(_message_doc(message)))
-            pipe.hincrby(key, "ver", 1)
+            pipe.hincrby(key, "ver", 1)  # its reply (the second) is the version returned
             for k in (key, msgs, order):
                 pipe.pexpire(k, self.ttl_ms)
+            if other is not None and user_change is not None:
+                user_message = changed(_message(user_change[0], conversation_id, json.loads(other)), user_change[1])
+                pipe.hset(msgs, user_change[0], to_json(_message_doc(user_message)))
 
         replies: list[Any] = await self._r().transaction(work, key, msgs)
         message = changed_message[0] if changed_message else None
@@ -374,7 +388,7 @@ class RedisConversations(RedisConnection, VersionedConversationStore):
         self, user_id: str, message_id: str, result: TurnResult
     ) -> tuple[StoredMessage | None, str | None]:
         # The final reply, then its usage (recorded even when the reply is gone).
-        return await self._update_message(user_id, message_id, result.change(), result.usage)
+        return await self._update_message(user_id, message_id, result.change(), result.usage, result.user_change())
 
     async def _repair_streaming(
         self, created_before: datetime | None, lease_state: Callable[[str, str], Awaitable[bool | None]]

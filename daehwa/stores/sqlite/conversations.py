@@ -189,7 +189,11 @@ class SQLiteConversations(SQLiteConnection, ConversationStore):
         return conv, user_msg, reply
 
     async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
+        user_change = result.user_change()
+
         def work(db: sqlite3.Connection) -> StoredMessage | None:
+            if user_change is not None:
+                _update_message(db, user_id, *user_change)
             message = _update_message(db, user_id, message_id, result.change())
             if result.usage is not None:
                 insert_usage(db, result.usage)
