@@ -87,6 +87,11 @@ class SQLiteConnection:
 
 def in_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
     db.execute("BEGIN IMMEDIATE")
+    return _committed(db, work)
+
+
+def _committed(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``work`` in the transaction just begun: COMMIT after it, ROLLBACK if it raises."""
     try:
         result = work(db)
     except BaseException:
@@ -110,13 +115,7 @@ def _inline_transaction(
         return False, None
     finally:
         db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    try:
-        result = work(db)
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-    return True, result
+    return True, _committed(db, work)
 
 
 def _checkpoint(path: str, uri: bool) -> None:
