@@ -246,6 +246,10 @@ class TurnHandle:
             raise
 
     def stop(self) -> None:
+        if self._stop_requested:
+            # Once is enough: a second cancel (e.g. a user deletion's own signal coming back to this process) would
+            # leave a cancellation that ``_run_here`` cannot tell from the client leaving, and cut the stream.
+            return
         self._stop_requested = True
         if self._task is not None:
             self._task.cancel()
