@@ -83,18 +83,34 @@ def serving(
     assert key.startswith("dh-"), key
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
-    with log.open("ab") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "daehwa", "serve"], env=full, stdout=sink, stderr=sink)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    with running([sys.executable, "-m", "daehwa", "serve"], env=full, log=log, ready_url=f"{url}/healthz") as proc:
         yield Served(url, key, username, password, upstream, full, log, proc)
+
+
+@contextlib.contextmanager
+def running(
+    argv: list[str],
+    *,
+    env: Mapping[str, str],
+    log: Path,
+    ready_url: str,
+    timeout: float = 60,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process (output appended to ``log``) once ``ready_url`` answers 200; terminated afterwards (killed
+    if it does not stop within 15 s). A process that exits or never answers fails the test with its log."""
+    with log.open("ab") as sink:
+        proc = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(ready_url, timeout=1).status_code == 200:
+                    break
+            assert proc.poll() is None, f"{argv[-1]} exited with {proc.returncode}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"{ready_url} did not answer within {timeout:.0f} s:\n{log.read_text()}"
+            time.sleep(0.1)
+        yield proc
     finally:
         if proc.poll() is None:
             proc.terminate()

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from .api_helpers import free_port
 from .conftest import IN_CI, require
+from .daehwa_server import running
 from .fake_upstream import FakeUpstream
 
 pytestmark = pytest.mark.browser
@@ -47,17 +46,11 @@ ARTIFACTS = ROOT / "test-artifacts"
 OPENER = "Hello from the fake upstream."  # its answer to the tutor's hidden opening message
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _example_site(tmp: Path, upstream: FakeUpstream) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     providers = tmp / "providers.toml"
     providers.write_text(f'[providers.fake]\ntype = "openai"\nbase_url = "{upstream.base_url}"\nmodels = ["echo"]\n')
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAEHWA_", "OPENAI_", "DJANGO_"))}
     env.update(
         DJANGO_SITE_DATA=str(tmp),
@@ -66,35 +59,11 @@ def _example_site(tmp: Path, upstream: FakeUpstream) -> Iterator[tuple[str, subp
         DAEHWA_STREAM_FLUSH_SECONDS="0.1",
     )
     log = tmp / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(SERVE), "--host", "127.0.0.1", "--port", str(port)],
-            cwd=tmp,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    argv = [sys.executable, str(SERVE), "--host", "127.0.0.1", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"serve.py exited with {proc.returncode}:\n{log.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/accounts/login/", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve.py did not answer within 90 s:\n{log.read_text()}")
-            time.sleep(0.2)
+    with running(argv, env=env, log=log, ready_url=f"{url}/accounts/login/", timeout=90, cwd=tmp) as proc:
         yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        assert "Traceback" not in log.read_text(), log.read_text()
+    assert "Traceback" not in log.read_text(), log.read_text()
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
 from tests.api_helpers import auth, free_port
+from tests.daehwa_server import running
 from tests.fake_upstream import FakeUpstream
 
 FLUSH_SECONDS = 0.5
@@ -48,29 +48,9 @@ def _daehwa(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
-@contextlib.contextmanager
-def _serving(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "daehwa", "serve"], env=env, stdout=sink, stderr=sink)
-    url = f"http://127.0.0.1:{env['DAEHWA_PORT']}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+def _serving(env: dict[str, str], log: Path) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    url = f"http://127.0.0.1:{env['DAEHWA_PORT']}/healthz"
+    return running([sys.executable, "-m", "daehwa", "serve"], env=env, log=log, ready_url=url)
 
 
 def test_kill_9_mid_reply_keeps_the_flushed_text_interrupted_after_the_restart(tmp_path: Path) -> None:
