@@ -51,6 +51,7 @@ class _Connection(asyncio.Protocol):
         if response is None:  # bytes nobody asked for: the connection cannot be trusted any more
             self.close()
             return
+        response.received_any = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -152,7 +153,7 @@ class Http1Response:
         self._reusable = False
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
-        self.received_any = False
+        self.received_any = False  # a byte of the answer arrived: the request reached the server
 
     # -- fed by the connection ---------------------------------------------------------------------------------------
     def add(self, body: bytes) -> None:
@@ -171,7 +172,6 @@ class Http1Response:
         self.wake()
 
     def wake(self) -> None:
-        self.received_any = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
