@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -23,6 +23,10 @@ class PostgresConnection:
     async def _write(self, work: Callable[[], Awaitable[T]]) -> T:
         """Shield a write from the caller's cancellation, so a client that leaves does not lose what was stored."""
         return await asyncio.shield(work())
+
+    async def _execute(self, sql: str, *args: Any) -> int:
+        """Run one write statement on the pool, shielded like ``_write``; the number of rows it touched."""
+        return count(await self._write(lambda: self._p().execute(sql, *args)))
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:

@@ -22,11 +22,7 @@ def usage_args(record: UsageRecord) -> list[Any]:
 
 class PostgresUsage(PostgresConnection, UsageStore):
     async def record_usage(self, record: UsageRecord) -> None:
-        await self._write(
-            lambda: self._p().execute(
-                f"INSERT INTO usage ({USAGE_COLUMNS}) VALUES ({usage_values(1)})", *usage_args(record)
-            )
-        )
+        await self._execute(f"INSERT INTO usage ({USAGE_COLUMNS}) VALUES ({usage_values(1)})", *usage_args(record))
 
     async def usage_totals(self, *, user_id: str | None = None, since: datetime | None = None) -> list[UsageTotal]:
         rows = await self._p().fetch(
