@@ -9,7 +9,10 @@ from ...errors import Conflict
 from ...types import User
 from ..base import DELETED_USER_ID, AccountStore, ApiKeyRecord, SessionRecord, UserDeletion, UserRecord
 from ..common import API_KEY_COLUMNS, api_key_from_row, as_utc, new_id, user_record_from_row, utcnow
-from .connection import PostgresConnection, count
+from .connection import PostgresConnection, count, insert_sql
+
+_INSERT_USER = insert_sql("users", "id, name, password_hash, is_admin, anonymous, created_at")
+_INSERT_API_KEY = insert_sql("api_keys", "id, user_id, name, prefix, key_hash, created_at")
 
 
 class PostgresAccounts(PostgresConnection, AccountStore):
@@ -18,16 +21,7 @@ class PostgresAccounts(PostgresConnection, AccountStore):
     ) -> User:
         user = User(id=new_id(), name=name, is_admin=is_admin, anonymous=anonymous, created_at=utcnow())
         try:
-            await self._execute(
-                "INSERT INTO users (id, name, password_hash, is_admin, anonymous, created_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6)",
-                user.id,
-                name,
-                password_hash,
-                is_admin,
-                anonymous,
-                user.created_at,
-            )
+            await self._execute(_INSERT_USER, user.id, name, password_hash, is_admin, anonymous, user.created_at)
         except asyncpg.UniqueViolationError:
             raise Conflict(f"The user name {name!r} is taken: choose another name.") from None
         return user
@@ -51,16 +45,7 @@ class PostgresAccounts(PostgresConnection, AccountStore):
     async def create_api_key(self, user_id: str, *, name: str, prefix: str, key_hash: str) -> ApiKeyRecord:
         record = ApiKeyRecord(id=new_id(), user_id=user_id, name=name, prefix=prefix, created_at=utcnow())
         try:
-            await self._execute(
-                "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6)",
-                record.id,
-                user_id,
-                name,
-                prefix,
-                key_hash,
-                record.created_at,
-            )
+            await self._execute(_INSERT_API_KEY, record.id, user_id, name, prefix, key_hash, record.created_at)
         except asyncpg.UniqueViolationError:
             raise Conflict("An API key with this hash exists already: generate a new key.") from None
         return record

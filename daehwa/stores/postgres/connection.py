@@ -39,6 +39,16 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+def placeholders(count: int, first: int = 1) -> str:
+    """The numbered parameters of ``count`` values: ``$first, $first+1, ...``."""
+    return ", ".join(f"${i}" for i in range(first, first + count))
+
+
+def insert_sql(table: str, columns: str) -> str:
+    """``INSERT INTO table (columns) VALUES ($1, ...)``: one parameter per column, in the columns' order."""
+    return f"INSERT INTO {table} ({columns}) VALUES ({placeholders(len(columns.split(',')))})"
+
+
 def count(status: str) -> int:
     """Rows touched, from a command status such as ``UPDATE 1`` or ``DELETE 3``."""
     return int(status.rsplit(" ", 1)[-1])
