@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import KW_ONLY, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -36,29 +36,22 @@ __all__ = [
 ]
 
 
+@dataclass(eq=False)  # an exception is equal only to itself (and stays hashable)
 class DaehwaAPIError(Exception):
     """An error answer of the server: its ``code`` (e.g. ``rate_limit_exceeded``, ``content_blocked``, ``not_found``),
     HTTP ``status``, and ``message`` (in the language the client asked for, where the server localises it)."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        status: int | None = None,
-        type: str | None = None,
-        param: str | None = None,
-        retry_after: float | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
-        self.type = type
-        self.param = param
-        self.retry_after = retry_after
-        self.request_id = request_id
+    message: str
+    _: KW_ONLY
+    code: str | None = None
+    status: int | None = None
+    type: str | None = None
+    param: str | None = None
+    retry_after: float | None = None
+    request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, status={self.status!r}, message={self.message!r})"
