@@ -40,6 +40,7 @@ from ..errors import (
 )
 from ..types import PARAM_NAMES, ProviderEvent, ProviderRequest, StreamEnd, TextDelta, Usage
 from .base import ModelInfo, Provider, ProviderConfig, ProviderStatus
+from .http1 import Http1Pool, Http1Response, pool_settings, request_head
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -112,6 +113,9 @@ class OpenAIProvider(Provider):
 
     async def aclose(self) -> None:
         client, self._client, self._http = self._client, None, None
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            await raw.aclose()
         if client is not None:
             await client.close()  # closes the HTTP client too
 
@@ -497,20 +501,23 @@ class _Chunks:
 
 
 class _RawRoute:
-    """``POST`` to one URL straight through the client's httpcore2 connection pool: the client's headers (merged
-    once), its timeouts and the same transport errors (``map_httpcore_exceptions``), without building an
-    ``httpx2.Request``/``Response`` and the auth, redirect and hook layers per request (benchmarks/README.md, "Leaner
-    /v1"). A redirect is left to the client; an error status becomes an ``httpx2.Response`` for ``_status_error``."""
+    """``POST`` to one URL on a lean HTTP/1.1 connection pool of its own (``http1.Http1Pool``): the client's headers
+    (merged once), its connect timeout and SSL context, and httpx2's transport errors, without httpx2's request and
+    response layers or httpcore2's pool (benchmarks/README.md, "Leaner /v1, part 3"). Taken only when the client
+    would send the request through its plain pool; a redirect is left to the client; an error status becomes an
+    ``httpx2.Response`` for ``_status_error``."""
 
-    def __init__(self, client: httpx2.AsyncClient, pool: Any, url: Any, headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(
+        self,
+        client: httpx2.AsyncClient,
+        pool: Http1Pool | None,
+        origin: tuple[str, str, int] = ("", "", 0),
+        head: bytes = b"",
+    ) -> None:
         self.client = client
         self.pool = pool
-        self.url = url
-        self.headers = headers
-        timeout = client.timeout
-        self.extensions = {
-            "timeout": {"connect": timeout.connect, "read": timeout.read, "write": timeout.write, "pool": timeout.pool}
-        }
+        self.origin = origin
+        self.head = head
 
     @classmethod
     def of(cls, client: httpx2.AsyncClient, url: httpx2.URL, extra: Mapping[str, str]) -> _RawRoute:
@@ -520,56 +527,47 @@ class _RawRoute:
         transport = client._transport_for_url(url)
         pool = getattr(transport, "_pool", None)
         if type(transport) is not AsyncHTTPTransport or type(pool) is not httpcore2.AsyncConnectionPool:
-            return cls(client, None, None, [])
+            return cls(client, None)
         if client.cookies or client.auth is not None or client.event_hooks["request"] or client.event_hooks["response"]:
-            return cls(client, None, None, [])
+            return cls(client, None)
+        settings = pool_settings(pool)
+        if settings is None or url.scheme not in ("http", "https"):
+            return cls(client, None)
         merged = httpx2.Headers(client.headers)
         merged.update(extra)
         merged.pop("accept-encoding", None)  # the body is read as sent: no decoding layer
         host = url.netloc.decode("ascii")
-        headers = [(b"Host", host.encode("ascii")), *merged.raw]
-        target = httpcore2.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path)
-        return cls(client, pool, target, headers)
+        head = request_head("POST", url.raw_path, [(b"Host", host.encode("ascii")), *merged.raw])
+        port = url.port or (443 if url.scheme == "https" else 80)
+        http1 = Http1Pool(connect_timeout=client.timeout.connect, **settings)
+        return cls(client, http1, (url.scheme, url.host, port), head)
 
     async def send(self, content: bytes) -> _RawResponse:
-        import httpcore2
-        from httpx2._transports.default import map_httpcore_exceptions
+        assert self.pool is not None
+        return _RawResponse(await self.pool.post(self.origin, self.head, content))
 
-        headers = [*self.headers, (b"Content-Length", str(len(content)).encode("ascii"))]
-        request = httpcore2.Request(b"POST", self.url, headers=headers, content=content, extensions=self.extensions)
-        with map_httpcore_exceptions():
-            response = await self.pool.handle_async_request(request)
-        return _RawResponse(response)
+    async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
 
 
 class _RawResponse:
-    """An httpcore2 response read like ``httpx2.Response.aiter_bytes``, its errors mapped to httpx2's."""
+    """An ``Http1Response`` read like ``httpx2.Response.aiter_bytes``."""
 
-    def __init__(self, response: Any) -> None:
+    def __init__(self, response: Http1Response) -> None:
         self.response = response
         self.status: int = response.status
 
-    async def aiter_bytes(self) -> AsyncGenerator[bytes, None]:
-        from httpx2._transports.default import map_httpcore_exceptions
-
-        with map_httpcore_exceptions():
-            async for chunk in self.response.aiter_stream():
-                if chunk:
-                    yield chunk
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        return self.response.aiter_bytes()
 
     async def aclose(self) -> None:
-        from httpx2._transports.default import map_httpcore_exceptions
-
-        with map_httpcore_exceptions():
-            await self.response.aclose()
+        await self.response.aclose()
 
     async def as_error(self, url: httpx2.URL, content: bytes) -> httpx2.Response:
         """The error status as an ``httpx2.Response`` with its body read (and the connection freed)."""
-        from httpx2._transports.default import map_httpcore_exceptions
-
         try:
-            with map_httpcore_exceptions():
-                body = await self.response.aread()
+            body = await self.response.aread()
         finally:
             await self.aclose()
         request = httpx2.Request("POST", url, content=content)
