@@ -478,16 +478,21 @@ class Router:
                         run.deadline = max(run.deadline, first_by)
                     else:
                         first_by = min(started + self.config.first_token_timeout, run.deadline)
-                    first_token = FirstTokenTimeout(
-                        f"Model {name} sent no text within {first_by - started:.3g}s "
-                        "(DAEHWA_FIRST_TOKEN_TIMEOUT, DAEHWA_FIRST_TOKEN_DEADLINE, "
-                        "DAEHWA_LOCAL_FIRST_TOKEN_TIMEOUT for the embedded model)."
-                    )
                     idle = self.config.stream_idle_timeout
-                    stalled = StreamStalled(
-                        f"Model {name} stopped sending text for {idle:g}s mid-reply; the text so far is kept "
-                        "(DAEHWA_STREAM_IDLE_TIMEOUT)."
-                    )
+
+                    def first_token() -> DaehwaError:  # the errors are made only when raised: most streams are on time
+                        return FirstTokenTimeout(
+                            f"Model {name} sent no text within {first_by - started:.3g}s "
+                            "(DAEHWA_FIRST_TOKEN_TIMEOUT, DAEHWA_FIRST_TOKEN_DEADLINE, "
+                            "DAEHWA_LOCAL_FIRST_TOKEN_TIMEOUT for the embedded model)."
+                        )
+
+                    def stalled() -> DaehwaError:
+                        return StreamStalled(
+                            f"Model {name} stopped sending text for {idle:g}s mid-reply; the text so far is kept "
+                            "(DAEHWA_STREAM_IDLE_TIMEOUT)."
+                        )
+
                     end: StreamEnd | None = None
                     delivered = False
                     while end is None:
@@ -551,12 +556,14 @@ class _Run:
     failures: list[tuple[str, DaehwaError]] = field(default_factory=list)
 
 
-async def _timed(stream: AsyncIterator[ProviderEvent], name: str, by: float, late: DaehwaError) -> ProviderEvent:
-    """The stream's next event by the loop time ``by``; ``late`` is raised when it does not come in time."""
+async def _timed(
+    stream: AsyncIterator[ProviderEvent], name: str, by: float, late: Callable[[], DaehwaError]
+) -> ProviderEvent:
+    """The stream's next event by the loop time ``by``; ``late()`` is raised when it does not come in time."""
     try:
         async with asyncio.timeout_at(by):
             return await anext(stream)
     except StopAsyncIteration:
         raise _ended_early(name) from None
     except TimeoutError:
-        raise late from None
+        raise late() from None
