@@ -1,40 +1,19 @@
-"""The few sentences the service itself says to users, in Korean and English."""
+"""The few sentences the service itself says to users, in Korean and English, and how every ko/en table is kept.
+
+A table of sentences is a TOML file shipped next to the code that says them (``messages.toml`` here, the Streamlit
+app's ``texts.toml``, the Django room's ``messages.toml``, the form machine's ``forms.toml``, ...): one ``[key]``
+table per sentence with a ``ko`` and an ``en`` string, ``{...}`` fields filled in by ``str.format``. The sentences are
+data, apart from the code; ``load_texts`` reads one and ``pick`` looks a sentence up in the request's language.
+"""
 
 from __future__ import annotations
 
 import math
+import tomllib
 from collections.abc import Mapping
+from importlib.resources import files
 
-MESSAGES: dict[str, dict[str, str]] = {
-    "fallback_reply": {
-        "ko": "지금은 답변이 늦어지고 있어요. 잠시 후 다시 시도해 주세요.",
-        "en": "Replies are delayed right now. Please try again in a moment.",
-    },
-    "input_blocked": {
-        "ko": "부적절한 표현이 포함되어 있어 메시지를 보낼 수 없어요. 표현을 바꿔 다시 보내 주세요.",
-        "en": "Your message contains language that isn't allowed, so it was not sent. Please rephrase it.",
-    },
-    "output_blocked": {
-        "ko": "답변에 부적절한 표현이 포함되어 중단했어요.",
-        "en": "The reply was stopped because it contained language that isn't allowed.",
-    },
-    "anonymous_not_allowed": {
-        "ko": "이 페르소나는 로그인한 사용자만 쓸 수 있어요.",
-        "en": "This persona is only available to signed-in users.",
-    },
-    # Quotas (daehwa/quotas.py). {wait} is a format_duration() in the same locale, equal to the Retry-After header.
-    "rate_limited_requests": {
-        "ko": "요청이 너무 많아요. {wait} 후에 다시 시도해 주세요. (1분에 {limit:,}번까지 보낼 수 있어요.)",
-        "en": "Too many messages: the limit is {limit:,} per minute. Try again in {wait}.",
-    },
-    "rate_limited_tokens": {
-        # The day is the UTC day, so "내일" would be wrong before 09:00 KST: the message says how long to wait instead.
-        "ko": "오늘 사용할 수 있는 토큰을 모두 썼어요(사용 {used:,} / 하루 한도 {limit:,}). {wait} 후에 다시 이용해 "
-        "주세요. 한도를 늘리려면 관리자에게 문의해 주세요.",
-        "en": "You have used today's {limit:,} tokens ({used:,} used). The quota resets at midnight UTC, in {wait}; "
-        "an admin can raise it (DAEHWA_USER_QUOTAS).",
-    },
-}
+from .errors import ConfigError
 
 SUPPORTED_LOCALES = ("ko", "en")
 
@@ -48,6 +27,27 @@ def normalize_locale(locale: str | None) -> str:
         if lang in SUPPORTED_LOCALES:
             return lang
     return "ko"
+
+
+def load_texts(package: str, resource: str) -> dict[str, dict[str, str]]:
+    """The sentences of the TOML file ``resource`` shipped in ``package``: ``{key: {"ko": ..., "en": ...}}``."""
+    where = f"{package.replace('.', '/')}/{resource}"
+    try:
+        data = tomllib.loads((files(package) / resource).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"Cannot read the sentences in {where} ({exc}): reinstall daehwa.") from None
+    for key, table in data.items():
+        if not (
+            isinstance(table, dict)
+            and set(table) == set(SUPPORTED_LOCALES)
+            and all(isinstance(text, str) for text in table.values())
+        ):
+            raise ConfigError(f"{where}: [{key}] must hold exactly a ko and an en string.")
+    return data
+
+
+#: The service's own sentences (``messages.toml``): fallback replies, moderation, quotas.
+MESSAGES: dict[str, dict[str, str]] = load_texts("daehwa", "messages.toml")
 
 
 def pick(sentences: Mapping[str, Mapping[str, str]], key: str, locale: str | None, **values: object) -> str:

@@ -8,6 +8,7 @@ reply meant for a later request).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 import subprocess
 import sys
@@ -17,7 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from daehwa.client import AsyncDaehwaClient, DaehwaAPIError, DaehwaClient, DaehwaConnectionError
+from daehwa.client import (
+    AsyncDaehwaClient,
+    AsyncReplyStream,
+    DaehwaAPIError,
+    DaehwaClient,
+    DaehwaConnectionError,
+    ReplyStream,
+)
 from tests.api_helpers import free_port
 from tests.daehwa_server import CuttingProxy, Served, serving
 from tests.fake_upstream import FakeUpstream, Fault, Reply
@@ -283,3 +291,21 @@ def test_the_readme_client_example_works_as_written(server: Served, upstream: Fa
 def test_resume_needs_a_started_reply(client: DaehwaClient) -> None:
     with pytest.raises(ValueError):
         client.resume_stream(DaehwaConnectionError("never started"))
+
+
+def test_an_unknown_conversation_field_is_a_type_error_before_anything_is_sent() -> None:
+    with DaehwaClient("http://127.0.0.1:9") as offline, pytest.raises(TypeError, match="persona, model"):
+        offline.create_conversation(persona="assistant", colour="blue")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("sync", "asynchronous"), [(DaehwaClient, AsyncDaehwaClient), (ReplyStream, AsyncReplyStream)])
+def test_the_async_classes_are_the_sync_ones_method_for_method(sync: type, asynchronous: type) -> None:
+    """The same public methods with the same parameters and docstrings (written once, on the sync classes)."""
+    names = {n for n in vars(sync) if not n.startswith("_")} - {"close"}
+    assert names == {n for n in vars(asynchronous) if not n.startswith("_")} - {"aclose"}
+    for name in names:
+        mine, twin = getattr(sync, name), getattr(asynchronous, name)
+        assert inspect.getdoc(twin) == inspect.getdoc(mine), name
+        if inspect.isfunction(mine):
+            assert inspect.iscoroutinefunction(twin), name
+            assert inspect.signature(twin).parameters.keys() == inspect.signature(mine).parameters.keys(), name

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from daehwa.config import Settings
-from daehwa.errors import InvalidRequest, ModelNotFound, ModelUnavailable, ProviderError
+from daehwa.errors import ConfigError, InvalidRequest, ModelNotFound, ModelUnavailable, ProviderError
 from daehwa.providers.modelfiles import (
     CATALOG,
     GGUF_MAGIC,
@@ -26,6 +26,7 @@ from daehwa.providers.modelfiles import (
     install_command,
     install_model,
     list_local_models,
+    load_catalog,
 )
 
 from .conftest import require
@@ -225,6 +226,55 @@ def test_catalog_is_pinned() -> None:
     for spec in CATALOG.values():
         assert len(spec.sha256) == 64
         assert all("==" in r for r in spec.requirements)
+
+
+def test_a_catalog_entry_is_one_packaged_file_or_numbered_slices() -> None:
+    catalog = load_catalog(
+        """
+        [[models]]
+        name = "cut"
+        title = "Cut model"
+        slices = { distribution = "cut-part", module = "cut_part", count = 2, version = "1.0" }
+        size = 10
+        sha256 = "ab"
+
+        [[models]]
+        name = "whole"
+        title = "Whole model"
+        file = { distribution = "whole-model", version = "2.0", path = "whole_model/model.gguf" }
+        size = 5
+        sha256 = "cd"
+        description = "one file"
+        languages = ["ko"]
+        """
+    )
+    assert catalog == {
+        "cut": ModelSpec("cut", "Cut model", _slices("cut-part", "cut_part", 2, "1.0"), 10, "ab"),
+        "whole": ModelSpec(
+            "whole",
+            "Whole model",
+            (PackagedFile("whole-model", "2.0", "whole_model/model.gguf"),),
+            5,
+            "cd",
+            description="one file",
+            languages=("ko",),
+        ),
+    }
+    assert catalog["cut"].files[1] == PackagedFile("cut-part2", "1.0", "cut_part2/data/part02.bin")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "models = [",  # not TOML
+        '[[models]]\nname = "x"\ntitle = "X"\nsize = 1\nsha256 = "ab"',  # neither file nor slices
+        '[[models]]\nname = "x"\ntitle = "X"\nfile = { distribution = "d", version = "1", path = "p" }\nsize = 1\n'
+        'sha256 = "ab"\nlangauges = ["en"]',  # a misspelt key would be dropped without a word
+    ],
+)
+def test_a_damaged_catalog_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError, match="catalog is damaged"):
+        load_catalog(text)
 
 
 @pytest.mark.local_model

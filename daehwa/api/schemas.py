@@ -1,12 +1,14 @@
 """Wire shapes of the /api routes (the project's own JSON, documented in docs/api.md) and their builders.
 
-The ``*Out`` models describe responses in /openapi.json; the ``*_json`` functions build the dicts from the core types
+The ``*Out`` models describe responses in /openapi.json (``ConversationOut``, which the client shares, is in
+``daehwa/wire.py``); the ``*_json`` functions build the dicts from the core types
 (one place decides what leaves the server: never a password hash, a key hash or moderation internals).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -17,6 +19,7 @@ from ..errors import InvalidRequest
 from ..routing import params_from_wire
 from ..stores.base import ApiKeyRecord
 from ..types import INTEGER_PARAMS, PARAM_BOUNDS, Conversation, GenerationParams, StoredMessage, Usage, User
+from ..wire import ConversationOut
 
 
 def param_field(name: str) -> Any:
@@ -68,17 +71,6 @@ class ApiKeyOut(BaseModel):
     created_at: str | None
     last_used_at: str | None
     revoked_at: str | None
-
-
-class ConversationOut(BaseModel):
-    id: str
-    title: str
-    persona: str | None
-    model: str | None
-    kind: str
-    created_at: str | None
-    updated_at: str | None
-    variables: dict[str, Any]
 
 
 class MessageError(BaseModel):
@@ -213,38 +205,24 @@ class TurnResultOut(BaseModel):
     )
 
 
+def _fields_json(record: object, names: Iterable[str], **given: Any) -> dict[str, Any]:
+    """The record's attributes that a response model names (datetimes in ISO 8601), except those in ``given``: the
+    model decides what leaves the server."""
+    values = {name: given[name] if name in given else getattr(record, name) for name in names}
+    return {name: iso(value) if isinstance(value, datetime) else value for name, value in values.items()}
+
+
 def user_json(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "name": user.name,
-        "is_admin": user.is_admin,
-        "anonymous": user.anonymous,
-        "created_at": iso(user.created_at),
-    }
+    return _fields_json(user, UserOut.model_fields)
 
 
 def api_key_json(key: ApiKeyRecord) -> dict[str, Any]:
-    return {
-        "id": key.id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "created_at": iso(key.created_at),
-        "last_used_at": iso(key.last_used_at),
-        "revoked_at": iso(key.revoked_at),
-    }
+    return _fields_json(key, ApiKeyOut.model_fields)
 
 
 def conversation_json(c: Conversation) -> dict[str, Any]:
-    return {
-        "id": c.id,
-        "title": c.title,
-        "persona": c.persona,
-        "model": c.model,
-        "kind": c.kind,
-        "created_at": iso(c.created_at),
-        "updated_at": iso(c.updated_at),
-        "variables": dict(c.meta.get("variables") or {}),
-    }
+    names = (f.name for f in dataclasses.fields(ConversationOut))
+    return _fields_json(c, names, variables=dict(c.meta.get("variables") or {}))
 
 
 def message_json(m: StoredMessage) -> dict[str, Any]:

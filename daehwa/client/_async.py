@@ -1,39 +1,25 @@
-"""``AsyncDaehwaClient``: the asyncio client, method for method the same as ``DaehwaClient`` (``_sync.py``)."""
+"""``AsyncDaehwaClient``: the asyncio client, method for method the same as ``DaehwaClient`` (``_sync.py``).
+
+The methods are documented once, on the sync classes: ``documented_by`` gives them those docstrings.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from ._core import (
-    Call,
-    ClientBase,
-    StreamState,
-    StreamView,
-    create_conversation_call,
-    http_error,
-    message_body,
-    options,
-    resume_call,
-    unreachable,
-)
-from ._wire import (
-    Conversation,
-    ConversationPage,
-    ConversationStart,
-    DaehwaConnectionError,
-    Model,
-    Persona,
-    SSEEvent,
-    SSEParser,
-    TurnResult,
-    UsageReport,
-    User,
-)
+from . import _calls as calls
+from . import _wire as wire
+from ._calls import NewConversation
+from ._core import Call, ClientBase, StreamCall, StreamState, StreamView, documented_by, http_error, unreachable
+from ._sync import DaehwaClient, ReplyStream
+
+T = TypeVar("T")
 
 
+@documented_by(ReplyStream)
 class AsyncReplyStream(StreamView):
     """A reply as it streams: ``async for`` the text deltas (``str``); then ``result`` is the ``TurnResult``.
 
@@ -46,7 +32,7 @@ class AsyncReplyStream(StreamView):
         self._response = response
         self._state = state
         self._lines = response.aiter_lines()
-        self._parser = SSEParser()
+        self._parser = wire.SSEParser()
         self._closed = False
 
     async def _read_start(self) -> None:
@@ -56,7 +42,7 @@ class AsyncReplyStream(StreamView):
                 return
         raise self._state.dropped(None)
 
-    async def _next_event(self) -> SSEEvent | None:
+    async def _next_event(self) -> wire.SSEEvent | None:
         """The next event, or None at the end of the body (see ``ReplyStream._next_event``)."""
         try:
             async for line in self._lines:
@@ -85,15 +71,13 @@ class AsyncReplyStream(StreamView):
             await self.aclose()
         raise self._state.dropped(None)  # the body ended without ``done``
 
-    async def until_done(self) -> TurnResult:
-        """Read the rest of the stream and return its result."""
+    async def until_done(self) -> wire.TurnResult:
         async for _ in self:
             pass
         assert self._state.result is not None
         return self._state.result
 
     async def stop(self) -> bool:
-        """Ask the server to stop this reply (the stream then ends with outcome ``interrupted``)."""
         return await self.client.stop(self.conversation_id)
 
     async def aclose(self) -> None:
@@ -108,6 +92,7 @@ class AsyncReplyStream(StreamView):
         await self.aclose()
 
 
+@documented_by(DaehwaClient)
 class AsyncDaehwaClient(ClientBase[httpx.AsyncBaseTransport, httpx.AsyncClient]):
     """``DaehwaClient`` for asyncio: the same methods, awaited (``async with``, ``aclose``).
 
@@ -118,7 +103,7 @@ class AsyncDaehwaClient(ClientBase[httpx.AsyncBaseTransport, httpx.AsyncClient])
         return httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
 
     # -- plumbing --------------------------------------------------------------------------------------------------
-    async def _send(self, call: Call, *, stream: bool = False) -> httpx.Response:
+    async def _send(self, call: Call[Any], *, stream: bool = False) -> httpx.Response:
         try:
             response = await self._http.send(self._request(self._http, call), stream=stream)
         except httpx.TransportError as exc:
@@ -131,14 +116,12 @@ class AsyncDaehwaClient(ClientBase[httpx.AsyncBaseTransport, httpx.AsyncClient])
             raise http_error(response, body)
         return response
 
-    async def _json(self, call: Call) -> Any:
-        response = await self._send(call)
-        return response.json() if response.content else None
+    async def _json(self, call: Call[T]) -> T:
+        return call.answer(await self._send(call))
 
-    async def _stream(self, call: Call, state: StreamState, *, expect_start: bool) -> AsyncReplyStream:
-        response = await self._send(call, stream=True)
-        reply = AsyncReplyStream(self, response, state)
-        if expect_start:
+    async def _stream(self, streamed: StreamCall) -> AsyncReplyStream:
+        reply = AsyncReplyStream(self, await self._send(streamed.call, stream=True), streamed.state)
+        if streamed.expect_start:
             try:
                 await reply._read_start()
             except BaseException:
@@ -156,120 +139,74 @@ class AsyncDaehwaClient(ClientBase[httpx.AsyncBaseTransport, httpx.AsyncClient])
         await self.aclose()
 
     # -- login -----------------------------------------------------------------------------------------------------
-    async def login(self, username: str, password: str) -> User:
-        """Log in with a password: the session cookie and CSRF token are kept for the next requests."""
-        body = await self._json(Call("POST", "/api/auth/login", json={"username": username, "password": password}))
+    async def login(self, username: str, password: str) -> wire.User:
+        body = await self._json(calls.login(username, password))
         self.api_key = None
-        self._logged_in(body)
-        return User.from_json(body["user"])
+        return self._logged_in(body)
 
-    async def login_anonymous(self) -> User:
-        """A new guest user (only when the server allows anonymous users)."""
-        body = await self._json(Call("POST", "/api/auth/anonymous"))
-        self._logged_in(body)
-        return User.from_json(body["user"])
+    async def login_anonymous(self) -> wire.User:
+        return self._logged_in(await self._json(calls.login_anonymous()))
 
     async def logout(self) -> None:
         if self.api_key is None:
-            await self._json(Call("POST", "/api/auth/logout"))
-        self.csrf_token = None
-        self._http.cookies.clear()
+            await self._json(calls.logout())
+        self._logged_out()
 
-    async def me(self) -> User:
-        """Who the credentials belong to (raises ``not_authenticated`` when they are wrong or missing)."""
-        return User.from_json((await self._json(Call("GET", "/api/auth/me")))["user"])
+    async def me(self) -> wire.User:
+        return await self._json(calls.me())
 
     # -- conversations ---------------------------------------------------------------------------------------------
-    async def create_conversation(
-        self,
-        *,
-        persona: str | None = None,
-        model: str | None = None,
-        variables: dict[str, Any] | None = None,
-        title: str | None = None,
-    ) -> ConversationStart:
-        return ConversationStart.from_json(await self._json(create_conversation_call(persona, model, variables, title)))
+    async def create_conversation(self, **fields: Unpack[NewConversation]) -> wire.ConversationStart:
+        return await self._json(calls.create_conversation(fields))
 
     async def list_conversations(
         self, *, query: str | None = None, limit: int = 50, before: str | None = None
-    ) -> list[Conversation]:
-        """Your conversations, most recently updated first (``before``: an ``updated_at`` to page back from)."""
-        data = await self._json(
-            Call("GET", "/api/conversations", params={"q": query, "limit": limit, "before": before})
-        )
-        return [Conversation.from_json(c) for c in data["data"]]
+    ) -> list[wire.Conversation]:
+        return await self._json(calls.list_conversations(query, limit, before))
 
     async def get_conversation(
         self, conversation_id: str, *, limit: int = 200, before: str | None = None
-    ) -> ConversationPage:
-        """A conversation and its latest ``limit`` messages, oldest first (``before``: a message id to page back)."""
-        call = Call("GET", f"/api/conversations/{conversation_id}", params={"limit": limit, "before": before})
-        return ConversationPage.from_json(await self._json(call))
+    ) -> wire.ConversationPage:
+        return await self._json(calls.get_conversation(conversation_id, limit, before))
 
-    async def rename_conversation(self, conversation_id: str, title: str) -> Conversation:
-        return Conversation.from_json(
-            await self._json(Call("PATCH", f"/api/conversations/{conversation_id}", json={"title": title}))
-        )
+    async def rename_conversation(self, conversation_id: str, title: str) -> wire.Conversation:
+        return await self._json(calls.rename_conversation(conversation_id, title))
 
     async def delete_conversation(self, conversation_id: str) -> None:
-        await self._json(Call("DELETE", f"/api/conversations/{conversation_id}"))
+        await self._json(calls.delete_conversation(conversation_id))
 
     # -- turns -----------------------------------------------------------------------------------------------------
-    async def send(self, conversation_id: str, content: str, **opts: Any) -> TurnResult:
-        """Send a message and wait for the whole reply. ``opts``: model, temperature, top_p, max_tokens, stop, seed,
-        presence_penalty, frequency_penalty."""
-        body = message_body(content, False, opts)
-        return TurnResult.from_json(
-            await self._json(Call("POST", f"/api/conversations/{conversation_id}/messages", json=body))
-        )
+    async def send(self, conversation_id: str, content: str, **opts: Any) -> wire.TurnResult:
+        return await self._json(calls.send(conversation_id, content, opts))
 
     async def stream(self, conversation_id: str, content: str, **opts: Any) -> AsyncReplyStream:
-        """Send a message and stream the reply: iterate the returned ``ReplyStream`` for text deltas.
-
-        Problems found before the turn starts (quota, moderation block, unknown conversation) raise here.
-        """
-        body = message_body(content, True, opts)
-        call = Call("POST", f"/api/conversations/{conversation_id}/messages", json=body)
-        return await self._stream(call, StreamState(conversation_id), expect_start=True)
+        return await self._stream(calls.stream(conversation_id, content, opts))
 
     async def regenerate(
         self, conversation_id: str, *, stream: bool = False, **opts: Any
-    ) -> TurnResult | AsyncReplyStream:
-        """Answer the last user message again, replacing the reply after it."""
-        call = Call(
-            "POST", f"/api/conversations/{conversation_id}/regenerate", json={"stream": stream, **options(opts)}
-        )
+    ) -> wire.TurnResult | AsyncReplyStream:
         if stream:
-            return await self._stream(call, StreamState(conversation_id), expect_start=True)
-        return TurnResult.from_json(await self._json(call))
+            return await self._stream(calls.regenerate_stream(conversation_id, opts))
+        return await self._json(calls.regenerate(conversation_id, opts))
 
     async def resume_stream(
         self,
-        conversation_id: str | DaehwaConnectionError,
+        conversation_id: str | wire.DaehwaConnectionError,
         message_id: str | None = None,
         *,
         after: int = 0,
     ) -> AsyncReplyStream:
-        """The rest of a reply after ``after`` characters (from any server process), ending with its result.
-
-        Pass the ``DaehwaConnectionError`` a dropped stream raised to go on where it broke off.
-        """
-        call, state = resume_call(conversation_id, message_id, after)
-        return await self._stream(call, state, expect_start=False)
+        return await self._stream(calls.resume(conversation_id, message_id, after))
 
     async def stop(self, conversation_id: str) -> bool:
-        """Stop the reply being generated for this conversation; whether one was running."""
-        return bool((await self._json(Call("POST", f"/api/conversations/{conversation_id}/stop")))["stopped"])
+        return await self._json(calls.stop(conversation_id))
 
     # -- catalogues and usage --------------------------------------------------------------------------------------
-    async def personas(self) -> list[Persona]:
-        """The personas you may start a conversation with (titles in the client's language)."""
-        return [Persona.from_json(p) for p in (await self._json(Call("GET", "/api/personas")))["data"]]
+    async def personas(self) -> list[wire.Persona]:
+        return await self._json(calls.personas())
 
-    async def models(self) -> list[Model]:
-        """Every configured model, with whether it can answer now (``available``, ``reason``)."""
-        return [Model.from_json(m) for m in (await self._json(Call("GET", "/api/models")))["data"]]
+    async def models(self) -> list[wire.Model]:
+        return await self._json(calls.models())
 
-    async def usage(self, *, since: str | None = None) -> UsageReport:
-        """Your tokens, turns and cost per model (``since``: YYYY-MM-DD, 'today', 7d, 24h)."""
-        return UsageReport.from_json(await self._json(Call("GET", "/api/usage", params={"since": since})))
+    async def usage(self, *, since: str | None = None) -> wire.UsageReport:
+        return await self._json(calls.usage(since))

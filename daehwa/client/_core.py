@@ -1,35 +1,68 @@
-"""What the sync and async clients share: building each request, reading each answer, and a streamed reply's state.
+"""What the sync and async clients share: the request of each route, reading its answer, and a streamed reply's state.
 
-A client method is a request description (``Call``) and a parser; ``DaehwaClient`` and ``AsyncDaehwaClient`` only
-differ in how they send it. ``StreamState`` turns the SSE events of a turn (``start``, ``delta``, ``error``,
-``done``) into text deltas and a ``TurnResult``, and knows where a dropped reply resumes.
+A client method sends a ``Call`` (a request description that knows how its JSON answer is read, ``_calls.py``);
+``DaehwaClient`` and ``AsyncDaehwaClient`` only differ in how they send it. ``StreamState`` turns the SSE events of
+a turn (``start``, ``delta``, ``error``, ``done``) into text deltas and a ``TurnResult``, and knows where a dropped
+reply resumes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import httpx
 
-from ._wire import DaehwaAPIError, DaehwaConnectionError, SSEEvent, Started, TurnResult, error_of
+from ._wire import DaehwaAPIError, DaehwaConnectionError, SSEEvent, Started, TurnResult, User, error_of
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=300.0)  # a model may think for a while before (and between) tokens
 CSRF_HEADER = "X-CSRF-Token"
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
-#: The generation options every reply-producing route takes (docs/api.md, "Options").
-OPTION_NAMES = ("model", "temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
+class Call(Generic[T]):
+    """One request, and ``read``: what the method returns, from the answer's JSON (None when the body is empty)."""
+
     method: str
     path: str
+    read: Callable[[Any], T]
     params: Mapping[str, Any] | None = None
     json: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
+
+    def answer(self, response: httpx.Response) -> T:
+        return self.read(response.json() if response.content else None)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCall:
+    """A request answered by a turn's SSE stream, the state its reply starts from, and whether the stream opens
+    with ``start`` (a resumed reply does not)."""
+
+    call: Call[None]
+    state: StreamState
+    expect_start: bool = True
+
+
+ClassT = TypeVar("ClassT", bound=type)
+
+
+def documented_by(sync: type) -> Callable[[ClassT], ClassT]:
+    """An async class's methods take the docstrings of ``sync``'s methods of the same name: the async client is the
+    sync one method for method, awaited, so each method is documented once (on the sync class)."""
+
+    def document(cls: ClassT) -> ClassT:
+        for name, method in vars(cls).items():
+            twin = getattr(sync, name, None)
+            if callable(method) and method.__doc__ is None and twin is not None:
+                method.__doc__ = twin.__doc__
+        return cls
+
+    return document
 
 
 TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
@@ -68,49 +101,20 @@ class ClientBase(Generic[TransportT, HTTPT]):
         headers.update(extra or {})
         return headers
 
-    def _request(self, http: httpx.Client | httpx.AsyncClient, call: Call) -> httpx.Request:
+    def _request(self, http: httpx.Client | httpx.AsyncClient, call: Call[Any]) -> httpx.Request:
         params = {k: v for k, v in (call.params or {}).items() if v is not None}
         return http.build_request(
             call.method, call.path, params=params, json=call.json, headers=self._headers(call.method, call.headers)
         )
 
-    def _logged_in(self, body: Mapping[str, Any]) -> None:
+    def _logged_in(self, body: Mapping[str, Any]) -> User:
+        """The user a login answered with; its CSRF token is kept for the state-changing requests."""
         self.csrf_token = body.get("csrf_token") if isinstance(body.get("csrf_token"), str) else None
+        return User.from_json(body["user"])
 
-
-def options(given: Mapping[str, Any]) -> dict[str, Any]:
-    """The generation options a caller set (None means "the server's default")."""
-    unknown = set(given) - set(OPTION_NAMES)
-    if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}: the options are {', '.join(OPTION_NAMES)}")
-    return {k: v for k, v in given.items() if v is not None}
-
-
-def message_body(content: str, stream: bool, opts: Mapping[str, Any]) -> dict[str, Any]:
-    return {"content": content, "stream": stream, **options(opts)}
-
-
-# -- requests and answers (sans-IO: each client only sends the Call and hands the JSON back) -----------------------
-def create_conversation_call(
-    persona: str | None, model: str | None, variables: dict[str, Any] | None, title: str | None
-) -> Call:
-    body = {"persona": persona, "model": model, "variables": variables, "title": title}
-    return Call("POST", "/api/conversations", json={k: v for k, v in body.items() if v is not None})
-
-
-def resume_call(
-    conversation_id: str | DaehwaConnectionError, message_id: str | None, after: int
-) -> tuple[Call, StreamState]:
-    """The request and the stream state that get the rest of a reply (from the ids, or a dropped stream's error)."""
-    if isinstance(conversation_id, DaehwaConnectionError):
-        dropped = conversation_id
-        if dropped.conversation_id is None or dropped.message_id is None:
-            raise ValueError("this connection error happened before the reply started: send the message again")
-        conversation_id, message_id, after = dropped.conversation_id, dropped.message_id, dropped.offset
-    if message_id is None:
-        raise TypeError("resume_stream needs the reply's message_id")
-    call = Call("GET", f"/api/conversations/{conversation_id}/messages/{message_id}/stream", params={"after": after})
-    return call, StreamState(conversation_id, message_id=message_id, offset=after)
+    def _logged_out(self) -> None:
+        self.csrf_token = None
+        self._http.cookies.clear()
 
 
 class StreamState:
@@ -164,41 +168,43 @@ class StreamState:
         return self.result
 
 
+class _FromState(Generic[T]):
+    """A read-only attribute of a streamed reply: its ``StreamState``'s attribute of the same name."""
+
+    def __init__(self, doc: str | None = None) -> None:
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, view: None, owner: type | None = None) -> _FromState[T]: ...
+    @overload
+    def __get__(self, view: StreamView, owner: type | None = None) -> T: ...
+    def __get__(self, view: StreamView | None, owner: type | None = None) -> T | _FromState[T]:
+        if view is None:
+            return self
+        value: T = getattr(view._state, self._name)
+        return value
+
+    def __set__(self, view: StreamView, value: object) -> None:
+        raise AttributeError(f"{self._name} is read-only: the stream sets it as the reply arrives")
+
+
 class StreamView:
     """What a streamed reply shows of its ``StreamState`` (both ``ReplyStream`` and ``AsyncReplyStream``)."""
 
     _state: StreamState
 
-    @property
-    def conversation_id(self) -> str:
-        return self._state.conversation_id
-
-    @property
-    def message_id(self) -> str | None:
-        return self._state.message_id
-
-    @property
-    def started(self) -> Started | None:
-        return self._state.started
-
-    @property
-    def text(self) -> str:
-        """The text this stream delivered so far."""
-        return self._state.text
-
-    @property
-    def offset(self) -> int:
-        return self._state.offset
-
-    @property
-    def result(self) -> TurnResult | None:
-        """The ``done`` event's TurnResult, once the stream ended."""
-        return self._state.result
-
-    @property
-    def error(self) -> DaehwaAPIError | None:
-        """An ``error`` event: the model failed mid-reply (the partial reply is kept)."""
-        return self._state.error
+    conversation_id = _FromState[str]()
+    message_id = _FromState[str | None]()
+    started = _FromState[Started | None]()
+    text = _FromState[str]("The text this stream delivered so far.")
+    offset = _FromState[int]()
+    result = _FromState[TurnResult | None]("The ``done`` event's TurnResult, once the stream ended.")
+    error = _FromState[DaehwaAPIError | None](
+        "An ``error`` event: the model failed mid-reply (the partial reply is kept)."
+    )
 
 
 def http_error(response: httpx.Response, body: bytes) -> DaehwaAPIError:

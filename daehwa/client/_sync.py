@@ -4,35 +4,16 @@ from another thread while one streams)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from ._core import (
-    Call,
-    ClientBase,
-    StreamState,
-    StreamView,
-    create_conversation_call,
-    http_error,
-    message_body,
-    options,
-    resume_call,
-    unreachable,
-)
-from ._wire import (
-    Conversation,
-    ConversationPage,
-    ConversationStart,
-    DaehwaConnectionError,
-    Model,
-    Persona,
-    SSEEvent,
-    SSEParser,
-    TurnResult,
-    UsageReport,
-    User,
-)
+from . import _calls as calls
+from . import _wire as wire
+from ._calls import NewConversation
+from ._core import Call, ClientBase, StreamCall, StreamState, StreamView, http_error, unreachable
+
+T = TypeVar("T")
 
 
 class ReplyStream(StreamView):
@@ -46,7 +27,7 @@ class ReplyStream(StreamView):
         self.client = client
         self._response = response
         self._state = state
-        self._events = SSEParser().events(response.iter_lines())
+        self._events = wire.SSEParser().events(response.iter_lines())
         self._closed = False
 
     def _read_start(self) -> None:
@@ -56,7 +37,7 @@ class ReplyStream(StreamView):
                 return
         raise self._state.dropped(None)
 
-    def _next_event(self) -> SSEEvent | None:
+    def _next_event(self) -> wire.SSEEvent | None:
         """The next event, or None at the end of the body (a plain function, not a generator: both readers share
         the one event iterator, and closing a wrapping generator would close it too)."""
         try:
@@ -79,7 +60,7 @@ class ReplyStream(StreamView):
             self.close()
         raise self._state.dropped(None)  # the body ended without ``done``
 
-    def until_done(self) -> TurnResult:
+    def until_done(self) -> wire.TurnResult:
         """Read the rest of the stream and return its result."""
         for _ in self:
             pass
@@ -114,7 +95,7 @@ class DaehwaClient(ClientBase[httpx.BaseTransport, httpx.Client]):
         return httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
     # -- plumbing --------------------------------------------------------------------------------------------------
-    def _send(self, call: Call, *, stream: bool = False) -> httpx.Response:
+    def _send(self, call: Call[Any], *, stream: bool = False) -> httpx.Response:
         try:
             response = self._http.send(self._request(self._http, call), stream=stream)
         except httpx.TransportError as exc:
@@ -127,14 +108,12 @@ class DaehwaClient(ClientBase[httpx.BaseTransport, httpx.Client]):
             raise http_error(response, body)
         return response
 
-    def _json(self, call: Call) -> Any:
-        response = self._send(call)
-        return response.json() if response.content else None
+    def _json(self, call: Call[T]) -> T:
+        return call.answer(self._send(call))
 
-    def _stream(self, call: Call, state: StreamState, *, expect_start: bool) -> ReplyStream:
-        response = self._send(call, stream=True)
-        reply = ReplyStream(self, response, state)
-        if expect_start:
+    def _stream(self, streamed: StreamCall) -> ReplyStream:
+        reply = ReplyStream(self, self._send(streamed.call, stream=True), streamed.state)
+        if streamed.expect_start:
             try:
                 reply._read_start()
             except BaseException:
@@ -152,92 +131,71 @@ class DaehwaClient(ClientBase[httpx.BaseTransport, httpx.Client]):
         self.close()
 
     # -- login -----------------------------------------------------------------------------------------------------
-    def login(self, username: str, password: str) -> User:
+    def login(self, username: str, password: str) -> wire.User:
         """Log in with a password: the session cookie and CSRF token are kept for the next requests."""
-        body = self._json(Call("POST", "/api/auth/login", json={"username": username, "password": password}))
+        body = self._json(calls.login(username, password))
         self.api_key = None
-        self._logged_in(body)
-        return User.from_json(body["user"])
+        return self._logged_in(body)
 
-    def login_anonymous(self) -> User:
+    def login_anonymous(self) -> wire.User:
         """A new guest user (only when the server allows anonymous users)."""
-        body = self._json(Call("POST", "/api/auth/anonymous"))
-        self._logged_in(body)
-        return User.from_json(body["user"])
+        return self._logged_in(self._json(calls.login_anonymous()))
 
     def logout(self) -> None:
         if self.api_key is None:
-            self._json(Call("POST", "/api/auth/logout"))
-        self.csrf_token = None
-        self._http.cookies.clear()
+            self._json(calls.logout())
+        self._logged_out()
 
-    def me(self) -> User:
+    def me(self) -> wire.User:
         """Who the credentials belong to (raises ``not_authenticated`` when they are wrong or missing)."""
-        return User.from_json(self._json(Call("GET", "/api/auth/me"))["user"])
+        return self._json(calls.me())
 
     # -- conversations ---------------------------------------------------------------------------------------------
-    def create_conversation(
-        self,
-        *,
-        persona: str | None = None,
-        model: str | None = None,
-        variables: dict[str, Any] | None = None,
-        title: str | None = None,
-    ) -> ConversationStart:
-        return ConversationStart.from_json(self._json(create_conversation_call(persona, model, variables, title)))
+    def create_conversation(self, **fields: Unpack[NewConversation]) -> wire.ConversationStart:
+        """A new conversation; ``persona``, ``model``, ``variables`` (the persona's template values) and ``title``
+        are optional."""
+        return self._json(calls.create_conversation(fields))
 
     def list_conversations(
         self, *, query: str | None = None, limit: int = 50, before: str | None = None
-    ) -> list[Conversation]:
+    ) -> list[wire.Conversation]:
         """Your conversations, most recently updated first (``before``: an ``updated_at`` to page back from)."""
-        data = self._json(Call("GET", "/api/conversations", params={"q": query, "limit": limit, "before": before}))
-        return [Conversation.from_json(c) for c in data["data"]]
+        return self._json(calls.list_conversations(query, limit, before))
 
     def get_conversation(
         self, conversation_id: str, *, limit: int = 200, before: str | None = None
-    ) -> ConversationPage:
+    ) -> wire.ConversationPage:
         """A conversation and its latest ``limit`` messages, oldest first (``before``: a message id to page back)."""
-        call = Call("GET", f"/api/conversations/{conversation_id}", params={"limit": limit, "before": before})
-        return ConversationPage.from_json(self._json(call))
+        return self._json(calls.get_conversation(conversation_id, limit, before))
 
-    def rename_conversation(self, conversation_id: str, title: str) -> Conversation:
-        return Conversation.from_json(
-            self._json(Call("PATCH", f"/api/conversations/{conversation_id}", json={"title": title}))
-        )
+    def rename_conversation(self, conversation_id: str, title: str) -> wire.Conversation:
+        return self._json(calls.rename_conversation(conversation_id, title))
 
     def delete_conversation(self, conversation_id: str) -> None:
-        self._json(Call("DELETE", f"/api/conversations/{conversation_id}"))
+        self._json(calls.delete_conversation(conversation_id))
 
     # -- turns -----------------------------------------------------------------------------------------------------
-    def send(self, conversation_id: str, content: str, **opts: Any) -> TurnResult:
+    def send(self, conversation_id: str, content: str, **opts: Any) -> wire.TurnResult:
         """Send a message and wait for the whole reply. ``opts``: model, temperature, top_p, max_tokens, stop, seed,
         presence_penalty, frequency_penalty."""
-        body = message_body(content, False, opts)
-        return TurnResult.from_json(
-            self._json(Call("POST", f"/api/conversations/{conversation_id}/messages", json=body))
-        )
+        return self._json(calls.send(conversation_id, content, opts))
 
     def stream(self, conversation_id: str, content: str, **opts: Any) -> ReplyStream:
         """Send a message and stream the reply: iterate the returned ``ReplyStream`` for text deltas.
 
         Problems found before the turn starts (quota, moderation block, unknown conversation) raise here.
         """
-        body = message_body(content, True, opts)
-        call = Call("POST", f"/api/conversations/{conversation_id}/messages", json=body)
-        return self._stream(call, StreamState(conversation_id), expect_start=True)
+        return self._stream(calls.stream(conversation_id, content, opts))
 
-    def regenerate(self, conversation_id: str, *, stream: bool = False, **opts: Any) -> TurnResult | ReplyStream:
+    def regenerate(self, conversation_id: str, *, stream: bool = False, **opts: Any) -> wire.TurnResult | ReplyStream:
         """Answer the last user message again, replacing the reply after it."""
-        call = Call(
-            "POST", f"/api/conversations/{conversation_id}/regenerate", json={"stream": stream, **options(opts)}
-        )
         if stream:
-            return self._stream(call, StreamState(conversation_id), expect_start=True)
-        return TurnResult.from_json(self._json(call))
+            return self._stream(calls.regenerate_stream(conversation_id, opts))
+        return self._json(calls.regenerate(conversation_id, opts))
 
     def resume_stream(
         self,
-        conversation_id: str | DaehwaConnectionError,
+        conversation_id: str | wire.DaehwaConnectionError,
         message_id: str | None = None,
         *,
         after: int = 0,
@@ -246,22 +204,21 @@ class DaehwaClient(ClientBase[httpx.BaseTransport, httpx.Client]):
 
         Pass the ``DaehwaConnectionError`` a dropped stream raised to go on where it broke off.
         """
-        call, state = resume_call(conversation_id, message_id, after)
-        return self._stream(call, state, expect_start=False)
+        return self._stream(calls.resume(conversation_id, message_id, after))
 
     def stop(self, conversation_id: str) -> bool:
         """Stop the reply being generated for this conversation; whether one was running."""
-        return bool(self._json(Call("POST", f"/api/conversations/{conversation_id}/stop"))["stopped"])
+        return self._json(calls.stop(conversation_id))
 
     # -- catalogues and usage --------------------------------------------------------------------------------------
-    def personas(self) -> list[Persona]:
+    def personas(self) -> list[wire.Persona]:
         """The personas you may start a conversation with (titles in the client's language)."""
-        return [Persona.from_json(p) for p in self._json(Call("GET", "/api/personas"))["data"]]
+        return self._json(calls.personas())
 
-    def models(self) -> list[Model]:
+    def models(self) -> list[wire.Model]:
         """Every configured model, with whether it can answer now (``available``, ``reason``)."""
-        return [Model.from_json(m) for m in self._json(Call("GET", "/api/models"))["data"]]
+        return self._json(calls.models())
 
-    def usage(self, *, since: str | None = None) -> UsageReport:
+    def usage(self, *, since: str | None = None) -> wire.UsageReport:
         """Your tokens, turns and cost per model (``since``: YYYY-MM-DD, 'today', 7d, 24h)."""
-        return UsageReport.from_json(self._json(Call("GET", "/api/usage", params={"since": since})))
+        return self._json(calls.usage(since))

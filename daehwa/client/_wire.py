@@ -7,11 +7,16 @@ The records are frozen dataclasses built from the server's JSON (docs/api.md); e
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import KW_ONLY, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
+
+from ..wire import ConversationOut
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "Conversation",
@@ -31,29 +36,22 @@ __all__ = [
 ]
 
 
+@dataclass(eq=False)  # an exception is equal only to itself (and stays hashable)
 class DaehwaAPIError(Exception):
     """An error answer of the server: its ``code`` (e.g. ``rate_limit_exceeded``, ``content_blocked``, ``not_found``),
     HTTP ``status``, and ``message`` (in the language the client asked for, where the server localises it)."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        status: int | None = None,
-        type: str | None = None,
-        param: str | None = None,
-        retry_after: float | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
-        self.type = type
-        self.param = param
-        self.retry_after = retry_after
-        self.request_id = request_id
+    message: str
+    _: KW_ONLY
+    code: str | None = None
+    status: int | None = None
+    type: str | None = None
+    param: str | None = None
+    retry_after: float | None = None
+    request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, status={self.status!r}, message={self.message!r})"
@@ -121,6 +119,28 @@ def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+#: How a record's field is read from its JSON value, by the field's declared type (where ``from_json`` does not say
+#: otherwise): text missing or null is "", optional text that is not a string is None, a missing object or list
+#: is empty.
+_READ_AS: dict[str, Callable[[Any], Any]] = {
+    "str": lambda value: str(value or ""),
+    "str | None": _str,
+    "bool": bool,
+    "dict[str, Any]": lambda value: dict(value or {}),
+    "list[Mapping[str, Any]]": lambda value: list(value or []),
+}
+
+RecordT = TypeVar("RecordT", bound="DataclassInstance")
+
+
+def _record(cls: type[RecordT], data: Mapping[str, Any], **given: Any) -> RecordT:
+    """A record from its JSON object: the fields in ``given``, each other one read from the key of its name by its
+    type (``_READ_AS``), and ``raw``, the object itself."""
+    given = {"raw": data, **given}
+    read = {f.name: _READ_AS[str(f.type)](data.get(f.name)) for f in fields(cls) if f.name not in given}
+    return cls(**read, **given)
+
+
 @dataclass(frozen=True, slots=True)
 class User:
     id: str
@@ -131,34 +151,18 @@ class User:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> User:
-        return cls(str(data["id"]), str(data["name"]), bool(data.get("is_admin")), bool(data.get("anonymous")), data)
+        return _record(cls, data, id=str(data["id"]), name=str(data["name"]))
 
 
 @dataclass(frozen=True, slots=True)
-class Conversation:
-    id: str
-    title: str
-    persona: str | None
-    model: str | None
-    kind: str
-    created_at: str | None
-    updated_at: str | None
-    variables: Mapping[str, Any]
+class Conversation(ConversationOut):
+    """A conversation: the fields the server sends (``daehwa.wire.ConversationOut``) and ``raw``."""
+
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Conversation:
-        return cls(
-            id=str(data["id"]),
-            title=str(data.get("title") or ""),
-            persona=_str(data.get("persona")),
-            model=_str(data.get("model")),
-            kind=str(data.get("kind") or "chat"),
-            created_at=_str(data.get("created_at")),
-            updated_at=_str(data.get("updated_at")),
-            variables=dict(data.get("variables") or {}),
-            raw=data,
-        )
+        return _record(cls, data, id=str(data["id"]), kind=str(data.get("kind") or "chat"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,18 +204,14 @@ class Message:
     def from_json(cls, data: Mapping[str, Any]) -> Message:
         found = data.get("error")
         error: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-        return cls(
+        return _record(
+            cls,
+            data,
             id=str(data["id"]),
-            conversation_id=str(data.get("conversation_id") or ""),
-            role=str(data.get("role") or ""),
-            content=str(data.get("content") or ""),
             status=str(data.get("status") or "complete"),
-            model=_str(data.get("model")),
-            created_at=_str(data.get("created_at")),
             error_code=_str(error.get("code")),
             error_message=_str(error.get("message")),
             usage=ReplyUsage.from_json(data.get("usage")),
-            raw=data,
         )
 
 
@@ -238,12 +238,8 @@ class ConversationPage:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ConversationPage:
-        return cls(
-            Conversation.from_json(data["conversation"]),
-            [Message.from_json(m) for m in data["messages"]],
-            bool(data.get("has_more")),
-            data.get("next_before"),
-        )
+        start = ConversationStart.from_json(data)  # the conversation and messages, read alike
+        return cls(start.conversation, start.messages, bool(data.get("has_more")), data.get("next_before"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,15 +321,7 @@ class Persona:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Persona:
-        return cls(
-            name=str(data["name"]),
-            title=str(data.get("title") or data["name"]),
-            description=str(data.get("description") or ""),
-            speaks_first=bool(data.get("speaks_first")),
-            model=_str(data.get("model")),
-            variables=list(data.get("variables") or []),
-            raw=data,
-        )
+        return _record(cls, data, name=str(data["name"]), title=str(data.get("title") or data["name"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,14 +335,7 @@ class Model:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Model:
-        return cls(
-            id=str(data["id"]),
-            provider=str(data.get("provider") or ""),
-            available=bool(data.get("available", True)),
-            reason=_str(data.get("reason")),
-            description=str(data.get("description") or ""),
-            raw=data,
-        )
+        return _record(cls, data, id=str(data["id"]), available=bool(data.get("available", True)))
 
 
 @dataclass(frozen=True, slots=True)

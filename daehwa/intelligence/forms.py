@@ -23,6 +23,7 @@ from datetime import date, time, timedelta
 from typing import Any, Literal
 
 from ..errors import ConfigError
+from ..i18n import load_texts
 from . import parsers
 from .parsers import Parsed, Rejected
 
@@ -33,45 +34,10 @@ META_KEY = "form"
 
 _WEEKDAYS = {"ko": "월화수목금토일", "en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")}
 
-#: The machine's own sentences; ``{...}`` fields are filled in.
-TEXTS: dict[str, dict[str, str]] = {
-    "invalid": {"ko": "{label}: {reason}. ", "en": "{label}: {reason}. "},
-    "not_understood": {
-        "ko": "죄송해요, {label}{eul} 알아듣지 못했어요. ",
-        "en": "Sorry, I did not catch the {label}. ",
-    },
-    "noted": {"ko": "{items}{ro} 적어 둘게요. ", "en": "Noted: {items}. "},
-    "confirm": {
-        "ko": "입력하신 내용을 확인해 주세요.\n{summary}\n"
-        + '맞으면 "네", 고칠 항목이 있으면 알려 주세요 (예: "인원 3명으로 바꿔 주세요").',
-        "en": 'Please check the details.\n{summary}\nSay "yes" if they are right, or tell me what to change '
-        '(e.g. "make it 3 people").',
-    },
-    "which_field": {"ko": "어떤 항목을 고칠까요? ({labels})", "en": "Which detail should I change? ({labels})"},
-    "cancelled": {
-        "ko": '진행 중이던 내용을 취소했어요. 다시 시작하려면 "새 예약"이라고 말씀해 주세요.',
-        "en": 'I cancelled it. Say "start over" to begin again.',
-    },
-    "skip_hint": {"ko": ' (없으면 "없어요"라고 해 주세요)', "en": ' (say "none" to skip)'},
-    "empty": {"ko": "없음", "en": "none"},
-    "done": {
-        "ko": "완료되었어요! 접수 번호는 {record_id}입니다.\n{summary}",
-        "en": "Done! Your reference is {record_id}.\n{summary}",
-    },
-}
-
-_VALUE_REASONS: dict[str, dict[str, str]] = {
-    "past_date": {"ko": "지난 날짜는 선택할 수 없어요", "en": "that day has passed"},
-    "too_far": {"ko": "{max_days}일 이내의 날짜만 가능해요", "en": "only days within {max_days} days are possible"},
-    "too_small": {"ko": "{min} 이상이어야 해요", "en": "it must be at least {min}"},
-    "too_large": {"ko": "{max} 이하여야 해요", "en": "it must be at most {max}"},
-    "too_early": {"ko": "{min} 이후로만 가능해요", "en": "the earliest is {min}"},
-    "too_late": {"ko": "{max} 이전까지만 가능해요", "en": "the latest is {max}"},
-    "too_short": {"ko": "{min_length}자 이상으로 알려 주세요", "en": "please use at least {min_length} characters"},
-    "too_long": {"ko": "{max_length}자 이하로 알려 주세요", "en": "please use at most {max_length} characters"},
-    "not_a_choice": {"ko": "{choices} 중에서 골라 주세요", "en": "please choose one of {choices}"},
-    "pattern": {"ko": "형식이 맞지 않아요", "en": "the format is not right"},
-}
+#: The machine's own sentences (``forms.toml``); ``{...}`` fields are filled in.
+TEXTS: dict[str, dict[str, str]] = load_texts("daehwa.intelligence", "forms.toml")
+#: Why a value breaks the field's limits, by the key ``validate`` returns (``form_reasons.toml``).
+_VALUE_REASONS: dict[str, dict[str, str]] = load_texts("daehwa.intelligence", "form_reasons.toml")
 
 
 def _final(word: str) -> int | None:

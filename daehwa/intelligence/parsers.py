@@ -23,22 +23,12 @@ from dataclasses import dataclass
 from datetime import date, time, timedelta
 from typing import Generic, TypeVar
 
+from ..i18n import load_texts
+
 T = TypeVar("T")
 
-#: Why a value was rejected, by reason key (the form re-asks with this text).
-REASONS: dict[str, dict[str, str]] = {
-    "no_such_date": {"ko": "그런 날짜는 없어요", "en": "that date does not exist"},
-    "no_such_time": {"ko": "그런 시각은 없어요", "en": "that time does not exist"},
-    "phone_digits": {
-        "ko": "전화번호 자릿수가 맞지 않아요 (예: 010-1234-5678)",
-        "en": "the phone number has the wrong number of digits (e.g. 010-1234-5678)",
-    },
-    "email_invalid": {
-        "ko": "이메일 주소 형식이 아니에요 (예: name@example.com)",
-        "en": "that is not an email address (e.g. name@example.com)",
-    },
-    "ambiguous_number": {"ko": "숫자 하나로 알려 주세요", "en": "please give one number"},
-}
+#: Why a value was rejected, by reason key (the form re-asks with this text): ``parser_reasons.toml``.
+REASONS: dict[str, dict[str, str]] = load_texts("daehwa.intelligence", "parser_reasons.toml")
 
 
 @dataclass(frozen=True, slots=True)

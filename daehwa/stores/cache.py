@@ -25,35 +25,18 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from ..errors import ConfigError
-from ..types import Conversation, ConversationSummary, StoredMessage, UsageRecord, UsageTotal, User
-from .base import (
-    ApiKeyRecord,
-    ConversationQuery,
-    FeedbackRecord,
-    FormRecord,
-    InterestRecord,
-    MessageChange,
-    NewConversation,
-    NewFormRecord,
-    NewMessage,
-    NewTurn,
-    SessionRecord,
-    Store,
-    StreamChunk,
-    StreamRead,
-    StreamTimes,
-    TurnResult,
-    UserDeletion,
-    UserRecord,
-)
+from ..types import Conversation, StoredMessage
+from .base import MessageChange, NewMessage, NewTurn, Store, TurnResult, UserDeletion
 from .breakers import BreakerBoard
 from .common import unknown_before
 from .signals import StopSignals
 
 __all__ = ["CachedStore", "VersionedStore"]
+
+Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
 
 
 @runtime_checkable
@@ -79,6 +62,17 @@ class VersionedStore(Protocol):
     async def finish_turn_versioned(
         self, user_id: str, message_id: str, result: TurnResult
     ) -> tuple[StoredMessage | None, str | None]: ...
+
+
+def _inner(method: Method) -> Method:
+    """``CachedStore``'s ``method``: the inner store's, called with the same arguments (nothing to keep or forget)."""
+    name = method.__name__
+
+    async def through(self: CachedStore, *args: Any, **kwargs: Any) -> Any:
+        return await getattr(self.inner, name)(*args, **kwargs)
+
+    through.__name__, through.__qualname__, through.__doc__ = name, f"CachedStore.{name}", method.__doc__
+    return cast(Method, through)
 
 
 @dataclass(slots=True)
@@ -195,12 +189,6 @@ class CachedStore(Store):
         return None
 
     # -- writes: the store changes the version; this process forgets its copy at once -------------------------
-    async def create_conversation(self, user_id: str, new: NewConversation | None = None) -> Conversation:
-        return await self.inner.create_conversation(user_id, new)
-
-    async def list_conversations(self, user_id: str, query: ConversationQuery | None = None) -> list[Conversation]:
-        return await self.inner.list_conversations(user_id, query)
-
     async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> bool:
         self._forget(conversation_id)
         return await self.inner.rename_conversation(user_id, conversation_id, title)
@@ -243,11 +231,6 @@ class CachedStore(Store):
         self._advance(user_id, conversation_id, version, lambda messages: _append(messages, *new))
         return user_msg, reply
 
-    async def create_conversation_with_turn(
-        self, user_id: str, new: NewConversation, turn: NewTurn
-    ) -> tuple[Conversation, StoredMessage | None, StoredMessage]:
-        return await self.inner.create_conversation_with_turn(user_id, new, turn)
-
     async def finish_turn(self, user_id: str, message_id: str, result: TurnResult) -> StoredMessage | None:
         updated, version = await self._through(self.versioned.finish_turn_versioned(user_id, message_id, result))
         user_change = result.user_change()
@@ -282,131 +265,55 @@ class CachedStore(Store):
         self._advance(user_id, updated.conversation_id, version, lambda messages: _replace(messages, updated))
 
     # -- everything else goes straight through -----------------------------------------------------------------
-    async def create_user(
-        self, name: str, *, password_hash: str | None, is_admin: bool = False, anonymous: bool = False
-    ) -> User:
-        return await self.inner.create_user(name, password_hash=password_hash, is_admin=is_admin, anonymous=anonymous)
+    create_conversation = _inner(Store.create_conversation)
+    list_conversations = _inner(Store.list_conversations)
+    create_conversation_with_turn = _inner(Store.create_conversation_with_turn)
+    create_user = _inner(Store.create_user)
+    get_user = _inner(Store.get_user)
+    get_user_by_name = _inner(Store.get_user_by_name)
+    list_users = _inner(Store.list_users)
+    set_password_hash = _inner(Store.set_password_hash)
+    create_api_key = _inner(Store.create_api_key)
+    find_api_key = _inner(Store.find_api_key)
+    list_api_keys = _inner(Store.list_api_keys)
+    revoke_api_key = _inner(Store.revoke_api_key)
+    create_session = _inner(Store.create_session)
+    get_session = _inner(Store.get_session)
+    delete_session = _inner(Store.delete_session)
+    delete_user_sessions = _inner(Store.delete_user_sessions)
+    record_usage = _inner(Store.record_usage)
+    usage_totals = _inner(Store.usage_totals)
+    tokens_used_since = _inner(Store.tokens_used_since)
+    save_vectors = _inner(Store.save_vectors)
+    load_vectors = _inner(Store.load_vectors)
+    load_summary = _inner(Store.load_summary)
+    save_summary = _inner(Store.save_summary)
+    delete_summary = _inner(Store.delete_summary)
+    add_interests = _inner(Store.add_interests)
+    list_interests = _inner(Store.list_interests)
+    delete_interests = _inner(Store.delete_interests)
+    record_feedback = _inner(Store.record_feedback)
+    load_feedback = _inner(Store.load_feedback)
+    interests_enabled = _inner(Store.interests_enabled)
+    set_interests_enabled = _inner(Store.set_interests_enabled)
+    delete_profile = _inner(Store.delete_profile)
+    save_form_record = _inner(Store.save_form_record)
+    get_form_record = _inner(Store.get_form_record)
+    list_form_records = _inner(Store.list_form_records)
+    set_form_delivery = _inner(Store.set_form_delivery)
+    append_stream = _inner(Store.append_stream)
+    end_stream = _inner(Store.end_stream)
+    read_stream = _inner(Store.read_stream)
+    open = _inner(Store.open)
+    ping = _inner(Store.ping)
 
-    async def get_user(self, user_id: str) -> UserRecord | None:
-        return await self.inner.get_user(user_id)
-
-    async def get_user_by_name(self, name: str) -> UserRecord | None:
-        return await self.inner.get_user_by_name(name)
-
-    async def list_users(self) -> list[User]:
-        return await self.inner.list_users()
-
-    async def set_password_hash(self, user_id: str, password_hash: str) -> bool:
-        return await self.inner.set_password_hash(user_id, password_hash)
-
-    async def create_api_key(self, user_id: str, *, name: str, prefix: str, key_hash: str) -> ApiKeyRecord:
-        return await self.inner.create_api_key(user_id, name=name, prefix=prefix, key_hash=key_hash)
-
-    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
-        return await self.inner.find_api_key(key_hash)
-
-    async def list_api_keys(self, user_id: str | None = None) -> list[ApiKeyRecord]:
-        return await self.inner.list_api_keys(user_id)
-
-    async def revoke_api_key(self, key_id: str, *, user_id: str | None = None) -> bool:
-        return await self.inner.revoke_api_key(key_id, user_id=user_id)
-
-    async def create_session(self, token_hash: str, record: SessionRecord) -> None:
-        await self.inner.create_session(token_hash, record)
-
-    async def get_session(self, token_hash: str) -> SessionRecord | None:
-        return await self.inner.get_session(token_hash)
-
-    async def delete_session(self, token_hash: str) -> None:
-        await self.inner.delete_session(token_hash)
-
-    async def delete_user_sessions(self, user_id: str, *, keep: str | None = None) -> int:
-        return await self.inner.delete_user_sessions(user_id, keep=keep)
-
+    # -- and what ends copies of many conversations at once ----------------------------------------------------
     async def delete_user(self, user_id: str) -> UserDeletion | None:
         try:
             return await self.inner.delete_user(user_id)
         finally:  # a read would miss them anyway (no versions left), but a deleted user's history must not linger
             for key in [k for k in self._entries if k[0] == user_id]:
                 del self._entries[key]
-
-    async def record_usage(self, record: UsageRecord) -> None:
-        await self.inner.record_usage(record)
-
-    async def usage_totals(self, *, user_id: str | None = None, since: datetime | None = None) -> list[UsageTotal]:
-        return await self.inner.usage_totals(user_id=user_id, since=since)
-
-    async def tokens_used_since(self, user_id: str, since: datetime) -> int:
-        return await self.inner.tokens_used_since(user_id, since)
-
-    async def save_vectors(
-        self, user_id: str, conversation_id: str, vectors: Mapping[str, bytes], *, model: str
-    ) -> bool:
-        return await self.inner.save_vectors(user_id, conversation_id, vectors, model=model)
-
-    async def load_vectors(self, user_id: str, conversation_id: str, *, model: str) -> dict[str, bytes]:
-        return await self.inner.load_vectors(user_id, conversation_id, model=model)
-
-    async def load_summary(self, user_id: str, conversation_id: str) -> ConversationSummary | None:
-        return await self.inner.load_summary(user_id, conversation_id)
-
-    async def save_summary(self, user_id: str, summary: ConversationSummary) -> bool:
-        return await self.inner.save_summary(user_id, summary)
-
-    async def delete_summary(self, user_id: str, conversation_id: str) -> bool:
-        return await self.inner.delete_summary(user_id, conversation_id)
-
-    async def add_interests(self, user_id: str, increments: Mapping[str, float]) -> None:
-        await self.inner.add_interests(user_id, increments)
-
-    async def list_interests(self, user_id: str, *, limit: int = 50) -> list[InterestRecord]:
-        return await self.inner.list_interests(user_id, limit=limit)
-
-    async def delete_interests(self, user_id: str, term: str | None = None) -> int:
-        return await self.inner.delete_interests(user_id, term)
-
-    async def record_feedback(self, user_id: str, catalogue: str, item_id: str, action: str) -> None:
-        await self.inner.record_feedback(user_id, catalogue, item_id, action)
-
-    async def load_feedback(self, user_id: str, catalogue: str) -> dict[str, FeedbackRecord]:
-        return await self.inner.load_feedback(user_id, catalogue)
-
-    async def interests_enabled(self, user_id: str) -> bool:
-        return await self.inner.interests_enabled(user_id)
-
-    async def set_interests_enabled(self, user_id: str, enabled: bool) -> None:
-        await self.inner.set_interests_enabled(user_id, enabled)
-
-    async def delete_profile(self, user_id: str) -> None:
-        await self.inner.delete_profile(user_id)
-
-    async def save_form_record(self, user_id: str, record: NewFormRecord) -> FormRecord | None:
-        return await self.inner.save_form_record(user_id, record)
-
-    async def get_form_record(self, user_id: str, record_id: str) -> FormRecord | None:
-        return await self.inner.get_form_record(user_id, record_id)
-
-    async def list_form_records(self, user_id: str, *, conversation_id: str | None = None) -> list[FormRecord]:
-        return await self.inner.list_form_records(user_id, conversation_id=conversation_id)
-
-    async def set_form_delivery(self, user_id: str, record_id: str, delivery: str) -> bool:
-        return await self.inner.set_form_delivery(user_id, record_id, delivery)
-
-    async def append_stream(
-        self, user_id: str, conversation_id: str, message_id: str, chunk: StreamChunk, times: StreamTimes
-    ) -> None:
-        await self.inner.append_stream(user_id, conversation_id, message_id, chunk, times)
-
-    async def end_stream(self, user_id: str, conversation_id: str, message_id: str, *, expire_seconds: float) -> None:
-        await self.inner.end_stream(user_id, conversation_id, message_id, expire_seconds=expire_seconds)
-
-    async def read_stream(
-        self, user_id: str, conversation_id: str, message_id: str, *, after: int = 0
-    ) -> StreamRead | None:
-        return await self.inner.read_stream(user_id, conversation_id, message_id, after=after)
-
-    async def open(self) -> None:
-        await self.inner.open()
 
     async def recover_interrupted(self, *, created_before: datetime | None = None) -> None:
         self._entries.clear()
@@ -415,9 +322,6 @@ class CachedStore(Store):
     async def close(self) -> None:
         self._entries.clear()
         await self.inner.close()
-
-    async def ping(self) -> None:
-        await self.inner.ping()
 
     def stop_signals(self) -> StopSignals:
         return self.inner.stop_signals()

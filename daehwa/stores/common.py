@@ -12,8 +12,9 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import InvalidRequest, NotFound
 from ..types import (
@@ -39,7 +40,11 @@ from .base import (
     UserRecord,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 Row = Mapping[str, Any]
+Record = TypeVar("Record", bound="DataclassInstance")
 
 
 def new_id() -> str:
@@ -236,90 +241,59 @@ def _flag(value: bool | int | str | None) -> bool:
     return value in (True, 1, "1")
 
 
-def conversation_from_row(row: Row) -> Conversation:
-    return Conversation(
-        id=row["id"],
-        user_id=row["user_id"],
-        title=row.get("title") or "",
-        persona=row.get("persona"),
-        model=row.get("model"),
-        created_at=_time(row["created_at"]),
-        updated_at=_time(row["updated_at"]),
-        kind=row.get("kind") or "chat",
-        meta=_meta(row.get("meta")),
-    )
+def _nullable(value: Any) -> Any:
+    return value
 
 
-def message_from_row(row: Row) -> StoredMessage:
-    return StoredMessage(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        role=row["role"],
-        content=row["content"],
-        status=MessageStatus(row["status"]),
-        created_at=_time(row["created_at"]),
-        model=row.get("model"),
-        meta=_meta(row.get("meta")),
-    )
+def _or(default: str) -> Callable[[str | None], str]:
+    return lambda value: value or default
+
+
+def _amount(value: float | str | None) -> float:
+    return float(value or 0.0)  # a SUM over NULL costs is NULL
+
+
+def row_reader(
+    cls: type[Record], *, columns: Mapping[str, str] | None = None, **convert: Callable[[Any], Any]
+) -> Callable[[Row], Record]:
+    """A function that builds the dataclass ``cls`` from a row: each field from the column of its name (or of
+    ``columns[field]``), which must be there and is taken as is, unless ``convert`` names the field: then the column
+    may be missing (the converter gets None) and its value goes through the converter."""
+    columns = columns or {}
+    unknown = {*convert, *columns} - {f.name for f in fields(cls)}
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no fields {sorted(unknown)}")
+    plan = [(columns.get(f.name, f.name), convert.get(f.name)) for f in fields(cls)]  # in the fields' order
+
+    def read(row: Row) -> Record:
+        get = row.get  # positional arguments, one bound method: this runs for every message of a history
+        return cls(*[row[col] if conv is None else conv(get(col)) for col, conv in plan])
+
+    return read
+
+
+conversation_from_row = row_reader(
+    Conversation,
+    title=_or(""),
+    persona=_nullable,
+    model=_nullable,
+    created_at=_time,
+    updated_at=_time,
+    kind=_or("chat"),
+    meta=_meta,
+)
+message_from_row = row_reader(StoredMessage, status=MessageStatus, created_at=_time, model=_nullable, meta=_meta)
+api_key_from_row = row_reader(ApiKeyRecord, created_at=_time, last_used_at=_maybe_time, revoked_at=_maybe_time)
+usage_total_from_row = row_reader(UsageTotal, turns=int, prompt_tokens=int, completion_tokens=int, cost=_amount)
+summary_from_row = row_reader(ConversationSummary, messages=int, created_at=_maybe_time)
+form_record_from_row = row_reader(
+    FormRecord, columns={"values": "record_values"}, values=_meta, created_at=_time, delivery=_nullable
+)
+_user_from_row = row_reader(User, is_admin=_flag, anonymous=_flag, created_at=_time)
 
 
 def user_record_from_row(row: Row) -> UserRecord:
-    user = User(
-        id=row["id"],
-        name=row["name"],
-        is_admin=_flag(row.get("is_admin")),
-        anonymous=_flag(row.get("anonymous")),
-        created_at=_time(row["created_at"]),
-    )
-    return UserRecord(user=user, password_hash=row.get("password_hash"))
-
-
-def api_key_from_row(row: Row) -> ApiKeyRecord:
-    return ApiKeyRecord(
-        id=row["id"],
-        user_id=row["user_id"],
-        name=row["name"],
-        prefix=row["prefix"],
-        created_at=_time(row["created_at"]),
-        last_used_at=_maybe_time(row.get("last_used_at")),
-        revoked_at=_maybe_time(row.get("revoked_at")),
-    )
-
-
-def usage_total_from_row(row: Row) -> UsageTotal:
-    return UsageTotal(
-        user_id=row["user_id"],
-        user_name=row["user_name"],
-        model=row["model"],
-        turns=int(row["turns"]),
-        prompt_tokens=int(row["prompt_tokens"]),
-        completion_tokens=int(row["completion_tokens"]),
-        cost=float(row["cost"] or 0.0),
-    )
-
-
-def summary_from_row(row: Row) -> ConversationSummary:
-    return ConversationSummary(
-        conversation_id=row["conversation_id"],
-        first_id=row["first_id"],
-        last_id=row["last_id"],
-        messages=int(row["messages"]),
-        text=row["text"],
-        model=row["model"],
-        created_at=_maybe_time(row.get("created_at")),
-    )
-
-
-def form_record_from_row(row: Row) -> FormRecord:
-    return FormRecord(
-        id=row["id"],
-        user_id=row["user_id"],
-        conversation_id=row["conversation_id"],
-        form=row["form"],
-        values=_meta(row.get("record_values")),
-        created_at=_time(row["created_at"]),
-        delivery=row.get("delivery"),
-    )
+    return UserRecord(user=_user_from_row(row), password_hash=row.get("password_hash"))
 
 
 def cut_chunks(chunks: list[StreamChunk], after: int) -> list[StreamChunk]:

@@ -292,212 +292,205 @@ def apply_sqlite(db: sqlite3.Connection) -> list[str]:
 postgres_migrations: Migrations[Callable[[Any], Awaitable[None]]] = Migrations("postgres")  # asyncpg.Connection
 
 
-@postgres_migrations
-async def p001_conversations(conn: Any) -> None:
-    await conn.execute(
-        """CREATE TABLE conversations (
-            id text PRIMARY KEY,
-            user_id text NOT NULL,
-            title text NOT NULL DEFAULT '',
-            title_key text NOT NULL DEFAULT '',
-            persona text,
-            model text,
-            kind text NOT NULL DEFAULT 'chat',
-            meta jsonb NOT NULL DEFAULT '{}'::jsonb,
-            created_at timestamptz NOT NULL,
-            updated_at timestamptz NOT NULL
-        );
-        CREATE INDEX conversations_by_user ON conversations (user_id, updated_at DESC);"""
-    )
+def _postgres_sql(name: str, sql: str) -> None:
+    """Append the PostgreSQL migration ``name`` that runs ``sql`` (asyncpg runs ``;``-separated statements at once)."""
+
+    async def step(conn: Any) -> None:
+        await conn.execute(sql)
+
+    step.__name__ = step.__qualname__ = name
+    postgres_migrations(step)
 
 
-@postgres_migrations
-async def p002_messages(conn: Any) -> None:
-    await conn.execute(
-        """CREATE TABLE messages (
-            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            id text NOT NULL UNIQUE,
-            conversation_id text NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
-            role text NOT NULL,
-            content text NOT NULL,
-            status text NOT NULL,
-            model text,
-            meta jsonb NOT NULL DEFAULT '{}'::jsonb,
-            created_at timestamptz NOT NULL
-        );
-        CREATE INDEX messages_by_conversation ON messages (conversation_id, seq);
-        CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming';"""
-    )
+_postgres_sql(
+    "p001_conversations",
+    """CREATE TABLE conversations (
+        id text PRIMARY KEY,
+        user_id text NOT NULL,
+        title text NOT NULL DEFAULT '',
+        title_key text NOT NULL DEFAULT '',
+        persona text,
+        model text,
+        kind text NOT NULL DEFAULT 'chat',
+        meta jsonb NOT NULL DEFAULT '{}'::jsonb,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL
+    );
+    CREATE INDEX conversations_by_user ON conversations (user_id, updated_at DESC);""",
+)
 
+_postgres_sql(
+    "p002_messages",
+    """CREATE TABLE messages (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        conversation_id text NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        role text NOT NULL,
+        content text NOT NULL,
+        status text NOT NULL,
+        model text,
+        meta jsonb NOT NULL DEFAULT '{}'::jsonb,
+        created_at timestamptz NOT NULL
+    );
+    CREATE INDEX messages_by_conversation ON messages (conversation_id, seq);
+    CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming';""",
+)
 
-@postgres_migrations
-async def p003_accounts(conn: Any) -> None:
-    await conn.execute(
-        """CREATE TABLE users (
-            id text PRIMARY KEY,
-            name text NOT NULL UNIQUE,
-            password_hash text,
-            is_admin boolean NOT NULL DEFAULT false,
-            anonymous boolean NOT NULL DEFAULT false,
-            created_at timestamptz NOT NULL
-        );
-        CREATE TABLE api_keys (
-            id text PRIMARY KEY,
-            user_id text NOT NULL,
-            name text NOT NULL,
-            prefix text NOT NULL,
-            key_hash text NOT NULL UNIQUE,
-            created_at timestamptz NOT NULL,
-            last_used_at timestamptz,
-            revoked_at timestamptz
-        );
-        CREATE INDEX api_keys_by_user ON api_keys (user_id);
-        CREATE TABLE sessions (
-            token_hash text PRIMARY KEY,
-            user_id text NOT NULL,
-            csrf_token text NOT NULL,
-            expires_at timestamptz NOT NULL
-        );
-        CREATE INDEX sessions_by_expiry ON sessions (expires_at);"""
-    )
+_postgres_sql(
+    "p003_accounts",
+    """CREATE TABLE users (
+        id text PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        password_hash text,
+        is_admin boolean NOT NULL DEFAULT false,
+        anonymous boolean NOT NULL DEFAULT false,
+        created_at timestamptz NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id text PRIMARY KEY,
+        user_id text NOT NULL,
+        name text NOT NULL,
+        prefix text NOT NULL,
+        key_hash text NOT NULL UNIQUE,
+        created_at timestamptz NOT NULL,
+        last_used_at timestamptz,
+        revoked_at timestamptz
+    );
+    CREATE INDEX api_keys_by_user ON api_keys (user_id);
+    CREATE TABLE sessions (
+        token_hash text PRIMARY KEY,
+        user_id text NOT NULL,
+        csrf_token text NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    CREATE INDEX sessions_by_expiry ON sessions (expires_at);""",
+)
 
+_postgres_sql(
+    "p004_usage",
+    """CREATE TABLE usage (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        user_id text NOT NULL,
+        model text NOT NULL,
+        prompt_tokens integer NOT NULL,
+        completion_tokens integer NOT NULL,
+        outcome text NOT NULL,
+        ttft_ms double precision,
+        total_ms double precision NOT NULL,
+        cost double precision,
+        source text NOT NULL,
+        conversation_id text,
+        message_id text,
+        request_id text,
+        created_at timestamptz NOT NULL
+    );
+    CREATE INDEX usage_by_user ON usage (user_id, created_at);
+    CREATE INDEX usage_by_time ON usage (created_at);""",
+)
 
-@postgres_migrations
-async def p004_usage(conn: Any) -> None:
-    await conn.execute(
-        """CREATE TABLE usage (
-            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            user_id text NOT NULL,
-            model text NOT NULL,
-            prompt_tokens integer NOT NULL,
-            completion_tokens integer NOT NULL,
-            outcome text NOT NULL,
-            ttft_ms double precision,
-            total_ms double precision NOT NULL,
-            cost double precision,
-            source text NOT NULL,
-            conversation_id text,
-            message_id text,
-            request_id text,
-            created_at timestamptz NOT NULL
-        );
-        CREATE INDEX usage_by_user ON usage (user_id, created_at);
-        CREATE INDEX usage_by_time ON usage (created_at);"""
-    )
+_postgres_sql(
+    "p005_sessions_by_user",
+    "CREATE INDEX sessions_by_user ON sessions (user_id)",
+)
 
+# Vectors as real[] (float4, what the embedder makes): the engine compares a conversation's own vectors, a few
+# hundred at most, in memory, so no index over vectors (pgvector) is needed.
+_postgres_sql(
+    "p006_context",
+    """CREATE TABLE message_vectors (
+        message_id text PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+        conversation_id text NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        model text NOT NULL,
+        vector real[] NOT NULL
+    );
+    CREATE INDEX message_vectors_by_conversation ON message_vectors (conversation_id, model);
+    CREATE TABLE conversation_summaries (
+        conversation_id text PRIMARY KEY REFERENCES conversations (id) ON DELETE CASCADE,
+        first_id text NOT NULL,
+        last_id text NOT NULL,
+        messages integer NOT NULL,
+        text text NOT NULL,
+        model text NOT NULL,
+        created_at timestamptz NOT NULL
+    );""",
+)
 
-@postgres_migrations
-async def p005_sessions_by_user(conn: Any) -> None:
-    await conn.execute("CREATE INDEX sessions_by_user ON sessions (user_id)")
+_postgres_sql(
+    "p007_profiles",
+    """CREATE TABLE user_interests (
+        user_id text NOT NULL,
+        term text NOT NULL,
+        score double precision NOT NULL,
+        updated_at timestamptz NOT NULL,
+        PRIMARY KEY (user_id, term)
+    );
+    CREATE INDEX user_interests_by_score ON user_interests (user_id, score);
+    CREATE TABLE recommendation_feedback (
+        user_id text NOT NULL,
+        catalogue text NOT NULL,
+        item_id text NOT NULL,
+        clicks integer NOT NULL DEFAULT 0,
+        dismissed boolean NOT NULL DEFAULT false,
+        updated_at timestamptz NOT NULL,
+        PRIMARY KEY (user_id, catalogue, item_id)
+    );""",
+)
 
+_postgres_sql(
+    "p008_forms",
+    """CREATE TABLE form_records (
+        id text PRIMARY KEY,
+        user_id text NOT NULL,
+        conversation_id text NOT NULL,
+        form text NOT NULL,
+        record_values jsonb NOT NULL DEFAULT '{}'::jsonb,
+        delivery text,
+        created_at timestamptz NOT NULL
+    );
+    CREATE INDEX form_records_by_user ON form_records (user_id, conversation_id, created_at);""",
+)
 
-@postgres_migrations
-async def p006_context(conn: Any) -> None:
-    # Vectors as real[] (float4, what the embedder makes): the engine compares a conversation's own vectors, a few
-    # hundred at most, in memory, so no index over vectors (pgvector) is needed.
-    await conn.execute(
-        """CREATE TABLE message_vectors (
-            message_id text PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
-            conversation_id text NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
-            model text NOT NULL,
-            vector real[] NOT NULL
-        );
-        CREATE INDEX message_vectors_by_conversation ON message_vectors (conversation_id, model);
-        CREATE TABLE conversation_summaries (
-            conversation_id text PRIMARY KEY REFERENCES conversations (id) ON DELETE CASCADE,
-            first_id text NOT NULL,
-            last_id text NOT NULL,
-            messages integer NOT NULL,
-            text text NOT NULL,
-            model text NOT NULL,
-            created_at timestamptz NOT NULL
-        );"""
-    )
+_postgres_sql(
+    "p009_stream_chunks",
+    """CREATE TABLE reply_streams (
+        message_id text PRIMARY KEY,
+        conversation_id text NOT NULL,
+        user_id text NOT NULL,
+        lease_until timestamptz NOT NULL,
+        ended boolean NOT NULL DEFAULT false,
+        expires_at timestamptz NOT NULL
+    );
+    CREATE INDEX reply_streams_by_expiry ON reply_streams (expires_at);
+    CREATE TABLE stream_chunks (
+        message_id text NOT NULL REFERENCES reply_streams (message_id) ON DELETE CASCADE,
+        end_offset integer NOT NULL,
+        start_offset integer NOT NULL,
+        text text NOT NULL,
+        PRIMARY KEY (message_id, end_offset)
+    );""",
+)
 
+# + 1 on every write to the conversation or its messages, in the same statement: what the cache of hot
+# conversations (stores/cache.py) compares. A constant default: no table rewrite.
+_postgres_sql(
+    "p010_conversation_versions",
+    "ALTER TABLE conversations ADD COLUMN version bigint NOT NULL DEFAULT 1",
+)
 
-@postgres_migrations
-async def p007_profiles(conn: Any) -> None:
-    await conn.execute(
-        """CREATE TABLE user_interests (
-            user_id text NOT NULL,
-            term text NOT NULL,
-            score double precision NOT NULL,
-            updated_at timestamptz NOT NULL,
-            PRIMARY KEY (user_id, term)
-        );
-        CREATE INDEX user_interests_by_score ON user_interests (user_id, score);
-        CREATE TABLE recommendation_feedback (
-            user_id text NOT NULL,
-            catalogue text NOT NULL,
-            item_id text NOT NULL,
-            clicks integer NOT NULL DEFAULT 0,
-            dismissed boolean NOT NULL DEFAULT false,
-            updated_at timestamptz NOT NULL,
-            PRIMARY KEY (user_id, catalogue, item_id)
-        );"""
-    )
+_postgres_sql(
+    "p011_profile_settings",
+    """CREATE TABLE profile_settings (
+        user_id text PRIMARY KEY,
+        interests_enabled boolean NOT NULL DEFAULT true,
+        updated_at timestamptz NOT NULL
+    );""",
+)
 
-
-@postgres_migrations
-async def p008_forms(conn: Any) -> None:
-    await conn.execute(
-        """CREATE TABLE form_records (
-            id text PRIMARY KEY,
-            user_id text NOT NULL,
-            conversation_id text NOT NULL,
-            form text NOT NULL,
-            record_values jsonb NOT NULL DEFAULT '{}'::jsonb,
-            delivery text,
-            created_at timestamptz NOT NULL
-        );
-        CREATE INDEX form_records_by_user ON form_records (user_id, conversation_id, created_at);"""
-    )
-
-
-@postgres_migrations
-async def p009_stream_chunks(conn: Any) -> None:
-    await conn.execute(
-        """CREATE TABLE reply_streams (
-            message_id text PRIMARY KEY,
-            conversation_id text NOT NULL,
-            user_id text NOT NULL,
-            lease_until timestamptz NOT NULL,
-            ended boolean NOT NULL DEFAULT false,
-            expires_at timestamptz NOT NULL
-        );
-        CREATE INDEX reply_streams_by_expiry ON reply_streams (expires_at);
-        CREATE TABLE stream_chunks (
-            message_id text NOT NULL REFERENCES reply_streams (message_id) ON DELETE CASCADE,
-            end_offset integer NOT NULL,
-            start_offset integer NOT NULL,
-            text text NOT NULL,
-            PRIMARY KEY (message_id, end_offset)
-        );"""
-    )
-
-
-@postgres_migrations
-async def p010_conversation_versions(conn: Any) -> None:
-    # + 1 on every write to the conversation or its messages, in the same statement: what the cache of hot
-    # conversations (stores/cache.py) compares. A constant default: no table rewrite.
-    await conn.execute("ALTER TABLE conversations ADD COLUMN version bigint NOT NULL DEFAULT 1")
-
-
-@postgres_migrations
-async def p011_profile_settings(conn: Any) -> None:
-    await conn.execute(
-        """CREATE TABLE profile_settings (
-            user_id text PRIMARY KEY,
-            interests_enabled boolean NOT NULL DEFAULT true,
-            updated_at timestamptz NOT NULL
-        );"""
-    )
-
-
-@postgres_migrations
-async def p012_breakers(conn: Any) -> None:
-    # Circuit breakers some process opened, shared by every process of the store (stores/breakers.py).
-    await conn.execute("CREATE TABLE breakers (model text PRIMARY KEY, open_until timestamptz NOT NULL)")
+# Circuit breakers some process opened, shared by every process of the store (stores/breakers.py).
+_postgres_sql(
+    "p012_breakers",
+    "CREATE TABLE breakers (model text PRIMARY KEY, open_until timestamptz NOT NULL)",
+)
 
 
 async def apply_postgres(conn: Any) -> list[str]:

@@ -1,7 +1,7 @@
 """The PostgreSQL store (asyncpg, a connection pool): the SQLite schema with native types and JSONB metadata.
 
 Each interface of ``base`` has its module here (``conversations``, ``accounts``, ``usage``); this one adds the
-lifecycle. The schema is ``migrations.POSTGRES_MIGRATIONS``. Tables live in the connection's schema; ``schema=``
+lifecycle. The schema is ``migrations.postgres_migrations``. Tables live in the connection's schema; ``schema=``
 puts them in another one (created if missing), which is how the tests isolate themselves.
 """
 

@@ -9,7 +9,10 @@ from ...errors import Conflict
 from ...types import User
 from ..base import DELETED_USER_ID, AccountStore, ApiKeyRecord, SessionRecord, UserDeletion, UserRecord
 from ..common import API_KEY_COLUMNS, api_key_from_row, as_utc, new_id, user_record_from_row, utcnow
-from .connection import PostgresConnection, count
+from .connection import PostgresConnection, count, insert_sql
+
+_INSERT_USER = insert_sql("users", "id, name, password_hash, is_admin, anonymous, created_at")
+_INSERT_API_KEY = insert_sql("api_keys", "id, user_id, name, prefix, key_hash, created_at")
 
 
 class PostgresAccounts(PostgresConnection, AccountStore):
@@ -18,18 +21,7 @@ class PostgresAccounts(PostgresConnection, AccountStore):
     ) -> User:
         user = User(id=new_id(), name=name, is_admin=is_admin, anonymous=anonymous, created_at=utcnow())
         try:
-            await self._write(
-                lambda: self._p().execute(
-                    "INSERT INTO users (id, name, password_hash, is_admin, anonymous, created_at) "
-                    "VALUES ($1, $2, $3, $4, $5, $6)",
-                    user.id,
-                    name,
-                    password_hash,
-                    is_admin,
-                    anonymous,
-                    user.created_at,
-                )
-            )
+            await self._execute(_INSERT_USER, user.id, name, password_hash, is_admin, anonymous, user.created_at)
         except asyncpg.UniqueViolationError:
             raise Conflict(f"The user name {name!r} is taken: choose another name.") from None
         return user
@@ -47,26 +39,13 @@ class PostgresAccounts(PostgresConnection, AccountStore):
         return [user_record_from_row(row).user for row in rows]
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> bool:
-        status = await self._write(
-            lambda: self._p().execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)
-        )
-        return count(status) > 0
+        touched = await self._execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)
+        return touched > 0
 
     async def create_api_key(self, user_id: str, *, name: str, prefix: str, key_hash: str) -> ApiKeyRecord:
         record = ApiKeyRecord(id=new_id(), user_id=user_id, name=name, prefix=prefix, created_at=utcnow())
         try:
-            await self._write(
-                lambda: self._p().execute(
-                    "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at) "
-                    "VALUES ($1, $2, $3, $4, $5, $6)",
-                    record.id,
-                    user_id,
-                    name,
-                    prefix,
-                    key_hash,
-                    record.created_at,
-                )
-            )
+            await self._execute(_INSERT_API_KEY, record.id, user_id, name, prefix, key_hash, record.created_at)
         except asyncpg.UniqueViolationError:
             raise Conflict("An API key with this hash exists already: generate a new key.") from None
         return record
@@ -89,16 +68,14 @@ class PostgresAccounts(PostgresConnection, AccountStore):
         return [api_key_from_row(row) for row in rows]
 
     async def revoke_api_key(self, key_id: str, *, user_id: str | None = None) -> bool:
-        status = await self._write(
-            lambda: self._p().execute(
-                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) "
-                "WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)",
-                key_id,
-                user_id,
-                utcnow(),
-            )
+        touched = await self._execute(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) "
+            "WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)",
+            key_id,
+            user_id,
+            utcnow(),
         )
-        return count(status) > 0
+        return touched > 0
 
     async def create_session(self, token_hash: str, record: SessionRecord) -> None:
         async def work() -> None:
@@ -127,7 +104,7 @@ class PostgresAccounts(PostgresConnection, AccountStore):
         return SessionRecord(user_id=row["user_id"], csrf_token=row["csrf_token"], expires_at=row["expires_at"])
 
     async def delete_session(self, token_hash: str) -> None:
-        await self._write(lambda: self._p().execute("DELETE FROM sessions WHERE token_hash = $1", token_hash))
+        await self._execute("DELETE FROM sessions WHERE token_hash = $1", token_hash)
 
     async def delete_user_sessions(self, user_id: str, *, keep: str | None = None) -> int:
         ended = await self._write(

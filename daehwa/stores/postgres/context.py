@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from ...types import ConversationSummary
 from ..base import ContextStore
 from ..common import summary_from_row, utcnow
-from .connection import PostgresConnection, count
+from .connection import PostgresConnection
 
 _OWNS = "SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2"
 
@@ -62,33 +62,29 @@ class PostgresContext(PostgresConnection, ContextStore):
 
     async def save_summary(self, user_id: str, summary: ConversationSummary) -> bool:
         s = summary
-        status = await self._write(
-            lambda: self._p().execute(
-                """INSERT INTO conversation_summaries
-                    (conversation_id, first_id, last_id, messages, text, model, created_at)
-                SELECT id, $3, $4, $5, $6, $7, $8 FROM conversations WHERE id = $1 AND user_id = $2
-                ON CONFLICT (conversation_id) DO UPDATE SET first_id = excluded.first_id, last_id = excluded.last_id,
-                    messages = excluded.messages, text = excluded.text, model = excluded.model,
-                    created_at = excluded.created_at""",
-                s.conversation_id,
-                user_id,
-                s.first_id,
-                s.last_id,
-                s.messages,
-                s.text,
-                s.model,
-                s.created_at or utcnow(),
-            )
+        touched = await self._execute(
+            """INSERT INTO conversation_summaries
+                (conversation_id, first_id, last_id, messages, text, model, created_at)
+            SELECT id, $3, $4, $5, $6, $7, $8 FROM conversations WHERE id = $1 AND user_id = $2
+            ON CONFLICT (conversation_id) DO UPDATE SET first_id = excluded.first_id, last_id = excluded.last_id,
+                messages = excluded.messages, text = excluded.text, model = excluded.model,
+                created_at = excluded.created_at""",
+            s.conversation_id,
+            user_id,
+            s.first_id,
+            s.last_id,
+            s.messages,
+            s.text,
+            s.model,
+            s.created_at or utcnow(),
         )
-        return count(status) > 0
+        return touched > 0
 
     async def delete_summary(self, user_id: str, conversation_id: str) -> bool:
-        status = await self._write(
-            lambda: self._p().execute(
-                """DELETE FROM conversation_summaries s USING conversations c
-                WHERE s.conversation_id = $1 AND c.id = s.conversation_id AND c.user_id = $2""",
-                conversation_id,
-                user_id,
-            )
+        touched = await self._execute(
+            """DELETE FROM conversation_summaries s USING conversations c
+            WHERE s.conversation_id = $1 AND c.id = s.conversation_id AND c.user_id = $2""",
+            conversation_id,
+            user_id,
         )
-        return count(status) > 0
+        return touched > 0

@@ -33,7 +33,7 @@ from ..common import (
     unknown_before,
     utcnow,
 )
-from .connection import PostgresConnection, count
+from .connection import PostgresConnection
 from .usage import usage_args, usage_values
 
 _CONVERSATION_COLUMNS = "id, user_id, title, persona, model, kind, meta, created_at, updated_at"
@@ -133,7 +133,7 @@ SELECT count(*) FROM deleted
 class PostgresConversations(PostgresConnection, VersionedConversationStore):
     async def create_conversation(self, user_id: str, new: NewConversation | None = None) -> Conversation:
         conv = new_conversation(user_id, new)
-        await self._write(lambda: self._p().execute(_INSERT_CONVERSATION, *_conversation_args(conv)))
+        await self._execute(_INSERT_CONVERSATION, *_conversation_args(conv))
         return conv
 
     async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation | None:
@@ -162,38 +162,31 @@ class PostgresConversations(PostgresConnection, VersionedConversationStore):
         return [conversation_from_row(row) for row in rows]
 
     async def rename_conversation(self, user_id: str, conversation_id: str, title: str) -> bool:
-        status = await self._write(
-            lambda: self._p().execute(
-                "UPDATE conversations SET title = $3, title_key = $4, updated_at = $5, version = version + 1 "
-                "WHERE id = $1 AND user_id = $2",
-                conversation_id,
-                user_id,
-                title,
-                title_key(title),
-                utcnow(),
-            )
+        touched = await self._execute(
+            "UPDATE conversations SET title = $3, title_key = $4, updated_at = $5, version = version + 1 "
+            "WHERE id = $1 AND user_id = $2",
+            conversation_id,
+            user_id,
+            title,
+            title_key(title),
+            utcnow(),
         )
-        return count(status) > 0
+        return touched > 0
 
     async def update_conversation(self, user_id: str, conversation_id: str, *, meta: Mapping[str, Any]) -> bool:
-        status = await self._write(
-            lambda: self._p().execute(
-                "UPDATE conversations SET meta = meta || $3::jsonb, version = version + 1 "
-                "WHERE id = $1 AND user_id = $2",
-                conversation_id,
-                user_id,
-                dict(meta),
-            )
+        touched = await self._execute(
+            "UPDATE conversations SET meta = meta || $3::jsonb, version = version + 1 WHERE id = $1 AND user_id = $2",
+            conversation_id,
+            user_id,
+            dict(meta),
         )
-        return count(status) > 0
+        return touched > 0
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> bool:
-        status = await self._write(
-            lambda: self._p().execute(
-                "DELETE FROM conversations WHERE id = $1 AND user_id = $2", conversation_id, user_id
-            )
+        touched = await self._execute(
+            "DELETE FROM conversations WHERE id = $1 AND user_id = $2", conversation_id, user_id
         )
-        return count(status) > 0
+        return touched > 0
 
     async def conversation_version(self, conversation_id: str) -> str | None:
         """The conversation's version: + 1 on every write to it or its messages (``None``: no such conversation).

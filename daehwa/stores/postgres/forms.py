@@ -4,26 +4,24 @@ from __future__ import annotations
 
 from ..base import FormRecord, FormStore, NewFormRecord
 from ..common import form_record_from_row, new_id, utcnow
-from .connection import PostgresConnection, count
+from .connection import PostgresConnection
 
 
 class PostgresForms(PostgresConnection, FormStore):
     async def save_form_record(self, user_id: str, record: NewFormRecord) -> FormRecord | None:
         rid, now = new_id(), utcnow()
-        status = await self._write(
-            lambda: self._p().execute(
-                """INSERT INTO form_records (id, user_id, conversation_id, form, record_values, delivery, created_at)
-                SELECT $1, user_id, id, $4, $5, $6, $7 FROM conversations WHERE id = $3 AND user_id = $2""",
-                rid,
-                user_id,
-                record.conversation_id,
-                record.form,
-                dict(record.values),
-                record.delivery,
-                now,
-            )
+        touched = await self._execute(
+            """INSERT INTO form_records (id, user_id, conversation_id, form, record_values, delivery, created_at)
+            SELECT $1, user_id, id, $4, $5, $6, $7 FROM conversations WHERE id = $3 AND user_id = $2""",
+            rid,
+            user_id,
+            record.conversation_id,
+            record.form,
+            dict(record.values),
+            record.delivery,
+            now,
         )
-        if count(status) == 0:
+        if touched == 0:
             return None
         return FormRecord(rid, user_id, record.conversation_id, record.form, dict(record.values), now, record.delivery)
 
@@ -41,9 +39,7 @@ class PostgresForms(PostgresConnection, FormStore):
         return [form_record_from_row(dict(r)) for r in rows]
 
     async def set_form_delivery(self, user_id: str, record_id: str, delivery: str) -> bool:
-        status = await self._write(
-            lambda: self._p().execute(
-                "UPDATE form_records SET delivery = $3 WHERE id = $1 AND user_id = $2", record_id, user_id, delivery
-            )
+        touched = await self._execute(
+            "UPDATE form_records SET delivery = $3 WHERE id = $1 AND user_id = $2", record_id, user_id, delivery
         )
-        return count(status) > 0
+        return touched > 0

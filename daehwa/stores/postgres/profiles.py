@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from ..base import FeedbackRecord, InterestRecord, ProfileStore
 from ..common import utcnow
-from .connection import PostgresConnection, count
+from .connection import PostgresConnection
 
 
 class PostgresProfiles(PostgresConnection, ProfileStore):
@@ -40,37 +40,27 @@ class PostgresProfiles(PostgresConnection, ProfileStore):
         return [InterestRecord(r["term"], float(r["score"]), r["updated_at"]) for r in rows]
 
     async def delete_interests(self, user_id: str, term: str | None = None) -> int:
-        async def work() -> int:
-            if term is None:
-                status = await self._p().execute("DELETE FROM user_interests WHERE user_id = $1", user_id)
-            else:
-                status = await self._p().execute(
-                    "DELETE FROM user_interests WHERE user_id = $1 AND term = $2", user_id, term
-                )
-            return count(status)
-
-        return await self._write(work)
+        if term is None:
+            return await self._execute("DELETE FROM user_interests WHERE user_id = $1", user_id)
+        return await self._execute("DELETE FROM user_interests WHERE user_id = $1 AND term = $2", user_id, term)
 
     async def record_feedback(self, user_id: str, catalogue: str, item_id: str, action: str) -> None:
         clicks, dismissed = (1, False) if action == "click" else (0, True)
 
-        async def work() -> None:
-            await self._p().execute(
-                """INSERT INTO recommendation_feedback (user_id, catalogue, item_id, clicks, dismissed, updated_at)
-                VALUES ($1, $2, $3, $4, $5, $6)
-                ON CONFLICT (user_id, catalogue, item_id) DO UPDATE SET
-                    clicks = recommendation_feedback.clicks + excluded.clicks,
-                    dismissed = recommendation_feedback.dismissed OR excluded.dismissed,
-                    updated_at = excluded.updated_at""",
-                user_id,
-                catalogue,
-                item_id,
-                clicks,
-                dismissed,
-                utcnow(),
-            )
-
-        await self._write(work)
+        await self._execute(
+            """INSERT INTO recommendation_feedback (user_id, catalogue, item_id, clicks, dismissed, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (user_id, catalogue, item_id) DO UPDATE SET
+                clicks = recommendation_feedback.clicks + excluded.clicks,
+                dismissed = recommendation_feedback.dismissed OR excluded.dismissed,
+                updated_at = excluded.updated_at""",
+            user_id,
+            catalogue,
+            item_id,
+            clicks,
+            dismissed,
+            utcnow(),
+        )
 
     async def load_feedback(self, user_id: str, catalogue: str) -> dict[str, FeedbackRecord]:
         rows = await self._p().fetch(
@@ -81,21 +71,17 @@ class PostgresProfiles(PostgresConnection, ProfileStore):
         return {r["item_id"]: FeedbackRecord(r["item_id"], int(r["clicks"]), bool(r["dismissed"])) for r in rows}
 
     async def interests_enabled(self, user_id: str) -> bool:
-        found = await self._p().fetchval(
-            "SELECT interests_enabled FROM profile_settings WHERE user_id = $1", user_id
-        )
+        found = await self._p().fetchval("SELECT interests_enabled FROM profile_settings WHERE user_id = $1", user_id)
         return found is None or bool(found)
 
     async def set_interests_enabled(self, user_id: str, enabled: bool) -> None:
-        await self._write(
-            lambda: self._p().execute(
-                """INSERT INTO profile_settings (user_id, interests_enabled, updated_at) VALUES ($1, $2, $3)
-                ON CONFLICT (user_id) DO UPDATE SET interests_enabled = excluded.interests_enabled,
-                    updated_at = excluded.updated_at""",
-                user_id,
-                enabled,
-                utcnow(),
-            )
+        await self._execute(
+            """INSERT INTO profile_settings (user_id, interests_enabled, updated_at) VALUES ($1, $2, $3)
+            ON CONFLICT (user_id) DO UPDATE SET interests_enabled = excluded.interests_enabled,
+                updated_at = excluded.updated_at""",
+            user_id,
+            enabled,
+            utcnow(),
         )
 
     async def delete_profile(self, user_id: str) -> None:

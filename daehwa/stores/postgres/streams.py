@@ -27,18 +27,16 @@ class PostgresStreams(PostgresConnection, StreamLogStore):
     async def append_stream(
         self, user_id: str, conversation_id: str, message_id: str, chunk: StreamChunk, times: StreamTimes
     ) -> None:
-        await self._write(
-            lambda: self._p().execute(
-                _TOUCH,
-                message_id,
-                conversation_id,
-                user_id,
-                float(times.lease_seconds),
-                float(times.expire_seconds),
-                chunk.end,
-                chunk.start,
-                chunk.text,
-            )
+        await self._execute(
+            _TOUCH,
+            message_id,
+            conversation_id,
+            user_id,
+            float(times.lease_seconds),
+            float(times.expire_seconds),
+            chunk.end,
+            chunk.start,
+            chunk.text,
         )
 
     async def end_stream(self, user_id: str, conversation_id: str, message_id: str, *, expire_seconds: float) -> None:

@@ -8,12 +8,14 @@ from typing import Any
 from ...types import UsageRecord, UsageTotal
 from ..base import UsageStore
 from ..common import USAGE_COLUMNS, USAGE_FIELDS, as_utc, usage_row, usage_total_from_row
-from .connection import PostgresConnection
+from .connection import PostgresConnection, insert_sql, placeholders
+
+_INSERT_USAGE = insert_sql("usage", USAGE_COLUMNS)
 
 
 def usage_values(first: int) -> str:
     """The placeholders of one usage row, numbered from ``first``."""
-    return ", ".join(f"${i}" for i in range(first, first + len(USAGE_FIELDS)))
+    return placeholders(len(USAGE_FIELDS), first)
 
 
 def usage_args(record: UsageRecord) -> list[Any]:
@@ -22,11 +24,7 @@ def usage_args(record: UsageRecord) -> list[Any]:
 
 class PostgresUsage(PostgresConnection, UsageStore):
     async def record_usage(self, record: UsageRecord) -> None:
-        await self._write(
-            lambda: self._p().execute(
-                f"INSERT INTO usage ({USAGE_COLUMNS}) VALUES ({usage_values(1)})", *usage_args(record)
-            )
-        )
+        await self._execute(_INSERT_USAGE, *usage_args(record))
 
     async def usage_totals(self, *, user_id: str | None = None, since: datetime | None = None) -> list[UsageTotal]:
         rows = await self._p().fetch(

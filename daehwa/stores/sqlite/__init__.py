@@ -9,7 +9,7 @@ up front means a busy file makes us wait (``busy_timeout``) instead of failing w
 through.
 
 Each interface of ``base`` has its module here (``conversations``, ``accounts``, ``usage``); this one adds the
-lifecycle. The schema is ``migrations.SQLITE_MIGRATIONS``.
+lifecycle. The schema is ``migrations.sqlite_migrations``.
 """
 
 from __future__ import annotations
