@@ -72,8 +72,10 @@ async def main(turns: int) -> None:
     for name, held in held_out_sets().items():
         vectors = np.asarray(await embedder.embed([r[2] for r in held], kind="query"))
         hits = [int(model.probabilities(v).argmax()) == LABELS.index(r[0]) for v, r in zip(vectors, held, strict=True)]
-        print(f"mood ({name}): held-out accuracy {sum(hits) / len(hits):.3f} on {len(held)} rows "
-              f"(recorded {recorded[name] or float('nan'):.3f})")
+        print(
+            f"mood ({name}): held-out accuracy {sum(hits) / len(hits):.3f} on {len(held)} rows "
+            f"(recorded {recorded[name] or float('nan'):.3f})"
+        )
 
     # 2. the contributors
     with tempfile.TemporaryDirectory() as tmp:
