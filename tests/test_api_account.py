@@ -20,6 +20,7 @@ from daehwa.types import User
 from tests.api_helpers import LiveServer, auth
 from tests.conftest import FakeProvider
 from tests.test_accounts import FAST_HASHER, cli_accounts, cli_env, daehwa, failed  # noqa: F401  (cli_env: fixture)
+from tests.test_intelligence import embedded_guides
 from tests.test_stores_deletion import ALL_KINDS
 
 pytest_plugins = ["tests.api_fixtures"]
@@ -235,8 +236,9 @@ def test_slash_interests_off_and_on_in_daehwa_chat(tmp_path: Path) -> None:
 
 # -- dismissed cards ----------------------------------------------------------------------------------------------
 async def test_a_dismissed_card_is_gone_from_the_stored_reply_too(
-    client: httpx.AsyncClient, alice_key: str, bob_key: str
+    client: httpx.AsyncClient, services: Services, alice_key: str, bob_key: str
 ) -> None:
+    await embedded_guides(services)
     r = await client.post("/api/conversations", json={"persona": "guide"}, headers=auth(alice_key))
     cid = r.json()["conversation"]["id"]
     ask = {"content": "파이썬 코드가 너무 느린데 성능 최적화는 어떻게 하나요?"}

@@ -3,6 +3,7 @@ remembered interests, catalogue recommendations, their routes, and failures that
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -44,6 +45,13 @@ def settings(tmp_path: Path) -> Settings:
 def intel(services: Services) -> Intelligence:
     assert services.intelligence is not None
     return services.intelligence
+
+
+async def embedded_guides(services: Services) -> None:
+    """The guide catalogue's vectors computed, as on a server that has been up for a moment: a turn waits for them at
+    most ``RecommendContributor.vector_wait`` (the first turns after a start may rank by tags alone)."""
+    found = intel(services)
+    assert await found.catalogue("daehwa-guides").ensure_vectors(found.embedder) is not None
 
 
 def system_prompt(fake: FakeProvider) -> str:
@@ -209,6 +217,7 @@ async def test_anonymous_users_have_no_profile(services: Services) -> None:
 async def test_recommendations_come_with_the_reply_and_feedback_changes_later_picks(
     client: httpx.AsyncClient, services: Services, alice_key: str, fake_provider: FakeProvider
 ) -> None:
+    await embedded_guides(services)
     r = await client.post("/api/conversations", json={"persona": "guide"}, headers=auth(alice_key))
     cid = r.json()["conversation"]["id"]
     ask = {"content": "파이썬 코드가 너무 느린데 성능 최적화는 어떻게 하나요?"}
@@ -238,6 +247,7 @@ async def test_recommendations_come_with_the_reply_and_feedback_changes_later_pi
 async def test_clicks_raise_an_item_and_an_unrelated_message_gets_no_picks(
     services: Services, alice: User, fake_provider: FakeProvider
 ) -> None:
+    await embedded_guides(services)
     _, finished = await services.chat.run(TurnRequest(user=alice, content="오늘 저녁 뭐 먹을까?", persona="guide"))
     assert "recommendations" not in finished.reply_meta
     text = "asyncio로 비동기 파이썬 코드를 빠르게 만들고 싶어요"
@@ -285,6 +295,7 @@ async def test_the_guide_persona_works_with_the_embedded_model(tmp_path: Path, m
     await svc.start()
     try:
         user = await svc.store.create_user("dana", password_hash=None)
+        await embedded_guides(svc)
         request = TurnRequest(user=user, content="파이썬 코드 성능 최적화 방법을 한 문장으로 알려줘", persona="guide")
         request = TurnRequest(**{**_fields(request), "params": _short()})
         _, finished = await svc.chat.run(request)
@@ -329,3 +340,45 @@ def test_slash_interests_in_daehwa_chat_lists_and_forgets(cli_env, fake_upstream
     assert "  레디스 캐시  (" in listed_again and "  레디스  (" not in listed_again
     assert "아직 기억한 관심사가 없어요" in cleared
     assert len(fake_upstream.requests) == 2  # the commands never reach the model
+
+
+class SlowEmbedder:
+    """Passage vectors after ``delay`` seconds (the model loading, or a large catalogue), or a failure."""
+
+    name = "slow-test-embedder"
+
+    def __init__(self, delay: float, *, fail_first: bool = False) -> None:
+        self.delay = delay
+        self.fail_first = fail_first
+        self.calls = 0
+
+    async def embed(self, texts: list[str], *, kind: str = "passage") -> object:
+        import numpy as np
+
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        if self.fail_first and self.calls == 1:
+            raise RuntimeError("the engine broke")
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+
+async def test_catalogue_vectors_are_embedded_once_in_the_background_past_the_wait() -> None:
+    guides = load_catalogue("daehwa-guides")
+    embedder = SlowEmbedder(0.3)
+    assert await guides.ensure_vectors(embedder, wait=0.01) is None  # not ready: this turn goes on without them
+    assert await guides.ensure_vectors(embedder, wait=0.01) is None  # the same computation, not a second one
+    with pytest.raises(TimeoutError):  # a turn's time bound cutting the wait does not stop the computation
+        async with asyncio.timeout(0.01):
+            await guides.ensure_vectors(embedder)
+    vectors = await guides.ensure_vectors(embedder, wait=5)
+    assert vectors is not None and vectors.shape == (len(guides.items), 4)
+    assert embedder.calls == 1
+    assert await guides.ensure_vectors(embedder, wait=0) is vectors and embedder.calls == 1
+
+
+async def test_a_failed_catalogue_embedding_is_logged_and_tried_again(caplog: pytest.LogCaptureFixture) -> None:
+    guides = load_catalogue("daehwa-guides")
+    embedder = SlowEmbedder(0.0, fail_first=True)
+    assert await guides.ensure_vectors(embedder, wait=5) is None
+    assert "embedding its items failed" in caplog.text
+    assert await guides.ensure_vectors(embedder, wait=5) is not None and embedder.calls == 2

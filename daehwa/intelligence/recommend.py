@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
 import tomllib
@@ -31,6 +32,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..stores.base import FeedbackRecord
+
+log = logging.getLogger(__name__)
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "catalogues"
 _WORD = re.compile(r"[\w+#]+")
@@ -59,17 +62,41 @@ class Catalogue:
     items: tuple[CatalogueItem, ...]
     vectors: Any = None  # numpy (len(items), dim) once embedded
     embedder_name: str = ""
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _embedding: asyncio.Task[Any] | None = None
 
     def get(self, item_id: str) -> CatalogueItem | None:
         return next((i for i in self.items if i.id == item_id), None)
 
-    async def ensure_vectors(self, embedder: Any) -> Any:
-        async with self._lock:
-            if self.vectors is None or self.embedder_name != embedder.name:
-                self.vectors = await embedder.embed([i.document() for i in self.items], kind="passage")
-                self.embedder_name = embedder.name
+    async def ensure_vectors(self, embedder: Any, *, wait: float | None = None) -> Any:
+        """The items' vectors, computed once per embedder; None if they are not ready within ``wait`` seconds.
+
+        The computation runs in a task of its own that a caller's timeout or cancellation does not stop: a large
+        catalogue, or the embedding model loading on the first turns after a start, is embedded once in the
+        background while turns go on without vectors (tags, interests and feedback still rank the items), instead
+        of being started again and cut off by every turn's time bound. A failure is logged and tried again on a
+        later turn.
+        """
+        if self.vectors is not None and self.embedder_name == embedder.name:
             return self.vectors
+        task = self._embedding
+        if task is None or task.done():
+            task = self._embedding = asyncio.ensure_future(self._embed(embedder))
+        try:
+            async with asyncio.timeout(wait):
+                await asyncio.shield(task)
+        except TimeoutError:
+            return None
+        return self.vectors if self.embedder_name == embedder.name else None
+
+    async def _embed(self, embedder: Any) -> None:
+        try:
+            vectors = await embedder.embed([i.document() for i in self.items], kind="passage")
+        except Exception:  # EmbeddingError, or anything the model's engine raised: a later turn tries again
+            log.warning("catalogue %s: embedding its items failed", self.name, exc_info=True)
+            return
+        finally:
+            self._embedding = None
+        self.vectors, self.embedder_name = vectors, embedder.name
 
 
 def _texts(value: Any, where: str) -> dict[str, str]:

@@ -181,6 +181,9 @@ class RecommendContributor:
     intel: Intelligence
     name: str = "recommendations"
     limit: int = 2
+    #: How long a turn waits for the catalogue's vectors while they are computed (the first turns after a start,
+    #: while the embedding model loads): past it, this turn ranks by tags, interests and feedback alone.
+    vector_wait: float = 1.0
 
     def applies(self, turn: Turn) -> bool:
         return turn.persona is not None and turn.persona.catalogue is not None and bool(turn.content)
@@ -190,8 +193,9 @@ class RecommendContributor:
         if persona is None or persona.catalogue is None or not turn.content:
             return
         catalogue = self.intel.catalogue(persona.catalogue)
+        vectors = None
         if turn.query_vector is not None and self.intel.embedder is not None:
-            await catalogue.ensure_vectors(self.intel.embedder)
+            vectors = await catalogue.ensure_vectors(self.intel.embedder, wait=self.vector_wait)
         interests: list[str] = []
         feedback = {}
         if not turn.user.anonymous:
@@ -202,7 +206,7 @@ class RecommendContributor:
             feedback = await self.intel.store.load_feedback(turn.user.id, catalogue.name)
         picks = pick(
             catalogue,
-            query_vector=turn.query_vector if catalogue.vectors is not None else None,
+            query_vector=turn.query_vector if vectors is not None else None,
             text=turn.content,
             interests=interests,
             feedback=feedback,
