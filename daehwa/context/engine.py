@@ -208,8 +208,9 @@ class ContextEngine:
         recalled: list[Recalled] = []
         vector: bytes | None = None
         embed_ms: float | None = None
-        language = language_of([e.content for e in entries[-6:]])
+        language = "en"  # only the summary's and the excerpts' headings use it: known once older turns are left out
         if start > 0:
+            language = language_of([e.content for e in entries[-6:]])
             if policy.summary:
                 summary, note = await self._summary_for(user_id, conversation_id, entries, start)
                 if note:

@@ -115,7 +115,13 @@ def no_conversation(conversation_id: str) -> NotFound:
 
 def to_json(value: Mapping[str, Any]) -> str:
     """Compact JSON, Korean kept as is: how SQLite columns and Redis documents hold metadata."""
-    return json.dumps(dict(value), ensure_ascii=False, separators=(",", ":"))
+    if not value:
+        return "{}"  # most messages' meta, written on every turn
+    return _COMPACT_JSON(value if type(value) is dict else dict(value))
+
+
+#: ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))`` without building an encoder per call.
+_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def redact(url: str) -> str:
