@@ -161,9 +161,9 @@ def main() -> None:
         upstream_url = upstream.stdout.readline().decode().strip()  # http://127.0.0.1:PORT/v1
         proxy_port = free_port()
         proxy = [sys.executable, str(ROOT / "benchmarks" / "proxy_baseline.py"), "--upstream", upstream_url]
-        baseline = subprocess.Popen(
-            [*proxy, "--port", str(proxy_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        # Its log goes to a file as daehwa's does (serve.log): both pay the same for writing their lines.
+        with (data / "proxy.log").open("wb") as sink:
+            baseline = subprocess.Popen([*proxy, "--port", str(proxy_port)], stdout=sink, stderr=sink)
         servers = {"daehwa": start_daehwa(data / "daehwa", upstream_url, args.log_level)}
         if args.compare:
             servers["compared"] = start_daehwa(data / "compared", upstream_url, args.log_level, source=args.compare)
