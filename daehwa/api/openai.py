@@ -33,8 +33,6 @@ from .stream import EventStreamResponse, SendBytes, TurnHandle, error_event_json
 
 log = logging.getLogger("daehwa.api")
 router = APIRouter(prefix="/v1", tags=["openai"])
-#: ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))`` without building an encoder per call.
-_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
 ApiKeyUser = Annotated[User, Depends(api_key_user)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -220,7 +218,7 @@ async def complete(
         "usage": usage,
         "system_fingerprint": None,
     }
-    return Response(_COMPACT_JSON(payload), media_type="application/json")
+    return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":")), media_type="application/json")
 
 
 class _TooLarge(InvalidRequest):
@@ -348,7 +346,7 @@ def _stream_response(handle: TurnHandle, include_usage: bool, n: int) -> EventSt
         if include_usage:
             data["usage"] = None
         data.update(more)
-        return b"data: " + _COMPACT_JSON(data).encode() + b"\n\n"
+        return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
     # What is ready at the same moment goes out as one write: a delta with the role chunk that opens its choice, and
     # the end (finish chunks, usage, [DONE]); each write is a syscall here and a wake-up of the client.

@@ -59,8 +59,6 @@ _MAX_UPSTREAM_MESSAGE = 500
 #: The SDK's own defaults for its HTTP client.
 _LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=5.0)
 _JSON = {"Content-Type": "application/json"}
-#: ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))`` without building an encoder per request.
-_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 #: After ``[DONE]``, how long to read on to the end of the body so the connection can be reused (as the SDK does).
 _DRAIN_SECONDS = 0.1
 
@@ -233,7 +231,7 @@ class OpenAIProvider(Provider):
         client = self._http_client()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        content = _COMPACT_JSON(body).encode()
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         route = self._raw_route(client)
         try:
             async with asyncio.timeout_at(deadline):
